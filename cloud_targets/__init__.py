@@ -1,0 +1,1 @@
+"""Deployment targets (Local, ACI, AKS, IoT Hub): deploy and manage services and endpoints."""

@@ -1,0 +1,75 @@
+"""Where deployed models live, in Azure ML v1's ``AZUREML_MODEL_DIR`` layout.
+
+One model deployed::
+
+    AZUREML_MODEL_DIR=<root>/azureml-models/<name>/<version>
+    <root>/azureml-models/<name>/<version>/<file or folder as registered>
+
+Several models deployed::
+
+    AZUREML_MODEL_DIR=<root>/azureml-models
+    <root>/azureml-models/<name>/<version>/<file or folder as registered>
+
+``resolve_model_path`` answers ``Model.get_model_path(name, version)`` for both, as v1 did.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MODEL_DIR_ENV = "AZUREML_MODEL_DIR"
+
+
+class ModelPathNotFoundError(LookupError):
+    """No deployed model matches the name and version asked for."""
+
+
+def _versions(name_dir: Path) -> list[int]:
+    return sorted(int(p.name) for p in name_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def _single_entry(version_dir: Path) -> Path:
+    entries = [p for p in version_dir.iterdir() if not p.name.startswith(".")]
+    if len(entries) != 1:
+        raise ModelPathNotFoundError(
+            f"{version_dir} must hold exactly one file or folder (the registered model), "
+            f"found {sorted(p.name for p in entries)}"
+        )
+    return entries[0]
+
+
+def resolve_model_path(model_name: str, version: int | None = None, model_dir: str | os.PathLike | None = None) -> Path:
+    """Return the path of a deployed model's file or folder.
+
+    ``model_dir`` defaults to ``$AZUREML_MODEL_DIR``. ``version=None`` means the latest deployed one.
+    Raises :class:`ModelPathNotFoundError` with what was looked at when nothing matches.
+    """
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise TypeError(f"version must be an int, not {type(version).__name__}")
+    root_value = model_dir if model_dir is not None else os.environ.get(MODEL_DIR_ENV)
+    if not root_value:
+        raise ModelPathNotFoundError(f"{MODEL_DIR_ENV} is not set: not inside a deployment")
+    root = Path(root_value)
+
+    name_dir = root / model_name
+    if name_dir.is_dir() and _versions(name_dir):  # several models deployed
+        available = _versions(name_dir)
+        chosen = available[-1] if version is None else version
+        if chosen not in available:
+            raise ModelPathNotFoundError(
+                f"model {model_name!r} version {chosen} is not deployed under {root}; deployed versions: {available}"
+            )
+        return _single_entry(name_dir / str(chosen))
+
+    if root.name.isdigit() and root.parent.name == model_name:  # one model deployed
+        if version is not None and int(root.name) != version:
+            raise ModelPathNotFoundError(
+                f"model {model_name!r} version {version} is not deployed; {root} holds version {root.name}"
+            )
+        return _single_entry(root)
+
+    raise ModelPathNotFoundError(
+        f"model {model_name!r} is not deployed under {root} "
+        f"(expected {root}/{model_name}/<version>/ or {MODEL_DIR_ENV} ending in /{model_name}/<version>)"
+    )

@@ -1,0 +1,1 @@
+"""Quantized FPGA graphs: formats, partitioning, bit-accurate emulation and HLS export."""

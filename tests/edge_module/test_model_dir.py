@@ -1,0 +1,55 @@
+"""Model paths in the AZUREML_MODEL_DIR layouts, one model or several."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_module.model_dir import ModelPathNotFoundError, resolve_model_path
+
+
+def deploy(root: Path, name: str, version: int, entry: str = "model.onnx") -> Path:
+    d = root / name / str(version)
+    d.mkdir(parents=True)
+    (d / entry).write_bytes(b"x")
+    return d / entry
+
+
+def test_several_models_pick_version_or_latest(tmp_path: Path) -> None:
+    a1 = deploy(tmp_path, "a", 1)
+    a10 = deploy(tmp_path, "a", 10, "folder")
+    b2 = deploy(tmp_path, "b", 2)
+    assert resolve_model_path("a", model_dir=tmp_path) == a10  # numeric, not lexical, latest
+    assert resolve_model_path("a", 1, model_dir=tmp_path) == a1
+    assert resolve_model_path("b", model_dir=tmp_path) == b2
+    with pytest.raises(ModelPathNotFoundError, match=r"version 3 is not deployed.*\[1, 10\]"):
+        resolve_model_path("a", 3, model_dir=tmp_path)
+    with pytest.raises(ModelPathNotFoundError, match="'c' is not deployed"):
+        resolve_model_path("c", model_dir=tmp_path)
+
+
+def test_one_model_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = deploy(tmp_path, "digits", 4)
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(path.parent))
+    assert resolve_model_path("digits") == path
+    assert resolve_model_path("digits", 4) == path
+    with pytest.raises(ModelPathNotFoundError, match="holds version 4"):
+        resolve_model_path("digits", 5)
+    with pytest.raises(ModelPathNotFoundError, match="'other' is not deployed"):
+        resolve_model_path("other")
+
+
+def test_version_folder_must_hold_one_entry(tmp_path: Path) -> None:
+    path = deploy(tmp_path, "m", 1)
+    (path.parent / "extra.txt").write_text("x")
+    with pytest.raises(ModelPathNotFoundError, match="exactly one"):
+        resolve_model_path("m", model_dir=tmp_path)
+
+
+def test_not_in_a_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZUREML_MODEL_DIR", raising=False)
+    with pytest.raises(ModelPathNotFoundError, match="not set"):
+        resolve_model_path("m")
+    with pytest.raises(TypeError):
+        resolve_model_path("m", "1", model_dir="/")  # type: ignore[arg-type]

@@ -1,0 +1,187 @@
+"""The ``edgepack model`` CLI: JSON round trip, one-line errors, exit codes (2 usage, 1 failure)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from packager.cli import main
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> object:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def run(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """Run the CLI in-process against a fresh workspace; return exit code and output."""
+    monkeypatch.setenv("EDGEPACK_WORKSPACE", str(tmp_path / "ws"))
+    monkeypatch.delenv("EDGEPACK_DEBUG", raising=False)
+
+    def _run(*args: str) -> Result:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main(list(args))
+        captured = capsys.readouterr()
+        return Result(int(exc.value.code or 0), captured.out, captured.err)
+
+    return _run
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "outputs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "model.onnx").write_bytes(b"onnx")
+    (folder / "sub" / "labels.txt").write_text("a\nb\n")
+    return folder
+
+
+def test_round_trip_with_json(run, model_dir: Path, tmp_path: Path) -> None:
+    r = run(
+        "model",
+        "register",
+        "-n",
+        "digits",
+        "-p",
+        str(model_dir),
+        "--tag",
+        "stage=dev",
+        "--tag",
+        "team=iot",
+        "--property",
+        "acc=0.97",
+        "--description",
+        "first cut",
+        "--json",
+    )
+    assert r.code == 0, r.err
+    reg = r.json()
+    assert reg["id"] == "digits:1" and reg["framework"] == "onnx"
+    assert reg["tags"] == {"stage": "dev", "team": "iot"} and reg["properties"] == {"acc": "0.97"}
+    assert [f["path"] for f in reg["files"]] == ["outputs/model.onnx", "outputs/sub/labels.txt"]
+
+    r = run("model", "register", "-n", "digits", "-p", str(model_dir / "model.onnx"), "--framework", "onnx", "--json")
+    assert r.json()["version"] == 2
+
+    listed = run("model", "list", "--json").json()
+    assert [m["id"] for m in listed] == ["digits:2", "digits:1"]
+    assert [m["id"] for m in run("model", "list", "--latest", "--json").json()] == ["digits:2"]
+    assert [m["id"] for m in run("model", "list", "--tag", "stage=dev", "--json").json()] == ["digits:1"]
+    assert run("model", "list", "--name", "other", "--json").json() == []
+
+    shown = run("model", "show", "digits:1", "--json").json()
+    assert shown == reg
+    assert run("model", "show", "digits", "--json").json()["version"] == 2
+
+    r = run(
+        "model",
+        "update",
+        "digits:1",
+        "--tag",
+        "stage=prod",
+        "--remove-tag",
+        "team",
+        "--description",
+        "promoted",
+        "--json",
+    )
+    assert r.code == 0, r.err
+    assert r.json()["tags"] == {"stage": "prod"} and r.json()["description"] == "promoted"
+
+    r = run("model", "download", "digits:1", "-t", str(tmp_path / "dl"), "--json")
+    path = Path(r.json()["path"])
+    assert path == tmp_path / "dl" / "outputs"
+    assert (path / "sub" / "labels.txt").read_text() == "a\nb\n"
+
+    r = run("model", "delete", "digits:1", "--json")
+    assert r.json() == {"deleted": "digits:1"}
+    assert [m["id"] for m in run("model", "list", "--json").json()] == ["digits:2"]
+
+
+def test_human_output(run, model_dir: Path) -> None:
+    r = run("model", "register", "-n", "digits", "-p", str(model_dir))
+    assert r.code == 0 and "Registered digits:1 (onnx, 2 files" in r.out
+    r = run("model", "list")
+    assert "digits" in r.out and "onnx" in r.out
+    r = run("model", "show", "digits")
+    assert "outputs/sub/labels.txt" in r.out
+
+
+def _one_error_line(r: Result, code: int, *fragments: str) -> None:
+    assert r.code == code, (r.out, r.err)
+    lines = r.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.err
+    assert "Traceback" not in r.err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_usage_errors_exit_2(run, model_dir: Path, tmp_path: Path) -> None:
+    _one_error_line(run("model", "register", "-n", "bad name", "-p", str(model_dir)), 2, "invalid model name")
+    _one_error_line(run("model", "register", "-n", "m", "-p", str(tmp_path / "nope")), 2, "does not exist")
+    (tmp_path / "empty").mkdir()
+    _one_error_line(run("model", "register", "-n", "m", "-p", str(tmp_path / "empty")), 2, "has no files")
+    _one_error_line(run("model", "register", "-p", str(model_dir)), 2, "Missing option", "--help")
+    _one_error_line(run("model", "register", "-n", "m", "-p", str(model_dir), "--tag", "novalue"), 2, "KEY=VALUE")
+    _one_error_line(run("model", "show", "m:zero"), 2, "NAME:VERSION")
+    _one_error_line(run("model", "nosuch"), 2, "No such command")
+    assert run("model", "list", "--json").json() == []  # nothing was registered by the failures
+
+
+def test_failures_exit_1(run, model_dir: Path, tmp_path: Path) -> None:
+    _one_error_line(run("model", "show", "digits"), 1, "no edgepack workspace")
+    run("model", "register", "-n", "digits", "-p", str(model_dir))
+    _one_error_line(run("model", "show", "digits:7"), 1, "no version 7", "versions: 1")
+    _one_error_line(run("model", "show", "other"), 1, "no model named 'other'")
+    _one_error_line(run("model", "delete", "digits"), 2, "explicit version")
+    assert run("model", "update", "digits:1", "--property", "x=1").code == 0
+    _one_error_line(run("model", "update", "digits:1", "--property", "x=2"), 1, "add-only")
+    _one_error_line(run("model", "update", "digits:1"), 2, "nothing to update")
+    run("model", "download", "digits", "-t", str(tmp_path / "dl"))
+    _one_error_line(run("model", "download", "digits", "-t", str(tmp_path / "dl")), 2, "already exists")
+    assert run("model", "download", "digits", "-t", str(tmp_path / "dl"), "--overwrite").code == 0
+
+
+def test_corrupted_blob_download_fails_and_debug_shows_traceback(run, model_dir: Path, tmp_path: Path) -> None:
+    reg = run("model", "register", "-n", "digits", "-p", str(model_dir), "--json").json()
+    digest = next(f["digest"] for f in reg["files"] if f["path"] == "outputs/model.onnx").split(":")[1]
+    blob = tmp_path / "ws" / "blobs" / "sha256" / digest[:2] / digest
+    blob.chmod(0o644)
+    blob.write_bytes(b"tampered")
+    r = run("model", "download", "digits:1", "-t", str(tmp_path / "dl"))
+    _one_error_line(r, 1, "outputs/model.onnx", "digits:1", "corrupted")
+    assert list((tmp_path / "dl").iterdir()) == []
+    r = run("--debug", "model", "download", "digits:1", "-t", str(tmp_path / "dl"))
+    assert r.code == 1 and "Traceback" in r.err
+
+
+def test_console_script_installed(tmp_path: Path, model_dir: Path) -> None:
+    """The installed ``edgepack`` entry point (and ``python -m packager``) behave the same."""
+    env = {"EDGEPACK_WORKSPACE": str(tmp_path / "ws"), "PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin"}
+    r = subprocess.run(
+        ["edgepack", "model", "register", "-n", "m", "-p", str(model_dir), "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["id"] == "m:1"
+    r = subprocess.run(
+        [sys.executable, "-m", "packager", "model", "show", "m:9"], capture_output=True, text=True, env=env, check=False
+    )
+    assert r.returncode == 1 and r.stderr.startswith("error: model 'm' has no version 9")
+    r = subprocess.run(["edgepack", "--version"], capture_output=True, text=True, env=env, check=False)
+    assert r.returncode == 0 and "0.1.0" in r.stdout

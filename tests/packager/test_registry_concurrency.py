@@ -1,0 +1,117 @@
+"""Concurrent and interrupted registrations: distinct consecutive versions, nothing half-visible."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+from packager import Model, Workspace
+
+PROCESSES, THREADS = 8, 50
+
+
+def _register_many(ws_path: str, src_dir: str, worker: int) -> list[int]:
+    """One process: THREADS threads register the same name at once (after a barrier)."""
+    ws = Workspace.from_path(ws_path)
+    barrier = threading.Barrier(THREADS)
+    versions: list[int] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        src = Path(src_dir) / f"w{worker}-{i}.bin"
+        src.write_bytes(f"{worker}-{i}".encode() if i % 2 else b"shared content")
+        barrier.wait()
+        try:
+            v = Model.register(ws, src, "race", tags={"worker": str(worker), "i": str(i)}).version
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+            return
+        with lock:
+            versions.append(v)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return versions
+
+
+def test_8_processes_x_50_concurrent_registers_get_versions_1_to_400(tmp_path: Path) -> None:
+    ws = Workspace.from_path(tmp_path / "ws")
+    src = tmp_path / "src"
+    src.mkdir()
+    with ProcessPoolExecutor(PROCESSES, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_register_many, str(ws.path), str(src), w) for w in range(PROCESSES)]
+        versions = [v for f in futures for v in f.result()]
+    total = PROCESSES * THREADS
+    assert sorted(versions) == list(range(1, total + 1))
+    stored = Model.list(ws, name="race")
+    assert sorted(m.version for m in stored) == list(range(1, total + 1))
+    # every version points at the content its registrant wrote
+    for m in stored[:: total // 20]:
+        worker, i = m.tags["worker"], int(m.tags["i"])
+        expected = f"{worker}-{i}".encode() if i % 2 else b"shared content"
+        assert Path(m.download(tmp_path / "check" / m.id.replace(":", "_"))).read_bytes() == expected
+
+
+def test_delete_collecting_a_blob_mid_register_does_not_break_the_new_version(tmp_path: Path) -> None:
+    """A delete frees a blob after register stored it but before register commits: register stores it again."""
+    ws = Workspace.from_path(tmp_path / "ws")
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "a.bin").write_bytes(b"shared with version 1")
+    (folder / "b.bin").write_bytes(b"new in version 2" * 1000)
+    old = Model.register(ws, folder / "a.bin", "old")
+    shared_blob = ws.blobs.path(old.files[0].digest)
+    copied = [0]
+
+    def progress(n: int) -> None:  # files are copied in path order: a.bin is stored when b.bin starts
+        copied[0] += n
+        if copied[0] > len(b"shared with version 1") and shared_blob.exists():
+            old.delete()  # the only other user of a.bin's blob: delete collects it
+            assert not shared_blob.exists()
+
+    new = Model.register(ws, folder, "new", progress=progress)
+    assert shared_blob.exists()
+    out = Path(new.download(tmp_path / "dl"))
+    assert (out / "a.bin").read_bytes() == b"shared with version 1"
+
+
+def test_killed_register_leaves_no_version(tmp_path: Path) -> None:
+    ws = Workspace.from_path(tmp_path / "ws")
+    folder = tmp_path / "big"
+    folder.mkdir()
+    for i in range(20):
+        (folder / f"part{i:02}.bin").write_bytes(bytes([i]) * 200_000)
+    child = textwrap.dedent(f"""
+        import sys, time
+        from packager import Model, Workspace
+        seen = [0]
+        def progress(n):
+            seen[0] += n
+            if seen[0] > 1_000_000:   # several files copied: announce, then hang until killed
+                print("copying", flush=True)
+                time.sleep(60)
+        Model.register(Workspace.from_path({str(ws.path)!r}), {str(folder)!r}, "big", progress=progress)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "copying"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert Model.list(ws) == []
+    m = Model.register(ws, folder, "big")
+    assert m.version == 1 and len(m.files) == 20
+    assert Path(m.download(tmp_path / "dl")).joinpath("part19.bin").read_bytes() == bytes([19]) * 200_000
