@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -136,6 +137,17 @@ class BlobStore:
         if actual != digest:
             raise DigestMismatchError(digest, actual)
         return data
+
+    def sweep_temp(self, older_than_s: float = 24 * 3600) -> int:
+        """Delete temporary files left by killed writers (old enough that no live writer owns them)."""
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for entry in os.scandir(self.tmp):
+            with contextlib.suppress(FileNotFoundError):
+                if entry.stat().st_mtime < cutoff:
+                    os.unlink(entry.path)
+                    removed += 1
+        return removed
 
     def remove(self, digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):

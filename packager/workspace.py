@@ -83,6 +83,7 @@ class Workspace:
             ws.path.mkdir(parents=True, exist_ok=True)
         ws.blobs.ensure()
         ws._init_schema()
+        ws.blobs.sweep_temp()
         return ws
 
     @classmethod

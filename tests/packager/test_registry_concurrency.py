@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -112,6 +113,14 @@ def test_killed_register_leaves_no_version(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert Model.list(ws) == []
+    leftovers = list(ws.blobs.tmp.iterdir())
+    assert leftovers  # the killed writer's partial file
+    Workspace.from_path(ws.path)  # reopening keeps fresh temp files (a live writer may own them)...
+    assert list(ws.blobs.tmp.iterdir()) == leftovers
+    for p in leftovers:
+        os.utime(p, (0, 0))
+    Workspace.from_path(ws.path)  # ...and sweeps old ones
+    assert list(ws.blobs.tmp.iterdir()) == []
     m = Model.register(ws, folder, "big")
     assert m.version == 1 and len(m.files) == 20
     assert Path(m.download(tmp_path / "dl")).joinpath("part19.bin").read_bytes() == bytes([19]) * 200_000
