@@ -13,6 +13,7 @@ import traceback
 import click
 
 from packager import __version__
+from packager.cli.convert import convert
 from packager.cli.model import model
 from packager.cli.output import err_console
 from packager.errors import EdgepackError
@@ -36,6 +37,7 @@ def cli(ctx: click.Context, workspace: str | None, debug: bool) -> None:
 
 
 cli.add_command(model)
+cli.add_command(convert)
 
 
 def _error(message: str) -> None:
