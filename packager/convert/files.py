@@ -8,10 +8,8 @@ from packager.errors import InvalidInputError
 
 
 def find_model_file(src: Path, suffixes: tuple[str, ...], what: str) -> Path:
-    """The one file under ``src`` whose suffix is in ``suffixes`` (``src`` itself if it is a file)."""
+    """The one file under ``src`` whose suffix is in ``suffixes``; a registered file is used whatever its name."""
     if src.is_file():
-        if src.suffix.lower() not in suffixes and suffixes:
-            raise InvalidInputError(f"{src.name} is not a {what} file (expected {', '.join(suffixes)})")
         return src
     found = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
     if not found:
