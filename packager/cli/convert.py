@@ -41,8 +41,8 @@ def parse_shape(text: str | None) -> tuple[int | None, ...] | None:
 @click.option("--inputs-as-nchw", multiple=True, metavar="INPUT", help="TensorFlow: make this input NCHW (repeatable).")
 @click.option("--dynamo", is_flag=True, help="PyTorch: use the dynamo exporter.")
 @click.option("--int8", is_flag=True, help="TFLite: full-integer quantization (sample as representative data).")
-@click.option("--atol", type=float, default=1e-4, show_default=True, help="Parity: absolute tolerance.")
-@click.option("--rtol", type=float, default=1e-4, show_default=True, help="Parity: relative tolerance.")
+@click.option("--atol", type=float, help="Parity: absolute tolerance [default: 1e-4; 0.1 with --int8].")
+@click.option("--rtol", type=float, help="Parity: relative tolerance [default: 1e-4; 0 with --int8].")
 @json_option
 @click.pass_context
 def convert(
@@ -56,8 +56,8 @@ def convert(
     inputs_as_nchw: tuple[str, ...],
     dynamo: bool,
     int8: bool,
-    atol: float,
-    rtol: float,
+    atol: float | None,
+    rtol: float | None,
     as_json: bool,
 ) -> None:
     """Convert a registered model, check it against the source, register the result."""

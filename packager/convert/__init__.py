@@ -137,8 +137,9 @@ def convert_model(
         out_dir.mkdir()
         conversion = converter.convert(src, sample, options, out_dir)
         names, actual = run_artifact(conversion.path, conversion.feeds)
-        diffs = compare(names, conversion.expected, actual, options.atol, options.rtol)
-        check(diffs, options.atol, options.rtol)
+        atol, rtol = options.tolerances()
+        diffs = compare(names, conversion.expected, actual, atol, rtol)
+        check(diffs, atol, rtol)
         max_abs = max((d.max_abs_diff for d in diffs), default=0.0)
         properties = {
             "derived_from": source.id,

@@ -25,6 +25,10 @@ from packager.errors import EdgepackError, InvalidInputError
 # A sample: one array (single-input models) or arrays by input name.
 Sample = np.ndarray | Mapping[str, np.ndarray]
 TARGETS = ("onnx", "tflite")
+DEFAULT_TOLERANCE = (1e-4, 1e-4)  # (atol, rtol) for float conversions
+# Full-integer models step outputs in units of their quantization scale (1/256 for a softmax):
+# measured 8-15 steps of difference on a digits CNN. Accuracy, not bit-parity, is their test.
+INT8_TOLERANCE = (0.1, 0.0)
 
 
 class MissingDependencyError(EdgepackError):
@@ -49,8 +53,13 @@ class ConvertOptions:
     inputs_as_nchw: list[str] = field(default_factory=list)  # tf2onnx: transpose these inputs to NCHW
     dynamo: bool = False  # torch: the dynamo exporter instead of the legacy (TorchScript) one
     int8: bool = False  # tflite: full-integer quantization with the sample as representative data
-    atol: float = 1e-4
-    rtol: float = 1e-4
+    atol: float | None = None  # None: DEFAULT_TOLERANCE, or INT8_TOLERANCE for int8 targets
+    rtol: float | None = None
+
+    def tolerances(self) -> tuple[float, float]:
+        """(atol, rtol) for the parity check: given values win, else defaults for float or int8 targets."""
+        atol, rtol = INT8_TOLERANCE if self.int8 else DEFAULT_TOLERANCE
+        return (atol if self.atol is None else self.atol, rtol if self.rtol is None else self.rtol)
 
 
 @dataclass
