@@ -16,6 +16,7 @@ from packager import __version__
 from packager.cli.convert import convert
 from packager.cli.model import model
 from packager.cli.output import err_console
+from packager.cli.quantize import quantize
 from packager.errors import EdgepackError
 from packager.workspace import ENV_WORKSPACE
 
@@ -38,6 +39,7 @@ def cli(ctx: click.Context, workspace: str | None, debug: bool) -> None:
 
 cli.add_command(model)
 cli.add_command(convert)
+cli.add_command(quantize)
 
 
 def _error(message: str) -> None:
