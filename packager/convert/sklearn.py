@@ -23,6 +23,9 @@ from packager.errors import InvalidInputError
 
 SUFFIXES = (".pkl", ".pickle", ".joblib", ".sav")
 INPUT = "input"
+# Emit plain ONNX (MatMul, Add, ...) instead of these ai.onnx.ml operators where skl2onnx can: plain ops
+# quantize to INT8 (onnxruntime has no int8 kernels for the ML ops) and run on more runtimes.
+ML_OPS_TO_AVOID = frozenset({"LinearClassifier", "LinearRegressor", "Scaler", "Normalizer"})
 
 
 def load_estimator(path: Path) -> Any:
@@ -78,13 +81,16 @@ class SklearnToOnnx(Converter):
         final = _final_step(est)
         is_classifier = hasattr(final, "predict_proba") and hasattr(final, "classes_")
         options_map = {id(final): {"zipmap": False}} if is_classifier else None
+        kwargs = {
+            "initial_types": [(INPUT, FloatTensorType([None, x.shape[1]]))],
+            "target_opset": {"": options.opset, "ai.onnx.ml": 3} if options.opset else None,
+            "options": options_map,
+        }
         try:
-            onx = skl2onnx.convert_sklearn(
-                est,
-                initial_types=[(INPUT, FloatTensorType([None, x.shape[1]]))],
-                target_opset={"": options.opset, "ai.onnx.ml": 3} if options.opset else None,
-                options=options_map,
-            )
+            try:
+                onx = skl2onnx.convert_sklearn(est, black_op=set(ML_OPS_TO_AVOID), **kwargs)
+            except Exception:  # some converter needs the ML operator: use skl2onnx's defaults
+                onx = skl2onnx.convert_sklearn(est, **kwargs)
         except Exception as exc:
             raise InvalidInputError(f"skl2onnx cannot convert {type(est).__name__}: {exc}") from None
         out = workdir / (path.stem + ".onnx")

@@ -105,3 +105,23 @@ def test_not_an_estimator(workspace: Workspace, tmp_path: Path) -> None:
     Model.register(workspace, path, "dict", model_framework="scikitlearn")
     with pytest.raises(InvalidInputError, match="holds a dict, not a scikit-learn estimator"):
         convert_model(workspace, "dict")
+
+
+def test_pipeline_converts_to_plain_ops_and_quantizes(workspace: Workspace, tmp_path: Path, digits) -> None:
+    """Converted linear models use plain ONNX ops, so INT8 quantization works end to end."""
+    import onnx
+
+    from packager.quantize import quantize_model
+
+    x_train, x_test, y_train, y_test = digits
+    path = tmp_path / "pipe.joblib"
+    joblib.dump(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(x_train, y_train), path)
+    Model.register(workspace, path, "digits", sample_input=x_train[:200])
+    converted = convert_model(workspace, "digits").model
+    ops = {n.op_type for n in onnx.load(converted.download(tmp_path / "c")).graph.node}
+    assert "MatMul" in ops and not ops & {"LinearClassifier", "Scaler"}
+    result = quantize_model(workspace, converted.name, format="qdq", repeats=0)
+    int8_file = Path(result.model.download(tmp_path / "q"))
+    _, (labels, _) = run_artifact(int8_file, {"input": x_test})
+    _, (fp32_labels, _) = run_artifact(Path(converted.download(tmp_path / "c2")), {"input": x_test})
+    assert abs(float(np.mean(labels == y_test)) - float(np.mean(fp32_labels == y_test))) <= 0.01
