@@ -290,3 +290,17 @@ def test_importing_the_module_does_not_import_tensorflow() -> None:
     code = "import sys, packager.convert.keras, packager.convert.tflite_runtime; print('tensorflow' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_converted_cnn_quantizes_to_int8_within_one_point(workspace: Workspace, tmp_path: Path, digits, trained):
+    """Keras → ONNX → INT8 QDQ (calibrated on training rows): accuracy within 1 point of the ONNX model."""
+    from packager.quantize import quantize_model
+
+    x_train, x_test, _, y_test = digits
+    Model.register(workspace, trained["paths"]["keras"], "digits", sample_input=x_test[:32])
+    converted = convert_model(workspace, "digits").model
+    result = quantize_model(workspace, converted.name, calibration=x_train[:256], repeats=0)
+    _, fp32 = _onnx_run(Path(converted.download(tmp_path / "fp32")), x_test)
+    _, int8 = _onnx_run(Path(result.model.download(tmp_path / "int8")), x_test)
+    acc_fp32, acc_int8 = float(np.mean(fp32.argmax(1) == y_test)), float(np.mean(int8.argmax(1) == y_test))
+    assert acc_fp32 - acc_int8 <= 0.01, (acc_fp32, acc_int8)

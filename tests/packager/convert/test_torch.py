@@ -279,3 +279,19 @@ def test_ir_version_lowered_for_onnxruntime(files, digits, tmp_path: Path) -> No
     onnx.save(model, str(conv.path))
     with pytest.raises(EdgepackError, match=r"--opset \d+ or lower"):
         _fit_ir_version(onnx, conv.path)
+
+
+def test_converted_cnn_quantizes_to_int8_within_one_point(workspace: Workspace, files, digits) -> None:
+    """Convert → quantize (QDQ, calibrated on training rows): INT8 keeps accuracy within 1 point."""
+    from packager.quantize import quantize_model
+
+    x_train, x_test, _, y_test = digits
+    Model.register(workspace, files["pickle"], "cnn", sample_input=x_test[:8])
+    converted = convert_model(workspace, "cnn").model
+    result = quantize_model(workspace, converted.name, calibration=x_train[:256], repeats=0)
+    assert result.model.properties["derived_from"] == converted.id
+    fp32 = _session(Path(Model.get_model_path(converted.name, _workspace=workspace)))
+    int8 = _session(Path(Model.get_model_path(result.model.name, _workspace=workspace)))
+    acc_fp32 = float((fp32.run(None, {"input": x_test})[0].argmax(1) == y_test).mean())
+    acc_int8 = float((int8.run(None, {"input": x_test})[0].argmax(1) == y_test).mean())
+    assert acc_fp32 - acc_int8 <= 0.01, (acc_fp32, acc_int8)
