@@ -1,0 +1,46 @@
+"""What ``/score`` runs: a v1 entry script, or no-code scoring of ONNX models.
+
+``build_app(entry_script, source_dir, model_dir)`` picks: an :class:`EntryScriptApp` when a script
+is given (or ``AZUREML_ENTRY_SCRIPT`` is set), else an :class:`OnnxScoringApp` over the model
+directory (or ``AZUREML_MODEL_DIR``). Call ``load()`` on the result before serving.
+"""
+
+from __future__ import annotations
+
+import os
+
+from edge_module.runtime import ScoringApp
+from edge_module.scoring.entry_script import ENTRY_SCRIPT_ENV, EntryScriptApp, EntryScriptError
+from edge_module.scoring.onnx_app import ModelDirError, OnnxScoringApp, discover_onnx_models
+from edge_module.scoring.onnx_runtime import OnnxRuntime
+
+
+def build_app(
+    entry_script: str | None = None,
+    source_dir: str | None = None,
+    model_dir: str | None = None,
+    *,
+    intra_op_threads: int | None = None,
+    inter_op_threads: int | None = None,
+    serialize_runs: bool = False,
+) -> ScoringApp:
+    """The scoring app for a deployment (not loaded yet).
+
+    ``intra_op_threads``/``inter_op_threads`` size onnxruntime's thread pools for the ONNX app
+    (None: onnxruntime's defaults; 1 is fastest for small models under concurrent requests);
+    ``serialize_runs`` makes an entry script's ``run()`` one at a time."""
+    script = entry_script or os.environ.get(ENTRY_SCRIPT_ENV) or None
+    if script:
+        return EntryScriptApp(script, source_dir, model_dir, serialize_runs=serialize_runs)
+    return OnnxScoringApp(model_dir, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
+
+
+__all__ = [
+    "EntryScriptApp",
+    "EntryScriptError",
+    "ModelDirError",
+    "OnnxRuntime",
+    "OnnxScoringApp",
+    "build_app",
+    "discover_onnx_models",
+]
