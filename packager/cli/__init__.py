@@ -17,6 +17,7 @@ from packager.cli.convert import convert
 from packager.cli.model import model
 from packager.cli.output import err_console
 from packager.cli.quantize import quantize
+from packager.cli.serve import score, serve, token
 from packager.errors import EdgepackError
 from packager.workspace import ENV_WORKSPACE
 
@@ -40,6 +41,9 @@ def cli(ctx: click.Context, workspace: str | None, debug: bool) -> None:
 cli.add_command(model)
 cli.add_command(convert)
 cli.add_command(quantize)
+cli.add_command(serve)
+cli.add_command(score)
+cli.add_command(token)
 
 
 def _error(message: str) -> None:

@@ -1,0 +1,247 @@
+"""Prometheus metrics as plain counters: no locks, no per-request allocation beyond a dict update.
+
+Every mutation happens on the event-loop thread of one worker process. With several workers each
+one publishes a JSON snapshot of its counters into its own slot of a shared memory map (about once
+a second and whenever it renders ``/metrics``); ``/metrics`` sums the slots, so a scrape that lands
+on any worker sees the whole server (other workers' numbers at most ~1 s old).
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+import time
+from bisect import bisect_left
+from typing import Any
+
+import orjson
+
+LATENCY_BUCKETS: tuple[float, ...] = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+BATCH_BUCKETS: tuple[float, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+CONTENT_TYPE = b"text/plain; version=0.0.4; charset=utf-8"
+
+
+class Metrics:
+    """One worker's counters. ``observe`` is the per-request call."""
+
+    def __init__(self, worker: int = 0, shared: SharedSlots | None = None):
+        self.worker = worker
+        self.shared = shared
+        self.counts: dict[tuple[str, str, int], int] = {}
+        self.hist: dict[str, list[float]] = {}  # route -> per-bucket counts (+Inf last), then the sum
+        self.batch_hist: dict[str, list[float]] = {}
+        self.in_flight = 0
+        self.timeouts = 0
+        self.load_seconds: float | None = None
+        self.ready = False
+        self.load_failed = False
+        self.started = time.time()
+        self._nb = len(LATENCY_BUCKETS)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
+        h = self.hist.get(route)
+        if h is None:
+            h = self.hist[route] = [0] * (self._nb + 2)
+        h[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        h[-1] += seconds
+
+    def observe_batch(self, model: str, size: int) -> None:
+        h = self.batch_hist.get(model)
+        if h is None:
+            h = self.batch_hist[model] = [0] * (len(BATCH_BUCKETS) + 2)
+        h[bisect_left(BATCH_BUCKETS, size)] += 1
+        h[-1] += size
+
+    # -- snapshots and rendering ------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker,
+            "counts": [[r, m, s, n] for (r, m, s), n in self.counts.items()],
+            "hist": self.hist,
+            "batch_hist": self.batch_hist,
+            "in_flight": self.in_flight,
+            "timeouts": self.timeouts,
+            "load_seconds": self.load_seconds,
+            "ready": self.ready,
+            "load_failed": self.load_failed,
+            "started": self.started,
+        }
+
+    def publish(self) -> None:
+        if self.shared is not None:
+            self.shared.write(self.worker, orjson.dumps(self.snapshot()))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every worker's numbers."""
+        mine = self.snapshot()
+        snaps = [mine]
+        if self.shared is not None:
+            self.shared.write(self.worker, orjson.dumps(mine))
+            for i in range(self.shared.slots):
+                if i != self.worker:
+                    raw = self.shared.read(i)
+                    if raw:
+                        snaps.append(orjson.loads(raw))
+        return render(snaps)
+
+
+def _labels(**labels: Any) -> str:
+    inner = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+    return "{" + inner + "}" if inner else ""
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _fmt(x: float) -> str:
+    x = float(x)
+    return str(int(x)) if x.is_integer() and abs(x) < 1e15 else repr(x)
+
+
+def _histogram(out: list[str], name: str, buckets: tuple[float, ...], data: dict[str, list[float]], label: str) -> None:
+    for key in sorted(data):
+        h = data[key]
+        cumulative = 0.0
+        for bound, n in zip(buckets, h, strict=False):
+            cumulative += n
+            out.append(f"{name}_bucket{_labels(**{label: key, 'le': _fmt(bound)})} {_fmt(cumulative)}")
+        cumulative += h[len(buckets)]
+        out.append(f"{name}_bucket{_labels(**{label: key, 'le': '+Inf'})} {_fmt(cumulative)}")
+        out.append(f"{name}_sum{_labels(**{label: key})} {_fmt(h[-1])}")
+        out.append(f"{name}_count{_labels(**{label: key})} {_fmt(cumulative)}")
+
+
+def _merge_hist(target: dict[str, list[float]], source: dict[str, list[float]]) -> None:
+    for key, h in source.items():
+        t = target.get(key)
+        if t is None:
+            target[key] = list(h)
+        else:
+            for i, v in enumerate(h):
+                t[i] += v
+
+
+def render(snapshots: list[dict[str, Any]]) -> bytes:
+    counts: dict[tuple[str, str, int], int] = {}
+    hist: dict[str, list[float]] = {}
+    batch_hist: dict[str, list[float]] = {}
+    in_flight = timeouts = 0
+    for snap in snapshots:
+        for r, m, s, n in snap["counts"]:
+            counts[(r, m, s)] = counts.get((r, m, s), 0) + n
+        _merge_hist(hist, snap["hist"])
+        _merge_hist(batch_hist, snap["batch_hist"])
+        in_flight += snap["in_flight"]
+        timeouts += snap["timeouts"]
+
+    out = [
+        "# HELP edgepack_requests_total HTTP requests answered, by route, method and status code.",
+        "# TYPE edgepack_requests_total counter",
+    ]
+    for (r, m, s), n in sorted(counts.items()):
+        out.append(f"edgepack_requests_total{_labels(route=r, method=m, status=s)} {n}")
+    out += [
+        "# HELP edgepack_request_duration_seconds Time from the end of the request to the response, by route.",
+        "# TYPE edgepack_request_duration_seconds histogram",
+    ]
+    _histogram(out, "edgepack_request_duration_seconds", LATENCY_BUCKETS, hist, "route")
+    out += [
+        "# HELP edgepack_requests_in_flight Requests received and not yet answered.",
+        "# TYPE edgepack_requests_in_flight gauge",
+        f"edgepack_requests_in_flight {in_flight}",
+        "# HELP edgepack_scoring_timeouts_total Scoring calls answered 504 because they ran past the timeout.",
+        "# TYPE edgepack_scoring_timeouts_total counter",
+        f"edgepack_scoring_timeouts_total {timeouts}",
+    ]
+    if batch_hist:
+        out += [
+            "# HELP edgepack_batch_size Rows per model call with adaptive batching, by model.",
+            "# TYPE edgepack_batch_size histogram",
+        ]
+        _histogram(out, "edgepack_batch_size", BATCH_BUCKETS, batch_hist, "model")
+    out += [
+        "# HELP edgepack_model_load_seconds Time load() took (init() or model loading), by worker.",
+        "# TYPE edgepack_model_load_seconds gauge",
+    ]
+    for snap in sorted(snapshots, key=lambda s: s["worker"]):
+        if snap["load_seconds"] is not None:
+            out.append(f"edgepack_model_load_seconds{_labels(worker=snap['worker'])} {_fmt(snap['load_seconds'])}")
+    out += [
+        "# HELP edgepack_ready 1 when the worker's load() has finished successfully.",
+        "# TYPE edgepack_ready gauge",
+    ]
+    for snap in sorted(snapshots, key=lambda s: s["worker"]):
+        out.append(f"edgepack_ready{_labels(worker=snap['worker'])} {int(bool(snap['ready']))}")
+    out += [
+        "# HELP edgepack_load_failed 1 when the worker's load() raised.",
+        "# TYPE edgepack_load_failed gauge",
+    ]
+    for snap in sorted(snapshots, key=lambda s: s["worker"]):
+        out.append(f"edgepack_load_failed{_labels(worker=snap['worker'])} {int(bool(snap['load_failed']))}")
+    out += [
+        "# HELP edgepack_process_start_time_seconds Start time of the worker process since the Unix epoch.",
+        "# TYPE edgepack_process_start_time_seconds gauge",
+    ]
+    for snap in sorted(snapshots, key=lambda s: s["worker"]):
+        out.append(f"edgepack_process_start_time_seconds{_labels(worker=snap['worker'])} {_fmt(snap['started'])}")
+    return ("\n".join(out) + "\n").encode()
+
+
+class SharedSlots:
+    """Fixed-size slots in an anonymous shared memory map, created before the workers fork.
+
+    Each slot: ``seq`` (u64; odd while being written), ``length`` (u32), then the payload. One writer
+    per slot (its worker); readers retry while a write is under way.
+    """
+
+    HEADER = struct.Struct("<QI")
+
+    def __init__(self, slots: int, slot_size: int = 1 << 18):
+        self.slots = slots
+        self.slot_size = slot_size
+        self._map = mmap.mmap(-1, slots * slot_size)
+
+    def write(self, slot: int, payload: bytes) -> None:
+        base = slot * self.slot_size
+        room = self.slot_size - self.HEADER.size
+        if len(payload) > room:
+            payload = b""  # too large to share: the slot shows nothing rather than a torn document
+        seq = self.HEADER.unpack_from(self._map, base)[0]
+        self.HEADER.pack_into(self._map, base, seq + 1, 0)
+        self._map[base + self.HEADER.size : base + self.HEADER.size + len(payload)] = payload
+        self.HEADER.pack_into(self._map, base, seq + 2, len(payload))
+
+    def read(self, slot: int) -> bytes:
+        base = slot * self.slot_size
+        for _ in range(100):
+            seq, length = self.HEADER.unpack_from(self._map, base)
+            if seq % 2:
+                time.sleep(0.0001)
+                continue
+            data = self._map[base + self.HEADER.size : base + self.HEADER.size + length]
+            if self.HEADER.unpack_from(self._map, base)[0] == seq:
+                return data
+        return b""

@@ -1,0 +1,415 @@
+"""The HTTP server over real sockets: Azure ML routes, errors and limits, readiness, metrics, CORS."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from edge_module.runtime import BadInputError, Request, Response, ScoringApp
+from edge_module.scoring import OnnxScoringApp
+from edge_module.server import BackgroundServer
+from edge_module.settings import Settings
+from tests.edge_module.test_server_support import FunctionApp, OnnxApp, OnnxRuntime, make_mlp, raw_http
+
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+X = np.random.default_rng(1).random((1, 64)).astype(np.float32)
+
+
+@contextmanager
+def serving(app: ScoringApp, wait: bool = True, **settings: Any) -> Iterator[BackgroundServer]:
+    srv = BackgroundServer(app, Settings(port=0, **settings)).start()
+    try:
+        if wait:
+            srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def mlp_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model") / "azureml-models" / "mlp" / "1" / "mlp.onnx"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(make_mlp())
+    return path
+
+
+@pytest.fixture(scope="module")
+def onnx_server(mlp_path: Path) -> Iterator[BackgroundServer]:
+    """edgepack's own no-code ONNX scorer (edge_module.scoring) behind the server."""
+    with serving(OnnxScoringApp(mlp_path.parent, intra_op_threads=1)) as srv:
+        yield srv
+
+
+def expected(mlp_path: Path, x: np.ndarray) -> np.ndarray:
+    rt = OnnxRuntime(mlp_path)
+    rt.load()
+    return rt.predict({"input": x})["output"]
+
+
+# -- Azure ML routes -------------------------------------------------------------------------------------
+def test_liveness_request_ids_and_headers(onnx_server: BackgroundServer) -> None:
+    r = requests.get(onnx_server.url + "/")
+    assert r.status_code == 200 and r.text == "Healthy"
+    generated = r.headers["x-request-id"]
+    assert UUID_RE.match(generated)
+    again = requests.get(onnx_server.url + "/").headers["x-request-id"]
+    assert again != generated and UUID_RE.match(again)
+    r = requests.get(onnx_server.url + "/", headers={"x-request-id": "my-id-42"})
+    assert r.headers["x-request-id"] == "my-id-42"
+    assert "date" in r.headers
+    r = requests.get(onnx_server.url + "/", headers={"x-request-id": "x" * 101})
+    assert r.status_code == 431
+
+
+def test_score_onnx_model(onnx_server: BackgroundServer, mlp_path: Path) -> None:
+    r = requests.post(onnx_server.url + "/score", json={"data": X.tolist()})
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/json"
+    assert float(r.headers["x-ms-run-fn-exec-ms"]) >= 0
+    np.testing.assert_allclose(r.json()["output"], expected(mlp_path, X), rtol=1e-5)
+
+
+def test_score_exec_ms_header_is_sent_once(onnx_server: BackgroundServer) -> None:
+    raw = raw_http(
+        onnx_server.server.port,
+        b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body := json.dumps({"data": X.tolist()}).encode()), body),
+    )
+    assert raw.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert raw.lower().count(b"x-ms-run-fn-exec-ms:") == 1
+
+
+def test_malformed_json_is_400_with_the_parse_error(onnx_server: BackgroundServer) -> None:
+    r = requests.post(onnx_server.url + "/score", data=b'{"data": [1, 2', headers={"content-type": "application/json"})
+    assert r.status_code == 400
+    message = r.json()["message"]
+    assert "malformed JSON" in message and ("line 1" in message or "column" in message or "char" in message)
+
+
+def test_wrong_shape_is_400_naming_the_input(onnx_server: BackgroundServer) -> None:
+    r = requests.post(onnx_server.url + "/score", json={"data": [[0.5] * 63]})
+    assert r.status_code == 400
+    message = r.json()["message"]
+    assert "'input'" in message and "64" in message
+
+
+def test_unsupported_content_type_is_415(onnx_server: BackgroundServer) -> None:
+    r = requests.post(onnx_server.url + "/score", data=b"a,b\n1,2", headers={"content-type": "text/csv"})
+    assert r.status_code == 415
+    assert "content type" in r.json()["message"]
+
+
+def test_unknown_route_and_method(onnx_server: BackgroundServer) -> None:
+    r = requests.get(onnx_server.url + "/nope")
+    assert r.status_code == 404 and "/nope" in r.json()["message"]
+    r = requests.delete(onnx_server.url + "/score")
+    assert r.status_code == 405 and "POST" in r.headers["allow"]
+    r = requests.head(onnx_server.url + "/")
+    assert r.status_code == 200 and r.content == b"" and r.headers["content-length"] == "7"
+
+
+def test_swagger_versions(onnx_server: BackgroundServer) -> None:
+    assert requests.get(onnx_server.url + "/swagger.json").json()["swagger"] == "2.0"
+    assert requests.get(onnx_server.url + "/swagger.json?version=3").json()["openapi"].startswith("3.")
+    r = requests.get(onnx_server.url + "/swagger.json?version=9")
+    assert r.status_code == 404 and "9" in r.json()["message"]
+
+
+def test_openapi_document_lists_every_route(onnx_server: BackgroundServer) -> None:
+    doc = requests.get(onnx_server.url + "/openapi.json").json()
+    assert doc["openapi"].startswith("3.0")
+    for path in ("/", "/score", "/metrics", "/v2/health/ready", "/v2/models/{model_name}/infer"):
+        assert path in doc["paths"]
+
+
+# -- limits ----------------------------------------------------------------------------------------------
+def test_body_over_the_limit_is_413_without_reading_it() -> None:
+    seen: list[int] = []
+    app = FunctionApp(lambda req: seen.append(len(req.body)) or Response(b"{}"))
+    with serving(app, max_body_size=1000) as srv, socket.create_connection(("127.0.0.1", srv.server.port)) as s:
+        # announce 50 MB, send only the headers and a few bytes: the answer must come anyway
+        s.sendall(
+            b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50000000\r\n\r\n{"
+        )
+        s.settimeout(5)
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break  # the server closed the connection: it will not read the rest
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 413 ")
+        assert b"connection: close" in data.lower()
+        assert b"limit" in data
+    assert seen == []
+
+
+def test_chunked_body_over_the_limit_is_413() -> None:
+    app = FunctionApp(lambda req: Response(b"{}"))
+    with serving(app, max_body_size=1000) as srv:
+        chunk = b"x" * 800
+        req = (
+            b"POST /score HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            + (b"%x\r\n%s\r\n" % (len(chunk), chunk)) * 2
+            + b"0\r\n\r\n"
+        )
+        assert raw_http(srv.server.port, req).startswith(b"HTTP/1.1 413 ")
+        # a body under the limit still works
+        assert requests.post(srv.url + "/score", data=b"x" * 999).status_code == 200
+
+
+def test_malformed_http_is_400_and_closed(onnx_server: BackgroundServer) -> None:
+    raw = raw_http(onnx_server.server.port, b"GARBAGE\r\n\r\n")
+    assert raw.startswith(b"HTTP/1.1 400 ")
+
+
+# -- errors from the scorer ---------------------------------------------------------------------------------
+def test_run_raising_is_500_and_the_server_keeps_serving() -> None:
+    calls = {"n": 0}
+
+    def run(req: Request) -> Response:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ValueError("boom in run()")
+        return Response(b'{"ok": true}')
+
+    with serving(FunctionApp(run)) as srv:
+        r = requests.post(srv.url + "/score", json={})
+        assert r.status_code == 500
+        assert r.headers["content-type"] == "application/json"
+        assert "boom in run()" in r.json()["message"]
+        assert r.headers["x-ms-run-function-failed"] == "True"
+        r = requests.post(srv.url + "/score", json={})
+        assert r.status_code == 200 and r.json() == {"ok": True}
+
+
+def test_scoring_error_statuses_pass_through() -> None:
+    def run(req: Request) -> Any:
+        raise BadInputError("parameter 'x' must be a list")
+
+    with serving(FunctionApp(run)) as srv:
+        r = requests.post(srv.url + "/score", json={})
+        assert r.status_code == 400 and r.json() == {"message": "parameter 'x' must be a list"}
+
+
+def test_scoring_timeout_is_504_and_the_server_recovers() -> None:
+    release = threading.Event()
+
+    def run(req: Request) -> Response:
+        if req.body == b"hang":
+            release.wait(10)  # a run() that hangs
+        return Response(b'{"ok": true}')
+
+    try:
+        with serving(FunctionApp(run), scoring_timeout=0.3) as srv:
+            t0 = time.monotonic()
+            r = requests.post(srv.url + "/score", data=b"hang")
+            assert r.status_code == 504
+            assert 0.25 < time.monotonic() - t0 < 3
+            assert "timed out" in r.json()["message"]
+            # the stuck thread is left behind; a fresh one serves the next requests
+            for _ in range(3):
+                assert requests.post(srv.url + "/score", data=b"ok").status_code == 200
+            metrics = requests.get(srv.url + "/metrics").text
+            assert "edgepack_scoring_timeouts_total 1" in metrics
+    finally:
+        release.set()
+
+
+def test_inline_scoring_timeout_cancels_the_model_and_answers_504(mlp_path: Path) -> None:
+    runtime = OnnxRuntime(mlp_path, delay=0.0)
+    with serving(OnnxApp(runtime), scoring_timeout=0.2) as srv:
+        assert srv.service.score_inline
+        runtime.delay = 0.5  # slower than the timeout: the watchdog cancels the run
+        r = requests.post(srv.url + "/score", json={"data": X.tolist()})
+        assert r.status_code == 504
+        runtime.delay = 0.0
+        r = requests.post(srv.url + "/score", json={"data": X.tolist()})
+        assert r.status_code == 200
+
+
+def test_raw_response_with_status_headers_and_binary_body() -> None:
+    png = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+
+    def run(req: Request) -> Response:
+        assert req.headers["x-custom"] == "1"
+        assert req.content_type == "image/png"
+        return Response(req.body[::-1], status=201, content_type="application/octet-stream", headers={"x-out": "yes"})
+
+    with serving(FunctionApp(run)) as srv:
+        r = requests.post(srv.url + "/score", data=png, headers={"content-type": "image/png", "x-custom": "1"})
+        assert r.status_code == 201
+        assert r.content == png[::-1]
+        assert r.headers["x-out"] == "yes"
+        assert r.headers["content-type"] == "application/octet-stream"
+
+
+def test_get_score_passes_the_query() -> None:
+    with serving(FunctionApp(lambda req: {"method": req.method, "query": req.query})) as srv:
+        assert requests.get(srv.url + "/score?a=1&b=2").json() == {"method": "GET", "query": "a=1&b=2"}
+
+
+# -- connections ---------------------------------------------------------------------------------------------
+def test_pipelined_requests_are_answered_in_order(onnx_server: BackgroundServer) -> None:
+    body = json.dumps({"data": X.tolist()}).encode()
+    score = b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (
+        len(body),
+        body,
+    )
+    reqs = (
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-Request-Id: a\r\n\r\n"
+        + score.replace(b"Host: x\r\n", b"Host: x\r\nX-Request-Id: b\r\n")
+        + b"GET /nope HTTP/1.1\r\nHost: x\r\nX-Request-Id: c\r\n\r\n"
+        + b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\nX-Request-Id: d\r\nConnection: close\r\n\r\n"
+    )
+    raw = raw_http(onnx_server.server.port, reqs)
+    statuses = re.findall(rb"HTTP/1.1 (\d+)", raw)
+    ids = re.findall(rb"x-request-id: (\w+)", raw)
+    assert statuses == [b"200", b"200", b"404", b"200"]
+    assert ids == [b"a", b"b", b"c", b"d"]
+
+
+def test_pipelined_requests_with_a_slow_scorer_stay_in_order() -> None:
+    def run(req: Request) -> Response:
+        time.sleep(0.05 if req.body == b"slow" else 0)
+        return Response(req.body)
+
+    with serving(FunctionApp(run)) as srv:
+        reqs = b"".join(
+            b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(b), b)
+            for b in (b"slow", b"fast1", b"slow", b"fast2")
+        )
+        with socket.create_connection(("127.0.0.1", srv.server.port), timeout=5) as s:
+            s.sendall(reqs)
+            data = b""
+            while data.count(b"HTTP/1.1 200") < 4 or not data.endswith(b"fast2"):
+                data += s.recv(65536)
+        bodies = re.findall(rb"\r\n\r\n(slow|fast1|fast2)", data)
+        assert bodies == [b"slow", b"fast1", b"slow", b"fast2"]
+
+
+def test_keep_alive_and_expect_continue(onnx_server: BackgroundServer) -> None:
+    with requests.Session() as s:
+        for _ in range(5):
+            assert s.get(onnx_server.url + "/v2/health/live").status_code == 200
+    assert len(onnx_server.service.connections) <= 2
+    body = json.dumps({"data": X.tolist()}).encode()
+    with socket.create_connection(("127.0.0.1", onnx_server.server.port), timeout=5) as s:
+        s.sendall(
+            b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        assert s.recv(100).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        assert s.recv(65536).startswith(b"HTTP/1.1 200 OK")
+
+
+# -- readiness and load ---------------------------------------------------------------------------------------
+def test_not_ready_until_load_has_finished() -> None:
+    release = threading.Event()
+    app = FunctionApp(lambda req: Response(b"{}"), load_fn=lambda: release.wait(10))
+    with serving(app, wait=False) as srv:
+        assert requests.get(srv.url + "/").status_code == 200  # alive while loading
+        r = requests.get(srv.url + "/v2/health/ready")
+        assert r.status_code == 503 and "loading" in r.json()["error"]
+        r = requests.post(srv.url + "/score", json={})
+        assert r.status_code == 503 and "loading" in r.json()["message"]
+        release.set()
+        assert srv.wait_ready()
+        assert requests.get(srv.url + "/v2/health/ready").status_code == 200
+        assert requests.post(srv.url + "/score", json={}).status_code == 200
+
+
+def test_load_failure_is_reported_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
+    def init() -> None:
+        raise RuntimeError("model file is corrupt")
+
+    with serving(FunctionApp(lambda req: {}, load_fn=init), wait=False) as srv:
+        assert srv.wait_ready() is False
+        failed = [info for state, info in srv.states if state == "failed"]
+        assert failed and "model file is corrupt" in failed[0]["error"]
+        assert "Traceback" in failed[0]["traceback"] and "in init" in failed[0]["traceback"]
+        assert requests.get(srv.url + "/").status_code == 200
+        r = requests.get(srv.url + "/v2/health/ready")
+        assert r.status_code == 503 and "RuntimeError: model file is corrupt" in r.json()["error"]
+        r = requests.post(srv.url + "/score", json={})
+        assert r.status_code == 503 and "model file is corrupt" in r.json()["message"]
+        assert "edgepack_load_failed" in requests.get(srv.url + "/metrics").text
+    assert any("model file is corrupt" in rec.getMessage() or "Traceback" in rec.getMessage() for rec in caplog.records)
+
+
+# -- metrics, CORS ---------------------------------------------------------------------------------------------
+def test_metrics_in_prometheus_text(onnx_server: BackgroundServer) -> None:
+    for _ in range(3):
+        requests.post(onnx_server.url + "/score", json={"data": X.tolist()})
+    requests.post(onnx_server.url + "/score", json={"data": [[1.0]]})
+    r = requests.get(onnx_server.url + "/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = r.text
+    m = re.search(r'edgepack_requests_total\{route="/score",method="POST",status="200"\} (\d+)', text)
+    assert m and int(m.group(1)) >= 3
+    assert re.search(r'edgepack_requests_total\{route="/score",method="POST",status="400"\} \d+', text)
+    assert re.search(r'edgepack_request_duration_seconds_bucket\{route="/score",le="\+Inf"\} \d+', text)
+    assert re.search(r'edgepack_request_duration_seconds_count\{route="/score"\} \d+', text)
+    assert "# TYPE edgepack_request_duration_seconds histogram" in text
+    assert re.search(r"^edgepack_requests_in_flight 1$", text, re.M)  # the /metrics request itself
+    assert re.search(r'^edgepack_model_load_seconds\{worker="0"\} [0-9.e-]+$', text, re.M)
+    assert re.search(r'^edgepack_ready\{worker="0"\} 1$', text, re.M)
+    # cumulative buckets never decrease
+    counts = [
+        int(v) for v in re.findall(r'edgepack_request_duration_seconds_bucket\{route="/score",le="[^"]+"\} (\d+)', text)
+    ]
+    assert counts == sorted(counts)
+
+
+def test_cors() -> None:
+    with serving(FunctionApp(lambda req: {"ok": 1}), cors_origins=("https://app.example.com",)) as srv:
+        r = requests.options(
+            srv.url + "/score",
+            headers={
+                "Origin": "https://app.example.com",
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type",
+            },
+        )
+        assert r.status_code == 200
+        assert r.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert "POST" in r.headers["access-control-allow-methods"]
+        assert r.headers["access-control-allow-headers"] == "authorization, content-type"
+        r = requests.post(srv.url + "/score", json={}, headers={"Origin": "https://app.example.com"})
+        assert r.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert r.headers["vary"] == "Origin"
+        r = requests.post(srv.url + "/score", json={}, headers={"Origin": "https://evil.example.com"})
+        assert "access-control-allow-origin" not in r.headers
+    with serving(FunctionApp(lambda req: {"ok": 1})) as srv:  # CORS off by default
+        r = requests.post(srv.url + "/score", json={}, headers={"Origin": "https://app.example.com"})
+        assert "access-control-allow-origin" not in r.headers
+
+
+def test_several_scoring_threads_run_calls_concurrently() -> None:
+    def run(req: Request) -> Response:
+        time.sleep(0.3)  # an I/O-bound run()
+        return Response(b"{}")
+
+    with serving(FunctionApp(run), scoring_threads=3) as srv:
+        t0 = time.monotonic()
+        threads = [
+            threading.Thread(target=requests.post, args=(srv.url + "/score",), kwargs={"data": b"x"}) for _ in range(3)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert time.monotonic() - t0 < 0.8
