@@ -147,5 +147,5 @@ class ScoringApp(ABC):
         """Models exposed through the V2 protocol (may be empty for entry-script apps)."""
 
     @abstractmethod
-    def swagger(self, version: int = 2) -> dict[str, Any]:
-        """The swagger (2.0) or OpenAPI (3.x) document for ``/score``."""
+    def swagger(self, version: int | str = 2) -> dict[str, Any]:
+        """The swagger (2.0) or OpenAPI (3.x, e.g. ``3`` or ``"3.1"``) document for ``/score``."""

@@ -716,7 +716,7 @@ class Service:
             if key == "version":
                 version = int(value) if value in ("2", "3") else value
         try:
-            doc = self.app.swagger(version)  # type: ignore[arg-type]
+            doc = self.app.swagger(version)
         except ScoringError as exc:
             conn.reply(req, exc.status, error_body(str(exc)))
             return
