@@ -29,7 +29,8 @@ def _versions(name_dir: Path) -> list[int]:
     return sorted(int(p.name) for p in name_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
-def _single_entry(version_dir: Path) -> Path:
+def single_entry(version_dir: Path) -> Path:
+    """The one file or folder a deployed model version holds."""
     entries = [p for p in version_dir.iterdir() if not p.name.startswith(".")]
     if len(entries) != 1:
         raise ModelPathNotFoundError(
@@ -60,14 +61,14 @@ def resolve_model_path(model_name: str, version: int | None = None, model_dir: s
             raise ModelPathNotFoundError(
                 f"model {model_name!r} version {chosen} is not deployed under {root}; deployed versions: {available}"
             )
-        return _single_entry(name_dir / str(chosen))
+        return single_entry(name_dir / str(chosen))
 
     if root.name.isdigit() and root.parent.name == model_name:  # one model deployed
         if version is not None and int(root.name) != version:
             raise ModelPathNotFoundError(
                 f"model {model_name!r} version {version} is not deployed; {root} holds version {root.name}"
             )
-        return _single_entry(root)
+        return single_entry(root)
 
     raise ModelPathNotFoundError(
         f"model {model_name!r} is not deployed under {root} "

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from edge_module.model_dir import MODEL_DIR_ENV
+from edge_module.model_dir import MODEL_DIR_ENV, ModelPathNotFoundError, single_entry
 from edge_module.runtime import (
     BadInputError,
     ModelRuntime,
@@ -92,13 +92,10 @@ def _onnx_file(entry: Path) -> Path | None:
 
 
 def _entry(version_dir: Path) -> Path:
-    entries = [p for p in version_dir.iterdir() if not p.name.startswith(".")]
-    if len(entries) != 1:
-        raise ModelDirError(
-            f"{version_dir} must hold exactly one file or folder (the registered model), "
-            f"found {sorted(p.name for p in entries)}"
-        )
-    return entries[0]
+    try:
+        return single_entry(version_dir)
+    except ModelPathNotFoundError as exc:
+        raise ModelDirError(str(exc)) from None
 
 
 def discover_onnx_models(model_dir: str | os.PathLike[str]) -> list[tuple[str, str | None, Path]]:
