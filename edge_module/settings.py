@@ -30,6 +30,8 @@ scoring_threads         EDGEPACK_SCORING_THREADS                    1
 handoff_wait_ms         EDGEPACK_HANDOFF_WAIT_MS                    5 ms
 onnx_threads            EDGEPACK_ONNX_THREADS                       1 (onnxruntime intra-op)
 keepalive_timeout       EDGEPACK_KEEPALIVE_TIMEOUT (s)              75 s
+read_timeout            EDGEPACK_READ_TIMEOUT (s): a request must   30 s
+                        arrive whole this long after its first byte
 log_level               EDGEPACK_LOG_LEVEL, AZUREML_LOG_LEVEL       INFO
 access_log              EDGEPACK_ACCESS_LOG                         off
 ======================  ==========================================  =====================
@@ -131,6 +133,7 @@ class Settings:
     handoff_wait_ms: float = 5.0
     onnx_threads: int | None = 1
     keepalive_timeout: float = 75.0
+    read_timeout: float = 30.0
     log_level: str = "INFO"
     access_log: bool = False
 
@@ -155,6 +158,8 @@ class Settings:
             raise SettingsError(f"invalid handoff wait {self.handoff_wait_ms}: use 0 or more milliseconds")
         if self.onnx_threads is not None and self.onnx_threads < 0:
             raise SettingsError(f"invalid onnx threads {self.onnx_threads}: use 0 (onnxruntime's default) or more")
+        if not self.read_timeout > 0:
+            raise SettingsError(f"invalid read timeout {self.read_timeout}: use a positive number of seconds")
         if self.secondary_key and not self.primary_key:
             raise SettingsError("a secondary key needs a primary key (EDGEPACK_PRIMARY_KEY)")
         if self.token_auth and self.primary_key:
@@ -230,6 +235,7 @@ class Settings:
         take("handoff_wait_ms", ("EDGEPACK_HANDOFF_WAIT_MS",), lambda v, n: _number(v, n, float))
         take("onnx_threads", ("EDGEPACK_ONNX_THREADS",), lambda v, n: _number(v, n))
         take("keepalive_timeout", ("EDGEPACK_KEEPALIVE_TIMEOUT",), lambda v, n: _number(v, n, float))
+        take("read_timeout", ("EDGEPACK_READ_TIMEOUT",), lambda v, n: _number(v, n, float))
         take("log_level", ("EDGEPACK_LOG_LEVEL", "AZUREML_LOG_LEVEL"), lambda v, n: v.strip().upper())
         take("access_log", ("EDGEPACK_ACCESS_LOG",), _bool)
 

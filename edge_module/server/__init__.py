@@ -124,23 +124,43 @@ class Server:
         self._server: asyncio.AbstractServer | None = None
         self._stopped: asyncio.Event | None = None
 
-    async def start(self, sock: socket.socket | None = None) -> None:
+    async def start(self, sock: socket.socket | None = None, listen_after_load: bool = False) -> None:
+        """Listen and load. ``listen_after_load``: load first and only then accept connections (a
+        worker restarted beside ready ones stays out of the port's rotation until it can score; one
+        whose load fails never joins it)."""
         loop = asyncio.get_running_loop()
         if sock is None:
             sock = make_socket(self.settings.host, self.settings.port)
-        self.service = service = Service(
-            self.app, self.settings, loop, Metrics(self.worker, self.shared), on_state=self.on_state
-        )
+        settled = asyncio.Event()
+
+        def on_state(state: str, info: dict[str, Any]) -> None:
+            if state in ("ready", "failed"):
+                settled.set()
+            if self.on_state:
+                self.on_state(state, info)
+
+        self.service = service = Service(self.app, self.settings, loop, Metrics(self.worker, self.shared), on_state)
+        self._stopped = asyncio.Event()
+        if listen_after_load:
+            service.start_loading()
+            await settled.wait()
+            if not service.ready:
+                sock.close()
+                return
         self._server = await loop.create_server(lambda: Connection(service), sock=sock, backlog=4096)
         self.port = sock.getsockname()[1]
-        self._stopped = asyncio.Event()
         if self.on_state:
             self.on_state("listening", {"port": self.port, "host": self.settings.host})
-        service.start_loading()
+        if not listen_after_load:
+            service.start_loading()
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let requests being scored finish (up to ``grace`` seconds), close."""
         if self._server is None:
+            if self._stopped is not None:  # loaded but never listened (a failed listen_after_load)
+                if self.service is not None:
+                    self.service.close()
+                self._stopped.set()
             return
         self._server.close()
         service = self.service
@@ -163,15 +183,17 @@ class Server:
         assert self._stopped is not None
         await self._stopped.wait()
 
-    def run(self, sock: socket.socket | None = None, install_signals: bool = True) -> None:
+    def run(
+        self, sock: socket.socket | None = None, install_signals: bool = True, listen_after_load: bool = False
+    ) -> None:
         """Serve until SIGTERM/SIGINT (blocking)."""
         loop = new_event_loop()
         asyncio.set_event_loop(loop)
         try:
-            loop.run_until_complete(self.start(sock))
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.add_signal_handler(sig, lambda: loop.create_task(self.stop()))
+            loop.run_until_complete(self.start(sock, listen_after_load))
             loop.run_until_complete(self.wait_stopped())
         finally:
             with contextlib.suppress(Exception):

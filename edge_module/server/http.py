@@ -205,6 +205,7 @@ class Connection(asyncio.Protocol):
         "parser",
         "paused",
         "pending",
+        "read_started",
         "rejected",
         "service",
         "transport",
@@ -221,6 +222,7 @@ class Connection(asyncio.Protocol):
         self.rejected = False
         self.limit = service.max_body_size
         self.idle_ticks = 0
+        self.read_started = 0.0  # perf_counter() at the first byte of the request being read; 0 between requests
         self._url = b""
         self._headers: dict[bytes, bytes] = {}
         self._body: list[bytes] = []
@@ -239,6 +241,8 @@ class Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.idle_ticks = 0
+        if not self.read_started:
+            self.read_started = perf_counter()
         if self.rejected:
             return  # the parser stopped on an error; the answer and the close are on their way
         try:
@@ -342,6 +346,7 @@ class Connection(asyncio.Protocol):
         self._headers = {}
         self._body = []
         self._body_size = 0
+        self.read_started = 0.0
         self.enqueue(req)  # type: ignore[arg-type]
 
     # -- dispatch -----------------------------------------------------------------------------------
@@ -477,7 +482,12 @@ class Service:
         self.date_header = b"date: " + email.utils.formatdate(usegmt=True).encode() + b"\r\nserver: edgepack\r\n"
         self.metrics.publish()
         limit = self.settings.keepalive_timeout
+        read_deadline = perf_counter() - self.settings.read_timeout
         for conn in list(self.connections):
+            if 0 < conn.read_started < read_deadline and not conn.rejected and conn.transport is not None:
+                # a client that sends a request too slowly (slowloris) or stops halfway: 408, close
+                conn._reject(_Reject(408, f"the request did not arrive within {self.settings.read_timeout:g} s"))
+                continue
             if conn.busy or conn.pending:
                 conn.idle_ticks = 0
                 continue

@@ -3,8 +3,10 @@
 The parent binds the port first (so ``port=0`` resolves to one free port for everyone) without
 listening on it, creates the shared metrics map, and forks the workers; each builds and loads its
 own app and listens on its own ``SO_REUSEPORT`` socket, so the kernel spreads connections across
-them. Workers report ``listening``/``ready``/``failed`` to the parent over a pipe. A worker that
-dies is restarted with a growing delay; a failed ``load()`` is not a death: that worker stays up,
+them. At start every worker listens at once (liveness answers while models load); a worker
+restarted after one has been ready loads first and joins the port only when it can score.
+Workers report ``listening``/``ready``/``failed`` to the parent over a pipe. A worker that dies is
+restarted with a growing delay; a failed ``load()`` is not a death: that worker stays up,
 alive and not ready, and the failure is reported once instead of looping.
 """
 
@@ -53,9 +55,12 @@ class Supervisor:
         self.selector = selectors.DefaultSelector()
         self.stopping = False
         self.port = settings.port
+        # once a worker has been ready, workers (re)started later load before they listen, so the
+        # kernel never hands them a connection they would answer with 503
+        self.ever_ready = False
 
     # -- child ----------------------------------------------------------------------------------------
-    def _child(self, worker: _Worker, write_fd: int) -> None:
+    def _child(self, worker: _Worker, write_fd: int, listen_after_load: bool) -> None:
         from edge_module.server import Server, build, make_socket
 
         code = 0
@@ -68,9 +73,10 @@ class Supervisor:
                 with contextlib.suppress(OSError):
                     os.write(write_fd, line.encode())
 
-            sock = make_socket(self.settings.host, self.port, reuse_port=True)
+            sock = make_socket(self.settings.host, self.port, reuse_port=True, listen=not listen_after_load)
             settings = self.settings.replace(port=self.port)
-            Server(build(self.app_factory), settings, worker.index, self.shared, on_state=report).run(sock)
+            server = Server(build(self.app_factory), settings, worker.index, self.shared, on_state=report)
+            server.run(sock, listen_after_load=listen_after_load)
         except BaseException:
             traceback.print_exc()
             code = 1
@@ -87,7 +93,7 @@ class Supervisor:
                 if other.fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(other.fd)
-            self._child(worker, write_fd)
+            self._child(worker, write_fd, listen_after_load=self.ever_ready)
         os.close(write_fd)
         worker.pid = pid
         worker.fd = read_fd
@@ -118,6 +124,7 @@ class Supervisor:
             state = msg.pop("state")
             if state == "ready":
                 worker.restarts = 0
+                self.ever_ready = True
             if self.on_state is not None:
                 self.on_state(state, msg)
 

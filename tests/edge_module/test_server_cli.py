@@ -264,6 +264,13 @@ def test_two_workers_share_the_port(tmp_path: Path) -> None:
         os.kill(int(children[0]), signal.SIGKILL)
         proc.wait_for(r"warning: worker \d exited with code -9; restarting")
         assert requests.get(url + "/", timeout=5).status_code == 200
+        # while the replacement starts and loads, every new connection still gets a scoring worker:
+        # a restarted worker joins the port only once it is ready (no 503 from it meanwhile)
+        statuses = []
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            statuses.append(requests.post(url + "/score", json={"data": X.tolist()}, timeout=5).status_code)
+        assert set(statuses) == {200}, statuses
         proc.wait_for(r"worker \d ready in|ready in .*POST /score")
         assert requests.post(url + "/score", json={"data": X.tolist()}, timeout=5).status_code == 200
     finally:

@@ -170,6 +170,36 @@ def test_chunked_body_over_the_limit_is_413() -> None:
         assert requests.post(srv.url + "/score", data=b"x" * 999).status_code == 200
 
 
+def test_a_request_sent_too_slowly_is_408_and_closed() -> None:
+    """Slowloris: headers trickling in keep the connection busy only until the read timeout."""
+    app = FunctionApp(lambda req: Response(b"{}"))
+    with serving(app, read_timeout=1.0) as srv, socket.create_connection(("127.0.0.1", srv.server.port)) as s:
+        s.settimeout(0.2)
+        data = b""
+        start = time.monotonic()
+        for byte in b"POST /score HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                break  # closed on us
+            try:
+                chunk = s.recv(65536)
+            except TimeoutError:
+                continue
+            data += chunk
+            if not chunk or data.endswith(b"}"):
+                break
+        elapsed = time.monotonic() - start
+        assert data.startswith(b"HTTP/1.1 408 "), data
+        assert b"connection: close" in data.lower() and b"1 s" in data
+        assert elapsed < 5
+        # an idle keep-alive connection between requests is not a slow request: it stays open
+        with requests.Session() as session:
+            assert session.post(srv.url + "/score", data=b"{}").status_code == 200
+            time.sleep(2.5)
+            assert session.post(srv.url + "/score", data=b"{}").status_code == 200
+
+
 def test_malformed_http_is_400_and_closed(onnx_server: BackgroundServer) -> None:
     raw = raw_http(onnx_server.server.port, b"GARBAGE\r\n\r\n")
     assert raw.startswith(b"HTTP/1.1 400 ")

@@ -61,6 +61,7 @@ def test_every_edgepack_variable() -> None:
             "EDGEPACK_HANDOFF_WAIT_MS": "0",
             "EDGEPACK_ONNX_THREADS": "0",
             "EDGEPACK_KEEPALIVE_TIMEOUT": "5",
+            "EDGEPACK_READ_TIMEOUT": "7.5",
             "EDGEPACK_ACCESS_LOG": "yes",
         }
     )
@@ -69,7 +70,7 @@ def test_every_edgepack_variable() -> None:
     assert s.cors_origins == ("*",)
     assert s.batching and s.max_batch_size == 32 and s.max_batch_wait_ms == 0.5
     assert (s.execution, s.scoring_threads, s.handoff_wait_ms, s.onnx_threads) == ("thread", 2, 0.0, 0)
-    assert s.keepalive_timeout == 5 and s.access_log
+    assert s.keepalive_timeout == 5 and s.read_timeout == 7.5 and s.access_log
     assert "pk" not in repr(s) and "sk" not in repr(s)  # secrets stay out of logs
 
 
