@@ -29,10 +29,9 @@ def human_size(n: int) -> str:
     raise AssertionError("unreachable")
 
 
-@contextmanager
-def byte_progress(description: str, total: int | None = None) -> Iterator[Any]:
-    """A transient byte-count progress bar on stderr; yields ``advance(nbytes)``."""
-    with Progress(
+def _byte_bars() -> Progress:
+    """Transient byte-count bars on stderr (off when stderr is not a terminal)."""
+    return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         DownloadColumn(),
@@ -40,6 +39,48 @@ def byte_progress(description: str, total: int | None = None) -> Iterator[Any]:
         console=err_console,
         transient=True,
         disable=not err_console.is_terminal,
-    ) as progress:
+    )
+
+
+@contextmanager
+def byte_progress(description: str, total: int | None = None) -> Iterator[Any]:
+    """A transient byte-count progress bar on stderr; yields ``advance(nbytes)``."""
+    with _byte_bars() as progress:
         task = progress.add_task(description, total=total)
         yield lambda n: progress.advance(task, n)
+
+
+class RichReporter:
+    """The image builder's progress sink for people: a bar per task (layer, download, upload) on
+    stderr while it runs, then one line per finished task. Quiet when stderr is not a terminal
+    unless ``verbose``: scripts read ``--json`` from stdout."""
+
+    def __init__(self, verbose: bool = False):
+        self.verbose = verbose
+        self.progress = _byte_bars()
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def start(self, task: str, total: int | None = None) -> None:
+        if task in self.tasks:
+            self.progress.reset(self.tasks[task], total=total)
+        else:
+            self.tasks[task] = self.progress.add_task(task, total=total)
+
+    def advance(self, task: str, amount: int) -> None:
+        task_id = self.tasks.get(task)
+        if task_id is not None:
+            self.progress.advance(task_id, amount)
+
+    def done(self, task: str, note: str = "") -> None:
+        task_id = self.tasks.pop(task, None)
+        if task_id is not None:
+            self.progress.remove_task(task_id)
+        if err_console.is_terminal or self.verbose:
+            self.progress.console.print(f"[green]✓[/] {task}" + (f" [dim]{note}[/]" if note else ""), markup=True)

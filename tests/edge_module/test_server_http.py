@@ -20,7 +20,7 @@ from edge_module.runtime import BadInputError, Request, Response, ScoringApp
 from edge_module.scoring import OnnxScoringApp
 from edge_module.server import BackgroundServer
 from edge_module.settings import Settings
-from tests.edge_module.test_server_support import FunctionApp, OnnxApp, OnnxRuntime, make_mlp, raw_http
+from tests.edge_module.test_server_support import FunctionApp, OnnxApp, OnnxRuntime, raw_http
 
 UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 X = np.random.default_rng(1).random((1, 64)).astype(np.float32)
@@ -35,14 +35,6 @@ def serving(app: ScoringApp, wait: bool = True, **settings: Any) -> Iterator[Bac
         yield srv
     finally:
         srv.stop()
-
-
-@pytest.fixture(scope="module")
-def mlp_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "azureml-models" / "mlp" / "1" / "mlp.onnx"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(make_mlp())
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 from edge_module.scoring import OnnxScoringApp
 from edge_module.server import BackgroundServer
 from edge_module.settings import Settings
-from tests.edge_module.test_server_support import OnnxRuntime, make_mlp
+from tests.edge_module.test_server_support import OnnxRuntime
 from tests.peer_venv import peer_venv
 
 KSERVE = ["kserve==0.21.0"]
@@ -63,23 +63,17 @@ def kserve_python() -> Path:
 
 
 @pytest.fixture(scope="module")
-def mlp(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "azureml-models" / "mlp" / "1" / "mlp.onnx"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(make_mlp())
-    return path
-
-
-@pytest.fixture(scope="module")
-def server(mlp: Path) -> Iterator[BackgroundServer]:
-    with BackgroundServer(OnnxScoringApp(mlp.parent, intra_op_threads=1), Settings(port=0)) as srv:
+def server(mlp_path: Path) -> Iterator[BackgroundServer]:
+    with BackgroundServer(OnnxScoringApp(mlp_path.parent, intra_op_threads=1), Settings(port=0)) as srv:
         assert srv.wait_ready()
         yield srv
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("encoding", ["json", "binary"])
-def test_kserve_rest_client_health_and_infer(kserve_python: Path, server: BackgroundServer, mlp: Path, encoding: str):
+def test_kserve_rest_client_health_and_infer(
+    kserve_python: Path, server: BackgroundServer, mlp_path: Path, encoding: str
+):
     x = np.random.default_rng(5).random((3, 64)).astype(np.float32)
     run = subprocess.run(
         [str(kserve_python), "-c", CLIENT, server.url, encoding],
@@ -92,7 +86,7 @@ def test_kserve_rest_client_health_and_infer(kserve_python: Path, server: Backgr
     out = json.loads(run.stdout.strip().splitlines()[-1])
     assert out["live"] is True and out["ready"] is True and out["model_ready"] is True
     assert out["id"] == "req-7" and out["model_name"] == "mlp"
-    ref = OnnxRuntime(mlp)
+    ref = OnnxRuntime(mlp_path)
     ref.load()
     expected = ref.predict({"input": x})["output"]
     np.testing.assert_allclose(np.array(out["outputs"]["output"]), expected, rtol=1e-5, atol=1e-6)

@@ -25,14 +25,6 @@ X = np.random.default_rng(2).random((3, 64)).astype(np.float32)
 
 
 @pytest.fixture(scope="module")
-def mlp_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("model") / "azureml-models" / "mlp" / "1" / "mlp.onnx"
-    path.parent.mkdir(parents=True)
-    path.write_bytes(make_mlp())
-    return path
-
-
-@pytest.fixture(scope="module")
 def reference(mlp_path: Path) -> OnnxRuntime:
     rt = OnnxRuntime(mlp_path)
     rt.load()
