@@ -13,6 +13,7 @@ import traceback
 import click
 
 from packager import __version__
+from packager.cli.build import build, build_and_push, package
 from packager.cli.convert import convert
 from packager.cli.model import model
 from packager.cli.output import err_console
@@ -44,6 +45,9 @@ cli.add_command(quantize)
 cli.add_command(serve)
 cli.add_command(score)
 cli.add_command(token)
+cli.add_command(build)
+cli.add_command(build_and_push)
+cli.add_command(package)
 
 
 def _error(message: str) -> None:

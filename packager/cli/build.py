@@ -1,0 +1,241 @@
+"""``edgepack build``, ``build-and-push`` and ``package``: module images without a Docker daemon.
+
+``build`` makes one image per platform from a base image plus four deterministic layers and either
+pushes them with an OCI index (``--push``), writes an OCI layout folder (``--output oci:DIR``) or a
+``docker load`` tarball per platform (``--output docker-archive:FILE``). ``--backend docker`` builds
+the same content with the Docker daemon instead (needed for ``extraDockerfileSteps``).
+``package -o DIR`` writes the Dockerfile and context only, like v1's ``Model.package(generate_dockerfile=True)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from packager.cli.model import open_workspace
+from packager.cli.output import RichReporter, console, human_size, print_json
+from packager.errors import InvalidInputError
+from packager.image import builder
+from packager.image.inference_config import InferenceConfig
+from packager.image.reference import ImageRef
+from packager.registry import Model
+from packager.registry.names import parse_ref
+
+
+def _models(ctx: click.Context, refs: tuple[str, ...]) -> list[Model]:
+    ws = open_workspace(ctx)
+    models: list[Model] = []
+    for ref in refs:
+        name, version = parse_ref(ref)
+        model = Model(ws, name, version=version)
+        if any((m.name, m.version) == (model.name, model.version) for m in models):
+            raise InvalidInputError(f"model {model.name}:{model.version} is given twice")
+        models.append(model)
+    return models
+
+
+def _config(inference_config: str | None, entry_script: str | None, source_dir: str | None) -> InferenceConfig:
+    if inference_config and (entry_script or source_dir):
+        raise InvalidInputError("give either --inference-config or --entry-script/--source-dir, not both")
+    if inference_config:
+        return InferenceConfig.load(inference_config)
+    return InferenceConfig(entry_script=entry_script, source_directory=source_dir)
+
+
+def _labels(items: tuple[str, ...]) -> dict[str, str]:
+    labels = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidInputError(f"label {item!r} is not KEY=VALUE")
+        labels[key.strip()] = value
+    return labels
+
+
+def _output(text: str | None) -> tuple[str, Path] | None:
+    if not text:
+        return None
+    kind, sep, path = text.partition(":")
+    if not sep or kind not in ("oci", "docker-archive") or not path:
+        raise InvalidInputError(f"--output {text!r}: use oci:DIR or docker-archive:FILE")
+    return kind, Path(path)
+
+
+def _credentials(username: str | None, password: str | None) -> tuple[str, str] | None:
+    if bool(username) != bool(password):
+        raise InvalidInputError("give --username and --password together (or neither, to use ~/.docker/config.json)")
+    return (username, password) if username and password else None
+
+
+def image_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options ``build``, ``build-and-push`` and ``package`` share."""
+    options = [
+        click.option(
+            "-m", "--model", "models", multiple=True, required=True, metavar="NAME[:VERSION]",
+            help="Registered model to put in the image (repeatable; latest version when none is given).",
+        ),
+        click.option(
+            "--inference-config", type=click.Path(exists=True, dir_okay=False),
+            help="Azure ML v1 inferenceconfig.json (entryScript, sourceDirectory, condaFile, baseImage, ...).",
+        ),
+        click.option("--entry-script", type=click.Path(exists=True, dir_okay=False), help="score.py: init(), run()."),
+        click.option("--source-dir", type=click.Path(exists=True, file_okay=False), help="Folder with the app's code."),
+        click.option(
+            "-r", "--requirement", "requirements", multiple=True, metavar="REQ",
+            help="Extra pip requirement for the image (repeatable), e.g. -r scikit-learn==1.5.2.",
+        ),
+        click.option(
+            "--platform", "platforms", default="linux/amd64,linux/arm64", show_default=True,
+            help="Comma-separated platforms: linux/amd64, linux/arm64.",
+        ),
+        click.option("--base", help=f"Base image [default: inference config's baseImage, or {builder.DEFAULT_BASE}]."),
+        click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Extra image label (repeatable)."),
+        click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _report(doc: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(doc)
+        return
+    for platform, info in doc.get("platforms", {}).items():
+        console.print(f"{platform:<14} {info['digest']}")
+    if "index_digest" in doc:
+        console.print(f"{'index':<14} {doc['index_digest']}")
+    if "reference" in doc:
+        console.print(f"pushed {doc['reference']}")
+    pushed = doc.get("push")
+    if pushed:
+        console.print(
+            f"  {pushed['blobs_uploaded']} blob(s) uploaded ({human_size(pushed['bytes_sent'])}), "
+            f"{pushed['blobs_skipped']} already there, {pushed['blobs_mounted']} mounted, in {pushed['seconds']} s"
+        )
+    for kind in ("oci_layout", "docker_archives"):
+        if kind in doc:
+            console.print(f"wrote {doc[kind]}")
+
+
+def run_build(
+    ctx: click.Context,
+    *,
+    models: tuple[str, ...],
+    inference_config: str | None,
+    entry_script: str | None,
+    source_dir: str | None,
+    requirements: tuple[str, ...],
+    platforms: str,
+    base: str | None,
+    labels: tuple[str, ...],
+    tag: str | None,
+    push: bool,
+    output: str | None,
+    backend: str,
+    username: str | None,
+    password: str | None,
+    as_json: bool,
+) -> dict[str, Any]:
+    out = _output(output)
+    if push and out:
+        raise InvalidInputError("give either --push or --output, not both")
+    if not push and not out:
+        raise InvalidInputError("say where the image goes: --push (with -t REGISTRY/REPO:TAG) or --output oci:DIR")
+    if push and not tag:
+        raise InvalidInputError("--push needs -t REGISTRY/REPO:TAG")
+    target = ImageRef.parse(tag) if push and tag else None
+    credentials = _credentials(username, password)
+    config = _config(inference_config, entry_script, source_dir)
+    selected = _models(ctx, models)
+    platform_list = builder.parse_platforms(platforms)
+    if backend == "docker" and not push:
+        raise InvalidInputError("--backend docker pushes what it builds: use --push (or `edgepack package -o DIR`)")
+    if backend == "oci" and config.needs_docker_backend:
+        raise InvalidInputError(
+            "the inference config has extraDockerfileSteps, which only a Docker build can run: use --backend docker"
+        )
+    with RichReporter() as reporter:
+        staged = builder.stage(
+            open_workspace(ctx), selected, config=config, platforms=platform_list, base=base,
+            labels=_labels(labels), extra_requirements=requirements, reporter=reporter,
+        )  # fmt: skip
+        if backend == "docker":
+            assert target is not None
+            return builder.build_with_docker(staged, target, config.extra_steps_text, reporter, credentials)
+        result = builder.assemble(staged, reporter)
+        doc = result.summary()
+        if target is not None:
+            pushed = builder.push(result, target, reporter, credentials)
+            doc["reference"] = pushed.reference
+            doc["push"] = pushed.summary()
+        elif out and out[0] == "oci":
+            builder.write_oci(result, out[1], tag or "latest")  # skopeo/podman: oci:DIR:<tag as given>
+            doc["oci_layout"] = str(out[1])
+        elif out:
+            tags = [str(ImageRef.parse(tag).familiar())] if tag else []
+            doc["docker_archives"] = builder.write_docker_archives(result, out[1], tags)
+    return doc
+
+
+@click.command()
+@image_options
+@click.option("-t", "--tag", metavar="REF", help="Image reference, e.g. 127.0.0.1:5000/models/digits:1.")
+@click.option("--push", is_flag=True, help="Push the images and their index to the registry of --tag.")
+@click.option("--output", metavar="oci:DIR|docker-archive:FILE", help="Write the images locally instead of pushing.")
+@click.option("--backend", type=click.Choice(["oci", "docker"]), default="oci", show_default=True,
+              help="oci: no daemon, appended layers; docker: the Docker daemon builds the same content.")  # fmt: skip
+@click.option("--username", envvar="EDGEPACK_REGISTRY_USERNAME", help="Registry user [default: ~/.docker/config.json].")
+@click.option("--password", envvar="EDGEPACK_REGISTRY_PASSWORD", help="Registry password or token.")
+@click.pass_context
+def build(ctx: click.Context, **kwargs: Any) -> None:
+    """Build module images for one or more platforms (multi-arch), without a Docker daemon."""
+    _report(run_build(ctx, **kwargs), kwargs["as_json"])
+
+
+@click.command("build-and-push")
+@image_options
+@click.option("-t", "--tag", required=True, metavar="REF", help="Where to push, e.g. 127.0.0.1:5000/models/digits:1.")
+@click.option("--backend", type=click.Choice(["oci", "docker"]), default="oci", show_default=True)
+@click.option("--username", envvar="EDGEPACK_REGISTRY_USERNAME", help="Registry user [default: ~/.docker/config.json].")
+@click.option("--password", envvar="EDGEPACK_REGISTRY_PASSWORD", help="Registry password or token.")
+@click.pass_context
+def build_and_push(ctx: click.Context, **kwargs: Any) -> None:
+    """Build the images for every platform, push them with one index, print the digests."""
+    _report(run_build(ctx, push=True, output=None, **kwargs), kwargs["as_json"])
+
+
+@click.command()
+@image_options
+@click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Folder to write into.")
+@click.pass_context
+def package(
+    ctx: click.Context,
+    models: tuple[str, ...],
+    inference_config: str | None,
+    entry_script: str | None,
+    source_dir: str | None,
+    requirements: tuple[str, ...],
+    platforms: str,
+    base: str | None,
+    labels: tuple[str, ...],
+    as_json: bool,
+    output_dir: str,
+) -> None:
+    """Write a Dockerfile and build context per platform (build them anywhere with `docker build`)."""
+    config = _config(inference_config, entry_script, source_dir)
+    with RichReporter() as reporter:
+        staged = builder.stage(
+            open_workspace(ctx), _models(ctx, models), config=config, platforms=builder.parse_platforms(platforms),
+            base=base, labels=_labels(labels), extra_requirements=requirements, reporter=reporter,
+        )  # fmt: skip
+        contexts = builder.write_contexts(staged, Path(output_dir), config.extra_steps_text)
+    doc = {"contexts": {str(p): str(path) for p, path in contexts.items()}}
+    if as_json:
+        print_json(doc)
+        return
+    for platform, path in doc["contexts"].items():
+        console.print(f"{platform:<14} {path}  (docker build --platform {platform} -t IMAGE {path})")

@@ -1,0 +1,160 @@
+"""What goes into the ``edge_module``, ``models`` and ``app`` layers, and the environment that finds them.
+
+Each ``stage_*`` function only lists files (a :class:`LayerSource`); :mod:`packager.image.tarball`
+turns a source into a layer. Cache keys are cheap: file stats for host files, stored digests for
+models (exact), content hashes for generated data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import edge_module
+from packager.errors import IntegrityError, InvalidInputError
+from packager.image import tarball
+from packager.image.spec import (
+    APP_ROOT,
+    MODELS_ROOT,
+    MODULE_DIR,
+    PORT,
+    PYTHONPATH,
+    FileEntry,
+    LayerSource,
+)
+from packager.registry import Model
+from packager.workspace import Workspace
+
+IMAGE_MANIFEST = "edgepack-image.json"
+#: Folders of a source directory that never go into an image.
+SKIP_DIRS = ("__pycache__", ".git", ".ipynb_checkpoints", ".pytest_cache", ".mypy_cache")
+
+
+def canonical_json_text(doc: Any) -> bytes:
+    """``doc`` as sorted, indented UTF-8 JSON with a final newline (stable bytes for the same content)."""
+    return (json.dumps(doc, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode()
+
+
+def stage_edge_module() -> LayerSource:
+    """The installed ``edge_module`` package (``.py`` files only) under :data:`MODULE_DIR` ``/edge_module``."""
+    root = Path(edge_module.__file__).resolve().parent
+    files = [
+        e for e in tarball.tree_entries(root, f"{MODULE_DIR}/edge_module") if e.link is None and e.path.endswith(".py")
+    ]
+    return LayerSource.of("edge_module", files, cache_key=tarball.stat_key(sorted(files, key=lambda f: f.path)))
+
+
+def model_dir(model: Model) -> str:
+    """Where ``model`` sits in the image: :data:`MODELS_ROOT` ``/<name>/<version>``."""
+    return f"{MODELS_ROOT}/{model.name}/{model.version}"
+
+
+def stage_models(workspace: Workspace, models: list[Model]) -> LayerSource:
+    """Registered models in the Azure ML layout, read straight from the workspace's blob store."""
+    seen: set[tuple[str, int]] = set()
+    files: list[FileEntry] = []
+    key = hashlib.sha256(f"{tarball.FORMAT_VERSION}\0models\0".encode())
+    for model in sorted(models, key=lambda m: (m.name, m.version)):
+        if (model.name, model.version) in seen:
+            continue
+        seen.add((model.name, model.version))
+        base = model_dir(model)
+        for f in model.files:
+            blob = workspace.blobs.path(f.digest)
+            try:
+                size = blob.stat().st_size
+            except FileNotFoundError:
+                size = -1
+            if size != f.size:
+                raise IntegrityError(
+                    f"model {model.id}: the stored content of {f.path} is missing or damaged "
+                    f"(blob sha256:{f.digest}); register the model again"
+                )
+            files.append(FileEntry(f"{base}/{f.path}", source=blob, mode=0o755 if f.executable else 0o644))
+            key.update(f"{model.name}\0{model.version}\0{f.path}\0{f.digest}\0{int(f.executable)}\n".encode())
+    names = ", ".join(f"{n}:{v}" for n, v in sorted(seen))
+    return LayerSource.of("models", files, cache_key=key.hexdigest(), comment=f"models {names}")
+
+
+def _resolve_entry(entry_script: Path | str, source_dir: Path | None) -> Path:
+    script = Path(entry_script)
+    if not script.is_absolute() and source_dir is not None and (source_dir / script).is_file():
+        return (source_dir / script).resolve()
+    return script.resolve()
+
+
+def entry_script_path(entry_script: Path | str | None, source_dir: Path | str | None) -> str:
+    """The entry script's path relative to :data:`APP_ROOT` (``""`` without one).
+
+    Inside ``source_dir`` it keeps its relative path; outside, it is copied to the app root.
+    A relative ``entry_script`` is looked up in ``source_dir`` first (as Azure ML v1 does), then cwd.
+    """
+    if not entry_script:
+        return ""
+    src = Path(source_dir).resolve() if source_dir else None
+    script = _resolve_entry(entry_script, src)
+    if src is not None and src in script.parents:
+        return script.relative_to(src).as_posix()
+    return script.name
+
+
+def stage_app(entry_script: Path | str | None, source_dir: Path | str | None, manifest: dict[str, Any]) -> LayerSource:
+    """The ``app`` layer: ``source_dir`` under :data:`APP_ROOT`, the entry script, and ``edgepack-image.json``."""
+    files: list[FileEntry] = []
+    src = None
+    if source_dir:
+        src = Path(source_dir).resolve()
+        if not src.is_dir():
+            raise InvalidInputError(f"source directory {source_dir} is not a folder; pass the folder with your code")
+        files = tarball.tree_entries(src, APP_ROOT, skip_dirs=SKIP_DIRS)
+    if entry_script:
+        script = _resolve_entry(entry_script, src)
+        if not script.is_file():
+            raise InvalidInputError(f"entry script {entry_script} does not exist; pass the path of your score.py")
+        dest = f"{APP_ROOT}/{entry_script_path(entry_script, source_dir)}"
+        inside = src is not None and src in script.parents
+        if not inside and any(f.path == dest for f in files):
+            raise InvalidInputError(
+                f"entry script {script} is outside the source directory and clashes with its {script.name}; "
+                "move the script into the source directory or rename it"
+            )
+        if not any(f.path == dest for f in files):
+            files.append(tarball.host_entry(script, dest))
+    manifest_path = f"{APP_ROOT}/{IMAGE_MANIFEST}"
+    if any(f.path == manifest_path for f in files):
+        raise InvalidInputError(
+            f"the source directory has a file named {IMAGE_MANIFEST}, which edgepack writes; rename it"
+        )
+    files.append(FileEntry(manifest_path, data=canonical_json_text(manifest)))
+    files.sort(key=lambda f: f.path)
+    return LayerSource.of("app", files, cache_key=tarball.stat_key(files, "app"))
+
+
+def image_env(models: list[Model], entry_script_rel: str | None) -> dict[str, str]:
+    """Environment of the image: the Azure ML names ``edge_module`` reads, plus the module's paths."""
+    distinct = sorted({(m.name, m.version) for m in models})
+    env = {
+        "AZUREML_MODEL_DIR": f"{MODELS_ROOT}/{distinct[0][0]}/{distinct[0][1]}" if len(distinct) == 1 else MODELS_ROOT,
+        "AML_APP_ROOT": APP_ROOT,
+        "AZUREML_SOURCE_DIRECTORY": APP_ROOT,
+        "PYTHONPATH": PYTHONPATH,
+        "EDGEPACK_PORT": str(PORT),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if entry_script_rel:
+        env["AZUREML_ENTRY_SCRIPT"] = str(PurePosixPath(entry_script_rel))
+    return env
+
+
+__all__ = [
+    "IMAGE_MANIFEST",
+    "entry_script_path",
+    "image_env",
+    "model_dir",
+    "stage_app",
+    "stage_edge_module",
+    "stage_models",
+]

@@ -1,0 +1,273 @@
+"""Acceptance: `edgepack build` / `build-and-push` against the dev-services registry and dockerd.
+
+The images are pulled back by the real Docker daemon and run (amd64 natively, arm64 under qemu);
+skopeo reads what was pushed; the docker-archive output is loaded with `docker load`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import requests
+from onnx import numpy_helper
+
+from packager.cli import main
+from tests.edge_module.test_server_support import free_port
+
+ROOT = Path(__file__).resolve().parents[3]
+DIGITS = ROOT / "examples" / "models" / "digits-linear.onnx"
+X = np.random.default_rng(3).random((2, 64)).astype(np.float32)
+
+pytestmark = pytest.mark.slow
+
+
+@dataclass
+class Result:
+    exit_code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def edgepack(ws: Path, *args: str, expect: int = 0) -> Result:
+    """Run the CLI in-process as the console script does (errors become one line and an exit code)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+        main(["--workspace", str(ws), *args])
+    result = Result(int(exc.value.code or 0), out.getvalue(), err.getvalue())
+    assert result.exit_code == expect, result.output
+    return result
+
+
+def edgepack_json(ws: Path, *args: str) -> dict[str, Any]:
+    return json.loads(edgepack(ws, *args, "--json").stdout)
+
+
+def docker(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+    run = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert run.returncode == 0, f"docker {' '.join(args)}: {run.stderr}"
+    return run
+
+
+def expected(model: Path, x: np.ndarray) -> np.ndarray:
+    return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+
+
+@pytest.fixture(scope="module")
+def registry(dev_services: dict[str, str]) -> str:
+    if shutil.which("docker") is None or shutil.which("skopeo") is None:
+        pytest.fail("docker and skopeo must be installed: run scripts/dev-services.sh")
+    return dev_services["EDGEPACK_TEST_REGISTRY"]
+
+
+@pytest.fixture(scope="module")
+def base(dev_services: dict[str, str]) -> str:
+    return dev_services.get(
+        "EDGEPACK_TEST_BASE_IMAGE", f"{dev_services['EDGEPACK_TEST_REGISTRY']}/library/python:3.11-slim"
+    )
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("ws") / "ws"
+    edgepack(path, "model", "register", "-n", "digits", "-p", str(DIGITS))
+    return path
+
+
+@pytest.fixture
+def repo(registry: str) -> str:
+    return f"{registry}/test/digits-{uuid.uuid4().hex[:8]}"
+
+
+def run_container(ref: str, platform: str, port: int) -> Iterator[str]:
+    args = ["run", "-d", "--rm", "--platform", platform, "--network", "host", "-e", f"EDGEPACK_PORT={port}"]
+    if platform != "linux/amd64":
+        args += ["--init", "--tmpfs", "/sys/devices/system/cpu:ro"]
+    cid = docker(*args, ref).stdout.strip()
+    try:
+        yield cid
+    finally:
+        docker("rm", "-f", cid, check=False)
+
+
+def wait_ready(url: str, cid: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url + "/v2/health/ready", timeout=2).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        if docker("inspect", "-f", "{{.State.Running}}", cid, check=False).stdout.strip() == "false":
+            break
+        time.sleep(0.5)
+    logs = docker("logs", cid, check=False)
+    pytest.fail(f"container {cid} not ready at {url}:\n{logs.stdout[-3000:]}\n{logs.stderr[-3000:]}")
+
+
+def test_build_and_push_runs_on_amd64_and_arm64(ws: Path, repo: str, base: str) -> None:
+    out = edgepack_json(ws, "build-and-push", "-m", "digits:1", "--base", base, "-t", f"{repo}:v1")
+    assert set(out["platforms"]) == {"linux/amd64", "linux/arm64"}
+    assert out["index_digest"].startswith("sha256:")
+    assert out["reference"] == f"{repo}:v1@{out['index_digest']}"
+    # what skopeo sees: an index with both platforms, each an image with our labels
+    raw = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{repo}:v1"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    )
+    assert raw["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    assert {(m["platform"]["architecture"], m["digest"]) for m in raw["manifests"]} == {
+        ("amd64", out["platforms"]["linux/amd64"]["digest"]),
+        ("arm64", out["platforms"]["linux/arm64"]["digest"]),
+    }
+    for arch in ("amd64", "arm64"):
+        info = json.loads(
+            subprocess.run(
+                ["skopeo", "inspect", "--tls-verify=false", "--override-arch", arch, f"docker://{repo}:v1"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=60,
+            ).stdout
+        )
+        assert info["Architecture"] == arch
+        assert json.loads(info["Labels"]["io.edgepack.models"])[0]["name"] == "digits"
+    # dockerd pulls each platform and the module scores right on both
+    want = expected(DIGITS, X)
+    for platform in ("linux/amd64", "linux/arm64"):
+        ref = f"{repo}@{out['platforms'][platform]['digest']}"
+        docker("pull", "--platform", platform, ref)
+        port = free_port()
+        for cid in run_container(ref, platform, port):
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, cid)
+            got = requests.post(url + "/score", json={"data": X.tolist()}, timeout=30)
+            assert got.status_code == 200, got.text
+            np.testing.assert_allclose(np.array(got.json()["output"]), want, rtol=1e-5, atol=1e-6)
+            arch = docker("exec", cid, "python3", "-c", "import platform; print(platform.machine())").stdout.strip()
+            assert arch == {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}[platform]
+
+
+def test_rebuild_is_identical_and_a_new_model_pushes_only_its_layer(ws: Path, repo: str, base: str, tmp_path: Path):
+    first = edgepack_json(ws, "build-and-push", "-m", "digits:1", "--base", base, "-t", f"{repo}:a")
+    again = edgepack_json(ws, "build-and-push", "-m", "digits:1", "--base", base, "-t", f"{repo}:a")
+    assert again["index_digest"] == first["index_digest"]
+    assert again["push"]["bytes_sent"] == 0 and again["push"]["blobs_uploaded"] == 0
+
+    # a second version of the model: other weights, same everything else
+    model = onnx.load(DIGITS)
+    w = model.graph.initializer[0]
+    w.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(w) * 2, w.name))
+    changed = tmp_path / "digits-v2.onnx"
+    onnx.save(model, changed)
+    edgepack(ws, "model", "register", "-n", "digits", "-p", str(changed))
+    second = edgepack_json(ws, "build-and-push", "-m", "digits:2", "--base", base, "-t", f"{repo}:b")
+    assert second["index_digest"] != first["index_digest"]
+
+    def layers(out: dict[str, Any], platform: str) -> dict[str, str]:
+        return {la["name"]: la["digest"] for la in out["platforms"][platform]["layers"]}
+
+    for platform in ("linux/amd64", "linux/arm64"):
+        old, new = layers(first, platform), layers(second, platform)
+        assert [name for name in old if old[name] != new[name]] == ["models"]
+    model_layer = next(la for la in second["platforms"]["linux/amd64"]["layers"] if la["name"] == "models")
+    configs = {p["config"]: p["config_size"] for p in second["platforms"].values()}
+    uploaded = set(second["push"]["uploaded"])
+    assert uploaded == {model_layer["digest"], *configs}
+    assert second["push"]["bytes_sent"] == model_layer["size"] + sum(configs.values())
+
+
+def test_outputs_oci_layout_and_docker_archive(ws: Path, base: str, tmp_path: Path) -> None:
+    layout = tmp_path / "layout"
+    out = edgepack_json(ws, "build", "-m", "digits:1", "--base", base, "--output", f"oci:{layout}", "-t", "digits:v1")
+    info = json.loads(
+        subprocess.run(
+            ["skopeo", "inspect", "--override-arch", "arm64", f"oci:{layout}:digits:v1"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    )
+    assert info["Architecture"] == "arm64"
+    assert (layout / "index.json").is_file() and out["index_digest"].startswith("sha256:")
+
+    archive = tmp_path / "digits-amd64.tar"
+    tag = f"edgepack-test/digits:{uuid.uuid4().hex[:8]}"
+    edgepack_json(
+        ws,
+        "build",
+        "-m",
+        "digits:1",
+        "--base",
+        base,
+        "--platform",
+        "linux/amd64",
+        "--output",
+        f"docker-archive:{archive}",
+        "-t",
+        tag,
+    )
+    loaded = docker("load", "-i", str(archive))
+    assert tag in loaded.stdout
+    try:
+        port = free_port()
+        for cid in run_container(tag, "linux/amd64", port):
+            url = f"http://127.0.0.1:{port}"
+            wait_ready(url, cid)
+            got = requests.post(url + "/score", json={"data": X.tolist()}, timeout=30)
+            np.testing.assert_allclose(np.array(got.json()["output"]), expected(DIGITS, X), rtol=1e-5, atol=1e-6)
+    finally:
+        docker("rmi", "-f", tag, check=False)
+
+
+def test_clear_errors(ws: Path, base: str, tmp_path: Path) -> None:
+    closed = free_port()
+    res = edgepack(ws, "build-and-push", "-m", "digits:1", "--base", base, "-t", f"127.0.0.1:{closed}/x/y:1", expect=1)
+    assert f"127.0.0.1:{closed}" in res.output and "reach" in res.output.lower()
+    res = edgepack(
+        ws,
+        "build",
+        "-m",
+        "digits:1",
+        "--base",
+        base,
+        "--platform",
+        "linux/arm/v7",
+        "--output",
+        f"oci:{tmp_path / 'o'}",
+        expect=2,
+    )
+    assert "onnxruntime" in res.output and "linux/arm/v7" in res.output
+    ic = tmp_path / "inferenceconfig.json"
+    ic.write_text(json.dumps({"entryScript": "missing.py", "runtime": "python"}))
+    res = edgepack(
+        ws, "build", "-m", "digits:1", "--inference-config", str(ic), "--output", f"oci:{tmp_path / 'o'}", expect=2
+    )
+    assert "missing.py" in res.output
+    res = edgepack(ws, "build", "-m", "nope", "--output", f"oci:{tmp_path / 'o'}", expect=1)
+    assert "nope" in res.output
+    assert not (tmp_path / "o").exists()  # nothing half-written

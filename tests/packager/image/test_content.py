@@ -1,0 +1,133 @@
+"""The edge_module, models and app layer sources, and the image environment edge_module reads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_module.settings import Settings
+from packager import Model, Workspace
+from packager.errors import IntegrityError, InvalidInputError
+from packager.image import content, tarball
+from packager.image.spec import APP_ROOT, MODELS_ROOT, MODULE_DIR, PORT, PYTHONPATH
+
+ROOT = Path(__file__).resolve().parents[3]
+DIGITS = ROOT / "examples" / "models" / "digits-linear.onnx"
+
+
+def test_edge_module_source_has_only_python_files() -> None:
+    src = content.stage_edge_module()
+    paths = {f.path for f in src.files}
+    assert f"{MODULE_DIR}/edge_module/__main__.py" in paths
+    assert f"{MODULE_DIR}/edge_module/server/main.py" in paths
+    assert all(p.endswith(".py") and "__pycache__" not in p for p in paths)
+    assert src.cache_key == content.stage_edge_module().cache_key
+
+
+def test_models_in_azureml_layout(workspace: Workspace, tmp_path: Path) -> None:
+    one = Model.register(workspace, DIGITS, "digits")
+    folder = tmp_path / "bundle"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "model.onnx").write_bytes(DIGITS.read_bytes())
+    (folder / "labels.txt").write_text("0\n1\n")
+    two = Model.register(workspace, folder, "bundle")
+    src = content.stage_models(workspace, [two, one])
+    assert src.name == "models"
+    assert [f.path for f in src.files] == [
+        f"{MODELS_ROOT}/bundle/1/bundle/labels.txt",
+        f"{MODELS_ROOT}/bundle/1/bundle/sub/model.onnx",
+        f"{MODELS_ROOT}/digits/1/digits-linear.onnx",
+    ]
+    assert all(f.source is not None and f.source.read_bytes() for f in src.files)
+    # the key is exact: same content → same key, wherever it was registered from
+    again = Model.register(workspace, DIGITS, "digits")
+    assert content.stage_models(workspace, [one]).cache_key == content.stage_models(workspace, [one]).cache_key
+    assert content.stage_models(workspace, [again]).cache_key != content.stage_models(workspace, [one]).cache_key
+
+
+def test_models_layer_refuses_damaged_blobs(workspace: Workspace) -> None:
+    model = Model.register(workspace, DIGITS, "digits")
+    blob = workspace.blobs.path(model.files[0].digest)
+    blob.chmod(0o644)
+    blob.write_bytes(b"truncated")
+    with pytest.raises(IntegrityError, match="digits:1"):
+        content.stage_models(workspace, [model])
+
+
+def test_app_with_source_dir_and_entry_script(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "lib" / "__pycache__").mkdir(parents=True)
+    (src / "score.py").write_text("def init(): pass\ndef run(d): return d\n")
+    (src / "lib" / "util.py").write_text("X = 1\n")
+    (src / "lib" / "__pycache__" / "util.cpython-311.pyc").write_bytes(b"junk")
+    manifest = {"models": [{"name": "digits", "version": 1}], "edgepack": "0.1.0"}
+    layer = content.stage_app("score.py", src, manifest)
+    paths = [f.path for f in layer.files]
+    assert paths == [f"{APP_ROOT}/edgepack-image.json", f"{APP_ROOT}/lib/util.py", f"{APP_ROOT}/score.py"]
+    doc = next(f for f in layer.files if f.path.endswith("edgepack-image.json")).data
+    assert doc is not None and json.loads(doc) == manifest
+    assert doc == content.stage_app("score.py", src, dict(reversed(manifest.items()))).files[0].data
+    assert content.entry_script_path("score.py", src) == "score.py"
+    assert content.entry_script_path(src / "lib" / "util.py", src) == "lib/util.py"
+
+
+def test_app_entry_script_outside_source_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "score.py").write_text("def init(): pass\n")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "helper.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    layer = content.stage_app("score.py", tmp_path / "src", {})
+    assert [f.path for f in layer.files] == [
+        f"{APP_ROOT}/edgepack-image.json",
+        f"{APP_ROOT}/helper.py",
+        f"{APP_ROOT}/score.py",
+    ]
+    only_script = content.stage_app(tmp_path / "score.py", None, {})
+    assert [f.path for f in only_script.files] == [f"{APP_ROOT}/edgepack-image.json", f"{APP_ROOT}/score.py"]
+    with pytest.raises(InvalidInputError, match="does not exist"):
+        content.stage_app(tmp_path / "missing.py", None, {})
+    (tmp_path / "src" / "score.py").write_text("other")
+    assert content.entry_script_path("score.py", tmp_path / "src") == "score.py"  # found in the source dir first
+
+
+def test_app_key_follows_edits(tmp_path: Path) -> None:
+    (tmp_path / "score.py").write_text("a")
+    k1 = content.stage_app(tmp_path / "score.py", None, {}).cache_key
+    assert content.stage_app(tmp_path / "score.py", None, {}).cache_key == k1
+    assert content.stage_app(tmp_path / "score.py", None, {"v": 2}).cache_key != k1
+    (tmp_path / "score.py").write_text("bb")
+    assert content.stage_app(tmp_path / "score.py", None, {}).cache_key != k1
+
+
+def test_image_env_is_what_edge_module_reads(workspace: Workspace) -> None:
+    one = Model.register(workspace, DIGITS, "digits")
+    env = content.image_env([one], "score.py")
+    assert env == {
+        "AZUREML_MODEL_DIR": f"{MODELS_ROOT}/digits/1",
+        "AZUREML_ENTRY_SCRIPT": "score.py",
+        "AML_APP_ROOT": APP_ROOT,
+        "AZUREML_SOURCE_DIRECTORY": APP_ROOT,
+        "PYTHONPATH": PYTHONPATH,
+        "EDGEPACK_PORT": str(PORT),
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    settings = Settings.from_env(env)
+    assert (settings.model_dir, settings.entry_script, settings.source_dir, settings.port) == (
+        f"{MODELS_ROOT}/digits/1",
+        "score.py",
+        APP_ROOT,
+        PORT,
+    )
+    two = Model.register(workspace, DIGITS, "other")
+    several = content.image_env([one, two], None)
+    assert several["AZUREML_MODEL_DIR"] == MODELS_ROOT and "AZUREML_ENTRY_SCRIPT" not in several
+
+
+def test_model_layer_digest_is_stable(workspace: Workspace, tmp_path: Path) -> None:
+    model = Model.register(workspace, DIGITS, "digits")
+    a = tarball.build_layer(content.stage_models(workspace, [model]), tmp_path / "a")
+    b = tarball.build_layer(content.stage_models(workspace, [model]), tmp_path / "b")
+    assert a.digest == b.digest
