@@ -6,121 +6,22 @@ skopeo reads what was pushed; the docker-archive output is loaded with `docker l
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import shutil
 import subprocess
-import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import requests
 from onnx import numpy_helper
 
-from packager.cli import main
 from tests.edge_module.test_server_support import free_port
-
-ROOT = Path(__file__).resolve().parents[3]
-DIGITS = ROOT / "examples" / "models" / "digits-linear.onnx"
-X = np.random.default_rng(3).random((2, 64)).astype(np.float32)
+from tests.packager.image.support import DIGITS, X, docker, edgepack, edgepack_json, expected, run_container, wait_ready
 
 pytestmark = pytest.mark.slow
-
-
-@dataclass
-class Result:
-    exit_code: int
-    stdout: str
-    stderr: str
-
-    @property
-    def output(self) -> str:
-        return self.stdout + self.stderr
-
-
-def edgepack(ws: Path, *args: str, expect: int = 0) -> Result:
-    """Run the CLI in-process as the console script does (errors become one line and an exit code)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
-        main(["--workspace", str(ws), *args])
-    result = Result(int(exc.value.code or 0), out.getvalue(), err.getvalue())
-    assert result.exit_code == expect, result.output
-    return result
-
-
-def edgepack_json(ws: Path, *args: str) -> dict[str, Any]:
-    return json.loads(edgepack(ws, *args, "--json").stdout)
-
-
-def docker(*args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
-    run = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
-    if check:
-        assert run.returncode == 0, f"docker {' '.join(args)}: {run.stderr}"
-    return run
-
-
-def expected(model: Path, x: np.ndarray) -> np.ndarray:
-    return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
-
-
-@pytest.fixture(scope="module")
-def registry(dev_services: dict[str, str]) -> str:
-    if shutil.which("docker") is None or shutil.which("skopeo") is None:
-        pytest.fail("docker and skopeo must be installed: run scripts/dev-services.sh")
-    return dev_services["EDGEPACK_TEST_REGISTRY"]
-
-
-@pytest.fixture(scope="module")
-def base(dev_services: dict[str, str]) -> str:
-    return dev_services.get(
-        "EDGEPACK_TEST_BASE_IMAGE", f"{dev_services['EDGEPACK_TEST_REGISTRY']}/library/python:3.11-slim"
-    )
-
-
-@pytest.fixture(scope="module")
-def ws(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("ws") / "ws"
-    edgepack(path, "model", "register", "-n", "digits", "-p", str(DIGITS))
-    return path
-
-
-@pytest.fixture
-def repo(registry: str) -> str:
-    return f"{registry}/test/digits-{uuid.uuid4().hex[:8]}"
-
-
-def run_container(ref: str, platform: str, port: int) -> Iterator[str]:
-    args = ["run", "-d", "--rm", "--platform", platform, "--network", "host", "-e", f"EDGEPACK_PORT={port}"]
-    if platform != "linux/amd64":
-        args += ["--init", "--tmpfs", "/sys/devices/system/cpu:ro"]
-    cid = docker(*args, ref).stdout.strip()
-    try:
-        yield cid
-    finally:
-        docker("rm", "-f", cid, check=False)
-
-
-def wait_ready(url: str, cid: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(url + "/v2/health/ready", timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        if docker("inspect", "-f", "{{.State.Running}}", cid, check=False).stdout.strip() == "false":
-            break
-        time.sleep(0.5)
-    logs = docker("logs", cid, check=False)
-    pytest.fail(f"container {cid} not ready at {url}:\n{logs.stdout[-3000:]}\n{logs.stderr[-3000:]}")
 
 
 def test_build_and_push_runs_on_amd64_and_arm64(ws: Path, repo: str, base: str) -> None:
@@ -268,6 +169,12 @@ def test_clear_errors(ws: Path, base: str, tmp_path: Path) -> None:
         ws, "build", "-m", "digits:1", "--inference-config", str(ic), "--output", f"oci:{tmp_path / 'o'}", expect=2
     )
     assert "missing.py" in res.output
+    # docopt 0.6.2 is published as a source distribution only: no wheel for any platform
+    res = edgepack(
+        ws, "build", "-m", "digits:1", "--base", base, "--platform", "linux/arm64", "-r", "docopt==0.6.2",
+        "--output", f"oci:{tmp_path / 'o'}", expect=2,
+    )  # fmt: skip
+    assert "docopt" in res.output and "linux/arm64" in res.output, res.output
     res = edgepack(ws, "build", "-m", "nope", "--output", f"oci:{tmp_path / 'o'}", expect=1)
     assert "nope" in res.output
     assert not (tmp_path / "o").exists()  # nothing half-written
