@@ -121,6 +121,22 @@ def _report(doc: dict[str, Any], as_json: bool) -> None:
             console.print(f"wrote {doc[kind]}")
 
 
+def _stage(
+    ctx: click.Context,
+    config: InferenceConfig,
+    reporter: RichReporter,
+    models: tuple[str, ...],
+    requirements: tuple[str, ...],
+    platforms: str,
+    base: str | None,
+    labels: tuple[str, ...],
+) -> builder.Staged:
+    return builder.stage(
+        open_workspace(ctx), _models(ctx, models), config=config, platforms=builder.parse_platforms(platforms),
+        base=base, labels=_labels(labels), extra_requirements=requirements, reporter=reporter,
+    )  # fmt: skip
+
+
 def run_build(
     ctx: click.Context,
     *,
@@ -150,8 +166,7 @@ def run_build(
     target = ImageRef.parse(tag) if push and tag else None
     credentials = _credentials(username, password)
     config = _config(inference_config, entry_script, source_dir)
-    selected = _models(ctx, models)
-    platform_list = builder.parse_platforms(platforms)
+    builder.parse_platforms(platforms)  # bad --platform before anything runs
     if backend == "docker" and not push:
         raise InvalidInputError("--backend docker pushes what it builds: use --push (or `edgepack package -o DIR`)")
     if backend == "oci" and config.needs_docker_backend:
@@ -159,10 +174,7 @@ def run_build(
             "the inference config has extraDockerfileSteps, which only a Docker build can run: use --backend docker"
         )
     with RichReporter() as reporter:
-        staged = builder.stage(
-            open_workspace(ctx), selected, config=config, platforms=platform_list, base=base,
-            labels=_labels(labels), extra_requirements=requirements, reporter=reporter,
-        )  # fmt: skip
+        staged = _stage(ctx, config, reporter, models, requirements, platforms, base, labels)
         if backend == "docker":
             assert target is not None
             return builder.build_with_docker(staged, target, config.extra_steps_text, reporter, credentials)
@@ -212,26 +224,11 @@ def build_and_push(ctx: click.Context, **kwargs: Any) -> None:
 @image_options
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Folder to write into.")
 @click.pass_context
-def package(
-    ctx: click.Context,
-    models: tuple[str, ...],
-    inference_config: str | None,
-    entry_script: str | None,
-    source_dir: str | None,
-    requirements: tuple[str, ...],
-    platforms: str,
-    base: str | None,
-    labels: tuple[str, ...],
-    as_json: bool,
-    output_dir: str,
-) -> None:
+def package(ctx: click.Context, output_dir: str, as_json: bool, **kwargs: Any) -> None:
     """Write a Dockerfile and build context per platform (build them anywhere with `docker build`)."""
-    config = _config(inference_config, entry_script, source_dir)
+    config = _config(kwargs.pop("inference_config"), kwargs.pop("entry_script"), kwargs.pop("source_dir"))
     with RichReporter() as reporter:
-        staged = builder.stage(
-            open_workspace(ctx), _models(ctx, models), config=config, platforms=builder.parse_platforms(platforms),
-            base=base, labels=_labels(labels), extra_requirements=requirements, reporter=reporter,
-        )  # fmt: skip
+        staged = _stage(ctx, config, reporter, **kwargs)
         contexts = builder.write_contexts(staged, Path(output_dir), config.extra_steps_text)
     doc = {"contexts": {str(p): str(path) for p, path in contexts.items()}}
     if as_json:

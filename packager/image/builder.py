@@ -22,8 +22,9 @@ from packager import __version__
 from packager.errors import InvalidInputError
 from packager.image import content, deps, dockerfile, layout, oci, tarball
 from packager.image.inference_config import InferenceConfig, resolve_requirements
+from packager.image.oci import OCI_INDEX, OCI_MANIFEST
 from packager.image.reference import ImageRef
-from packager.image.registry import OCI_INDEX, OCI_MANIFEST, PushStats, RegistryClient
+from packager.image.registry import PushStats, RegistryClient
 from packager.image.spec import ENTRYPOINT, PORT, Layer, LayerSource, NullReporter, Platform, Reporter, cache_dir
 from packager.registry import Model
 from packager.workspace import Workspace

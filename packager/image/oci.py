@@ -8,17 +8,15 @@ manifest never mixes the two families.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import hashlib
 import json
-import os
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from packager.image import tarball
 from packager.image.spec import APP_ROOT, ENTRYPOINT, Layer, Platform
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -174,16 +172,8 @@ def image_index(manifests: Sequence[tuple[str, int, Platform]], annotations: Map
 
 def _write_blob(directory: Path, digest: str, data: bytes) -> Path:
     path = Path(directory) / digest.split(":", 1)[1]
-    if path.is_file() and path.stat().st_size == len(data):
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    if not (path.is_file() and path.stat().st_size == len(data)):
+        tarball.write_atomic(path, data)
     return path
 
 

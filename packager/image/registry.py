@@ -30,15 +30,10 @@ from requests.adapters import HTTPAdapter
 
 from packager.errors import EdgepackError, IntegrityError, InvalidInputError, NotFoundError
 from packager.image.auth import Credentials, RegistryAuth, pull_scope, push_scope
+from packager.image.oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST
 from packager.image.reference import ImageRef, is_insecure, normalize_registry, validate_digest
 from packager.image.spec import NullReporter, Platform, Reporter, cache_dir
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
-MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 ALL_MANIFEST_TYPES = (*INDEX_TYPES, *MANIFEST_TYPES)
 SCHEMA1_TYPES = (
     "application/vnd.docker.distribution.manifest.v1+json",

@@ -248,7 +248,8 @@ def _key_file(cache_root: Path, source: LayerSource) -> Path:
     return layers_dir(cache_root) / "keys" / hashlib.sha256(material.encode()).hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary sibling and a rename (readers never see half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     try:
@@ -314,6 +315,6 @@ def build_layer(source: LayerSource, cache_root: Path, reporter: Reporter | None
             tmp.unlink()
     if source.cache_key:
         meta = {"name": source.name, "digest": digest, "diff_id": diff_id, "size": size}
-        _write_atomic(_key_file(cache_root, source), json.dumps(meta, sort_keys=True).encode())
+        write_atomic(_key_file(cache_root, source), json.dumps(meta, sort_keys=True).encode())
     reporter.done(task, digest[7:19])
     return Layer(source.name, final, digest, diff_id, size, MEDIA_TYPE, source.comment)

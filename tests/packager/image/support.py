@@ -18,6 +18,7 @@ import pytest
 import requests
 
 from packager.cli import main
+from tests.edge_module.test_server_support import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 DIGITS = ROOT / "examples" / "models" / "digits-linear.onnx"
@@ -60,15 +61,32 @@ def expected(model: Path, x: np.ndarray) -> np.ndarray:
     return ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
 
 
-def run_container(ref: str, platform: str, port: int) -> Iterator[str]:
+@contextlib.contextmanager
+def serving_container(ref: str, platform: str) -> Iterator[tuple[str, str]]:
+    """Run ``ref`` for ``platform`` on the host network (arm under qemu); yield ``(url, id)`` once ready."""
+    port = free_port()
     args = ["run", "-d", "--rm", "--platform", platform, "--network", "host", "-e", f"EDGEPACK_PORT={port}"]
     if platform != "linux/amd64":
         args += ["--init", "--tmpfs", "/sys/devices/system/cpu:ro"]
     cid = docker(*args, ref).stdout.strip()
     try:
-        yield cid
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, cid)
+        yield url, cid
     finally:
         docker("rm", "-f", cid, check=False)
+
+
+def score(url: str, x: np.ndarray) -> Any:
+    got = requests.post(url + "/score", json={"data": x.tolist()}, timeout=30)
+    assert got.status_code == 200, got.text
+    return got.json()
+
+
+def skopeo_inspect(*args: str) -> dict[str, Any]:
+    run = subprocess.run(["skopeo", "inspect", *args], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, f"skopeo inspect {' '.join(args)}: {run.stderr}"
+    return json.loads(run.stdout)
 
 
 def wait_ready(url: str, cid: str, timeout: float = 120) -> None:

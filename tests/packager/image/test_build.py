@@ -7,7 +7,6 @@ skopeo reads what was pushed; the docker-archive output is loaded with `docker l
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,20 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-import requests
 from onnx import numpy_helper
 
 from tests.edge_module.test_server_support import free_port
-from tests.packager.image.support import DIGITS, X, docker, edgepack, edgepack_json, expected, run_container, wait_ready
+from tests.packager.image.support import (
+    DIGITS,
+    X,
+    docker,
+    edgepack,
+    edgepack_json,
+    expected,
+    score,
+    serving_container,
+    skopeo_inspect,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -30,30 +38,14 @@ def test_build_and_push_runs_on_amd64_and_arm64(ws: Path, repo: str, base: str) 
     assert out["index_digest"].startswith("sha256:")
     assert out["reference"] == f"{repo}:v1@{out['index_digest']}"
     # what skopeo sees: an index with both platforms, each an image with our labels
-    raw = json.loads(
-        subprocess.run(
-            ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{repo}:v1"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout
-    )
+    raw = skopeo_inspect("--tls-verify=false", "--raw", f"docker://{repo}:v1")
     assert raw["mediaType"] == "application/vnd.oci.image.index.v1+json"
     assert {(m["platform"]["architecture"], m["digest"]) for m in raw["manifests"]} == {
         ("amd64", out["platforms"]["linux/amd64"]["digest"]),
         ("arm64", out["platforms"]["linux/arm64"]["digest"]),
     }
     for arch in ("amd64", "arm64"):
-        info = json.loads(
-            subprocess.run(
-                ["skopeo", "inspect", "--tls-verify=false", "--override-arch", arch, f"docker://{repo}:v1"],
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=60,
-            ).stdout
-        )
+        info = skopeo_inspect("--tls-verify=false", "--override-arch", arch, f"docker://{repo}:v1")
         assert info["Architecture"] == arch
         assert json.loads(info["Labels"]["io.edgepack.models"])[0]["name"] == "digits"
     # dockerd pulls each platform and the module scores right on both
@@ -61,13 +53,8 @@ def test_build_and_push_runs_on_amd64_and_arm64(ws: Path, repo: str, base: str) 
     for platform in ("linux/amd64", "linux/arm64"):
         ref = f"{repo}@{out['platforms'][platform]['digest']}"
         docker("pull", "--platform", platform, ref)
-        port = free_port()
-        for cid in run_container(ref, platform, port):
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url, cid)
-            got = requests.post(url + "/score", json={"data": X.tolist()}, timeout=30)
-            assert got.status_code == 200, got.text
-            np.testing.assert_allclose(np.array(got.json()["output"]), want, rtol=1e-5, atol=1e-6)
+        with serving_container(ref, platform) as (url, cid):
+            np.testing.assert_allclose(np.array(score(url, X)["output"]), want, rtol=1e-5, atol=1e-6)
             arch = docker("exec", cid, "python3", "-c", "import platform; print(platform.machine())").stdout.strip()
             assert arch == {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}[platform]
 
@@ -104,15 +91,7 @@ def test_rebuild_is_identical_and_a_new_model_pushes_only_its_layer(ws: Path, re
 def test_outputs_oci_layout_and_docker_archive(ws: Path, base: str, tmp_path: Path) -> None:
     layout = tmp_path / "layout"
     out = edgepack_json(ws, "build", "-m", "digits:1", "--base", base, "--output", f"oci:{layout}", "-t", "digits:v1")
-    info = json.loads(
-        subprocess.run(
-            ["skopeo", "inspect", "--override-arch", "arm64", f"oci:{layout}:digits:v1"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout
-    )
+    info = skopeo_inspect("--override-arch", "arm64", f"oci:{layout}:digits:v1")
     assert info["Architecture"] == "arm64"
     assert (layout / "index.json").is_file() and out["index_digest"].startswith("sha256:")
 
@@ -135,12 +114,8 @@ def test_outputs_oci_layout_and_docker_archive(ws: Path, base: str, tmp_path: Pa
     loaded = docker("load", "-i", str(archive))
     assert tag in loaded.stdout
     try:
-        port = free_port()
-        for cid in run_container(tag, "linux/amd64", port):
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url, cid)
-            got = requests.post(url + "/score", json={"data": X.tolist()}, timeout=30)
-            np.testing.assert_allclose(np.array(got.json()["output"]), expected(DIGITS, X), rtol=1e-5, atol=1e-6)
+        with serving_container(tag, "linux/amd64") as (url, _):
+            np.testing.assert_allclose(np.array(score(url, X)["output"]), expected(DIGITS, X), rtol=1e-5, atol=1e-6)
     finally:
         docker("rmi", "-f", tag, check=False)
 

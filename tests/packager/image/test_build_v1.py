@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 import requests
 
-from tests.edge_module.test_server_support import free_port
-from tests.packager.image.support import DIGITS, X, docker, edgepack, edgepack_json, expected, run_container, wait_ready
+from tests.packager.image.support import DIGITS, X, docker, edgepack, edgepack_json, expected, score, serving_container
 
 pytestmark = pytest.mark.slow
 
@@ -81,15 +80,10 @@ def test_v1_entry_script_and_inference_config_run_unchanged(ws: Path, base: str,
     ]
     docker("load", "-i", str(archive))
     try:
-        port = free_port()
-        for cid in run_container(tag, "linux/amd64", port):
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url, cid)
-            got = requests.post(url + "/score", json={"data": X.tolist()}, timeout=30)
-            assert got.status_code == 200, got.text
-            want = expected(DIGITS, X)
-            assert got.json()["classes"] == want.argmax(axis=1).tolist()
-            np.testing.assert_allclose(got.json()["probabilities"], want, rtol=1e-5, atol=1e-6)
+        with serving_container(tag, "linux/amd64") as (url, cid):
+            got, want = score(url, X), expected(DIGITS, X)
+            assert got["classes"] == want.argmax(axis=1).tolist()
+            np.testing.assert_allclose(got["probabilities"], want, rtol=1e-5, atol=1e-6)
             env = docker("exec", cid, "env").stdout
             assert "AZUREML_ENTRY_SCRIPT=score.py" in env and "AZUREML_MODEL_DIR=" in env
             # azureml-defaults was dropped (edge_module provides azureml.core.model), not installed
@@ -128,16 +122,12 @@ def test_docker_backend_runs_extra_dockerfile_steps(
         timeout=10,
     ).json()
     assert [m["digest"] for m in index["manifests"]] == [digest]
-    port = free_port()
     ref = f"{repo}@{digest}"
     docker("pull", "--platform", "linux/amd64", ref)
     try:
-        for cid in run_container(ref, "linux/amd64", port):
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url, cid)
+        with serving_container(ref, "linux/amd64") as (url, cid):
             assert docker("exec", cid, "cat", "/etc/edgepack-extra").stdout.strip() == "built-by-docker"
-            got = requests.post(url + "/score", json={"data": X.tolist()}, timeout=30)
-            assert got.json()["classes"] == expected(DIGITS, X).argmax(axis=1).tolist()
+            assert score(url, X)["classes"] == expected(DIGITS, X).argmax(axis=1).tolist()
     finally:
         docker("rmi", "-f", ref, f"{repo}:1-amd64", check=False)
 

@@ -157,13 +157,6 @@ def fetch_base(registry: str, tag: str, into: Path) -> tuple[dict[str, Any], dic
 
 
 @pytest.fixture(scope="module")
-def registry(dev_services: dict[str, str]) -> str:
-    if shutil.which("docker") is None or shutil.which("skopeo") is None:
-        pytest.fail("docker and skopeo must be installed: run scripts/dev-services.sh")
-    return dev_services["EDGEPACK_TEST_REGISTRY"]
-
-
-@pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 

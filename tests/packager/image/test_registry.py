@@ -25,14 +25,10 @@ from packager.image.auth import (
     credentials_from_docker_config,
     parse_challenge,
 )
+from packager.image.oci import DOCKER_MANIFEST_LIST as DOCKER_LIST
+from packager.image.oci import OCI_INDEX, OCI_MANIFEST
 from packager.image.reference import ImageRef
-from packager.image.registry import (
-    DOCKER_LIST,
-    OCI_INDEX,
-    OCI_MANIFEST,
-    RegistryClient,
-    sha256_digest,
-)
+from packager.image.registry import RegistryClient, sha256_digest
 from packager.image.spec import Platform
 from tests.conftest import ROOT, unavailable
 from tests.packager.image import registries
