@@ -1,0 +1,816 @@
+"""Scoring on the IoT Edge hub: module input messages in, results out, settings from the module twin.
+
+Flow: ``IoTHubModuleClient`` (azure-iot-device, MQTT over TLS to edgeHub on port 8883) delivers the
+messages routed to the module's inputs. Messages on ``input_name`` (``input1``) are scored with the
+app's ``/score`` contract (message body = request body, the message's content type or JSON) and the
+answer goes out with ``send_message_to_output(..., output_name)`` (``output1``), keeping the input's
+custom properties and its correlation id (the input's correlation id, else its message id). A
+message that cannot be scored (malformed JSON, wrong shape, over ``max_message_bytes``, another
+input, a failing model) gets an error message on ``error_output`` (``error``): a JSON body
+``{"error": "...", "status": 400, "input": ..., "correlation_id": ..., "message_id": ...}`` with the
+same properties plus ``error_status``. The loop always goes on.
+
+Threads: the SDK's handler threads only queue messages; one scoring thread scores them (several
+queued messages in one model run for ONNX apps when ``max_batch_size`` > 1) and applies twin
+changes between batches (so a model switch never overlaps scoring); ``send_threads`` sender threads
+send (one keeps the order; more raise throughput, ~1 ms per acknowledged send); a twin thread
+connects, reads the twin and reports.
+
+Nothing lost across outages: the SDK keeps a persistent session (``clean_session=False``) and
+subscribes with QoS 1, so edgeHub (or an MQTT broker with persistence) keeps the module's messages
+while it is disconnected. Results wait in memory and are sent again until edgeHub acknowledges
+them (at-least-once: a result whose acknowledgement was lost is sent twice). Not covered: messages
+the SDK acknowledged and handed over but not yet answered when the process dies (the SDK acks on
+receipt), or left when ``stop()`` runs out of grace (logged with their count).
+
+Module twin, desired properties (applied without a restart; a ``null`` restores the default):
+
+==========================  =====================================================================
+``max_batch_size``          whole number >= 1: queued messages scored in one model run (ONNX apps)
+``threshold``               number: results get the properties ``max_score`` (the largest number
+                            in the first output) and ``above_threshold`` (``"true"``/``"false"``,
+                            ``max_score >= threshold``), for routes such as ``WHERE
+                            above_threshold = 'true'``
+``drop_below_threshold``    true: results under the threshold are counted (``below_threshold``)
+                            and not sent (a filter module); default false
+``model_version``           passed to the ``reconfigure`` hook (see :data:`Reconfigure`)
+==========================  =====================================================================
+
+Other keys are reported back under ``ignored`` with the reason, as are invalid values.
+Reported properties: ``status`` (``loading``/``ready``/``failed``), ``error`` (why it failed, or
+why the last reconfiguration failed), ``models`` (``{name: {"version": v}}``), ``settings`` (what is
+applied), ``desired_version``, ``ignored``, ``counts`` (``received``, ``scored``, ``errors``,
+``below_threshold``, ``sent``, ``send_retries``; every ``report_interval``), ``last_error``.
+
+Connecting: in an IoT Edge module (no ``connection_string``) the client comes from
+``IoTHubModuleClient.create_from_edge_environment()``, which reads the variables the IoT Edge
+runtime sets (``IOTEDGE_IOTHUBHOSTNAME``, ``IOTEDGE_DEVICEID``, ``IOTEDGE_MODULEID``,
+``IOTEDGE_GATEWAYHOSTNAME``, ``IOTEDGE_MODULEGENERATIONID``, ``IOTEDGE_WORKLOADURI``,
+``IOTEDGE_APIVERSION``) and signs its SAS tokens and gets edgeHub's CA through the workload API
+(or, in the VS Code simulator, ``EdgeHubConnectionString`` and ``EdgeModuleCACertificateFile``).
+Elsewhere (tests, a transparent gateway) give a module connection string
+``HostName=...;DeviceId=...;ModuleId=...;SharedAccessKey=...;GatewayHostName=...`` and the
+gateway's CA as ``server_verification_cert`` (PEM text).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+
+from edge_module.runtime import Request, Response, ScoringApp, ScoringError
+from edge_module.settings import SettingsError, parse_size
+
+log = logging.getLogger("edgepack.iotedge")
+
+HUB_MESSAGE_LIMIT = 256 * 1024  # IoT Hub's (and the SDK's) limit for one message
+_ERROR_TEXT_LIMIT = 4096
+_RESERVED_PROPERTIES = ("max_score", "above_threshold", "error_status")
+
+Reconfigure = Callable[[dict[str, Any]], ScoringApp | None]
+"""The hook for desired ``model_version``: called on the scoring thread (no message is being scored)
+with ``{"model_version": value}`` (``None`` when the property was removed) each time it changes.
+It returns a loaded app to score with from then on, or ``None`` when it changed the current app in
+place. When it raises, the current app keeps scoring and the error is reported (``error``)."""
+
+
+@dataclass(frozen=True)
+class IotEdgeSettings:
+    """The hub transport's settings (``from_env`` reads ``EDGEPACK_IOTEDGE_*``)."""
+
+    input_name: str = "input1"
+    output_name: str = "output1"
+    error_output: str = "error"
+    max_message_bytes: int = HUB_MESSAGE_LIMIT
+    connection_string: str | None = field(default=None, repr=False)  # None: create_from_edge_environment()
+    server_verification_cert: str | None = field(default=None, repr=False)  # PEM text; connection strings only
+    max_batch_size: int = 1  # the default before the twin says otherwise
+    send_threads: int = 1
+    report_interval: float = 30.0  # seconds between reports of the counts
+    retry_interval: float = 2.0  # seconds between attempts while edgeHub is unreachable
+
+    def __post_init__(self) -> None:
+        for name in ("input_name", "output_name", "error_output"):
+            if not getattr(self, name) or "/" in getattr(self, name):
+                raise SettingsError(f"invalid IoT Edge {name} {getattr(self, name)!r}: a non-empty name without '/'")
+        if not 0 < self.max_message_bytes <= HUB_MESSAGE_LIMIT:
+            raise SettingsError(f"max_message_bytes must be 1..{HUB_MESSAGE_LIMIT} (the hub's limit)")
+        for name in ("max_batch_size", "send_threads"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be at least 1")
+        if self.report_interval <= 0 or self.retry_interval <= 0:
+            raise SettingsError("report_interval and retry_interval must be positive")
+        if self.server_verification_cert and not self.connection_string:
+            raise SettingsError(
+                "server_verification_cert needs a connection string; in a module the CA comes from the workload API"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> IotEdgeSettings:
+        """Settings from the environment; ``overrides`` (e.g. CLI flags) win.
+
+        ``EDGEPACK_IOTEDGE_INPUT``, ``_OUTPUT``, ``_ERROR_OUTPUT``, ``_MAX_MESSAGE_SIZE`` (bytes or
+        ``256KiB``), ``_CONNECTION_STRING``, ``_CA_FILE`` (PEM file), ``_MAX_BATCH_SIZE``,
+        ``_SEND_THREADS``, ``_REPORT_INTERVAL`` (s), ``_RETRY_INTERVAL`` (s)."""
+        env = environ if environ is not None else os.environ
+        values: dict[str, Any] = {}
+
+        def number(var: str, kind: type) -> Any:
+            try:
+                return kind(env[var])
+            except ValueError:
+                raise SettingsError(f"invalid {var} {env[var]!r}: expected a number") from None
+
+        plain = {"INPUT": "input_name", "OUTPUT": "output_name", "ERROR_OUTPUT": "error_output"}
+        for suffix, name in plain.items():
+            if env.get(f"EDGEPACK_IOTEDGE_{suffix}"):
+                values[name] = env[f"EDGEPACK_IOTEDGE_{suffix}"]
+        if env.get("EDGEPACK_IOTEDGE_MAX_MESSAGE_SIZE"):
+            values["max_message_bytes"] = parse_size(
+                env["EDGEPACK_IOTEDGE_MAX_MESSAGE_SIZE"], "EDGEPACK_IOTEDGE_MAX_MESSAGE_SIZE"
+            )
+        if env.get("EDGEPACK_IOTEDGE_CONNECTION_STRING"):
+            values["connection_string"] = env["EDGEPACK_IOTEDGE_CONNECTION_STRING"]
+        if env.get("EDGEPACK_IOTEDGE_CA_FILE"):
+            try:
+                with open(env["EDGEPACK_IOTEDGE_CA_FILE"], encoding="utf-8") as f:
+                    values["server_verification_cert"] = f.read()
+            except OSError as exc:
+                raise SettingsError(f"cannot read EDGEPACK_IOTEDGE_CA_FILE: {exc}") from None
+        numbers = {
+            "MAX_BATCH_SIZE": ("max_batch_size", int),
+            "SEND_THREADS": ("send_threads", int),
+            "REPORT_INTERVAL": ("report_interval", float),
+            "RETRY_INTERVAL": ("retry_interval", float),
+        }
+        for suffix, (name, kind) in numbers.items():
+            if env.get(f"EDGEPACK_IOTEDGE_{suffix}"):
+                values[name] = number(f"EDGEPACK_IOTEDGE_{suffix}", kind)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """What the twin's desired properties set (see the module doc)."""
+
+    max_batch_size: int = 1
+    threshold: float | None = None
+    drop_below_threshold: bool = False
+    model_version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "max_batch_size": self.max_batch_size,
+            "threshold": self.threshold,
+            "drop_below_threshold": self.drop_below_threshold,
+            "model_version": self.model_version,
+        }
+
+
+@dataclass
+class _Desired:
+    doc: dict[str, Any]
+    full: bool  # the whole desired document (from get_twin) rather than a patch
+
+
+@dataclass
+class _Outgoing:
+    message: Any  # azure.iot.device.Message
+    output: str
+    is_error: bool = False
+    source: Any = None  # the input message, to answer with an error if this one cannot be sent
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _twin_key(name: str) -> str:
+    """Twin property names cannot hold ``. $ #`` or spaces."""
+    return "".join("_" if c in ".$# " else c for c in name) or "_"
+
+
+def reported_patch(sent: Mapping[str, Any], state: Mapping[str, Any]) -> dict[str, Any]:
+    """The reported-properties patch turning ``sent`` into ``state`` (removed keys → ``None``)."""
+    patch: dict[str, Any] = {}
+    for key, value in state.items():
+        old = sent.get(key, _Missing)
+        if isinstance(value, dict) and isinstance(old, dict):
+            sub = reported_patch(old, value)
+            if sub:
+                patch[key] = sub
+        elif old is _Missing or old != value:
+            patch[key] = value
+    for key in sent:
+        if key not in state:
+            patch[key] = None
+    return patch
+
+
+class _Missing:
+    pass
+
+
+def max_score(body: bytes | str) -> float | None:
+    """The largest number in a JSON answer's first output (``{"output": [[...]]}`` → its max); None if none."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(doc, dict):
+        doc = next(iter(doc.values()), None)
+    try:
+        array = np.asarray(doc, dtype=np.float64)
+    except (ValueError, TypeError):
+        return None
+    if array.size == 0:
+        return None
+    value = float(np.nanmax(array)) if not np.all(np.isnan(array)) else math.nan
+    return None if math.isnan(value) else value
+
+
+class IotEdgeTransport:
+    """Serves ``app`` on the IoT Edge hub. ``start()`` returns at once; ``stop()`` drains and disconnects.
+
+    ``load=True``: the transport calls ``app.load()`` on its scoring thread (messages wait meanwhile);
+    ``False``: the caller has loaded it (e.g. the HTTP server in the same process did)."""
+
+    def __init__(
+        self,
+        app: ScoringApp,
+        settings: IotEdgeSettings | None = None,
+        reconfigure: Reconfigure | None = None,
+        *,
+        load: bool = True,
+    ):
+        self.app = app
+        self.settings = settings or IotEdgeSettings()
+        self.reconfigure = reconfigure
+        self.tuning = Tuning(max_batch_size=self.settings.max_batch_size)
+        self.client: Any = None
+        self._load = load
+        self._inbox: queue.Queue[Any] = queue.Queue()
+        self._outbox: queue.Queue[_Outgoing | None] = queue.Queue()
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(("received", "scored", "errors", "below_threshold", "sent", "send_retries"), 0)
+        self._desired: dict[str, Any] = {}
+        self._desired_version: int | None = None
+        self._reported: dict[str, Any] = {
+            "status": "loading",
+            "error": None,
+            "models": {},
+            "settings": self.tuning.to_dict(),
+            "desired_version": None,
+            "ignored": {},
+            "last_error": None,
+            "routes": {
+                "input": self.settings.input_name,
+                "output": self.settings.output_name,
+                "error_output": self.settings.error_output,
+            },
+        }
+        self._reported_sent: dict[str, Any] = {}
+        self._report_wake = threading.Event()
+        self._stopping = threading.Event()  # finish what is queued, then end
+        self._abandon = threading.Event()  # end now (the stop grace ran out)
+        self._loaded = threading.Event()
+        self._load_error: BaseException | None = None
+        self._connected = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    # life -----------------------------------------------------------------------------------
+    def start(self) -> IotEdgeTransport:
+        """Create the client and start the threads; connecting (with retries) happens in the background."""
+        self.client = self._create_client()
+        self._disable_nagle(self.client)
+        targets = [(self._score_loop, "score"), (self._twin_loop, "twin")]
+        targets += [(self._send_loop, f"send-{i}") for i in range(self.settings.send_threads)]
+        for target, name in targets:
+            thread = threading.Thread(target=target, name=f"edgepack-iotedge-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def _create_client(self) -> Any:
+        from azure.iot.device import IoTHubModuleClient
+
+        s = self.settings
+        if s.connection_string is None:
+            return IoTHubModuleClient.create_from_edge_environment()
+        kwargs = {"server_verification_cert": s.server_verification_cert} if s.server_verification_cert else {}
+        return IoTHubModuleClient.create_from_connection_string(s.connection_string, **kwargs)
+
+    @staticmethod
+    def _disable_nagle(client: Any) -> bool:
+        """TCP_NODELAY on the SDK's MQTT socket, at every connect. paho 1.x leaves Nagle on, so a result
+        waits for the broker's delayed ACK of the packet before: 40-80 ms per message under a steady
+        trickle. Reaches into azure-iot-device 2.x's pipeline; when its layout differs nothing changes."""
+        stage = getattr(getattr(client, "_mqtt_pipeline", None), "_pipeline", None)
+        while stage is not None and getattr(stage, "transport", None) is None:
+            stage = getattr(stage, "next", None)
+        paho = getattr(getattr(stage, "transport", None), "_mqtt_client", None)
+        if paho is None or not hasattr(paho, "on_socket_open"):
+            log.debug("cannot reach the SDK's MQTT client to set TCP_NODELAY")
+            return False
+        previous = paho.on_socket_open
+
+        def on_socket_open(mqtt_client: Any, userdata: Any, sock: Any) -> None:
+            with contextlib.suppress(OSError, AttributeError):  # websockets: not a TCP socket object
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if previous is not None:
+                previous(mqtt_client, userdata, sock)
+
+        paho.on_socket_open = on_socket_open
+        return True
+
+    def wait_ready(self, timeout: float = 30.0) -> bool:
+        """Wait until connected (subscribed, twin read) and the app loaded; True when it loaded fine."""
+        deadline = time.monotonic() + timeout
+        if not self._loaded.wait(timeout) or not self._connected.wait(max(0.0, deadline - time.monotonic())):
+            raise TimeoutError(f"the IoT Edge transport was not ready within {timeout} s")
+        return self._reported["status"] == "ready"
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Score and send what is queued (up to ``grace`` seconds), report, disconnect."""
+        if self.client is None:
+            return
+        deadline = time.monotonic() + grace
+        self._stopping.set()
+        scorer, twin, *senders = self._threads
+        scorer.join(max(0.0, deadline - time.monotonic()))
+        if scorer.is_alive():
+            self._abandon.set()
+            scorer.join(5)
+        for _ in senders:
+            self._outbox.put(None)
+        for thread in senders:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._abandon.set()
+        self._report_wake.set()
+        twin.join(max(1.0, deadline - time.monotonic()))
+        left = self._inbox.qsize() + sum(1 for item in list(self._outbox.queue) if item is not None)
+        if left:
+            log.error("stopping with %d message(s) not answered: the stop grace of %.1f s ran out", left, grace)
+        try:
+            self.client.shutdown()
+        except Exception as exc:  # shutting down a client that never connected
+            log.debug("client shutdown: %s", exc)
+        for thread in senders:
+            thread.join(5)
+        self.client = None
+
+    def __enter__(self) -> IotEdgeTransport:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # reporting --------------------------------------------------------------------------------
+    def report(self, properties: Mapping[str, Any]) -> None:
+        """Merge ``properties`` into the reported properties and send the change soon (``None`` deletes)."""
+        with self._lock:
+            _merge(self._reported, properties)
+        self._report_wake.set()
+
+    def stats(self) -> dict[str, int]:
+        """The counts, plus the messages waiting to be scored (``queued``) and sent (``unsent``)."""
+        with self._lock:
+            return {**self._counts, "queued": self._inbox.qsize(), "unsent": self._outbox.qsize()}
+
+    @property
+    def reported(self) -> dict[str, Any]:
+        """A copy of the reported properties as they are now (sent or about to be)."""
+        with self._lock:
+            return copy.deepcopy({**self._reported, "counts": dict(self._counts)})
+
+    def _count(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[name] += n
+
+    # SDK handlers (SDK threads: queue only) ----------------------------------------------------
+    def _on_message(self, message: Any) -> None:
+        self._count("received")
+        self._inbox.put(message)
+
+    def _on_desired(self, patch: dict[str, Any]) -> None:
+        self._inbox.put(_Desired(patch, full=False))
+
+    # twin thread --------------------------------------------------------------------------------
+    def _twin_loop(self) -> None:
+        if not self._retry("connect to edgeHub", self._subscribe):
+            return
+        twin = self._retry("read the module twin", self.client.get_twin)
+        if twin is None:
+            return
+        self._inbox.put(_Desired(dict(twin.get("desired") or {}), full=True))
+        self._connected.set()
+        log.info(
+            "connected to edgeHub: scoring input %r to output %r", self.settings.input_name, self.settings.output_name
+        )
+        while not self._abandon.is_set():
+            self._report_wake.wait(self.settings.report_interval)
+            self._report_wake.clear()
+            if not self._flush_report() and not self._abandon.is_set():
+                self._abandon.wait(self.settings.retry_interval)
+        self._flush_report()
+
+    def _subscribe(self) -> None:
+        # Setting a handler connects (auto_connect) and subscribes, synchronously; it raises when edgeHub is down.
+        self.client.on_message_received = self._on_message
+        self.client.on_twin_desired_properties_patch_received = self._on_desired
+
+    def _retry(self, what: str, call: Callable[[], Any]) -> Any:
+        attempt = 0
+        while not self._abandon.is_set():
+            try:
+                result = call()
+                return True if result is None else result
+            except Exception as exc:
+                attempt += 1
+                if attempt == 1 or attempt % 30 == 0:
+                    log.warning(
+                        "cannot %s (attempt %d, retrying every %g s): %s",
+                        what,
+                        attempt,
+                        self.settings.retry_interval,
+                        exc,
+                    )
+                self._abandon.wait(self.settings.retry_interval)
+        return None
+
+    def _flush_report(self) -> bool:
+        with self._lock:
+            state = copy.deepcopy({**self._reported, "counts": dict(self._counts)})
+        patch = reported_patch(self._reported_sent, state)
+        if not patch:
+            return True
+        try:
+            self.client.patch_twin_reported_properties(patch)
+        except Exception as exc:
+            log.warning("cannot report the module's state (will retry): %s", exc)
+            return False
+        self._reported_sent = state
+        return True
+
+    # sender threads -----------------------------------------------------------------------------------
+    def _send_loop(self) -> None:
+        while True:
+            item = self._outbox.get()
+            if item is None:
+                return
+            self._send(item)
+
+    def _send(self, out: _Outgoing) -> None:
+        """Send until edgeHub acknowledges (retrying through outages), unless the stop grace ran out."""
+        attempt = 0
+        while True:
+            try:
+                self.client.send_message_to_output(out.message, out.output)
+            except ValueError as exc:  # the SDK's own size check
+                if out.is_error or out.source is None:
+                    log.error("cannot send a message to %r: %s", out.output, exc)
+                    return
+                out = self._error(out.source, 413, f"the result cannot be sent: {exc}")
+                continue
+            except Exception as exc:
+                if self._abandon.is_set():
+                    log.error("a message to %r was not sent (stopping): %s", out.output, exc)
+                    return
+                attempt += 1
+                self._count("send_retries")
+                if attempt == 1 or attempt % 30 == 0:
+                    log.warning(
+                        "cannot send to %r (attempt %d, retrying every %g s): %s",
+                        out.output,
+                        attempt,
+                        self.settings.retry_interval,
+                        exc,
+                    )
+                self._abandon.wait(self.settings.retry_interval)
+                continue
+            self._count("sent")
+            return
+
+    # scoring thread -------------------------------------------------------------------------------
+    def _score_loop(self) -> None:
+        self._load_app()
+        while not self._abandon.is_set():
+            try:
+                item = self._inbox.get(timeout=0.1)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                continue
+            if isinstance(item, _Desired):
+                self._apply_desired(item)
+                continue
+            batch, control = [item], None
+            while len(batch) < self.tuning.max_batch_size:
+                try:
+                    nxt = self._inbox.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(nxt, _Desired):
+                    control = nxt
+                    break
+                batch.append(nxt)
+            for out in self._handle(batch):
+                self._outbox.put(out)
+            if control is not None:
+                self._apply_desired(control)
+
+    def _load_app(self) -> None:
+        try:
+            if self._load:
+                self.app.load()
+        except Exception as exc:
+            log.exception("load() failed; messages get an error reply until the module is fixed")
+            self._load_error = exc
+            self.report({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        else:
+            self._load_error = None
+            self.report({"status": "ready", "error": None, "models": self._models()})
+        self._loaded.set()
+
+    def _models(self) -> dict[str, Any]:
+        return {_twin_key(m.name): {"version": m.version} for m in self.app.models()}
+
+    def _handle(self, batch: list[Any]) -> list[_Outgoing]:
+        """The answers to ``batch``, in order (``None`` entries are filtered out)."""
+        results: list[_Outgoing | None] = [None] * len(batch)
+        requests: list[tuple[int, Any, Request]] = []
+        for i, message in enumerate(batch):
+            checked = self._check(message)
+            if isinstance(checked, Request):
+                requests.append((i, message, checked))
+            else:
+                results[i] = checked
+        batchable = len(requests) > 1 and hasattr(self.app, "parse") and hasattr(self.app, "respond")
+        if batchable:
+            for i, answer in self._score_batch(requests).items():
+                results[i] = answer
+        else:
+            for i, message, request in requests:
+                results[i] = self._score_one(message, request)
+        return [r for r in results if r is not None]
+
+    def _check(self, message: Any) -> Request | _Outgoing:
+        s = self.settings
+        if message.input_name != s.input_name:
+            return self._error(
+                message, 404, f"no input {message.input_name!r}: this module scores input {s.input_name!r}"
+            )
+        data = message.data
+        body = data.encode("utf-8") if isinstance(data, str) else bytes(data or b"")
+        if len(body) > s.max_message_bytes:
+            return self._error(
+                message, 413, f"the message body is {len(body)} bytes, over the limit of {s.max_message_bytes} bytes"
+            )
+        if self._load_error is not None:
+            return self._error(message, 503, f"the model failed to load: {self._load_error}")
+        headers = {str(k).lower(): "" if v is None else str(v) for k, v in (message.custom_properties or {}).items()}
+        return Request(body, message.content_type or "application/json", headers=headers)
+
+    def _score_one(self, message: Any, request: Request) -> _Outgoing | None:
+        try:
+            response = self.app.score(request)
+        except ScoringError as exc:
+            return self._error(message, exc.status, str(exc))
+        except Exception as exc:
+            log.exception("scoring a message failed")
+            return self._error(message, 500, f"{type(exc).__name__}: {exc}")
+        return self._result(message, response)
+
+    def _score_batch(self, requests: list[tuple[int, Any, Request]]) -> dict[int, _Outgoing | None]:
+        """Score messages for the same model and input shapes in one run (ONNX apps: parse/run/respond)."""
+        out: dict[int, _Outgoing | None] = {}
+        groups: dict[tuple, list[tuple[int, Any, dict[str, np.ndarray], int]]] = {}
+        runtimes: dict[int, Any] = {}
+        for i, message, request in requests:
+            try:
+                runtime, feeds = self.app.parse(request)  # type: ignore[attr-defined]
+            except ScoringError as exc:
+                out[i] = self._error(message, exc.status, str(exc))
+                continue
+            except Exception as exc:
+                out[i] = self._error(message, 500, f"{type(exc).__name__}: {exc}")
+                continue
+            rows = {a.shape[0] if a.ndim else -1 for a in feeds.values()}
+            key: tuple = (id(runtime), tuple((n, a.dtype.str, a.shape[1:]) for n, a in feeds.items()))
+            if len(rows) != 1 or -1 in rows:
+                key = (id(runtime), i)  # not batchable: a group of its own
+            runtimes[id(runtime)] = runtime
+            groups.setdefault(key, []).append((i, message, feeds, rows.pop() if len(rows) == 1 else 0))
+        for key, members in groups.items():
+            runtime = runtimes[key[0]]
+            parts = self._run_group(runtime, members) if len(members) > 1 else None
+            for j, (i, message, feeds, _) in enumerate(members):
+                if parts is not None:
+                    out[i] = self._result(message, self.app.respond(runtime, parts[j]))  # type: ignore[attr-defined]
+                    continue
+                try:
+                    outputs = runtime.run(feeds)
+                    out[i] = self._result(message, self.app.respond(runtime, outputs))  # type: ignore[attr-defined]
+                except ScoringError as exc:
+                    out[i] = self._error(message, exc.status, str(exc))
+                except Exception as exc:
+                    out[i] = self._error(message, 500, f"{type(exc).__name__}: {exc}")
+        return out
+
+    @staticmethod
+    def _run_group(runtime: Any, members: list[tuple[int, Any, dict[str, np.ndarray], int]]) -> list[list[Any]] | None:
+        """One run over the concatenated feeds, cut back per message; None to score them one by one."""
+        names = list(members[0][2])
+        try:
+            merged = {n: np.concatenate([m[2][n] for m in members], axis=0) for n in names}
+            outputs = runtime.run(merged)
+        except Exception:
+            return None  # e.g. one message's values make the run fail: score each alone to find it
+        total = sum(m[3] for m in members)
+        if any(not isinstance(o, np.ndarray) or o.ndim == 0 or o.shape[0] != total for o in outputs):
+            return None
+        parts, start = [], 0
+        for m in members:
+            parts.append([o[start : start + m[3]] for o in outputs])
+            start += m[3]
+        return parts
+
+    def _result(self, message: Any, response: Response) -> _Outgoing | None:
+        body = response.body.encode("utf-8") if isinstance(response.body, str) else bytes(response.body)
+        if response.status >= 400:
+            return self._error(message, response.status, body.decode("utf-8", "replace"))
+        props = self._properties(message)
+        threshold = self.tuning.threshold
+        if threshold is not None:
+            score = max_score(body)
+            if score is not None:
+                above = score >= threshold
+                props["max_score"] = repr(score)
+                props["above_threshold"] = "true" if above else "false"
+                if not above and self.tuning.drop_below_threshold:
+                    self._count("scored")
+                    self._count("below_threshold")
+                    return None
+        out = self._message(message, body, response.content_type, props)
+        from azure.iot.device.constant import TELEMETRY_MESSAGE_SIZE_LIMIT
+
+        if out.get_size() > TELEMETRY_MESSAGE_SIZE_LIMIT:
+            return self._error(
+                message,
+                413,
+                f"the result is {len(body)} bytes: with its properties over the hub's message limit of "
+                f"{TELEMETRY_MESSAGE_SIZE_LIMIT} bytes",
+            )
+        self._count("scored")
+        return _Outgoing(out, self.settings.output_name, source=message)
+
+    def _error(self, message: Any, status: int, text: str) -> _Outgoing:
+        text = text if len(text) <= _ERROR_TEXT_LIMIT else text[:_ERROR_TEXT_LIMIT] + "..."
+        cid = message.correlation_id or message.message_id
+        doc = {
+            "error": text,
+            "status": status,
+            "input": message.input_name,
+            "correlation_id": cid,
+            "message_id": message.message_id,
+        }
+        self._count("errors")
+        with self._lock:
+            self._reported["last_error"] = {"message": text, "status": status, "correlation_id": cid, "at": _now()}
+        log.info("message %s on %r: error %d: %s", cid, message.input_name, status, text)
+        props = {**self._properties(message), "error_status": str(status)}
+        return _Outgoing(
+            self._message(message, orjson.dumps(doc), "application/json", props), self.settings.error_output, True
+        )
+
+    @staticmethod
+    def _properties(message: Any) -> dict[str, str]:
+        return {
+            str(k): "" if v is None else str(v)
+            for k, v in (message.custom_properties or {}).items()
+            if k not in _RESERVED_PROPERTIES
+        }
+
+    @staticmethod
+    def _message(source: Any, body: bytes, content_type: str, properties: dict[str, str]) -> Any:
+        from azure.iot.device import Message
+
+        json = content_type.split(";", 1)[0].strip().lower().endswith("json")
+        out = Message(
+            body, message_id=str(uuid.uuid4()), content_type=content_type, content_encoding="utf-8" if json else None
+        )
+        out.correlation_id = source.correlation_id or source.message_id
+        out.custom_properties = properties
+        return out
+
+    # twin desired properties (scoring thread) --------------------------------------------------------
+    def _apply_desired(self, desired: _Desired) -> None:
+        version = desired.doc.get("$version")
+        current = self._desired_version
+        if (
+            isinstance(version, int)
+            and current is not None
+            and (version == current or (not desired.full and version < current))
+        ):
+            return  # a repeated document, or an older patch (patches can arrive out of order)
+        state = {} if desired.full else dict(self._desired)
+        for key, value in desired.doc.items():
+            if key.startswith("$"):
+                continue
+            if value is None:
+                state.pop(key, None)
+            else:
+                state[key] = value
+        self._desired = state
+        if isinstance(version, int):
+            self._desired_version = version
+        tuning, ignored = self._tuning_from(state)
+        error = self._switch_model(tuning.model_version) if tuning.model_version != self.tuning.model_version else None
+        if error is not None:
+            tuning = replace(tuning, model_version=self.tuning.model_version)
+        self.tuning = tuning
+        with self._lock:
+            self._reported["settings"] = tuning.to_dict()
+            self._reported["desired_version"] = self._desired_version
+            self._reported["ignored"] = ignored
+        log.info(
+            "desired properties (version %s) applied: %s%s",
+            version,
+            tuning.to_dict(),
+            f"; ignored {ignored}" if ignored else "",
+        )
+        self._report_wake.set()
+
+    def _tuning_from(self, state: Mapping[str, Any]) -> tuple[Tuning, dict[str, str]]:
+        ignored: dict[str, str] = {}
+        values: dict[str, Any] = {"max_batch_size": self.settings.max_batch_size}
+        for key, value in state.items():
+            if key == "max_batch_size":
+                if (type(value) is int or (type(value) is float and value.is_integer())) and value >= 1:
+                    values[key] = int(value)
+                else:
+                    ignored[key] = f"expected a whole number >= 1, got {value!r}"
+            elif key == "threshold":
+                if type(value) in (int, float) and math.isfinite(value):
+                    values[key] = float(value)
+                else:
+                    ignored[key] = f"expected a number, got {value!r}"
+            elif key == "drop_below_threshold":
+                if type(value) is bool:
+                    values[key] = value
+                else:
+                    ignored[key] = f"expected true or false, got {value!r}"
+            elif key == "model_version":
+                if type(value) in (str, int) and str(value):
+                    values[key] = str(value)
+                else:
+                    ignored[key] = f"expected a version (string or number), got {value!r}"
+            else:
+                ignored[_twin_key(key)] = "unknown setting"
+        if "model_version" in values and self.reconfigure is None:
+            del values["model_version"]
+            ignored["model_version"] = "this deployment cannot switch models (no reconfigure hook)"
+        return Tuning(**values), ignored
+
+    def _switch_model(self, version: str | None) -> str | None:
+        """Ask the hook for ``version``; the error text when it fails (the current app keeps scoring)."""
+        if self.reconfigure is None:
+            return None
+        try:
+            app = self.reconfigure({"model_version": version})
+        except Exception as exc:
+            text = f"model_version {version!r}: {type(exc).__name__}: {exc}"
+            log.error("switching models failed, the current one keeps scoring: %s", text)
+            self.report({"error": text})
+            return text
+        if app is not None:
+            self.app = app
+            self._load_error = None
+        self.report({"status": "ready", "error": None, "models": self._models()})
+        return None
+
+
+def _merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    for key, value in patch.items():
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        elif value is None:
+            target.pop(key, None)
+        else:
+            target[key] = copy.deepcopy(value)

@@ -1,0 +1,857 @@
+"""Scoring over plain MQTT (Mosquitto, EMQX, HiveMQ...): requests in on a topic filter, results out.
+
+Flow: one paho client (its network thread: ``loop_start``) subscribes with QoS 1 to
+``request_topic`` (default ``edgepack/<service>/score/request/#``); received messages go to a queue
+that one worker thread drains in micro-batches: what queued while the previous batch ran, up to
+``max_batch`` (and, with ``max_wait_ms`` > 0, waiting that long for more while under it). ONNX apps
+(``parse``/``respond``) score a batch's requests for the same model and row shape in one run; other
+apps call ``app.score`` per message. Payloads are the ``/score`` JSON bodies; a JSON object whose
+``"inputs"`` is a list is a V2 infer request (JSON tensors; ``"model_name"`` picks the model when
+several are served).
+
+Replies:
+
+- MQTT 5 request with a response topic: the result goes there with the request's correlation data,
+  body exactly as HTTP ``/score`` answers.
+- Otherwise (MQTT 3.1.1, or 5 without a response topic): to ``response_topic`` (default
+  ``edgepack/<service>/score/response/{id}``) with the id echoed in the JSON (``{"id": ..., <the
+  answer's keys>}``; a non-object answer becomes ``{"id": ..., "result": ...}``).
+- Errors (malformed JSON, wrong shape, oversize, a failing model...) always go to ``error_topic``
+  (default ``edgepack/<service>/score/error/{id}``) as ``{"id", "status", "error", "topic"}``; an
+  MQTT 5 requester with a response topic also gets that error there (user property ``status``).
+
+The request id: MQTT 5 correlation data, else the topic levels under the filter's ``#``
+(``.../request/<id>``), else the JSON field ``"id"`` or ``"request_id"`` (removed from a ``/score``
+body before scoring). No id: replies go to the templates with ``{id}`` empty.
+
+Reliability. The session is persistent (3.1.1 ``clean_session=False``; 5: ``clean_start=False`` and
+``session_expiry``), so the broker keeps requests while the scorer is away; paho reconnects with
+backoff (``reconnect_min``..``reconnect_max`` s). Every reply is first written to an on-disk
+:class:`~edge_module.transports.spool.Spool` and removed only when the broker's PUBACK for it
+arrives; at most ``max_inflight`` replies are unacknowledged at a time, and after a reconnect the
+ones paho re-sends are acknowledged before newer ones go out (order is kept). Requests redelivered
+by the broker (our PUBACK lost in an outage) are recognised by request id among the last
+``dedupe_window`` ones and not scored again (counted as ``duplicates``).
+
+What "exactly one result" means: paho acknowledges a request when it hands it over (1.6 has no
+manual ack), so a request is the scorer's once received. Across broker outages every received
+request gets one reply; the broker may deliver a reply twice to the requester only where MQTT QoS 1
+allows (our publish reached the broker but its PUBACK did not reach us), and the requester tells
+them apart by id. A process crash loses requests received but not yet scored (replies already in
+the spool are sent after the restart, possibly again). Not covered: the broker dropping messages
+because of its own limits: raise Mosquitto's ``max_queued_messages`` (default 1000 per client, the
+excess is dropped silently) and ``max_inflight_messages`` (default 20: caps throughput); see
+``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import re
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+import orjson
+
+from edge_module.runtime import BadInputError, Request, Response, ScoringApp, ScoringError
+from edge_module.settings import SettingsError, parse_size
+from edge_module.transports import paho_compat as pc
+from edge_module.transports.spool import Record, Spool, SpoolFull
+
+log = logging.getLogger("edgepack.mqtt")
+
+_V2_HINT = re.compile(rb'"inputs"\s*:\s*\[')
+_ERROR_TEXT_LIMIT = 4096
+_TOPIC_UNSAFE = str.maketrans({"+": "_", "#": "_", "\0": "_"})
+
+
+@dataclass(frozen=True)
+class MqttSettings:
+    """The MQTT transport's settings (``from_env`` reads ``EDGEPACK_MQTT_*``)."""
+
+    url: str = "mqtt://127.0.0.1:1883"  # mqtt://host:port or mqtts://host:port (TLS)
+    service: str = "default"
+    client_id: str | None = None  # None: edgepack-<service>-<hostname> (stable: the session is kept by id)
+    request_topic: str = "edgepack/{service}/score/request/#"
+    response_topic: str = "edgepack/{service}/score/response/{id}"
+    error_topic: str = "edgepack/{service}/score/error/{id}"
+    qos: int = 1
+    protocol: int = 5  # 5 or 311
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    session_expiry: int = 86_400  # s the broker keeps the session (MQTT 5)
+    keepalive: int = 30
+    max_batch: int = 32
+    max_wait_ms: float = 0.0
+    max_inflight: int = 200  # replies published and not acknowledged yet
+    spool_dir: str | None = None  # None: <tmp>/edgepack-mqtt/<client id>
+    spool_max: int = 100_000  # replies waiting for the broker
+    spool_max_bytes: int = 256 * 2**20
+    spool_fsync: bool = False
+    dedupe_window: int = 10_000  # request ids remembered to recognise redeliveries
+    max_payload: int = 2**20  # bytes; larger requests get a 413 error reply
+    reconnect_min: float = 0.5
+    reconnect_max: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.address  # noqa: B018 - validates the URL
+        if self.protocol not in (5, 311):
+            raise SettingsError(f"invalid MQTT protocol {self.protocol!r}: use 5 or 311 (3.1.1)")
+        if self.qos not in (0, 1):
+            raise SettingsError(f"invalid MQTT qos {self.qos!r}: use 1 (or 0 to allow losses)")
+        if not self.request_topic or "{id}" in self.request_topic:
+            raise SettingsError(f"invalid request topic {self.request_topic!r}")
+        for name in ("response_topic", "error_topic"):
+            value = getattr(self, name)
+            if not value or "+" in value or "#" in value:
+                raise SettingsError(f"invalid {name} {value!r}: a topic (with {{id}}, {{service}}) without wildcards")
+        for name in ("max_batch", "max_inflight", "spool_max", "dedupe_window", "max_payload", "keepalive"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"MQTT {name} must be at least 1, got {getattr(self, name)!r}")
+        if self.max_wait_ms < 0 or self.session_expiry < 0 or not 0 < self.reconnect_min <= self.reconnect_max:
+            raise SettingsError("max_wait_ms and session_expiry must be >= 0, and 0 < reconnect_min <= reconnect_max")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise SettingsError("give both an MQTT client certificate and its key, or neither")
+        if self.password is not None and self.username is None:
+            raise SettingsError("an MQTT password needs a username")
+
+    @property
+    def address(self) -> tuple[str, int, bool]:
+        """(host, port, tls) from ``url``."""
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+            raise SettingsError(f"invalid MQTT url {self.url!r}: use mqtt://host:port or mqtts://host:port")
+        tls = parts.scheme in ("mqtts", "ssl")
+        try:
+            port = parts.port or (8883 if tls else 1883)
+        except ValueError:
+            raise SettingsError(f"invalid port in MQTT url {self.url!r}") from None
+        return parts.hostname, port, tls or self.ca_file is not None
+
+    def topic(self, template: str) -> str:
+        return template.replace("{service}", self.service)
+
+    @property
+    def effective_client_id(self) -> str:
+        return self.client_id or f"edgepack-{self.service}-{socket.gethostname()}"[:64]
+
+    @property
+    def effective_spool_dir(self) -> str:
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.effective_client_id)
+        return self.spool_dir or os.path.join(tempfile.gettempdir(), "edgepack-mqtt", safe)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> MqttSettings:
+        """Settings from ``EDGEPACK_MQTT_<NAME>`` (the field name upper-cased: ``EDGEPACK_MQTT_URL``,
+        ``..._MAX_BATCH``, ``..._CA_FILE``...; sizes accept ``1MiB``; ``SERVICE_NAME`` is the service's
+        fallback); ``overrides`` (e.g. CLI flags) win when not None."""
+        env = environ if environ is not None else os.environ
+        values: dict[str, Any] = {}
+        if env.get("SERVICE_NAME"):
+            values["service"] = env["SERVICE_NAME"]
+        for f in cls.__dataclass_fields__.values():
+            var = f"EDGEPACK_MQTT_{f.name.upper()}"
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _convert(f.name, raw, var)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+
+_INTS = {"qos", "session_expiry", "keepalive", "max_batch", "max_inflight", "spool_max", "dedupe_window"}
+_FLOATS = {"max_wait_ms", "reconnect_min", "reconnect_max"}
+
+
+def _convert(name: str, raw: str, var: str) -> Any:
+    if name in ("max_payload", "spool_max_bytes"):
+        return parse_size(raw, var)
+    if name == "protocol":
+        value = {"5": 5, "5.0": 5, "311": 311, "3.1.1": 311, "4": 311}.get(raw.strip())
+        if value is None:
+            raise SettingsError(f"invalid {var} {raw!r}: use 5 or 3.1.1")
+        return value
+    if name == "spool_fsync":
+        if raw.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            raise SettingsError(f"invalid {var} {raw!r}: use true or false")
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    kind = int if name in _INTS else float if name in _FLOATS else None
+    if kind is None:
+        return raw
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SettingsError(f"invalid {var} {raw!r}: expected a number") from None
+
+
+@dataclass
+class _Incoming:
+    """A received request and where its answer goes."""
+
+    topic: str
+    payload: bytes
+    received: float
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+    content_type: str | None = None
+    user: dict[str, str] = field(default_factory=dict)
+    id: str | None = None
+    echo: bool = True  # echo the id in the JSON (no MQTT 5 response topic)
+
+
+_WAKE = object()
+
+
+class MqttTransport:
+    """Serves ``app`` over MQTT. ``start()`` returns at once (connecting goes on in the background).
+
+    ``load=True``: the worker calls ``app.load()`` first and subscribes only then (requests wait at
+    the broker); ``False``: the caller has loaded the app (e.g. the HTTP server in the same process).
+    ``metrics``: any object with ``observe(route, method, status, seconds)``, called per request from
+    the worker thread with route ``"mqtt"``."""
+
+    def __init__(
+        self, app: ScoringApp, settings: MqttSettings | None = None, metrics: Any = None, *, load: bool = True
+    ):
+        self.app = app
+        self.settings = s = settings or MqttSettings()
+        self.metrics = metrics
+        self._load = load
+        self._filter = s.topic(s.request_topic)
+        self._filter_levels = self._filter.split("/")
+        self._response_template = s.topic(s.response_topic)
+        self._error_template = s.topic(s.error_topic)
+        self._v5 = s.protocol == 5
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._acks: deque[int] = deque()
+        self._inflight: dict[int, int] = {}  # paho mid -> spool seq
+        self._resending = False  # after a reconnect: wait for paho's re-sends before new replies
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._counts = dict.fromkeys(
+            ("received", "scored", "errors", "duplicates", "published", "batches", "connects", "disconnects"), 0
+        )
+        self._max_batch_seen = 0
+        self._sleeping = False
+        self._connected = threading.Event()
+        self._subscribed = threading.Event()
+        self._stopping = threading.Event()
+        self._abandon = threading.Event()
+        self._load_error: str | None = None
+        self._v2_tables: dict[int, Any] = {}
+        self.spool: Spool | None = None
+        self.client: Any = None
+        self._worker: threading.Thread | None = None
+
+    # life -----------------------------------------------------------------------------------
+    def start(self) -> MqttTransport:
+        self.spool = Spool(
+            self.settings.effective_spool_dir,
+            max_entries=self.settings.spool_max,
+            max_bytes=self.settings.spool_max_bytes,
+            fsync=self.settings.spool_fsync,
+        )
+        if len(self.spool):
+            log.info("%d replies from an earlier run wait in the spool; they go out once connected", len(self.spool))
+        self.client = self._create_client()
+        self._worker = threading.Thread(target=self._run, name="edgepack-mqtt-worker", daemon=True)
+        self._worker.start()
+        return self
+
+    def wait_connected(self, timeout: float = 30.0) -> None:
+        """Wait until connected and subscribed (raise TimeoutError)."""
+        if not self._subscribed.wait(timeout):
+            raise TimeoutError(f"not connected and subscribed to {self.settings.url} within {timeout} s")
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Score what was received and send the spool (up to ``timeout`` s), then disconnect. Replies
+        still unsent stay in the spool for the next start."""
+        if self._worker is None:
+            return
+        deadline = time.monotonic() + timeout
+        self._stopping.set()
+        self._wake()
+        self._worker.join(max(0.0, deadline - time.monotonic()))
+        if self._worker.is_alive():
+            self._abandon.set()
+            self._wake()
+            self._worker.join(5)
+        left = self._inbox.qsize()
+        if left:
+            log.error("stopping with %d request(s) not scored: the stop timeout of %.1f s ran out", left, timeout)
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+        if self.spool is not None:
+            if len(self.spool):
+                log.warning("%d replies stay in the spool %s for the next start", len(self.spool), self.spool.directory)
+            self.spool.close()
+        self._worker = None
+
+    def __enter__(self) -> MqttTransport:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stats(self) -> dict[str, Any]:
+        """Counts, plus ``queued`` (received, not scored), ``spooled`` (replies not acknowledged),
+        ``inflight``, ``connected`` and ``max_batch`` (the largest batch so far)."""
+        spool = self.spool
+        return {
+            **self._counts,
+            "queued": self._inbox.qsize(),
+            "spooled": len(spool) if spool is not None else 0,
+            "inflight": len(self._inflight),
+            "connected": self.connected,
+            "max_batch": self._max_batch_seen,
+        }
+
+    # paho -------------------------------------------------------------------------------------
+    def _create_client(self) -> Any:
+        s = self.settings
+        client = pc.new_client(s.effective_client_id, pc.MQTT_V5 if self._v5 else pc.MQTT_V311, clean_session=False)
+        if s.address[2]:
+            pc.use_tls(client, s.ca_file, s.cert_file, s.key_file)
+        if s.username is not None:
+            client.username_pw_set(s.username, s.password)
+        client.max_inflight_messages_set(s.max_inflight)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(s.reconnect_min, s.reconnect_max)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        client.on_publish = self._on_publish
+        return client
+
+    def _connect(self) -> None:
+        s = self.settings
+        host, port, _ = s.address
+        if self._v5:
+            props = pc.connect_properties(s.session_expiry)
+            self.client.connect_async(host, port, s.keepalive, clean_start=False, properties=props)
+        else:
+            self.client.connect_async(host, port, s.keepalive)
+        self.client.loop_start()
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, *props: Any) -> None:
+        code = pc.reason_value(rc)
+        if code != 0:
+            log.warning("the broker %s refused the connection: %s", self.settings.url, pc.error_string(rc))
+            return
+        self._counts["connects"] += 1
+        present = flags.get("session present") if isinstance(flags, dict) else getattr(flags, "session_present", None)
+        log.info("connected to %s (session present: %s)", self.settings.url, bool(present))
+        if self._inflight:
+            self._resending = True
+        client.subscribe(self._filter, qos=self.settings.qos)
+        self._connected.set()
+        self._wake()
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, granted: Any, *props: Any) -> None:
+        codes = [pc.reason_value(g) for g in (granted if isinstance(granted, list | tuple) else [granted])]
+        if any(c >= 0x80 for c in codes):
+            log.error("the broker refused the subscription to %r (codes %s)", self._filter, codes)
+            return
+        self._subscribed.set()
+
+    def _on_disconnect(self, client: Any, userdata: Any, rc: Any, *props: Any) -> None:
+        self._connected.clear()
+        self._subscribed.clear()
+        self._counts["disconnects"] += 1
+        if not self._stopping.is_set():
+            log.warning("disconnected from %s (%s): reconnecting", self.settings.url, pc.error_string(rc))
+
+    def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
+        self._inbox.put(msg)
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int) -> None:
+        self._acks.append(mid)
+        if self._sleeping:
+            self._wake()
+
+    def _wake(self) -> None:
+        self._inbox.put(_WAKE)
+
+    # worker -----------------------------------------------------------------------------------
+    def _run(self) -> None:
+        if self._load:
+            try:
+                self.app.load()
+            except Exception as exc:
+                log.exception("load() failed; requests get an error reply until the service is fixed")
+                self._load_error = f"{type(exc).__name__}: {exc}"
+        self._connect()
+        spool = self.spool
+        assert spool is not None
+        blocked: list[Record] = []  # replies waiting for room in the spool: no scoring meanwhile
+        while not self._abandon.is_set():
+            self._settle_acks()
+            blocked = self._store(blocked)
+            self._pump()
+            stopping = self._stopping.is_set() and self._inbox.empty() and not blocked
+            if stopping and (not len(spool) or not self.connected):
+                break
+            if blocked:
+                time.sleep(0.005)
+                continue
+            batch = self._collect(0.005 if self.connected and spool.pending else 0.2)
+            if batch:
+                started = time.perf_counter()
+                blocked = self._store(self._handle(batch))
+                self._observe(batch, time.perf_counter() - started)
+
+    def _collect(self, idle: float) -> list[Any]:
+        """A micro-batch of received messages (empty after ``idle`` s without any)."""
+        s = self.settings
+        self._sleeping = True
+        try:
+            item = self._inbox.get(timeout=idle)
+        except queue.Empty:
+            return []
+        finally:
+            self._sleeping = False
+        batch = [] if item is _WAKE else [item]
+        deadline = None
+        while len(batch) < s.max_batch:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                if not batch or s.max_wait_ms <= 0:
+                    break
+                if deadline is None:
+                    deadline = time.monotonic() + s.max_wait_ms / 1000.0
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = self._inbox.get(timeout=remaining)
+                except queue.Empty:
+                    break
+            if item is not _WAKE:
+                batch.append(item)
+        return batch
+
+    def _store(self, replies: list[Record]) -> list[Record]:
+        """Append replies to the spool; what does not fit comes back (the worker waits for acks)."""
+        if not replies:
+            return replies
+        spool = self.spool
+        assert spool is not None
+        room = spool.room()
+        try:
+            spool.append(replies[:room])
+        except SpoolFull:
+            return replies
+        if room < len(replies):
+            log.warning("the spool is full (%d replies): scoring waits for the broker", len(spool))
+        return replies[room:]
+
+    def _settle_acks(self) -> None:
+        if not self._acks:
+            return
+        seqs = []
+        inflight = self._inflight
+        while self._acks:
+            seq = inflight.pop(self._acks.popleft(), None)
+            if seq is not None:
+                seqs.append(seq)
+        self._counts["published"] += len(seqs)
+        self.spool.ack(seqs)  # type: ignore[union-attr]
+        if self._resending and not inflight:
+            self._resending = False
+
+    def _pump(self) -> None:
+        """Hand spooled replies to paho while connected, at most ``max_inflight`` unacknowledged."""
+        if not self.connected or self._resending:
+            return
+        room = self.settings.max_inflight - len(self._inflight)
+        if room <= 0:
+            return
+        qos = self.settings.qos
+        for rec in self.spool.take(room):  # type: ignore[union-attr]
+            props = None
+            if self._v5:
+                props = pc.packed_publish_properties(rec.correlation_data, rec.content_type, rec.user_properties)
+            info = self.client.publish(rec.topic, rec.payload, qos, properties=props)
+            if info.rc not in (pc.ERR_SUCCESS, pc.ERR_NO_CONN):
+                log.error("paho refused to publish to %r (rc %s): retrying after a reconnect", rec.topic, info.rc)
+                self.spool.rewind()  # type: ignore[union-attr]
+                return
+            self._inflight[info.mid] = rec.seq
+
+    def _observe(self, batch: list[Any], seconds: float) -> None:
+        n = len(batch)
+        self._counts["batches"] += 1
+        if n > self._max_batch_seen:
+            self._max_batch_seen = n
+        if self.metrics is not None:
+            for _ in batch:
+                self.metrics.observe("mqtt", "PUBLISH", 200, seconds)
+
+    # scoring ----------------------------------------------------------------------------------
+    def _handle(self, batch: list[Any]) -> list[Record]:
+        """Replies (results and errors) for a batch of paho messages, in order."""
+        self._counts["received"] += len(batch)
+        out: list[list[Record]] = [[] for _ in batch]
+        requests: list[tuple[int, _Incoming, Request]] = []
+        for i, msg in enumerate(batch):
+            inc = self._incoming(msg)
+            if inc is None:
+                continue
+            checked = self._check(inc)
+            if isinstance(checked, Request):
+                requests.append((i, inc, checked))
+            else:
+                out[i] = checked
+        if requests and hasattr(self.app, "parse") and hasattr(self.app, "respond"):
+            for i, replies in self._score_batch(requests).items():
+                out[i] = replies
+        else:
+            for i, inc, request in requests:
+                out[i] = self._score_one(inc, request)
+        return [r for replies in out for r in replies]
+
+    def _incoming(self, msg: Any) -> _Incoming | None:
+        """The request's addressing and id; None for a redelivered duplicate."""
+        inc = _Incoming(msg.topic, bytes(msg.payload), time.perf_counter())
+        props = getattr(msg, "properties", None)
+        if props is not None:
+            inc.response_topic = getattr(props, "ResponseTopic", None) or None
+            inc.correlation_data = getattr(props, "CorrelationData", None) or None
+            inc.content_type = getattr(props, "ContentType", None) or None
+            users = getattr(props, "UserProperty", None)
+            if users:
+                inc.user = {str(k).lower(): str(v) for k, v in users}
+        if inc.correlation_data is not None:
+            inc.id = _text_id(inc.correlation_data)
+        else:
+            inc.id = self._topic_id(inc.topic)
+        inc.echo = inc.response_topic is None
+        if inc.id is not None and not self._first_time(inc):
+            self._counts["duplicates"] += 1
+            log.debug("request %r on %r is a redelivery: already answered", inc.id, inc.topic)
+            return None
+        return inc
+
+    def _topic_id(self, topic: str) -> str | None:
+        levels = self._filter_levels
+        if levels[-1] != "#":
+            return None
+        rest = topic.split("/")[len(levels) - 1 :]
+        return "/".join(rest) or None
+
+    def _first_time(self, inc: _Incoming) -> bool:
+        key = (inc.response_topic or inc.topic, inc.id or "")
+        if key in self._seen:
+            return False
+        self._seen[key] = None
+        if len(self._seen) > self.settings.dedupe_window:
+            self._seen.popitem(last=False)
+        return True
+
+    def _check(self, inc: _Incoming) -> Request | list[Record]:
+        s = self.settings
+        if len(inc.payload) > s.max_payload:
+            return self._error(inc, 413, f"the request is {len(inc.payload)} bytes, over the limit of {s.max_payload}")
+        if self._load_error is not None:
+            return self._error(inc, 503, f"the model failed to load: {self._load_error}")
+        body = inc.payload
+        if b'id"' in body:
+            had_id = inc.id is not None
+            try:
+                body = self._json_id(inc, body)
+            except BadInputError as exc:
+                return self._error(inc, 400, str(exc))
+            if not had_id and inc.id is not None and not self._first_time(inc):
+                self._counts["duplicates"] += 1
+                return []
+        if _V2_HINT.search(body):
+            return self._score_v2(inc, body)
+        return Request(body, inc.content_type or "application/json", headers=inc.user)
+
+    @staticmethod
+    def _json_id(inc: _Incoming, body: bytes) -> bytes:
+        """The request id from ``"request_id"``/``"id"`` when the message had none; a ``/score`` body
+        loses those keys (the app would refuse them), a V2 body keeps ``id`` (part of the protocol)."""
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise BadInputError(f"malformed JSON: {exc}") from None
+        if type(doc) is not dict:
+            return body
+        v2 = isinstance(doc.get("inputs"), list)
+        changed = False
+        for key in ("request_id", "id"):
+            value = doc.get(key)
+            if isinstance(value, str | int) and not isinstance(value, bool):
+                if inc.id is None:
+                    inc.id = str(value)
+                if not (v2 and key == "id"):
+                    del doc[key]
+                    changed = True
+        return orjson.dumps(doc) if changed else body
+
+    def _score_one(self, inc: _Incoming, request: Request) -> list[Record]:
+        try:
+            response = self.app.score(request)
+        except ScoringError as exc:
+            return self._error(inc, exc.status, str(exc))
+        except Exception as exc:
+            log.exception("scoring a request failed")
+            return self._error(inc, 500, f"{type(exc).__name__}: {exc}")
+        return self._result(inc, response)
+
+    def _score_batch(self, requests: list[tuple[int, _Incoming, Request]]) -> dict[int, list[Record]]:
+        """ONNX apps: parse each request, run requests for one model and row shape together."""
+        app: Any = self.app
+        out: dict[int, list[Record]] = {}
+        groups: dict[tuple, list[tuple[int, _Incoming, dict[str, np.ndarray], int]]] = {}
+        runtimes: dict[int, Any] = {}
+        for i, inc, request in requests:
+            try:
+                runtime, feeds = app.parse(request)
+            except ScoringError as exc:
+                out[i] = self._error(inc, exc.status, str(exc))
+                continue
+            except Exception as exc:
+                out[i] = self._error(inc, 500, f"{type(exc).__name__}: {exc}")
+                continue
+            rows = {a.shape[0] if a.ndim else -1 for a in feeds.values()}
+            if len(rows) == 1 and -1 not in rows:
+                key: tuple = (id(runtime), tuple((n, a.dtype.str, a.shape[1:]) for n, a in feeds.items()))
+            else:
+                key = (id(runtime), i)  # not batchable: a group of its own
+            runtimes[id(runtime)] = runtime
+            groups.setdefault(key, []).append((i, inc, feeds, rows.pop() if len(rows) == 1 else 0))
+        for key, members in groups.items():
+            runtime = runtimes[key[0]]
+            parts = _run_group(runtime, members) if len(members) > 1 else None
+            for j, (i, inc, feeds, _) in enumerate(members):
+                try:
+                    outputs = parts[j] if parts is not None else runtime.run(feeds)
+                    out[i] = self._result(inc, app.respond(runtime, outputs))
+                except ScoringError as exc:
+                    out[i] = self._error(inc, exc.status, str(exc))
+                except Exception as exc:
+                    out[i] = self._error(inc, 500, f"{type(exc).__name__}: {exc}")
+        return out
+
+    def _score_v2(self, inc: _Incoming, body: bytes) -> list[Record]:
+        """A V2 infer request (JSON tensors) against the model named by ``model_name`` (or the only one)."""
+        from edge_module.server.v2 import decode_request, encode_response, input_table
+
+        try:
+            doc = orjson.loads(body)
+            models = self.app.models()
+            name, version = doc.get("model_name"), doc.get("model_version")
+            chosen = [
+                m for m in models if (name is None or m.name == name) and (version is None or m.version == version)
+            ]
+            if not models:
+                raise BadInputError("this service has no V2 models: send a /score body")
+            if len(chosen) != 1:
+                listing = ", ".join(sorted({m.name for m in models}))
+                if name is None:
+                    raise BadInputError(f'several models are served: name one with "model_name"; models: {listing}')
+                raise BadInputError(f"unknown model {name!r} (version {version!r}); models: {listing}")
+            runtime = chosen[0]
+            table = self._v2_tables.get(id(runtime))
+            if table is None:
+                table = self._v2_tables[id(runtime)] = input_table(runtime.inputs)
+            request = decode_request(body, None, table)
+            results = runtime.predict(request.inputs)
+            payload, _ = encode_response(runtime.name, runtime.version, request, results)
+        except orjson.JSONDecodeError as exc:
+            return self._error(inc, 400, f"malformed JSON: {exc}")
+        except ScoringError as exc:
+            return self._error(inc, exc.status, str(exc))
+        except Exception as exc:
+            log.exception("V2 inference failed")
+            return self._error(inc, 500, f"{type(exc).__name__}: {exc}")
+        self._counts["scored"] += 1
+        return [self._reply(inc, payload, "application/json")]
+
+    # replies ----------------------------------------------------------------------------------
+    def _result(self, inc: _Incoming, response: Response) -> list[Record]:
+        body = response.body.encode("utf-8") if isinstance(response.body, str) else bytes(response.body)
+        if response.status >= 400:
+            return self._error(inc, response.status, body.decode("utf-8", "replace"))
+        self._counts["scored"] += 1
+        return [self._reply(inc, body, response.content_type)]
+
+    def _reply(self, inc: _Incoming, body: bytes, content_type: str | None) -> Record:
+        if inc.response_topic is not None:
+            return Record(inc.response_topic, body, inc.correlation_data, content_type if self._v5 else None)
+        if inc.echo:
+            body = _with_id(inc.id, body, content_type)
+        topic = _fill(self._response_template, inc.id)
+        return Record(topic, body, inc.correlation_data, "application/json" if self._v5 else None)
+
+    def _error(self, inc: _Incoming, status: int, text: str) -> list[Record]:
+        self._counts["errors"] += 1
+        text = text if len(text) <= _ERROR_TEXT_LIMIT else text[:_ERROR_TEXT_LIMIT] + "..."
+        log.info("request %s on %r: error %d: %s", inc.id, inc.topic, status, text)
+        doc = orjson.dumps({"id": inc.id, "status": status, "error": text, "topic": inc.topic})
+        user = (("status", str(status)),) if self._v5 else ()
+        ctype = "application/json" if self._v5 else None
+        replies = [Record(_fill(self._error_template, inc.id), doc, inc.correlation_data, ctype, user)]
+        if inc.response_topic is not None:
+            replies.append(Record(inc.response_topic, doc, inc.correlation_data, ctype, user))
+        return replies
+
+
+def _run_group(runtime: Any, members: list[tuple[int, _Incoming, dict[str, np.ndarray], int]]) -> list[Any] | None:
+    """One run over the concatenated feeds, cut back per request; None to run them one by one."""
+    names = list(members[0][2])
+    try:
+        merged = {n: np.concatenate([m[2][n] for m in members], axis=0) for n in names}
+        outputs = runtime.run(merged)
+    except Exception:
+        return None  # e.g. one request's values make the run fail: run each alone to find it
+    total = sum(m[3] for m in members)
+    if any(not isinstance(o, np.ndarray) or o.ndim == 0 or o.shape[0] != total for o in outputs):
+        return None
+    parts, start = [], 0
+    for m in members:
+        parts.append([o[start : start + m[3]] for o in outputs])
+        start += m[3]
+    return parts
+
+
+def _text_id(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.hex()
+
+
+def _fill(template: str, request_id: str | None) -> str:
+    if request_id is None:
+        return template.replace("/{id}", "").replace("{id}", "")
+    return template.replace("{id}", request_id.translate(_TOPIC_UNSAFE))
+
+
+def _with_id(request_id: str | None, body: bytes, content_type: str | None) -> bytes:
+    """``body`` with ``"id"`` first: spliced into a JSON object, else ``{"id": ..., "result": ...}``."""
+    rid = orjson.dumps(request_id)
+    if body[:1] == b"{":
+        rest = body[1:].lstrip()
+        return b'{"id":' + rid + (b"}" if rest[:1] == b"}" else b"," + rest)
+    json_body = (content_type or "application/json").split(";", 1)[0].strip().lower().endswith("json")
+    result = body if json_body and body.strip() else orjson.dumps(body.decode("utf-8", "replace"))
+    return b'{"id":' + rid + b',"result":' + result + b"}"
+
+
+# a small client ------------------------------------------------------------------------------
+
+
+def mqtt_request(
+    url: str,
+    topic: str,
+    payload: bytes | str | Mapping[str, Any],
+    timeout: float = 10.0,
+    *,
+    protocol: int = 5,
+    username: str | None = None,
+    password: str | None = None,
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
+    request_id: str | None = None,
+) -> dict[str, Any]:
+    """Publish one scoring request (QoS 1) and wait for its answer.
+
+    MQTT 5: ``topic`` is any topic under the service's request filter (e.g.
+    ``edgepack/<service>/score/request``); the answer comes on a private response topic with the
+    correlation data. 3.1.1: the request goes to ``<topic>/<id>`` and the answer is read from the
+    topics that replace ``/request`` by ``/response`` and ``/error``. Returns the answer's JSON;
+    raises :class:`ScoringError` (with the status) for an error reply and TimeoutError."""
+    settings = MqttSettings(
+        url=url,
+        protocol=protocol,
+        username=username,
+        password=password,
+        ca_file=ca_file,
+        cert_file=cert_file,
+        key_file=key_file,
+    )
+    body = (
+        payload
+        if isinstance(payload, bytes)
+        else payload.encode()
+        if isinstance(payload, str)
+        else orjson.dumps(payload)
+    )
+    rid = request_id or uuid.uuid4().hex
+    v5 = protocol == 5
+    client = pc.new_client(f"edgepack-request-{rid[:16]}", pc.MQTT_V5 if v5 else pc.MQTT_V311, clean_session=True)
+    host, port, tls = settings.address
+    if tls:
+        pc.use_tls(client, ca_file, cert_file, key_file)
+    if username is not None:
+        client.username_pw_set(username, password)
+    answer: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    if v5:
+        reply_topics = [f"edgepack/client/{rid}/response"]
+        request_topic = topic
+    else:
+        base = topic.rstrip("/")
+        if "/request" not in base:
+            raise ValueError(f"MQTT 3.1.1 request topics must contain /request (got {topic!r})")
+        reply_topics = [
+            base.replace("/request", "/response", 1) + f"/{rid}",
+            base.replace("/request", "/error", 1) + f"/{rid}",
+        ]
+        request_topic = f"{base}/{rid}"
+
+    def on_connect(c: Any, userdata: Any, flags: Any, rc: Any, *props: Any) -> None:
+        if pc.reason_value(rc) != 0:
+            answer.put(ConnectionError(f"the broker refused the connection: {pc.error_string(rc)}"))
+            return
+        c.subscribe([(t, 1) for t in reply_topics])
+
+    def on_subscribe(c: Any, userdata: Any, mid: int, granted: Any, *props: Any) -> None:
+        properties = pc.publish_properties(rid.encode(), reply_topics[0], "application/json") if v5 else None
+        c.publish(request_topic, body, 1, properties=properties)
+
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = lambda c, userdata, msg: answer.put(msg)
+    client.connect(host, port, 30)
+    client.loop_start()
+    try:
+        got = answer.get(timeout=timeout)
+    except queue.Empty:
+        raise TimeoutError(f"no answer on {reply_topics[0]} within {timeout} s") from None
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if isinstance(got, Exception):
+        raise got
+    doc = orjson.loads(got.payload)
+    props = getattr(got, "properties", None)
+    users = dict(getattr(props, "UserProperty", None) or []) if props is not None else {}
+    is_error = "/error" in got.topic or "status" in users
+    if is_error and isinstance(doc, dict) and "error" in doc:
+        raise ScoringError(str(doc["error"]), int(doc.get("status") or 500))
+    return doc
