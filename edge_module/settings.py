@@ -34,7 +34,15 @@ read_timeout            EDGEPACK_READ_TIMEOUT (s): a request must   30 s
                         arrive whole this long after its first byte
 log_level               EDGEPACK_LOG_LEVEL, AZUREML_LOG_LEVEL       INFO
 access_log              EDGEPACK_ACCESS_LOG                         off
+mqtt                    EDGEPACK_MQTT_URL switches scoring over     off
+                        MQTT on; EDGEPACK_MQTT_* tune it
+                        (:class:`~edge_module.transports.settings.MqttSettings`)
+iotedge                 EDGEPACK_IOTEDGE=true switches scoring on   off
+                        the IoT Edge hub on; EDGEPACK_IOTEDGE_*
+                        tune it (``IotEdgeSettings``)
 ======================  ==========================================  =====================
+
+The transports run beside HTTP in the same process (in worker 0 when there are several workers).
 
 Key auth (primary/secondary keys) and token auth are mutually exclusive, as in Azure ML v1.
 """
@@ -46,7 +54,10 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edge_module.transports.settings import IotEdgeSettings, MqttSettings
 
 MB = 1_000_000
 
@@ -136,6 +147,8 @@ class Settings:
     read_timeout: float = 30.0
     log_level: str = "INFO"
     access_log: bool = False
+    mqtt: MqttSettings | None = None  # scoring over MQTT beside HTTP
+    iotedge: IotEdgeSettings | None = None  # scoring on the IoT Edge hub beside HTTP
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -238,6 +251,15 @@ class Settings:
         take("read_timeout", ("EDGEPACK_READ_TIMEOUT",), lambda v, n: _number(v, n, float))
         take("log_level", ("EDGEPACK_LOG_LEVEL", "AZUREML_LOG_LEVEL"), lambda v, n: v.strip().upper())
         take("access_log", ("EDGEPACK_ACCESS_LOG",), _bool)
+        if first("EDGEPACK_MQTT_URL"):
+            from edge_module.transports.settings import MqttSettings
+
+            values["mqtt"] = MqttSettings.from_env(env)
+        found = first("EDGEPACK_IOTEDGE")
+        if found and _bool(found[1], found[0]):
+            from edge_module.transports.settings import IotEdgeSettings
+
+            values["iotedge"] = IotEdgeSettings.from_env(env)
 
         for key, value in overrides.items():
             if key not in cls.__dataclass_fields__:

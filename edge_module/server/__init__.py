@@ -120,6 +120,7 @@ class Server:
         self.shared = shared
         self.on_state = on_state
         self.service: Service | None = None
+        self.transports: list[Any] = []  # MQTT / IoT Edge hub beside HTTP (edge_module.transports.hosted)
         self.port: int | None = None
         self._server: asyncio.AbstractServer | None = None
         self._stopped: asyncio.Event | None = None
@@ -136,6 +137,7 @@ class Server:
         def on_state(state: str, info: dict[str, Any]) -> None:
             if state in ("ready", "failed"):
                 settled.set()
+                self._start_transports(info.get("error") if state == "failed" else None)
             if self.on_state:
                 self.on_state(state, info)
 
@@ -154,8 +156,24 @@ class Server:
         if not listen_after_load:
             service.start_loading()
 
+    def _start_transports(self, load_error: str | None) -> None:
+        s = self.settings
+        if self.worker != 0 or (s.mqtt is None and s.iotedge is None) or self.service is None:
+            return
+        from edge_module.transports.hosted import start_transports
+
+        try:
+            self.transports = start_transports(s, self.app, self.service.metrics.attach(), load_error)
+        except Exception:  # e.g. no spool folder, or azure-iot-device missing: HTTP goes on
+            log.exception("the MQTT / IoT Edge transport could not start; serving HTTP only")
+
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let requests being scored finish (up to ``grace`` seconds), close."""
+        if self.transports:
+            from edge_module.transports.hosted import stop_transports
+
+            transports, self.transports = self.transports, []
+            await asyncio.get_running_loop().run_in_executor(None, stop_transports, transports, grace)
         if self._server is None:
             if self._stopped is not None:  # loaded but never listened (a failed listen_after_load)
                 if self.service is not None:

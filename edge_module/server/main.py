@@ -31,6 +31,54 @@ def app_factory(settings: Settings) -> Callable[[], ScoringApp]:
     return build
 
 
+def transport_overrides(
+    *,
+    mqtt: str | None = None,
+    mqtt_topic: str | None = None,
+    mqtt_service: str | None = None,
+    mqtt_username: str | None = None,
+    mqtt_password: str | None = None,
+    mqtt_ca: str | None = None,
+    mqtt_cert: str | None = None,
+    mqtt_key: str | None = None,
+    mqtt_protocol: str | None = None,
+    iotedge: bool | None = None,
+    environ: Any = None,
+) -> dict[str, Any]:
+    """``Settings`` overrides (``mqtt``, ``iotedge``) from the transport flags, over ``EDGEPACK_MQTT_*``
+    and ``EDGEPACK_IOTEDGE_*``; empty when no flag asks for a transport."""
+    from edge_module.transports.settings import IotEdgeSettings, MqttSettings
+
+    env = os.environ if environ is None else environ
+    protocol = None
+    if mqtt_protocol is not None:
+        protocol = {"5": 5, "5.0": 5, "311": 311, "3.1.1": 311}.get(str(mqtt_protocol).strip())
+        if protocol is None:
+            raise SettingsError(f"invalid --mqtt-protocol {mqtt_protocol!r}: use 5 or 3.1.1")
+    flags = {
+        "request_topic": mqtt_topic,
+        "service": mqtt_service,
+        "username": mqtt_username,
+        "password": mqtt_password,
+        "ca_file": mqtt_ca,
+        "cert_file": mqtt_cert,
+        "key_file": mqtt_key,
+        "protocol": protocol,
+    }
+    out: dict[str, Any] = {}
+    for name in ("ca_file", "cert_file", "key_file"):
+        if flags[name] is not None and not os.path.isfile(flags[name]):
+            raise SettingsError(f"--mqtt-{name.split('_')[0]} {flags[name]}: no such file")
+    url = mqtt or env.get("EDGEPACK_MQTT_URL")
+    if not url and any(v is not None for k, v in flags.items() if k != "service"):
+        raise SettingsError("the --mqtt-* options need --mqtt mqtt[s]://HOST:PORT (or EDGEPACK_MQTT_URL)")
+    if url and (mqtt or any(v is not None for v in flags.values())):
+        out["mqtt"] = MqttSettings.from_env(env, url=url, **flags)
+    if iotedge:
+        out["iotedge"] = IotEdgeSettings.from_env(env)
+    return out
+
+
 def export_environment(settings: Settings) -> None:
     """Set the Azure ML variables entry scripts read (``Model.get_model_path`` needs ``AZUREML_MODEL_DIR``)."""
     if settings.model_dir:
@@ -119,6 +167,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--token-auth", action="store_true", default=None, help="token auth [EDGEPACK_TOKEN_SECRET]")
     p.add_argument("--access-log", action="store_true", default=None, help="log every request")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING... [AZUREML_LOG_LEVEL]")
+    p.add_argument("--mqtt", metavar="URL", help="also score over MQTT: mqtt[s]://HOST:PORT [EDGEPACK_MQTT_URL]")
+    p.add_argument("--mqtt-topic", help="request topic filter [edgepack/<service>/score/request/#]")
+    p.add_argument("--mqtt-service", help="<service> in the MQTT topics [EDGEPACK_MQTT_SERVICE, SERVICE_NAME]")
+    p.add_argument("--mqtt-username", help="[EDGEPACK_MQTT_USERNAME]")
+    p.add_argument("--mqtt-password", help="prefer EDGEPACK_MQTT_PASSWORD: flags show in ps")
+    p.add_argument("--mqtt-ca", help="CA file for mqtts:// [EDGEPACK_MQTT_CA_FILE]")
+    p.add_argument("--mqtt-cert", help="client certificate (PEM) [EDGEPACK_MQTT_CERT_FILE]")
+    p.add_argument("--mqtt-key", help="its key (PEM) [EDGEPACK_MQTT_KEY_FILE]")
+    p.add_argument("--mqtt-protocol", help="5 or 3.1.1 [EDGEPACK_MQTT_PROTOCOL; 5]")
+    p.add_argument(
+        "--iotedge", action="store_true", default=None, help="also score on the IoT Edge hub [EDGEPACK_IOTEDGE]"
+    )
     return p
 
 
@@ -148,6 +208,12 @@ def settings_from_args(args: argparse.Namespace, environ: Any = None) -> Setting
     }
     if args.cors_origin:
         overrides["cors_origins"] = tuple(args.cors_origin)
+    overrides.update(
+        transport_overrides(
+            environ=environ,
+            **{k: v for k, v in vars(args).items() if k.startswith("mqtt") or k == "iotedge"},
+        )
+    )
     if overrides.get("log_level"):
         overrides["log_level"] = overrides["log_level"].upper()
     return Settings.from_env(environ, **overrides)

@@ -1,6 +1,8 @@
 """Prometheus metrics as plain counters: no locks, no per-request allocation beyond a dict update.
 
-Every mutation happens on the event-loop thread of one worker process. With several workers each
+Every mutation happens on the event-loop thread of one worker process, but for the counters of the
+transports beside HTTP (MQTT, the IoT Edge hub): each has a :meth:`Metrics.attach`-ed object of its
+own that only its thread writes, folded into the worker's snapshot when it is taken. With several workers each
 one publishes a JSON snapshot of its counters into its own slot of a shared memory map (about once
 a second and whenever it renders ``/metrics``); ``/metrics`` sums the slots, so a scrape that lands
 on any worker sees the whole server (other workers' numbers at most ~1 s old).
@@ -55,7 +57,14 @@ class Metrics:
         self.ready = False
         self.load_failed = False
         self.started = time.time()
+        self.side: list[Metrics] = []
         self._nb = len(LATENCY_BUCKETS)
+
+    def attach(self) -> Metrics:
+        """Counters for another thread (a transport): written only there, shown with this worker's."""
+        side = Metrics(self.worker)
+        self.side.append(side)
+        return side
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         key = (route, method, status)
@@ -76,10 +85,17 @@ class Metrics:
 
     # -- snapshots and rendering ------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
+        counts, hist = self.counts, self.hist
+        if self.side:
+            counts, hist = dict(counts), {k: list(v) for k, v in hist.items()}
+            for side in self.side:  # dict() and list() copy in one step: safe against the writer thread
+                for key, n in dict(side.counts).items():
+                    counts[key] = counts.get(key, 0) + n
+                _merge_hist(hist, dict(side.hist))
         return {
             "worker": self.worker,
-            "counts": [[r, m, s, n] for (r, m, s), n in self.counts.items()],
-            "hist": self.hist,
+            "counts": [[r, m, s, n] for (r, m, s), n in counts.items()],
+            "hist": hist,
             "batch_hist": self.batch_hist,
             "in_flight": self.in_flight,
             "timeouts": self.timeouts,
@@ -158,7 +174,7 @@ def render(snapshots: list[dict[str, Any]]) -> bytes:
         timeouts += snap["timeouts"]
 
     out = [
-        "# HELP edgepack_requests_total HTTP requests answered, by route, method and status code.",
+        "# HELP edgepack_requests_total Requests answered (HTTP, and routes mqtt/iotedge), by route, method, status.",
         "# TYPE edgepack_requests_total counter",
     ]
     for (r, m, s), n in sorted(counts.items()):

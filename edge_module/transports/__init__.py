@@ -9,12 +9,12 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "MqttSettings": "mqtt",
+    "MqttSettings": "settings",
     "MqttTransport": "mqtt",
     "mqtt_request": "mqtt",
     "Spool": "spool",
     "SpoolFull": "spool",
-    "IotEdgeSettings": "iotedge",
+    "IotEdgeSettings": "settings",
     "IotEdgeTransport": "iotedge",
 }
 

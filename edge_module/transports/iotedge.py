@@ -59,14 +59,13 @@ import contextlib
 import copy
 import logging
 import math
-import os
 import queue
 import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -74,11 +73,11 @@ import numpy as np
 import orjson
 
 from edge_module.runtime import Request, Response, ScoringApp, ScoringError
-from edge_module.settings import SettingsError, parse_size
+from edge_module.transports.batch_scoring import score_requests
+from edge_module.transports.settings import IotEdgeSettings
 
 log = logging.getLogger("edgepack.iotedge")
 
-HUB_MESSAGE_LIMIT = 256 * 1024  # IoT Hub's (and the SDK's) limit for one message
 _ERROR_TEXT_LIMIT = 4096
 _RESERVED_PROPERTIES = ("max_score", "above_threshold", "error_status")
 
@@ -87,82 +86,6 @@ Reconfigure = Callable[[dict[str, Any]], ScoringApp | None]
 with ``{"model_version": value}`` (``None`` when the property was removed) each time it changes.
 It returns a loaded app to score with from then on, or ``None`` when it changed the current app in
 place. When it raises, the current app keeps scoring and the error is reported (``error``)."""
-
-
-@dataclass(frozen=True)
-class IotEdgeSettings:
-    """The hub transport's settings (``from_env`` reads ``EDGEPACK_IOTEDGE_*``)."""
-
-    input_name: str = "input1"
-    output_name: str = "output1"
-    error_output: str = "error"
-    max_message_bytes: int = HUB_MESSAGE_LIMIT
-    connection_string: str | None = field(default=None, repr=False)  # None: create_from_edge_environment()
-    server_verification_cert: str | None = field(default=None, repr=False)  # PEM text; connection strings only
-    max_batch_size: int = 1  # the default before the twin says otherwise
-    send_threads: int = 1
-    report_interval: float = 30.0  # seconds between reports of the counts
-    retry_interval: float = 2.0  # seconds between attempts while edgeHub is unreachable
-
-    def __post_init__(self) -> None:
-        for name in ("input_name", "output_name", "error_output"):
-            if not getattr(self, name) or "/" in getattr(self, name):
-                raise SettingsError(f"invalid IoT Edge {name} {getattr(self, name)!r}: a non-empty name without '/'")
-        if not 0 < self.max_message_bytes <= HUB_MESSAGE_LIMIT:
-            raise SettingsError(f"max_message_bytes must be 1..{HUB_MESSAGE_LIMIT} (the hub's limit)")
-        for name in ("max_batch_size", "send_threads"):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{name} must be at least 1")
-        if self.report_interval <= 0 or self.retry_interval <= 0:
-            raise SettingsError("report_interval and retry_interval must be positive")
-        if self.server_verification_cert and not self.connection_string:
-            raise SettingsError(
-                "server_verification_cert needs a connection string; in a module the CA comes from the workload API"
-            )
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> IotEdgeSettings:
-        """Settings from the environment; ``overrides`` (e.g. CLI flags) win.
-
-        ``EDGEPACK_IOTEDGE_INPUT``, ``_OUTPUT``, ``_ERROR_OUTPUT``, ``_MAX_MESSAGE_SIZE`` (bytes or
-        ``256KiB``), ``_CONNECTION_STRING``, ``_CA_FILE`` (PEM file), ``_MAX_BATCH_SIZE``,
-        ``_SEND_THREADS``, ``_REPORT_INTERVAL`` (s), ``_RETRY_INTERVAL`` (s)."""
-        env = environ if environ is not None else os.environ
-        values: dict[str, Any] = {}
-
-        def number(var: str, kind: type) -> Any:
-            try:
-                return kind(env[var])
-            except ValueError:
-                raise SettingsError(f"invalid {var} {env[var]!r}: expected a number") from None
-
-        plain = {"INPUT": "input_name", "OUTPUT": "output_name", "ERROR_OUTPUT": "error_output"}
-        for suffix, name in plain.items():
-            if env.get(f"EDGEPACK_IOTEDGE_{suffix}"):
-                values[name] = env[f"EDGEPACK_IOTEDGE_{suffix}"]
-        if env.get("EDGEPACK_IOTEDGE_MAX_MESSAGE_SIZE"):
-            values["max_message_bytes"] = parse_size(
-                env["EDGEPACK_IOTEDGE_MAX_MESSAGE_SIZE"], "EDGEPACK_IOTEDGE_MAX_MESSAGE_SIZE"
-            )
-        if env.get("EDGEPACK_IOTEDGE_CONNECTION_STRING"):
-            values["connection_string"] = env["EDGEPACK_IOTEDGE_CONNECTION_STRING"]
-        if env.get("EDGEPACK_IOTEDGE_CA_FILE"):
-            try:
-                with open(env["EDGEPACK_IOTEDGE_CA_FILE"], encoding="utf-8") as f:
-                    values["server_verification_cert"] = f.read()
-            except OSError as exc:
-                raise SettingsError(f"cannot read EDGEPACK_IOTEDGE_CA_FILE: {exc}") from None
-        numbers = {
-            "MAX_BATCH_SIZE": ("max_batch_size", int),
-            "SEND_THREADS": ("send_threads", int),
-            "REPORT_INTERVAL": ("report_interval", float),
-            "RETRY_INTERVAL": ("retry_interval", float),
-        }
-        for suffix, (name, kind) in numbers.items():
-            if env.get(f"EDGEPACK_IOTEDGE_{suffix}"):
-                values[name] = number(f"EDGEPACK_IOTEDGE_{suffix}", kind)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -195,6 +118,7 @@ class _Outgoing:
     output: str
     is_error: bool = False
     source: Any = None  # the input message, to answer with an error if this one cannot be sent
+    status: int = 200  # what the message came to (metrics)
 
 
 def _now() -> str:
@@ -258,8 +182,13 @@ class IotEdgeTransport:
         reconfigure: Reconfigure | None = None,
         *,
         load: bool = True,
+        load_error: str | None = None,
+        metrics: Any = None,
     ):
         self.app = app
+        self.metrics = metrics
+        self._preset_error = load_error
+        self._statuses: list[int] = []  # of the batch just handled, for metrics
         self.settings = settings or IotEdgeSettings()
         self.reconfigure = reconfigure
         self.tuning = Tuning(max_batch_size=self.settings.max_batch_size)
@@ -530,12 +459,25 @@ class IotEdgeTransport:
                     control = nxt
                     break
                 batch.append(nxt)
+            started = time.perf_counter()
             for out in self._handle(batch):
                 self._outbox.put(out)
+            self._observe(time.perf_counter() - started)
             if control is not None:
                 self._apply_desired(control)
 
+    def _observe(self, seconds: float) -> None:
+        statuses, self._statuses = self._statuses, []
+        if self.metrics is not None:
+            for status in statuses:
+                self.metrics.observe("iotedge", "MESSAGE", status, seconds)
+
     def _load_app(self) -> None:
+        if self._preset_error is not None:  # the host's load() failed (e.g. the HTTP server beside us)
+            self._load_error = RuntimeError(self._preset_error)
+            self.report({"status": "failed", "error": self._preset_error})
+            self._loaded.set()
+            return
         try:
             if self._load:
                 self.app.load()
@@ -552,22 +494,22 @@ class IotEdgeTransport:
         return {_twin_key(m.name): {"version": m.version} for m in self.app.models()}
 
     def _handle(self, batch: list[Any]) -> list[_Outgoing]:
-        """The answers to ``batch``, in order (``None`` entries are filtered out)."""
+        """The answers to ``batch``, in order (results under the threshold that are dropped: none)."""
         results: list[_Outgoing | None] = [None] * len(batch)
-        requests: list[tuple[int, Any, Request]] = []
+        pending: list[tuple[int, Any, Request]] = []
         for i, message in enumerate(batch):
             checked = self._check(message)
             if isinstance(checked, Request):
-                requests.append((i, message, checked))
+                pending.append((i, message, checked))
             else:
                 results[i] = checked
-        batchable = len(requests) > 1 and hasattr(self.app, "parse") and hasattr(self.app, "respond")
-        if batchable:
-            for i, answer in self._score_batch(requests).items():
-                results[i] = answer
-        else:
-            for i, message, request in requests:
-                results[i] = self._score_one(message, request)
+        outcomes = score_requests(self.app, [request for _, _, request in pending])
+        for (i, message, _), outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, ScoringError):
+                results[i] = self._error(message, outcome.status, str(outcome))
+            else:
+                results[i] = self._result(message, outcome)
+        self._statuses = [200 if r is None else r.status for r in results]  # None: dropped below the threshold
         return [r for r in results if r is not None]
 
     def _check(self, message: Any) -> Request | _Outgoing:
@@ -586,70 +528,6 @@ class IotEdgeTransport:
             return self._error(message, 503, f"the model failed to load: {self._load_error}")
         headers = {str(k).lower(): "" if v is None else str(v) for k, v in (message.custom_properties or {}).items()}
         return Request(body, message.content_type or "application/json", headers=headers)
-
-    def _score_one(self, message: Any, request: Request) -> _Outgoing | None:
-        try:
-            response = self.app.score(request)
-        except ScoringError as exc:
-            return self._error(message, exc.status, str(exc))
-        except Exception as exc:
-            log.exception("scoring a message failed")
-            return self._error(message, 500, f"{type(exc).__name__}: {exc}")
-        return self._result(message, response)
-
-    def _score_batch(self, requests: list[tuple[int, Any, Request]]) -> dict[int, _Outgoing | None]:
-        """Score messages for the same model and input shapes in one run (ONNX apps: parse/run/respond)."""
-        out: dict[int, _Outgoing | None] = {}
-        groups: dict[tuple, list[tuple[int, Any, dict[str, np.ndarray], int]]] = {}
-        runtimes: dict[int, Any] = {}
-        for i, message, request in requests:
-            try:
-                runtime, feeds = self.app.parse(request)  # type: ignore[attr-defined]
-            except ScoringError as exc:
-                out[i] = self._error(message, exc.status, str(exc))
-                continue
-            except Exception as exc:
-                out[i] = self._error(message, 500, f"{type(exc).__name__}: {exc}")
-                continue
-            rows = {a.shape[0] if a.ndim else -1 for a in feeds.values()}
-            key: tuple = (id(runtime), tuple((n, a.dtype.str, a.shape[1:]) for n, a in feeds.items()))
-            if len(rows) != 1 or -1 in rows:
-                key = (id(runtime), i)  # not batchable: a group of its own
-            runtimes[id(runtime)] = runtime
-            groups.setdefault(key, []).append((i, message, feeds, rows.pop() if len(rows) == 1 else 0))
-        for key, members in groups.items():
-            runtime = runtimes[key[0]]
-            parts = self._run_group(runtime, members) if len(members) > 1 else None
-            for j, (i, message, feeds, _) in enumerate(members):
-                if parts is not None:
-                    out[i] = self._result(message, self.app.respond(runtime, parts[j]))  # type: ignore[attr-defined]
-                    continue
-                try:
-                    outputs = runtime.run(feeds)
-                    out[i] = self._result(message, self.app.respond(runtime, outputs))  # type: ignore[attr-defined]
-                except ScoringError as exc:
-                    out[i] = self._error(message, exc.status, str(exc))
-                except Exception as exc:
-                    out[i] = self._error(message, 500, f"{type(exc).__name__}: {exc}")
-        return out
-
-    @staticmethod
-    def _run_group(runtime: Any, members: list[tuple[int, Any, dict[str, np.ndarray], int]]) -> list[list[Any]] | None:
-        """One run over the concatenated feeds, cut back per message; None to score them one by one."""
-        names = list(members[0][2])
-        try:
-            merged = {n: np.concatenate([m[2][n] for m in members], axis=0) for n in names}
-            outputs = runtime.run(merged)
-        except Exception:
-            return None  # e.g. one message's values make the run fail: score each alone to find it
-        total = sum(m[3] for m in members)
-        if any(not isinstance(o, np.ndarray) or o.ndim == 0 or o.shape[0] != total for o in outputs):
-            return None
-        parts, start = [], 0
-        for m in members:
-            parts.append([o[start : start + m[3]] for o in outputs])
-            start += m[3]
-        return parts
 
     def _result(self, message: Any, response: Response) -> _Outgoing | None:
         body = response.body.encode("utf-8") if isinstance(response.body, str) else bytes(response.body)
@@ -695,8 +573,9 @@ class IotEdgeTransport:
             self._reported["last_error"] = {"message": text, "status": status, "correlation_id": cid, "at": _now()}
         log.info("message %s on %r: error %d: %s", cid, message.input_name, status, text)
         props = {**self._properties(message), "error_status": str(status)}
+        body = orjson.dumps(doc)
         return _Outgoing(
-            self._message(message, orjson.dumps(doc), "application/json", props), self.settings.error_output, True
+            self._message(message, body, "application/json", props), self.settings.error_output, True, status=status
         )
 
     @staticmethod

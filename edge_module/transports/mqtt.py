@@ -46,27 +46,26 @@ excess is dropped silently) and ``max_inflight_messages`` (default 20: caps thro
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import os
 import queue
 import re
+import select
 import socket
-import tempfile
 import threading
 import time
 import uuid
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
-import numpy as np
 import orjson
 
 from edge_module.runtime import BadInputError, Request, Response, ScoringApp, ScoringError
-from edge_module.settings import SettingsError, parse_size
 from edge_module.transports import paho_compat as pc
+from edge_module.transports.batch_scoring import score_requests, unexpected
+from edge_module.transports.settings import MqttSettings
 from edge_module.transports.spool import Record, Spool, SpoolFull
 
 log = logging.getLogger("edgepack.mqtt")
@@ -74,128 +73,6 @@ log = logging.getLogger("edgepack.mqtt")
 _V2_HINT = re.compile(rb'"inputs"\s*:\s*\[')
 _ERROR_TEXT_LIMIT = 4096
 _TOPIC_UNSAFE = str.maketrans({"+": "_", "#": "_", "\0": "_"})
-
-
-@dataclass(frozen=True)
-class MqttSettings:
-    """The MQTT transport's settings (``from_env`` reads ``EDGEPACK_MQTT_*``)."""
-
-    url: str = "mqtt://127.0.0.1:1883"  # mqtt://host:port or mqtts://host:port (TLS)
-    service: str = "default"
-    client_id: str | None = None  # None: edgepack-<service>-<hostname> (stable: the session is kept by id)
-    request_topic: str = "edgepack/{service}/score/request/#"
-    response_topic: str = "edgepack/{service}/score/response/{id}"
-    error_topic: str = "edgepack/{service}/score/error/{id}"
-    qos: int = 1
-    protocol: int = 5  # 5 or 311
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    session_expiry: int = 86_400  # s the broker keeps the session (MQTT 5)
-    keepalive: int = 30
-    max_batch: int = 32
-    max_wait_ms: float = 0.0
-    max_inflight: int = 200  # replies published and not acknowledged yet
-    spool_dir: str | None = None  # None: <tmp>/edgepack-mqtt/<client id>
-    spool_max: int = 100_000  # replies waiting for the broker
-    spool_max_bytes: int = 256 * 2**20
-    spool_fsync: bool = False
-    dedupe_window: int = 10_000  # request ids remembered to recognise redeliveries
-    max_payload: int = 2**20  # bytes; larger requests get a 413 error reply
-    reconnect_min: float = 0.5
-    reconnect_max: float = 30.0
-
-    def __post_init__(self) -> None:
-        self.address  # noqa: B018 - validates the URL
-        if self.protocol not in (5, 311):
-            raise SettingsError(f"invalid MQTT protocol {self.protocol!r}: use 5 or 311 (3.1.1)")
-        if self.qos not in (0, 1):
-            raise SettingsError(f"invalid MQTT qos {self.qos!r}: use 1 (or 0 to allow losses)")
-        if not self.request_topic or "{id}" in self.request_topic:
-            raise SettingsError(f"invalid request topic {self.request_topic!r}")
-        for name in ("response_topic", "error_topic"):
-            value = getattr(self, name)
-            if not value or "+" in value or "#" in value:
-                raise SettingsError(f"invalid {name} {value!r}: a topic (with {{id}}, {{service}}) without wildcards")
-        for name in ("max_batch", "max_inflight", "spool_max", "dedupe_window", "max_payload", "keepalive"):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"MQTT {name} must be at least 1, got {getattr(self, name)!r}")
-        if self.max_wait_ms < 0 or self.session_expiry < 0 or not 0 < self.reconnect_min <= self.reconnect_max:
-            raise SettingsError("max_wait_ms and session_expiry must be >= 0, and 0 < reconnect_min <= reconnect_max")
-        if (self.cert_file is None) != (self.key_file is None):
-            raise SettingsError("give both an MQTT client certificate and its key, or neither")
-        if self.password is not None and self.username is None:
-            raise SettingsError("an MQTT password needs a username")
-
-    @property
-    def address(self) -> tuple[str, int, bool]:
-        """(host, port, tls) from ``url``."""
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-            raise SettingsError(f"invalid MQTT url {self.url!r}: use mqtt://host:port or mqtts://host:port")
-        tls = parts.scheme in ("mqtts", "ssl")
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError:
-            raise SettingsError(f"invalid port in MQTT url {self.url!r}") from None
-        return parts.hostname, port, tls or self.ca_file is not None
-
-    def topic(self, template: str) -> str:
-        return template.replace("{service}", self.service)
-
-    @property
-    def effective_client_id(self) -> str:
-        return self.client_id or f"edgepack-{self.service}-{socket.gethostname()}"[:64]
-
-    @property
-    def effective_spool_dir(self) -> str:
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.effective_client_id)
-        return self.spool_dir or os.path.join(tempfile.gettempdir(), "edgepack-mqtt", safe)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> MqttSettings:
-        """Settings from ``EDGEPACK_MQTT_<NAME>`` (the field name upper-cased: ``EDGEPACK_MQTT_URL``,
-        ``..._MAX_BATCH``, ``..._CA_FILE``...; sizes accept ``1MiB``; ``SERVICE_NAME`` is the service's
-        fallback); ``overrides`` (e.g. CLI flags) win when not None."""
-        env = environ if environ is not None else os.environ
-        values: dict[str, Any] = {}
-        if env.get("SERVICE_NAME"):
-            values["service"] = env["SERVICE_NAME"]
-        for f in cls.__dataclass_fields__.values():
-            var = f"EDGEPACK_MQTT_{f.name.upper()}"
-            raw = env.get(var)
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _convert(f.name, raw, var)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-
-_INTS = {"qos", "session_expiry", "keepalive", "max_batch", "max_inflight", "spool_max", "dedupe_window"}
-_FLOATS = {"max_wait_ms", "reconnect_min", "reconnect_max"}
-
-
-def _convert(name: str, raw: str, var: str) -> Any:
-    if name in ("max_payload", "spool_max_bytes"):
-        return parse_size(raw, var)
-    if name == "protocol":
-        value = {"5": 5, "5.0": 5, "311": 311, "3.1.1": 311, "4": 311}.get(raw.strip())
-        if value is None:
-            raise SettingsError(f"invalid {var} {raw!r}: use 5 or 3.1.1")
-        return value
-    if name == "spool_fsync":
-        if raw.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            raise SettingsError(f"invalid {var} {raw!r}: use true or false")
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    kind = int if name in _INTS else float if name in _FLOATS else None
-    if kind is None:
-        return raw
-    try:
-        return kind(raw)
-    except ValueError:
-        raise SettingsError(f"invalid {var} {raw!r}: expected a number") from None
 
 
 @dataclass
@@ -213,31 +90,40 @@ class _Incoming:
     echo: bool = True  # echo the id in the JSON (no MQTT 5 response topic)
 
 
-_WAKE = object()
-
-
 class MqttTransport:
     """Serves ``app`` over MQTT. ``start()`` returns at once (connecting goes on in the background).
 
-    ``load=True``: the worker calls ``app.load()`` first and subscribes only then (requests wait at
+    One thread does everything: it drives paho through its external-loop API (``loop_read``,
+    ``loop_write``, ``loop_misc`` around one ``select``), scores what each read brought in and
+    publishes the replies, so no message crosses a thread and no lock is taken per message.
+
+    ``load=True``: that thread calls ``app.load()`` first and connects only then (requests wait at
     the broker); ``False``: the caller has loaded the app (e.g. the HTTP server in the same process).
+    ``load_error``: the caller's ``load()`` failed with this error; requests get it in a 503 reply.
     ``metrics``: any object with ``observe(route, method, status, seconds)``, called per request from
-    the worker thread with route ``"mqtt"``."""
+    the transport's thread with route ``"mqtt"``."""
 
     def __init__(
-        self, app: ScoringApp, settings: MqttSettings | None = None, metrics: Any = None, *, load: bool = True
+        self,
+        app: ScoringApp,
+        settings: MqttSettings | None = None,
+        metrics: Any = None,
+        *,
+        load: bool = True,
+        load_error: str | None = None,
     ):
         self.app = app
         self.settings = s = settings or MqttSettings()
         self.metrics = metrics
-        self._load = load
+        self._load = load and load_error is None
+        self._statuses: list[int] = []  # what each request of the batch being handled came to (metrics)
         self._filter = s.topic(s.request_topic)
         self._filter_levels = self._filter.split("/")
         self._response_template = s.topic(s.response_topic)
         self._error_template = s.topic(s.error_topic)
         self._v5 = s.protocol == 5
-        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._acks: deque[int] = deque()
+        self._received: list[Any] = []  # paho messages read and not handled yet
+        self._acks: list[int] = []  # mids paho reported acknowledged
         self._inflight: dict[int, int] = {}  # paho mid -> spool seq
         self._resending = False  # after a reconnect: wait for paho's re-sends before new replies
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
@@ -245,13 +131,17 @@ class MqttTransport:
             ("received", "scored", "errors", "duplicates", "published", "batches", "connects", "disconnects"), 0
         )
         self._max_batch_seen = 0
-        self._sleeping = False
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._stopping = threading.Event()
         self._abandon = threading.Event()
-        self._load_error: str | None = None
+        self._load_error: str | None = load_error  # the host's load() failed: every request gets a 503
         self._v2_tables: dict[int, Any] = {}
+        self._attempts = 0  # failed connection attempts in a row
+        self._next_attempt = 0.0  # monotonic time of the next one
+        self._outage_logged = False
+        self._wake_r: socket.socket | None = None
+        self._wake_w: socket.socket | None = None
         self.spool: Spool | None = None
         self.client: Any = None
         self._worker: threading.Thread | None = None
@@ -267,7 +157,10 @@ class MqttTransport:
         if len(self.spool):
             log.info("%d replies from an earlier run wait in the spool; they go out once connected", len(self.spool))
         self.client = self._create_client()
-        self._worker = threading.Thread(target=self._run, name="edgepack-mqtt-worker", daemon=True)
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+        self._worker = threading.Thread(target=self._run, name="edgepack-mqtt", daemon=True)
         self._worker.start()
         return self
 
@@ -280,30 +173,33 @@ class MqttTransport:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def request_filter(self) -> str:
+        """The topic filter requests are read from."""
+        return self._filter
+
     def stop(self, timeout: float = 10.0) -> None:
         """Score what was received and send the spool (up to ``timeout`` s), then disconnect. Replies
         still unsent stay in the spool for the next start."""
         if self._worker is None:
             return
-        deadline = time.monotonic() + timeout
         self._stopping.set()
         self._wake()
-        self._worker.join(max(0.0, deadline - time.monotonic()))
+        self._worker.join(timeout)
         if self._worker.is_alive():
             self._abandon.set()
             self._wake()
             self._worker.join(5)
-        left = self._inbox.qsize()
+        left = len(self._received)
         if left:
             log.error("stopping with %d request(s) not scored: the stop timeout of %.1f s ran out", left, timeout)
-        try:
-            self.client.disconnect()
-        finally:
-            self.client.loop_stop()
         if self.spool is not None:
             if len(self.spool):
                 log.warning("%d replies stay in the spool %s for the next start", len(self.spool), self.spool.directory)
             self.spool.close()
+        for sock in (self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
         self._worker = None
 
     def __enter__(self) -> MqttTransport:
@@ -318,7 +214,7 @@ class MqttTransport:
         spool = self.spool
         return {
             **self._counts,
-            "queued": self._inbox.qsize(),
+            "queued": len(self._received),
             "spooled": len(spool) if spool is not None else 0,
             "inflight": len(self._inflight),
             "connected": self.connected,
@@ -335,23 +231,18 @@ class MqttTransport:
             client.username_pw_set(s.username, s.password)
         client.max_inflight_messages_set(s.max_inflight)
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(s.reconnect_min, s.reconnect_max)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
         client.on_publish = self._on_publish
-        return client
-
-    def _connect(self) -> None:
-        s = self.settings
         host, port, _ = s.address
-        if self._v5:
+        if self._v5:  # only sets the parameters: every attempt is a reconnect()
             props = pc.connect_properties(s.session_expiry)
-            self.client.connect_async(host, port, s.keepalive, clean_start=False, properties=props)
+            client.connect_async(host, port, s.keepalive, clean_start=False, properties=props)
         else:
-            self.client.connect_async(host, port, s.keepalive)
-        self.client.loop_start()
+            client.connect_async(host, port, s.keepalive)
+        return client
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, *props: Any) -> None:
         code = pc.reason_value(rc)
@@ -359,13 +250,14 @@ class MqttTransport:
             log.warning("the broker %s refused the connection: %s", self.settings.url, pc.error_string(rc))
             return
         self._counts["connects"] += 1
+        self._attempts = 0
+        self._outage_logged = False
         present = flags.get("session present") if isinstance(flags, dict) else getattr(flags, "session_present", None)
         log.info("connected to %s (session present: %s)", self.settings.url, bool(present))
         if self._inflight:
             self._resending = True
         client.subscribe(self._filter, qos=self.settings.qos)
         self._connected.set()
-        self._wake()
 
     def _on_subscribe(self, client: Any, userdata: Any, mid: int, granted: Any, *props: Any) -> None:
         codes = [pc.reason_value(g) for g in (granted if isinstance(granted, list | tuple) else [granted])]
@@ -378,21 +270,21 @@ class MqttTransport:
         self._connected.clear()
         self._subscribed.clear()
         self._counts["disconnects"] += 1
+        self._schedule_reconnect()
         if not self._stopping.is_set():
             log.warning("disconnected from %s (%s): reconnecting", self.settings.url, pc.error_string(rc))
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
-        self._inbox.put(msg)
+        self._received.append(msg)
 
-    def _on_publish(self, client: Any, userdata: Any, mid: int) -> None:
+    def _on_publish(self, client: Any, userdata: Any, mid: int, *rest: Any) -> None:
         self._acks.append(mid)
-        if self._sleeping:
-            self._wake()
 
     def _wake(self) -> None:
-        self._inbox.put(_WAKE)
+        with contextlib.suppress(OSError, AttributeError):  # full (a wake-up is pending anyway), closed, unstarted
+            self._wake_w.send(b"\0")  # type: ignore[union-attr]
 
-    # worker -----------------------------------------------------------------------------------
+    # the loop ---------------------------------------------------------------------------------
     def _run(self) -> None:
         if self._load:
             try:
@@ -400,59 +292,114 @@ class MqttTransport:
             except Exception as exc:
                 log.exception("load() failed; requests get an error reply until the service is fixed")
                 self._load_error = f"{type(exc).__name__}: {exc}"
-        self._connect()
         spool = self.spool
         assert spool is not None
         blocked: list[Record] = []  # replies waiting for room in the spool: no scoring meanwhile
-        while not self._abandon.is_set():
-            self._settle_acks()
-            blocked = self._store(blocked)
-            self._pump()
-            stopping = self._stopping.is_set() and self._inbox.empty() and not blocked
-            if stopping and (not len(spool) or not self.connected):
-                break
-            if blocked:
-                time.sleep(0.005)
-                continue
-            batch = self._collect(0.005 if self.connected and spool.pending else 0.2)
-            if batch:
-                started = time.perf_counter()
-                blocked = self._store(self._handle(batch))
-                self._observe(batch, time.perf_counter() - started)
-
-    def _collect(self, idle: float) -> list[Any]:
-        """A micro-batch of received messages (empty after ``idle`` s without any)."""
-        s = self.settings
-        self._sleeping = True
         try:
-            item = self._inbox.get(timeout=idle)
-        except queue.Empty:
-            return []
-        finally:
-            self._sleeping = False
-        batch = [] if item is _WAKE else [item]
-        deadline = None
-        while len(batch) < s.max_batch:
-            try:
-                item = self._inbox.get_nowait()
-            except queue.Empty:
-                if not batch or s.max_wait_ms <= 0:
+            while not self._abandon.is_set():
+                if self.client.socket() is None:
+                    if self._stopping.is_set():
+                        break  # not connected: what is spooled stays for the next start
+                    self._try_connect()
+                    continue
+                self._settle_acks()
+                blocked = self._store(blocked)
+                self._pump()
+                if self._stopping.is_set() and not self._received and not blocked and not len(spool):
                     break
-                if deadline is None:
-                    deadline = time.monotonic() + s.max_wait_ms / 1000.0
+                if blocked:
+                    self._io(0.005)  # acknowledgements make room
+                    continue
+                batch = self._gather(0.2)
+                while batch:
+                    chunk, batch = batch[: self.settings.max_batch], batch[self.settings.max_batch :]
+                    started = time.perf_counter()
+                    blocked = self._store(self._handle(chunk))
+                    self._observe(chunk, time.perf_counter() - started)
+                    if blocked:
+                        self._received[:0] = batch  # scored later, in order, once the spool has room
+                        break
+        finally:
+            self._disconnect()
+
+    def _io(self, timeout: float) -> None:
+        """One round of network work: wait up to ``timeout`` s for the socket (or a wake-up), read
+        what is there (messages land in ``_received``, acknowledgements in ``_acks``), write what is queued."""
+        client = self.client
+        sock = client.socket()
+        if sock is None:
+            return
+        pending = getattr(sock, "pending", None)  # TLS: bytes already decrypted wait in the SSL object
+        if pending is not None and pending() > 0:
+            timeout = 0.0
+        try:
+            readable, writable, _ = select.select(
+                [sock, self._wake_r], [sock] if client.want_write() else [], [], timeout
+            )
+        except (OSError, ValueError):  # the socket was closed under us: paho notices below
+            readable, writable = [sock], []
+        if self._wake_r in readable:
+            with contextlib.suppress(OSError):
+                self._wake_r.recv(4096)
+        if sock in readable or (pending is not None and pending() > 0):
+            client.loop_read()
+        if client.socket() is not None and (writable or client.want_write()):
+            client.loop_write()
+        if client.socket() is not None:
+            client.loop_misc()
+
+    def _gather(self, idle: float) -> list[Any]:
+        """Messages to score: what one read brought in (waiting up to ``idle`` s for any), and with
+        ``max_wait_ms`` > 0 what more arrives within that time, up to ``max_batch``."""
+        s = self.settings
+        if not self._received:
+            self._io(idle)
+        if self._received and s.max_wait_ms > 0 and len(self._received) < s.max_batch:
+            deadline = time.monotonic() + s.max_wait_ms / 1000.0
+            while len(self._received) < s.max_batch and self.client.socket() is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                try:
-                    item = self._inbox.get(timeout=remaining)
-                except queue.Empty:
-                    break
-            if item is not _WAKE:
-                batch.append(item)
+                self._io(remaining)
+        batch = self._received.copy()
+        self._received.clear()
         return batch
 
+    def _try_connect(self) -> None:
+        """Connect when the backoff allows (else wait for it, or for a wake-up)."""
+        wait = self._next_attempt - time.monotonic()
+        if wait > 0:
+            with contextlib.suppress(OSError, ValueError):
+                select.select([self._wake_r], [], [], min(wait, 0.5))
+            return
+        try:
+            self.client.reconnect()
+        except Exception as exc:  # OSError (refused, unreachable, TLS), socket.gaierror, ...
+            if not self._outage_logged:
+                log.warning("cannot connect to %s (%s): retrying with backoff", self.settings.url, exc)
+                self._outage_logged = True
+            self._schedule_reconnect()
+
+    def _schedule_reconnect(self) -> None:
+        s = self.settings
+        delay = min(s.reconnect_max, s.reconnect_min * 2 ** min(self._attempts, 16))
+        self._attempts += 1
+        self._next_attempt = time.monotonic() + delay
+
+    def _disconnect(self) -> None:
+        client = self.client
+        if client.socket() is None:
+            return
+        self._stopping.set()
+        client.disconnect()  # queues DISCONNECT; writing it closes the socket
+        deadline = time.monotonic() + 1.0
+        while client.socket() is not None and time.monotonic() < deadline:
+            self._io(0.05)
+        self._connected.clear()
+        self._subscribed.clear()
+
     def _store(self, replies: list[Record]) -> list[Record]:
-        """Append replies to the spool; what does not fit comes back (the worker waits for acks)."""
+        """Append replies to the spool; what does not fit comes back (the loop waits for acks)."""
         if not replies:
             return replies
         spool = self.spool
@@ -469,12 +416,9 @@ class MqttTransport:
     def _settle_acks(self) -> None:
         if not self._acks:
             return
-        seqs = []
+        acks, self._acks = self._acks, []
         inflight = self._inflight
-        while self._acks:
-            seq = inflight.pop(self._acks.popleft(), None)
-            if seq is not None:
-                seqs.append(seq)
+        seqs = [seq for seq in map(inflight.pop, acks, [None] * len(acks)) if seq is not None]
         self._counts["published"] += len(seqs)
         self.spool.ack(seqs)  # type: ignore[union-attr]
         if self._resending and not inflight:
@@ -504,31 +448,32 @@ class MqttTransport:
         self._counts["batches"] += 1
         if n > self._max_batch_seen:
             self._max_batch_seen = n
+        statuses, self._statuses = self._statuses, []
         if self.metrics is not None:
-            for _ in batch:
-                self.metrics.observe("mqtt", "PUBLISH", 200, seconds)
+            for status in statuses:
+                self.metrics.observe("mqtt", "PUBLISH", status, seconds)
 
     # scoring ----------------------------------------------------------------------------------
     def _handle(self, batch: list[Any]) -> list[Record]:
         """Replies (results and errors) for a batch of paho messages, in order."""
         self._counts["received"] += len(batch)
         out: list[list[Record]] = [[] for _ in batch]
-        requests: list[tuple[int, _Incoming, Request]] = []
+        pending: list[tuple[int, _Incoming, Request]] = []
         for i, msg in enumerate(batch):
             inc = self._incoming(msg)
             if inc is None:
                 continue
             checked = self._check(inc)
             if isinstance(checked, Request):
-                requests.append((i, inc, checked))
+                pending.append((i, inc, checked))
             else:
                 out[i] = checked
-        if requests and hasattr(self.app, "parse") and hasattr(self.app, "respond"):
-            for i, replies in self._score_batch(requests).items():
-                out[i] = replies
-        else:
-            for i, inc, request in requests:
-                out[i] = self._score_one(inc, request)
+        outcomes = score_requests(self.app, [request for _, _, request in pending])
+        for (i, inc, _), outcome in zip(pending, outcomes, strict=True):
+            if isinstance(outcome, ScoringError):
+                out[i] = self._error(inc, outcome.status, str(outcome))
+            else:
+                out[i] = self._result(inc, outcome)
         return [r for replies in out for r in replies]
 
     def _incoming(self, msg: Any) -> _Incoming | None:
@@ -611,51 +556,6 @@ class MqttTransport:
                     changed = True
         return orjson.dumps(doc) if changed else body
 
-    def _score_one(self, inc: _Incoming, request: Request) -> list[Record]:
-        try:
-            response = self.app.score(request)
-        except ScoringError as exc:
-            return self._error(inc, exc.status, str(exc))
-        except Exception as exc:
-            log.exception("scoring a request failed")
-            return self._error(inc, 500, f"{type(exc).__name__}: {exc}")
-        return self._result(inc, response)
-
-    def _score_batch(self, requests: list[tuple[int, _Incoming, Request]]) -> dict[int, list[Record]]:
-        """ONNX apps: parse each request, run requests for one model and row shape together."""
-        app: Any = self.app
-        out: dict[int, list[Record]] = {}
-        groups: dict[tuple, list[tuple[int, _Incoming, dict[str, np.ndarray], int]]] = {}
-        runtimes: dict[int, Any] = {}
-        for i, inc, request in requests:
-            try:
-                runtime, feeds = app.parse(request)
-            except ScoringError as exc:
-                out[i] = self._error(inc, exc.status, str(exc))
-                continue
-            except Exception as exc:
-                out[i] = self._error(inc, 500, f"{type(exc).__name__}: {exc}")
-                continue
-            rows = {a.shape[0] if a.ndim else -1 for a in feeds.values()}
-            if len(rows) == 1 and -1 not in rows:
-                key: tuple = (id(runtime), tuple((n, a.dtype.str, a.shape[1:]) for n, a in feeds.items()))
-            else:
-                key = (id(runtime), i)  # not batchable: a group of its own
-            runtimes[id(runtime)] = runtime
-            groups.setdefault(key, []).append((i, inc, feeds, rows.pop() if len(rows) == 1 else 0))
-        for key, members in groups.items():
-            runtime = runtimes[key[0]]
-            parts = _run_group(runtime, members) if len(members) > 1 else None
-            for j, (i, inc, feeds, _) in enumerate(members):
-                try:
-                    outputs = parts[j] if parts is not None else runtime.run(feeds)
-                    out[i] = self._result(inc, app.respond(runtime, outputs))
-                except ScoringError as exc:
-                    out[i] = self._error(inc, exc.status, str(exc))
-                except Exception as exc:
-                    out[i] = self._error(inc, 500, f"{type(exc).__name__}: {exc}")
-        return out
-
     def _score_v2(self, inc: _Incoming, body: bytes) -> list[Record]:
         """A V2 infer request (JSON tensors) against the model named by ``model_name`` (or the only one)."""
         from edge_module.server.v2 import decode_request, encode_response, input_table
@@ -686,9 +586,9 @@ class MqttTransport:
         except ScoringError as exc:
             return self._error(inc, exc.status, str(exc))
         except Exception as exc:
-            log.exception("V2 inference failed")
-            return self._error(inc, 500, f"{type(exc).__name__}: {exc}")
+            return self._error(inc, 500, str(unexpected(exc, "V2 inference")))
         self._counts["scored"] += 1
+        self._statuses.append(200)
         return [self._reply(inc, payload, "application/json")]
 
     # replies ----------------------------------------------------------------------------------
@@ -697,6 +597,7 @@ class MqttTransport:
         if response.status >= 400:
             return self._error(inc, response.status, body.decode("utf-8", "replace"))
         self._counts["scored"] += 1
+        self._statuses.append(200)
         return [self._reply(inc, body, response.content_type)]
 
     def _reply(self, inc: _Incoming, body: bytes, content_type: str | None) -> Record:
@@ -709,6 +610,7 @@ class MqttTransport:
 
     def _error(self, inc: _Incoming, status: int, text: str) -> list[Record]:
         self._counts["errors"] += 1
+        self._statuses.append(status)
         text = text if len(text) <= _ERROR_TEXT_LIMIT else text[:_ERROR_TEXT_LIMIT] + "..."
         log.info("request %s on %r: error %d: %s", inc.id, inc.topic, status, text)
         doc = orjson.dumps({"id": inc.id, "status": status, "error": text, "topic": inc.topic})
@@ -718,24 +620,6 @@ class MqttTransport:
         if inc.response_topic is not None:
             replies.append(Record(inc.response_topic, doc, inc.correlation_data, ctype, user))
         return replies
-
-
-def _run_group(runtime: Any, members: list[tuple[int, _Incoming, dict[str, np.ndarray], int]]) -> list[Any] | None:
-    """One run over the concatenated feeds, cut back per request; None to run them one by one."""
-    names = list(members[0][2])
-    try:
-        merged = {n: np.concatenate([m[2][n] for m in members], axis=0) for n in names}
-        outputs = runtime.run(merged)
-    except Exception:
-        return None  # e.g. one request's values make the run fail: run each alone to find it
-    total = sum(m[3] for m in members)
-    if any(not isinstance(o, np.ndarray) or o.ndim == 0 or o.shape[0] != total for o in outputs):
-        return None
-    parts, start = [], 0
-    for m in members:
-        parts.append([o[start : start + m[3]] for o in outputs])
-        start += m[3]
-    return parts
 
 
 def _text_id(data: bytes) -> str:

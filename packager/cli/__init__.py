@@ -16,6 +16,7 @@ from packager import __version__
 from packager.cli.build import build, build_and_push, package
 from packager.cli.convert import convert
 from packager.cli.model import model
+from packager.cli.mqtt import mqtt
 from packager.cli.output import err_console
 from packager.cli.quantize import quantize
 from packager.cli.serve import score, serve, token
@@ -45,6 +46,7 @@ cli.add_command(quantize)
 cli.add_command(serve)
 cli.add_command(score)
 cli.add_command(token)
+cli.add_command(mqtt)
 cli.add_command(build)
 cli.add_command(build_and_push)
 cli.add_command(package)

@@ -83,6 +83,34 @@ def resolve_models(ctx: click.Context, refs: tuple[str, ...], root: Path) -> str
 @click.option("--max-batch-wait-ms", type=float, help="Longest a request waits for a batch to fill [2].")
 @click.option("--token-auth", is_flag=True, default=None, help="Require tokens (secret in EDGEPACK_TOKEN_SECRET).")
 @click.option("--access-log", is_flag=True, default=None, help="Log every request.")
+@click.option(
+    "--mqtt", metavar="URL", help="Also score over MQTT: mqtt://HOST:PORT or mqtts://HOST:PORT [EDGEPACK_MQTT_URL]."
+)
+@click.option("--mqtt-topic", metavar="FILTER", help="Request topic filter [edgepack/<service>/score/request/#].")
+@click.option(
+    "--mqtt-service",
+    metavar="NAME",
+    help="<service> in the MQTT topics [EDGEPACK_MQTT_SERVICE, SERVICE_NAME; else the first --model's name].",
+)
+@click.option("--mqtt-username", metavar="USER", help="MQTT user name [EDGEPACK_MQTT_USERNAME].")
+@click.option(
+    "--mqtt-password",
+    metavar="PASSWORD",
+    envvar="EDGEPACK_MQTT_PASSWORD",
+    help="MQTT password [EDGEPACK_MQTT_PASSWORD; prefer it: flags show in ps].",
+)
+@click.option("--mqtt-ca", metavar="FILE", help="CA certificates for mqtts:// [EDGEPACK_MQTT_CA_FILE].")
+@click.option("--mqtt-cert", metavar="FILE", help="Client certificate, PEM [EDGEPACK_MQTT_CERT_FILE].")
+@click.option("--mqtt-key", metavar="FILE", help="The client certificate's key, PEM [EDGEPACK_MQTT_KEY_FILE].")
+@click.option(
+    "--mqtt-protocol", type=click.Choice(["5", "3.1.1"]), help="MQTT protocol version [EDGEPACK_MQTT_PROTOCOL; 5]."
+)
+@click.option(
+    "--iotedge",
+    is_flag=True,
+    default=None,
+    help="Also score messages on the IoT Edge hub (module client from the edge environment) [EDGEPACK_IOTEDGE].",
+)
 @click.pass_context
 def serve(
     ctx: click.Context,
@@ -100,15 +128,19 @@ def serve(
     max_batch_wait_ms: float | None,
     token_auth: bool | None,
     access_log: bool | None,
+    iotedge: bool | None,
+    **mqtt_flags: str | None,
 ) -> None:
-    """Serve models over HTTP: Azure ML's /score and the V2 inference protocol.
+    """Serve models over HTTP: Azure ML's /score and the V2 inference protocol; with --mqtt and
+    --iotedge, over MQTT and the IoT Edge hub too (same process, same loaded model).
 
     Keys for key auth come from EDGEPACK_PRIMARY_KEY / EDGEPACK_SECONDARY_KEY (never the command
-    line); every other setting also has an environment variable (see edge_module/settings.py).
+    line); every other setting also has an environment variable (see edge_module/settings.py and
+    edge_module/transports/settings.py).
     """
     from edge_module.server import configure_logging
     from edge_module.server import serve as run_server
-    from edge_module.server.main import TerminalReporter, app_factory, export_environment
+    from edge_module.server.main import TerminalReporter, app_factory, export_environment, transport_overrides
     from edge_module.settings import Settings, SettingsError
 
     if models and model_dir:
@@ -118,7 +150,10 @@ def serve(
         if models:
             tmp = Path(tempfile.mkdtemp(prefix="edgepack-serve-"))
             model_dir = resolve_models(ctx, models, tmp)
+        if models and not mqtt_flags.get("mqtt_service") and not _env_service():
+            mqtt_flags["mqtt_service"] = parse_ref(models[0])[0]
         try:
+            transports = transport_overrides(iotedge=iotedge, **mqtt_flags)
             settings = Settings.from_env(
                 entry_script=os.path.abspath(entry_script) if entry_script else None,
                 source_dir=source_dir,
@@ -133,6 +168,7 @@ def serve(
                 max_batch_wait_ms=max_batch_wait_ms,
                 token_auth=token_auth,
                 access_log=access_log,
+                **transports,
             )
         except SettingsError as exc:
             raise InvalidInputError(str(exc)) from None
@@ -150,8 +186,12 @@ def serve(
         ctx.exit(code)
 
 
+def _env_service() -> bool:
+    return any(os.environ.get(name) for name in ("EDGEPACK_MQTT_SERVICE", "SERVICE_NAME"))
+
+
 # -- the client ----------------------------------------------------------------------------------------
-def _load_data(data: str) -> tuple[bytes, Any]:
+def load_data(data: str) -> tuple[bytes, Any]:
     """``--data``: a file path or inline JSON; returns the bytes and the parsed JSON (None when not JSON)."""
     path = Path(data)
     try:
@@ -240,7 +280,7 @@ def score(url: str, data: str, key: str | None, v2_model: str | None, content_ty
     URL is the server (http://HOST:PORT, /score is added) or a full endpoint URL.
     """
     endpoint = _endpoint(url, v2_model)
-    raw, doc = _load_data(data)
+    raw, doc = load_data(data)
     headers = {"Accept": "application/json"}
     if key:
         headers["Authorization"] = f"Bearer {key}"

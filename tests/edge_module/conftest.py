@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from packager import Model, Workspace
 from tests.edge_module.test_server_support import make_mlp
 
 
@@ -15,3 +16,14 @@ def mlp_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path.parent.mkdir(parents=True)
     path.write_bytes(make_mlp())
     return path
+
+
+@pytest.fixture
+def ws_with_model(tmp_path: Path) -> Path:
+    """A workspace with the MLP registered as ``mlp`` (version 1)."""
+    ws_dir = tmp_path / "ws"
+    ws = Workspace.from_path(ws_dir, create=True)
+    model_file = tmp_path / "mlp.onnx"
+    model_file.write_bytes(make_mlp())
+    Model.register(ws, model_path=str(model_file), model_name="mlp")
+    return ws_dir

@@ -25,18 +25,13 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import pytest
+import requests
 
 from edge_module.runtime import Request, Response, ScoringApp
 from edge_module.scoring.onnx_app import OnnxScoringApp
 from edge_module.settings import SettingsError
-from edge_module.transports.iotedge import (
-    HUB_MESSAGE_LIMIT,
-    IotEdgeSettings,
-    IotEdgeTransport,
-    Tuning,
-    max_score,
-    reported_patch,
-)
+from edge_module.transports.iotedge import IotEdgeTransport, Tuning, max_score, reported_patch
+from edge_module.transports.settings import HUB_MESSAGE_LIMIT, IotEdgeSettings
 from tests.edge_module.test_server_support import FunctionApp, make_mlp
 
 MODULE = "scorer"
@@ -655,3 +650,30 @@ def test_the_sdk_socket_gets_tcp_nodelay() -> None:
         assert IotEdgeTransport._disable_nagle(client)  # the SDK's internals are where we expect them
     finally:
         client.shutdown()
+
+
+@pytest.mark.slow
+def test_the_server_scores_hub_messages_beside_http(module: Module, model_dir: Path, reference, tmp_path: Path) -> None:
+    from tests.edge_module.test_server_cli import Proc
+    from tests.edge_module.test_server_support import free_port
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text(module.broker["ca"])
+    port = free_port()
+    env = {"EDGEPACK_IOTEDGE_CONNECTION_STRING": module.connection_string, "EDGEPACK_IOTEDGE_CA_FILE": str(ca)}
+    args = ["--model-dir", str(model_dir / "mlp" / "1"), "--host", "127.0.0.1", "--port", str(port), "--iotedge"]
+    proc = Proc(args, env=env, module=True)
+    try:
+        proc.wait_for(r"ready in [0-9.]+ s")
+        module.hub.wait_reported(lambda r: r.get("status") == "ready")
+        rows = _row(7)
+        module.hub.send({"data": rows}, correlation_id="beside-http")
+        (event,) = module.hub.wait_events(1)
+        assert event.output == "output1" and event.system["$.cid"] == "beside-http"
+        assert np.allclose(event.json["output"], reference(rows), atol=1e-5)
+        http = requests.post(f"http://127.0.0.1:{port}/score", json={"data": rows}, timeout=5).json()
+        assert http == event.json  # the same model and body both ways
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        assert 'edgepack_requests_total{route="iotedge",method="MESSAGE",status="200"} 1' in text
+    finally:
+        assert proc.stop() == 0

@@ -22,7 +22,6 @@ import requests
 from click.testing import CliRunner
 
 from edge_module.server.auth import verify_token
-from packager import Model, Workspace
 from tests.edge_module.test_server_support import free_port, make_mlp
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,16 +63,6 @@ def cli() -> Iterator[click.Group]:
     yield group
     for command in added:
         group.commands.pop(command.name, None)
-
-
-@pytest.fixture
-def ws_with_model(tmp_path: Path) -> Path:
-    ws_dir = tmp_path / "ws"
-    ws = Workspace.from_path(ws_dir, create=True)
-    model_file = tmp_path / "mlp.onnx"
-    model_file.write_bytes(make_mlp())
-    Model.register(ws, model_path=str(model_file), model_name="mlp")
-    return ws_dir
 
 
 class Proc:
