@@ -15,6 +15,9 @@ Run from the repository root. Every server serves the same model, the 64-256-256
 - ``edgepack``: ``python -m edge_module`` with ``/score`` and V2 infer, 1 and 2 workers (the command
   line is ``EDGEPACK_CMD`` below: the one place to edit if the server's flags change). Skipped with a
   note when ``edge_module/server/`` or ``python -m edge_module --help`` is not there yet.
+- ``thin``: the thinnest possible server (asyncio + uvloop + httptools + orjson, no routing, metrics
+  or checks: ``THIN_PY``), 1 and 2 processes: the ceiling for a Python HTTP server; edgepack rows get
+  ``vs thin``, their req/s over thin's with as many processes.
 - ``inprocess``: the ceiling, decode + onnxruntime run + encode in a loop, in one process pinned to
   one core (orjson when installed, else json).
 
@@ -218,6 +221,64 @@ while now < deadline:
 lat.sort()
 print(json.dumps({"codec": codec, "n": len(lat), "rps": len(lat) / ((now - start) / 1e9),
                   "p50_ms": lat[len(lat) // 2] / 1e6, "p99_ms": lat[int(len(lat) * 0.99)] / 1e6}))
+"""
+
+# The thinnest possible server, the ceiling for any Python HTTP server here (what the issue measured):
+# asyncio + uvloop + httptools + orjson, no routing, metrics, auth or checks; POST anywhere scores a
+# /score body, GET answers "ok". argv = model, port, processes (SO_REUSEPORT, forked).
+THIN_PY = """\
+import asyncio, os, socket, sys
+import httptools, numpy as np, onnxruntime as ort, orjson, uvloop
+model, port, processes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+HEAD = b"HTTP/1.1 200 OK\\r\\nContent-Type: application/json\\r\\nContent-Length: %d\\r\\n\\r\\n"
+
+def serve():
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    name, out_name = session.get_inputs()[0].name, session.get_outputs()[0].name
+
+    class Thin(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport, self.body = transport, []
+            self.parser = httptools.HttpRequestParser(self)
+
+        def data_received(self, data):
+            try:
+                self.parser.feed_data(data)
+            except httptools.HttpParserError:
+                self.transport.close()
+
+        def on_message_begin(self):
+            self.body = []
+
+        def on_body(self, body):
+            self.body.append(body)
+
+        def on_message_complete(self):
+            if self.parser.get_method() == b"POST":
+                x = np.asarray(orjson.loads(b"".join(self.body))["data"], dtype=np.float32)
+                y = session.run(None, {name: x})[0]
+                out = orjson.dumps({out_name: y}, option=orjson.OPT_SERIALIZE_NUMPY)
+            else:
+                out = b"ok"
+            self.transport.write(HEAD % len(out) + out)
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(4096)
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.run_until_complete(loop.create_server(Thin, sock=sock))
+    loop.run_forever()
+
+for _ in range(processes - 1):
+    if os.fork() == 0:
+        break
+serve()
 """
 
 WRK_LUA = """\
@@ -633,6 +694,7 @@ class Row:
     probe_kps: float | None = None  # machine-speed probe just before (in-process /score loop, k/s)
     vs_azureml_1w: float | None = None
     vs_edgepack_1w: float | None = None
+    vs_thin: float | None = None  # edgepack rows: over the thin server with as many processes
     notes: list[str] = field(default_factory=list)
 
 
@@ -942,6 +1004,25 @@ def run_edgepack(bench: Bench, files: dict[str, Path], expected: list[float]) ->
     return rows
 
 
+def run_thin(bench: Bench, files: dict[str, Path], expected: list[float]) -> list[Row]:
+    """The thin server (THIN_PY) with 1 and 2 processes, /score bodies."""
+    rows = []
+    for processes in (1, 2):
+        port = free_port()
+        cmd = [sys.executable, "-c", THIN_PY, str(files["model"]), str(port), str(processes)]
+        server = Server(f"thin-{processes}", cmd, base_env(), bench.work, port, "/")
+        row = Row("main", "thin", "/score", str(processes), "asyncio+uvloop+httptools+orjson, no routing or checks")
+        try:
+            with bench.serving(server) as cold:
+                row.cold_start_s = cold
+                bench.measure(row, f"http://127.0.0.1:{port}/score", files["aml"], expected, bench.args.connections)
+        except RuntimeError as e:
+            row.notes.append(str(e).splitlines()[0])
+            _log(f"  failed: {e}")
+        rows.append(row)
+    return rows
+
+
 def run_inprocess(bench: Bench, model: Path, bodies: list[tuple[str, str, Path]], section: str) -> list[Row]:
     cpu = max(os.sched_getaffinity(0))
     seconds = min(bench.args.duration, 5.0)
@@ -1026,10 +1107,13 @@ def add_ratios(rows: list[Row]) -> None:
         return None
 
     aml, edge = base("azureml"), base("edgepack")
+    thin = {r.workers: r.rps for r in rows if r.section == "main" and r.server == "thin" and r.rps}
     for row in rows:
         if row.rps and row.section == "main":
             row.vs_azureml_1w = row.rps / aml if aml else None
             row.vs_edgepack_1w = row.rps / edge if edge else None
+            if row.server == "edgepack" and thin.get(row.workers):
+                row.vs_thin = row.rps / thin[row.workers]
     batch_off = [r.rps for r in rows if r.section == "batching" and r.config == "batching off" and r.rps]
     for row in rows:
         if row.section == "batching" and row.server == "edgepack" and row.rps and batch_off:
@@ -1051,6 +1135,7 @@ def table(rows: list[Row]) -> str:
         "cold s",
         "vs aml-1",
         "vs edge-1",
+        "vs thin",
         "others+steal %",
         "probe k/s",
         "config / notes",
@@ -1072,6 +1157,7 @@ def table(rows: list[Row]) -> str:
                 num(r.cold_start_s, ".2f"),
                 num(r.vs_azureml_1w, ".2f"),
                 num(r.vs_edgepack_1w, ".2f"),
+                num(r.vs_thin, ".2f"),
                 "-" if r.others_cpu_pct is None else f"{r.others_cpu_pct:.0f}+{r.steal_pct or 0:.0f}",
                 num(r.probe_kps, ".1f"),
                 "; ".join([r.config, *r.notes]).strip("; "),
@@ -1084,7 +1170,7 @@ def table(rows: list[Row]) -> str:
         lines += ["", f"## {title}", "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip()]
         lines += [
             "  ".join(
-                c.rjust(w) if 3 <= i <= 11 else c.ljust(w) for i, (c, w) in enumerate(zip(b, widths, strict=True))
+                c.rjust(w) if 3 <= i <= 12 else c.ljust(w) for i, (c, w) in enumerate(zip(b, widths, strict=True))
             ).rstrip()
             for b in body
         ]
@@ -1093,7 +1179,7 @@ def table(rows: list[Row]) -> str:
 
 # ---------------------------------------------------------------------------------------------- main
 
-NAMES = ("azureml", "mlserver", "edgepack", "inprocess", "batching")
+NAMES = ("azureml", "mlserver", "thin", "edgepack", "inprocess", "batching")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -1192,6 +1278,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += run_inprocess(
                 bench, files["model"], [("/score body", "aml", files["aml"]), ("v2 body", "v2", files["v2"])], "main"
             )
+        if "thin" in args.selected:
+            _log("thin server (the ceiling for a Python HTTP server)")
+            rows += run_thin(bench, files, expected)
         for name in ("azureml", "mlserver"):
             if name in args.selected:
                 _log(f"{name}: virtualenv")

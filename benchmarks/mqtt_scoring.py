@@ -41,7 +41,6 @@ BROKERS = {
     "lifted": ["max_inflight_messages 0", "max_queued_messages 0", "max_queued_bytes 0"],
     "defaults": [],  # Mosquitto 2.0: max_inflight_messages 20, max_queued_messages 1000
 }
-PAHO2 = ["paho-mqtt==2.1.0", "numpy", "orjson", "httptools"]
 ECHO_REQUEST = "echo/request"
 SCORE_REQUEST = "edgepack/bench/score/request"
 
@@ -178,20 +177,25 @@ def run_load(port: int, topic: str, window: int, warmup: float, duration: float)
 
 
 # orchestration ----------------------------------------------------------------------------------------
+def build_loadgen(workdir: Path) -> str:
+    """Compile benchmarks/mqtt_loadgen.c (libmosquitto) into ``workdir``; exit with a hint when that fails."""
+    out = workdir / "mqtt_loadgen"
+    cmd = ["cc", "-O2", "-o", str(out), str(Path(__file__).with_name("mqtt_loadgen.c")), "-lmosquitto"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(
+            f"error: cannot build the C load generator ({result.stderr.strip()[:300]}): "
+            "apt-get install -y libmosquitto-dev, or run with --load paho"
+        )
+    return str(out)
+
+
 def cpu_seconds(pid: int) -> float:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def paho2_python() -> str:
-    import onnxruntime
-
-    from tests.peer_venv import peer_venv
-
-    return str(peer_venv("paho2", [*PAHO2, f"onnxruntime=={onnxruntime.__version__}"]))
 
 
 def child(python: str, *args: str) -> subprocess.Popen[str]:
@@ -231,9 +235,9 @@ def stop(proc: subprocess.Popen[str]) -> str:
 def run_case(
     responder: str, paho: str, broker_kind: str, args: argparse.Namespace, workdir: Path, model_path: Path
 ) -> dict[str, Any]:
-    from tests.edge_module.mqtt_support import Mosquitto
+    from tests.edge_module.mqtt_support import Mosquitto, paho2_python
 
-    python = sys.executable if paho == "1.6" else paho2_python()
+    python = sys.executable if paho == "1.6" else str(paho2_python())
     case_dir = Path(tempfile.mkdtemp(prefix=f"{responder}-{paho}-{broker_kind}-", dir=workdir))
     broker = Mosquitto(case_dir / "broker", max_inflight=None, max_queued=None, extra=BROKERS[broker_kind]).start()
     procs: list[subprocess.Popen[str]] = []
@@ -255,9 +259,19 @@ def run_case(
             topic = SCORE_REQUEST
         procs.append(resp)
         wait_line(resp, "ready")
-        load = child(
-            sys.executable, "_load", str(broker.port), topic, str(args.window), str(args.warmup), str(args.duration)
-        )
+        if args.loadgen:
+            load = subprocess.Popen(
+                [args.loadgen, str(broker.port), topic, str(workdir / "body.json")]
+                + [str(v) for v in (args.window, args.warmup, args.duration)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+        else:
+            load = child(
+                sys.executable, "_load", str(broker.port), topic, str(args.window), str(args.warmup), str(args.duration)
+            )
         procs.append(load)
         wait_line(load, "go")
         pids = {"broker": broker.proc.pid if broker.proc else 0, "responder": resp.pid}
@@ -275,7 +289,8 @@ def run_case(
             result["errors"] = with_stats.get("errors")
             result["max_batch_seen"] = with_stats.get("max_batch")
             result["mean_batch"] = round(with_stats["scored"] / max(1, with_stats["batches"]), 1)
-        return {"responder": responder, "paho": paho, "broker": broker_kind, **result}
+        load_kind = "C" if args.loadgen else "paho"
+        return {"responder": responder, "paho": paho, "broker": broker_kind, "load": load_kind, **result}
     finally:
         for p in procs:
             stop(p)
@@ -301,12 +316,20 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the scorer's max_wait_ms")
     parser.add_argument("--broker", action="append", choices=sorted(BROKERS), help="default: lifted")
     parser.add_argument("--paho", action="append", choices=["1.6", "2"], help="default: both")
+    parser.add_argument(
+        "--load",
+        choices=["c", "paho"],
+        default="c",
+        help="load generator: c (libmosquitto, benchmarks/mqtt_loadgen.c; needs libmosquitto-dev) or paho (Python)",
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory(prefix="mqtt-bench-") as tmp:
         workdir = Path(tmp)
         model_path = model(workdir)
+        (workdir / "body.json").write_bytes(body())
+        args.loadgen = build_loadgen(workdir) if args.load == "c" else None
         for broker_kind in args.broker or ["lifted"]:
             for paho in args.paho or ["1.6", "2"]:
                 for responder in ("echo", "edgepack"):
@@ -325,14 +348,15 @@ def main() -> None:
         print(json.dumps(rows, indent=1))
         return
     print(
-        "| responder | paho | broker | round trips/s | p50 ms | p99 ms | vs echo "
+        "| responder | paho | broker | load | round trips/s | p50 ms | p99 ms | vs echo "
         "| CPU % broker/responder/load | mean batch |"
     )
-    print("|---|---|---|---:|---:|---:|---:|---|---:|")
+    print("|---|---|---|---|---:|---:|---:|---:|---|---:|")
     for r in rows:
         cpu = f"{r['broker_cpu']}/{r['responder_cpu']}/{r['load_cpu']}"
         print(
-            f"| {r['responder']} | {r['paho']} | {r['broker']} | {r['rps']:,} | {r['p50_ms']} | {r['p99_ms']} | "
+            f"| {r['responder']} | {r['paho']} | {r['broker']} | {r['load']} | {r['rps']:,} | {r['p50_ms']} | "
+            f"{r['p99_ms']} | "
             f"{r.get('vs_echo', '')} | {cpu} | {r.get('mean_batch', '')} |"
         )
 

@@ -229,7 +229,7 @@ class MqttTransport:
             pc.use_tls(client, s.ca_file, s.cert_file, s.key_file)
         if s.username is not None:
             client.username_pw_set(s.username, s.password)
-        client.max_inflight_messages_set(s.max_inflight)
+        client.max_inflight_messages_set(0)  # _pump keeps max_inflight; paho counting too costs O(n) per PUBACK
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

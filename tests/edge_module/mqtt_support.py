@@ -38,6 +38,16 @@ import orjson  # noqa: E402
 from edge_module.transports import paho_compat as pc  # noqa: E402
 
 MOSQUITTO = "/usr/sbin/mosquitto"
+PAHO2 = "paho-mqtt==2.2.0"  # the newest paho; the host has 1.6 (azure-iot-device caps it)
+
+
+def paho2_python() -> Path:
+    """The python of a venv with paho-mqtt 2.x and what the transport needs (built once, then reused)."""
+    import onnxruntime
+
+    from tests.peer_venv import peer_venv
+
+    return peer_venv("paho2", [PAHO2, "numpy", f"onnxruntime=={onnxruntime.__version__}", "orjson", "httptools"])
 
 
 def free_port() -> int:

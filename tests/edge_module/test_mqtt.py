@@ -19,8 +19,7 @@ from edge_module.runtime import ScoringError
 from edge_module.settings import SettingsError
 from edge_module.transports.mqtt import MqttSettings, MqttTransport, _fill, _with_id, mqtt_request
 from edge_module.transports.spool import Record, Spool, SpoolFull
-from tests.edge_module.mqtt_support import Mosquitto, Requester, expected_outputs, onnx_app
-from tests.peer_venv import peer_venv
+from tests.edge_module.mqtt_support import Mosquitto, Requester, expected_outputs, onnx_app, paho2_python
 
 SUPPORT = Path(__file__).with_name("mqtt_support.py")
 REPO = Path(__file__).resolve().parents[2]
@@ -321,18 +320,10 @@ def test_tls_with_client_certificate(dev_services: dict[str, str], mlp_path: Pat
 
 
 # the outage run: stop Mosquitto mid-run, start it again; on paho 1.6 and 2.x ---------------------
-def _paho2_python() -> Path:
-    import onnxruntime
-
-    return peer_venv(
-        "paho2", ["paho-mqtt==2.1.0", "numpy", f"onnxruntime=={onnxruntime.__version__}", "orjson", "httptools"]
-    )
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("paho,protocol", [("1.6", 5), ("1.6", 311), ("2.x", 5), ("2.x", 311)])
 def test_broker_outage_loses_nothing(paho: str, protocol: int, mlp_path: Path, tmp_path: Path) -> None:
-    python = sys.executable if paho == "1.6" else str(_paho2_python())
+    python = sys.executable if paho == "1.6" else str(paho2_python())
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
         [
