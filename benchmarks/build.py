@@ -41,7 +41,6 @@ import argparse
 import contextlib
 import datetime as dt
 import io
-import itertools
 import json
 import os
 import platform
@@ -61,6 +60,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.edge_module.test_server_support (the MLP maker)
 DIGITS = ROOT / "examples" / "models" / "digits-linear.onnx"
 SERVICES_ENV = Path(os.environ.get("EDGEPACK_DEV_DIR", "/var/lib/edgepack-dev")) / "services.env"
 REPO_PREFIX = "edgepack-bench/build-"
@@ -274,32 +274,9 @@ def check_services(services: dict[str, str]) -> tuple[Registry, str, str]:
 
 def make_mlp(path: Path, dims: list[int], seed: int) -> None:
     """An ONNX MLP (Gemm + Relu, softmax) with random weights from ``seed``, like ../shared/bench/make_model.py."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from tests.edge_module.test_server_support import make_mlp as mlp_bytes
 
-    rng = np.random.default_rng(seed)
-    nodes, inits, x = [], [], "input"
-    for i, (a, b) in enumerate(itertools.pairwise(dims)):
-        w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
-        inits += [numpy_helper.from_array(w, f"W{i}"), numpy_helper.from_array(np.zeros(b, np.float32), f"B{i}")]
-        nodes.append(helper.make_node("Gemm", [x, f"W{i}", f"B{i}"], [f"h{i}"]))
-        x = f"h{i}"
-        if i < len(dims) - 2:
-            nodes.append(helper.make_node("Relu", [x], [x + "r"]))
-            x += "r"
-    nodes.append(helper.make_node("Softmax", [x], ["output"], axis=1))
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", dims[0]])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", dims[-1]])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, path)
+    path.write_bytes(mlp_bytes(tuple(dims), seed))
 
 
 def make_digits(path: Path, factor: float) -> None:

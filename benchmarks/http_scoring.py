@@ -57,7 +57,6 @@ import configparser
 import contextlib
 import datetime as dt
 import importlib.metadata
-import itertools
 import json
 import os
 import platform
@@ -76,6 +75,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # tests.edge_module.test_server_support (the MLP maker)
 SHARED_BENCH = ROOT.parent / "shared" / "bench"
 DEFAULT_VENVS = Path(os.environ.get("EDGEPACK_BENCH_VENVS", "/var/cache/edgepack/bench-venvs"))
 
@@ -597,32 +597,9 @@ def prime(python: str, modules: str, env: dict[str, str] | None = None) -> None:
 
 def make_wide_model(path: Path, dims: tuple[int, ...]) -> None:
     """An MLP like ../shared/bench/make_model.py's, with other widths (same ops, seed and IR)."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from tests.edge_module.test_server_support import make_mlp
 
-    rng = np.random.default_rng(0)
-    nodes, inits, x = [], [], "input"
-    for i, (a, b) in enumerate(itertools.pairwise(dims)):
-        weights = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
-        inits += [numpy_helper.from_array(weights, f"W{i}"), numpy_helper.from_array(np.zeros(b, np.float32), f"B{i}")]
-        nodes.append(helper.make_node("Gemm", [x, f"W{i}", f"B{i}"], [f"h{i}"]))
-        x = f"h{i}"
-        if i < len(dims) - 2:
-            nodes.append(helper.make_node("Relu", [x], [x + "r"]))
-            x += "r"
-    nodes.append(helper.make_node("Softmax", [x], ["output"], axis=1))
-    graph = helper.make_graph(
-        nodes,
-        "mlp",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", dims[0]])],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["N", dims[-1]])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    path.write_bytes(make_mlp(dims))
 
 
 def reference_output(model: Path, aml_body: Path) -> list[float]:
@@ -802,6 +779,20 @@ class Bench:
         finally:
             stop(proc)
 
+    def serve_and_measure(
+        self, server: Server, cases: list[tuple[Row, str, Path]], expected: list[float], connections: int
+    ) -> None:
+        """Start ``server`` once and measure each (row, URL path, body); a failed start is noted on each row."""
+        try:
+            with self.serving(server) as cold:
+                for row, path, body in cases:
+                    row.cold_start_s = cold
+                    self.measure(row, f"http://127.0.0.1:{server.port}{path}", body, expected, connections)
+        except RuntimeError as e:
+            for row, _, _ in cases:
+                row.notes.append(str(e).splitlines()[0])
+            _log(f"  failed: {e}")
+
     def measure(self, row: Row, url: str, body: Path, expected: list[float], connections: int) -> Row:
         """Check one response, warm up, then measure with wrk."""
         row.connections = connections
@@ -882,13 +873,7 @@ def run_azureml(bench: Bench, venv: Path, files: dict[str, Path], expected: list
         cmd += ["--model_dir", str(files["model_dir"]), "--port", str(port), "--worker_count", str(workers)]
         server = Server(f"azureml-w{workers}", cmd, env, app, port, "/")
         row = Row("main", "azureml", "/score", str(workers), f"azureml-inference-server-http {version}, gunicorn sync")
-        try:
-            with bench.serving(server) as cold:
-                row.cold_start_s = cold
-                bench.measure(row, f"http://127.0.0.1:{port}/score", files["aml"], expected, bench.args.connections)
-        except RuntimeError as e:
-            row.notes.append(str(e).splitlines()[0])
-            _log(f"  failed: {e}")
+        bench.serve_and_measure(server, [(row, "/score", files["aml"])], expected, bench.args.connections)
         rows.append(row)
     return rows
 
@@ -926,14 +911,8 @@ def run_mlserver(bench: Bench, venv: Path, files: dict[str, Path], expected: lis
             "/v2/health/ready",
         )
         row = Row("main", "mlserver", "v2 infer", str(pool), f"MLServer {version}, parallel_workers={pool}")
-        try:
-            with bench.serving(server) as cold:
-                row.cold_start_s = cold
-                url = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}/infer"
-                bench.measure(row, url, files["v2"], expected, bench.args.connections)
-        except RuntimeError as e:
-            row.notes.append(str(e).splitlines()[0])
-            _log(f"  failed: {e}")
+        path = f"/v2/models/{MODEL_NAME}/infer"
+        bench.serve_and_measure(server, [(row, path, files["v2"])], expected, bench.args.connections)
         rows.append(row)
     return rows
 
@@ -990,17 +969,9 @@ def run_edgepack(bench: Bench, files: dict[str, Path], expected: list[float]) ->
     for workers in (1, 2):
         server = edgepack_server(bench, files["model_dir"], workers, None)
         routes = [("/score", EDGEPACK_SCORE_PATH, files["aml"]), ("v2 infer", EDGEPACK_V2_PATH, files["v2"])]
-        these = [Row("main", "edgepack", label, str(workers)) for label, _, _ in routes]
-        try:
-            with bench.serving(server) as cold:
-                for row, (_, path, body) in zip(these, routes, strict=True):
-                    row.cold_start_s = cold
-                    bench.measure(row, f"http://127.0.0.1:{server.port}{path}", body, expected, bench.args.connections)
-        except RuntimeError as e:
-            for row in these:
-                row.notes.append(str(e).splitlines()[0])
-            _log(f"  failed: {e}")
-        rows += these
+        cases = [(Row("main", "edgepack", label, str(workers)), path, body) for label, path, body in routes]
+        bench.serve_and_measure(server, cases, expected, bench.args.connections)
+        rows += [row for row, _, _ in cases]
     return rows
 
 
@@ -1012,13 +983,7 @@ def run_thin(bench: Bench, files: dict[str, Path], expected: list[float]) -> lis
         cmd = [sys.executable, "-c", THIN_PY, str(files["model"]), str(port), str(processes)]
         server = Server(f"thin-{processes}", cmd, base_env(), bench.work, port, "/")
         row = Row("main", "thin", "/score", str(processes), "asyncio+uvloop+httptools+orjson, no routing or checks")
-        try:
-            with bench.serving(server) as cold:
-                row.cold_start_s = cold
-                bench.measure(row, f"http://127.0.0.1:{port}/score", files["aml"], expected, bench.args.connections)
-        except RuntimeError as e:
-            row.notes.append(str(e).splitlines()[0])
-            _log(f"  failed: {e}")
+        bench.serve_and_measure(server, [(row, "/score", files["aml"])], expected, bench.args.connections)
         rows.append(row)
     return rows
 
@@ -1084,14 +1049,7 @@ def run_batching(bench: Bench, files: dict[str, Path], expected: list[float]) ->
             else ("/score", EDGEPACK_SCORE_PATH, files["aml"])
         )
         row = Row("batching", "edgepack", route, "1", config)
-        try:
-            with bench.serving(server) as cold:
-                row.cold_start_s = cold
-                url = f"http://127.0.0.1:{server.port}{path}"
-                bench.measure(row, url, body, expected, bench.args.batching_connections)
-        except RuntimeError as e:
-            row.notes.append(str(e).splitlines()[0])
-            _log(f"  failed: {e}")
+        bench.serve_and_measure(server, [(row, path, body)], expected, bench.args.batching_connections)
         rows.append(row)
     return rows
 

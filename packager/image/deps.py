@@ -6,6 +6,11 @@ in the image. The result is normalised (no ``__pycache__``, no console scripts w
 the build machine's Python, ``RECORD`` files without them) and cached under
 ``<cache_root>/deps/<key>/site-packages``: a rerun with the same requirements does not call pip.
 pip's own download cache keeps the wheels.
+
+pip takes only wheels for another platform, so the few pure-Python projects the runtime needs that
+publish no wheel (:data:`SDIST_ONLY`: paho-mqtt 1.6.1, which azure-iot-device requires) are built
+into a wheel on this machine once, under ``<cache_root>/wheelhouse``, and offered to pip with
+``--find-links``: with no compiled code, one such wheel serves every platform.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ NO_WHEELS = {
         "numpy": "numpy publishes no cp311 wheels for 32-bit ARM on PyPI",
     },
 }
+#: Pure-Python projects without a wheel on PyPI that images need: project -> what to build a wheel of.
+SDIST_ONLY = {"paho-mqtt": "paho-mqtt>=1.6.1,<2"}
 STAGE_VERSION = "edgepack-deps-v1"
 _NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _NO_MATCH_RE = re.compile(r"No matching distribution found for ([^\s]+)")
@@ -72,13 +79,41 @@ def requirement_name(requirement: str) -> str:
 
 
 def runtime_requirements() -> list[str]:
-    """What ``edge_module`` needs inside an image; onnxruntime pinned to the host's major.minor."""
+    """What ``edge_module`` needs inside an image, its MQTT and IoT Edge transports included;
+    onnxruntime pinned to the host's major.minor. azure-iot-device 2.14 caps paho-mqtt below 2."""
     try:
         major, minor = metadata.version("onnxruntime").split(".")[:2]
         ort = f"onnxruntime>={major}.{minor},<{major}.{int(minor) + 1}"
     except metadata.PackageNotFoundError:
         ort = "onnxruntime>=1.31,<1.32"
-    return ["httptools>=0.6", "numpy>=1.26", ort, "orjson>=3.10", "uvloop>=0.19"]
+    transports = ["paho-mqtt>=1.6.1,<2", "azure-iot-device>=2.14,<3"]
+    return ["httptools>=0.6", "numpy>=1.26", ort, "orjson>=3.10", "uvloop>=0.19", *transports]
+
+
+def wheelhouse(requirements: list[str], cache_root: Path) -> Path | None:
+    """``<cache_root>/wheelhouse`` holding a wheel of each :data:`SDIST_ONLY` project ``requirements``
+    name (built with this machine's pip the first time); None when they name none."""
+    wanted = {requirement_name(r) for r in requirements} & set(SDIST_ONLY)
+    if not wanted:
+        return None
+    house = Path(cache_root) / "wheelhouse"
+    house.mkdir(parents=True, exist_ok=True)
+    for name in sorted(wanted):
+        if any(house.glob(f"{name.replace('-', '_')}-*-py3-none-any.whl")):
+            continue
+        work = Path(tempfile.mkdtemp(prefix=".build-", dir=house))
+        try:
+            cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--disable-pip-version-check", "--no-input"]
+            proc = subprocess.run([*cmd, "-w", str(work), SDIST_ONLY[name]], capture_output=True, text=True)
+            wheels = sorted(work.glob("*-py3-none-any.whl"))
+            if proc.returncode != 0 or not wheels:
+                tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-10:])
+                raise EdgepackError(f"cannot build a wheel of {SDIST_ONLY[name]} (it publishes none):\n{tail}")
+            for wheel in wheels:
+                os.replace(wheel, house / wheel.name)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return house
 
 
 def _normalise_requirements(requirements: list[str]) -> list[str]:
@@ -116,7 +151,13 @@ def check_wheels(requirements: list[str], platform: Platform, python_version: st
         raise InvalidInputError(f"{what}. Build for linux/amd64 or linux/arm64 instead")
 
 
-def pip_command(requirements: list[str], platform: Platform, target: Path, python_version: str = "3.11") -> list[str]:
+def pip_command(
+    requirements: list[str],
+    platform: Platform,
+    target: Path,
+    python_version: str = "3.11",
+    find_links: Path | None = None,
+) -> list[str]:
     abi = "cp" + python_version.replace(".", "")
     cmd = [
         sys.executable, "-m", "pip", "install", "--target", str(target), "--only-binary=:all:",
@@ -125,6 +166,8 @@ def pip_command(requirements: list[str], platform: Platform, target: Path, pytho
     ]  # fmt: skip
     for tag in platform_tags(platform):
         cmd += ["--platform", tag]
+    if find_links is not None:
+        cmd += ["--find-links", str(find_links)]
     return [*cmd, *requirements]
 
 
@@ -191,7 +234,7 @@ def install(
         target = work / "site-packages"
         env = {**os.environ, "PIP_NO_INPUT": "1", "PYTHONDONTWRITEBYTECODE": "1"}
         proc = subprocess.run(
-            pip_command(reqs, platform, target, python_version),
+            pip_command(reqs, platform, target, python_version, wheelhouse(reqs, cache_root)),
             capture_output=True, text=True, env=env, check=False,
         )  # fmt: skip
         if proc.returncode != 0:

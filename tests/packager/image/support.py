@@ -62,10 +62,12 @@ def expected(model: Path, x: np.ndarray) -> np.ndarray:
 
 
 @contextlib.contextmanager
-def serving_container(ref: str, platform: str) -> Iterator[tuple[str, str]]:
+def serving_container(ref: str, platform: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, str]]:
     """Run ``ref`` for ``platform`` on the host network (arm under qemu); yield ``(url, id)`` once ready."""
     port = free_port()
     args = ["run", "-d", "--rm", "--platform", platform, "--network", "host", "-e", f"EDGEPACK_PORT={port}"]
+    for key, value in (env or {}).items():
+        args += ["-e", f"{key}={value}"]
     if platform != "linux/amd64":
         args += ["--init", "--tmpfs", "/sys/devices/system/cpu:ro"]
     cid = docker(*args, ref).stdout.strip()

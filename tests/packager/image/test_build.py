@@ -16,6 +16,7 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from edge_module.transports.mqtt import mqtt_request
 from tests.edge_module.test_server_support import free_port
 from tests.packager.image.support import (
     DIGITS,
@@ -32,7 +33,7 @@ from tests.packager.image.support import (
 pytestmark = pytest.mark.slow
 
 
-def test_build_and_push_runs_on_amd64_and_arm64(ws: Path, repo: str, base: str) -> None:
+def test_build_and_push_runs_on_amd64_and_arm64(ws: Path, repo: str, base: str, dev_services: dict[str, str]) -> None:
     out = edgepack_json(ws, "build-and-push", "-m", "digits:1", "--base", base, "-t", f"{repo}:v1")
     assert set(out["platforms"]) == {"linux/amd64", "linux/arm64"}
     assert out["index_digest"].startswith("sha256:")
@@ -48,15 +49,22 @@ def test_build_and_push_runs_on_amd64_and_arm64(ws: Path, repo: str, base: str) 
         info = skopeo_inspect("--tls-verify=false", "--override-arch", arch, f"docker://{repo}:v1")
         assert info["Architecture"] == arch
         assert json.loads(info["Labels"]["io.edgepack.models"])[0]["name"] == "digits"
-    # dockerd pulls each platform and the module scores right on both
+    # dockerd pulls each platform and the module scores right on both, over HTTP and over MQTT
     want = expected(DIGITS, X)
+    broker = f"mqtt://{dev_services['EDGEPACK_TEST_MQTT_HOST']}:{dev_services['EDGEPACK_TEST_MQTT_PORT']}"
     for platform in ("linux/amd64", "linux/arm64"):
         ref = f"{repo}@{out['platforms'][platform]['digest']}"
         docker("pull", "--platform", platform, ref)
-        with serving_container(ref, platform) as (url, cid):
+        service = f"img-{uuid.uuid4().hex[:8]}"
+        env = {"EDGEPACK_MQTT_URL": broker, "EDGEPACK_MQTT_SERVICE": service}
+        with serving_container(ref, platform, env) as (url, cid):
             np.testing.assert_allclose(np.array(score(url, X)["output"]), want, rtol=1e-5, atol=1e-6)
             arch = docker("exec", cid, "python3", "-c", "import platform; print(platform.machine())").stdout.strip()
             assert arch == {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}[platform]
+            doc = mqtt_request(broker, f"edgepack/{service}/score/request", {"data": X.tolist()}, timeout=60)
+            np.testing.assert_allclose(np.array(doc["output"]), want, rtol=1e-5, atol=1e-6)
+            probe = "import azure.iot.device, paho.mqtt; print(paho.mqtt.__version__)"
+            assert docker("exec", cid, "python3", "-c", probe).stdout.strip() == "1.6.1"  # the IoT Edge transport's
 
 
 def test_rebuild_is_identical_and_a_new_model_pushes_only_its_layer(ws: Path, repo: str, base: str, tmp_path: Path):

@@ -42,7 +42,9 @@ def test_runtime_requirements_pin_the_hosts_onnxruntime() -> None:
     major, minor = onnxruntime.__version__.split(".")[:2]
     reqs = deps.runtime_requirements()
     assert f"onnxruntime>={major}.{minor},<{major}.{int(minor) + 1}" in reqs
-    assert {deps.requirement_name(r) for r in reqs} == {"numpy", "onnxruntime", "httptools", "orjson", "uvloop"}
+    names = {deps.requirement_name(r) for r in reqs}
+    assert names == {"numpy", "onnxruntime", "httptools", "orjson", "uvloop", "paho-mqtt", "azure-iot-device"}
+    assert "paho-mqtt>=1.6.1,<2" in reqs  # what azure-iot-device 2.14 accepts
 
 
 def test_armv7_names_onnxruntime(tmp_path: Path) -> None:
@@ -92,6 +94,20 @@ def test_stage_runtime_dependencies(platform: Platform, tmp_path: Path) -> None:
     assert again.cache_key == source.cache_key and [f.path for f in again.files] == [f.path for f in source.files]
     layer = tarball.build_layer(source, tmp_path)
     assert tarball.build_layer(again, tmp_path).digest == layer.digest
+
+
+@pytest.mark.slow
+def test_sdist_only_projects_get_a_wheel_built_once(tmp_path: Path) -> None:
+    assert deps.wheelhouse(["numpy"], tmp_path) is None
+    house = deps.wheelhouse(deps.runtime_requirements(), tmp_path)
+    assert house is not None
+    (wheel,) = house.glob("paho_mqtt-1.6.*-py3-none-any.whl")
+    stamp = wheel.stat().st_mtime_ns
+    assert deps.wheelhouse(["paho-mqtt"], tmp_path) == house and wheel.stat().st_mtime_ns == stamp  # not rebuilt
+    cmd = deps.pip_command(["paho-mqtt<2"], ARM64, tmp_path / "t", find_links=house)
+    assert cmd[cmd.index("--find-links") + 1] == str(house)
+    site = deps.install(["paho-mqtt>=1.6.1,<2"], ARM64, tmp_path)  # a wheels-only install for another platform
+    assert deps.staged_versions(site)["paho-mqtt"].startswith("1.6.")
 
 
 @pytest.mark.slow
