@@ -33,7 +33,8 @@ Module twin, desired properties (applied without a restart; a ``null`` restores 
                             above_threshold = 'true'``
 ``drop_below_threshold``    true: results under the threshold are counted (``below_threshold``)
                             and not sent (a filter module); default false
-``model_version``           passed to the ``reconfigure`` hook (see :data:`Reconfigure`)
+``model_version``           passed to the ``reconfigure`` hook (see :data:`Reconfigure`); without
+                            one (``edgepack serve --iotedge``) reported under ``ignored``
 ==========================  =====================================================================
 
 Other keys are reported back under ``ignored`` with the reason, as are invalid values.

@@ -314,7 +314,12 @@ class MqttTransport:
                 while batch:
                     chunk, batch = batch[: self.settings.max_batch], batch[self.settings.max_batch :]
                     started = time.perf_counter()
-                    blocked = self._store(self._handle(chunk))
+                    try:
+                        replies = self._handle(chunk)
+                    except Exception:  # a bug of ours: say so and keep serving the messages after these
+                        log.exception("handling %d MQTT message(s) failed; they get no reply", len(chunk))
+                        replies, self._statuses = [], [500] * len(chunk)
+                    blocked = self._store(replies)
                     self._observe(chunk, time.perf_counter() - started)
                     if blocked:
                         self._received[:0] = batch  # scored later, in order, once the spool has room

@@ -675,5 +675,10 @@ def test_the_server_scores_hub_messages_beside_http(module: Module, model_dir: P
         assert http == event.json  # the same model and body both ways
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         assert 'edgepack_requests_total{route="iotedge",method="MESSAGE",status="200"} 1' in text
+        # no reconfigure hook here: a desired model_version is reported as ignored, not faked
+        module.hub.patch_desired({"model_version": "7", "max_batch_size": 4})
+        reported = module.hub.wait_reported(lambda r: r.get("settings", {}).get("max_batch_size") == 4)
+        assert reported["settings"]["model_version"] is None, reported
+        assert "cannot switch models" in reported["ignored"]["model_version"]
     finally:
         assert proc.stop() == 0
