@@ -264,6 +264,8 @@ class MqttTransport:
         if any(c >= 0x80 for c in codes):
             log.error("the broker refused the subscription to %r (codes %s)", self._filter, codes)
             return
+        if not self._subscribed.is_set():
+            log.info("subscribed to %s on %s", self._filter, self.settings.url)
         self._subscribed.set()
 
     def _on_disconnect(self, client: Any, userdata: Any, rc: Any, *props: Any) -> None:

@@ -98,6 +98,14 @@ class Proc:
                 return line
         raise AssertionError(f"no line matching {pattern!r}; stderr so far:\n{''.join(self.lines)}")
 
+    def wait_seen(self, pattern: str, timeout: float = 20) -> None:
+        """Wait until some stderr line, earlier or later, matches (unlike :meth:`wait_for`, order-free)."""
+        deadline = time.monotonic() + timeout
+        while not any(re.search(pattern, line) for line in list(self.lines)):
+            if time.monotonic() > deadline or self.p.poll() is not None:
+                raise AssertionError(f"no line matching {pattern!r}; stderr so far:\n{''.join(self.lines)}")
+            time.sleep(0.05)
+
     def stop(self) -> int:
         if self.p.poll() is None:
             self.p.send_signal(signal.SIGINT)

@@ -56,6 +56,7 @@ def test_one_process_scores_over_http_and_mqtt(broker: Mosquitto, mlp_path: Path
     proc = Proc(args, env={"EDGEPACK_MQTT_SPOOL_DIR": str(tmp_path / "spool")}, module=True)
     try:
         proc.wait_for(r"ready in [0-9.]+ s")
+        proc.wait_seen(r"subscribed to edgepack/\w+/score/request/# on mqtt://")  # before it, requests find no one
         url = f"http://127.0.0.1:{port}"
         expected = expected_outputs(mlp_path, X)
         http = requests.post(url + "/score", json={"data": X.tolist()}, timeout=5).json()
@@ -97,6 +98,7 @@ def test_failed_init_is_answered_over_mqtt(broker: Mosquitto, tmp_path: Path) ->
     proc = Proc(args, env={"EDGEPACK_MQTT_SPOOL_DIR": str(tmp_path / "spool")}, module=True)
     try:
         proc.wait_for(r"load\(\) failed")
+        proc.wait_seen(r"subscribed to edgepack/broken/score/request/#")
         with pytest.raises(ScoringError, match="weights file is missing") as info:
             mqtt_request(broker.url, "edgepack/broken/score/request", {"data": [1]}, timeout=15)
         assert info.value.status == 503
@@ -115,6 +117,7 @@ def test_edgepack_serve_mqtt_and_the_mqtt_score_client(broker: Mosquitto, ws_wit
     proc = Proc(args, env={"EDGEPACK_MQTT_SPOOL_DIR": str(tmp_path / "spool")})
     try:
         proc.wait_for(r"ready in [0-9.]+ s")
+        proc.wait_seen(r"subscribed to edgepack/\w+/score/request/# on mqtt://")  # before it, requests find no one
         runner = CliRunner()
         body = tmp_path / "body.json"
         body.write_text(json.dumps({"data": X.tolist()}))

@@ -104,3 +104,14 @@ def wait_ready(url: str, cid: str, timeout: float = 120) -> None:
         time.sleep(0.5)
     logs = docker("logs", cid, check=False)
     pytest.fail(f"container {cid} not ready at {url}:\n{logs.stdout[-3000:]}\n{logs.stderr[-3000:]}")
+
+
+def wait_logged(cid: str, text: str, timeout: float = 60) -> None:
+    """Wait until the container's log (stdout or stderr) holds ``text``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        logs = docker("logs", cid, check=False)
+        if text in logs.stdout or text in logs.stderr:
+            return
+        time.sleep(0.3)
+    pytest.fail(f"container {cid} never logged {text!r}:\n{logs.stdout[-2000:]}\n{logs.stderr[-2000:]}")

@@ -28,6 +28,7 @@ from tests.packager.image.support import (
     score,
     serving_container,
     skopeo_inspect,
+    wait_logged,
 )
 
 pytestmark = pytest.mark.slow
@@ -61,6 +62,7 @@ def test_build_and_push_runs_on_amd64_and_arm64(ws: Path, repo: str, base: str, 
             np.testing.assert_allclose(np.array(score(url, X)["output"]), want, rtol=1e-5, atol=1e-6)
             arch = docker("exec", cid, "python3", "-c", "import platform; print(platform.machine())").stdout.strip()
             assert arch == {"linux/amd64": "x86_64", "linux/arm64": "aarch64"}[platform]
+            wait_logged(cid, f"subscribed to edgepack/{service}/score/request/#")  # else the request finds no one
             doc = mqtt_request(broker, f"edgepack/{service}/score/request", {"data": X.tolist()}, timeout=60)
             np.testing.assert_allclose(np.array(doc["output"]), want, rtol=1e-5, atol=1e-6)
             probe = "import azure.iot.device, paho.mqtt; print(paho.mqtt.__version__)"
