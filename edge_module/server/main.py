@@ -47,14 +47,10 @@ def transport_overrides(
 ) -> dict[str, Any]:
     """``Settings`` overrides (``mqtt``, ``iotedge``) from the transport flags, over ``EDGEPACK_MQTT_*``
     and ``EDGEPACK_IOTEDGE_*``; empty when no flag asks for a transport."""
-    from edge_module.transports.settings import IotEdgeSettings, MqttSettings
+    from edge_module.transports.settings import IotEdgeSettings, MqttSettings, parse_protocol
 
     env = os.environ if environ is None else environ
-    protocol = None
-    if mqtt_protocol is not None:
-        protocol = {"5": 5, "5.0": 5, "311": 311, "3.1.1": 311}.get(str(mqtt_protocol).strip())
-        if protocol is None:
-            raise SettingsError(f"invalid --mqtt-protocol {mqtt_protocol!r}: use 5 or 3.1.1")
+    protocol = None if mqtt_protocol is None else parse_protocol(mqtt_protocol, "--mqtt-protocol")
     flags = {
         "request_topic": mqtt_topic,
         "service": mqtt_service,

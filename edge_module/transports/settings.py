@@ -121,14 +121,19 @@ _INTS = {"qos", "session_expiry", "keepalive", "max_batch", "max_inflight", "spo
 _FLOATS = {"max_wait_ms", "reconnect_min", "reconnect_max"}
 
 
+def parse_protocol(raw: str, what: str) -> int:
+    """``5`` or ``311`` from how people write MQTT versions (``5``, ``3.1.1``, ``311``, ``4``)."""
+    value = {"5": 5, "5.0": 5, "311": 311, "3.1.1": 311, "4": 311}.get(str(raw).strip())
+    if value is None:
+        raise SettingsError(f"invalid {what} {raw!r}: use 5 or 3.1.1")
+    return value
+
+
 def _convert(name: str, raw: str, var: str) -> Any:
     if name in ("max_payload", "spool_max_bytes"):
         return parse_size(raw, var)
     if name == "protocol":
-        value = {"5": 5, "5.0": 5, "311": 311, "3.1.1": 311, "4": 311}.get(raw.strip())
-        if value is None:
-            raise SettingsError(f"invalid {var} {raw!r}: use 5 or 3.1.1")
-        return value
+        return parse_protocol(raw, var)
     if name == "spool_fsync":
         if raw.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
             raise SettingsError(f"invalid {var} {raw!r}: use true or false")

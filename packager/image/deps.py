@@ -44,8 +44,10 @@ NO_WHEELS = {
         "numpy": "numpy publishes no cp311 wheels for 32-bit ARM on PyPI",
     },
 }
+#: azure-iot-device 2.14 requires paho-mqtt below 2; PyPI has 1.6.1 as an sdist only.
+PAHO_REQUIREMENT = "paho-mqtt>=1.6.1,<2"
 #: Pure-Python projects without a wheel on PyPI that images need: project -> what to build a wheel of.
-SDIST_ONLY = {"paho-mqtt": "paho-mqtt>=1.6.1,<2"}
+SDIST_ONLY = {"paho-mqtt": PAHO_REQUIREMENT}
 STAGE_VERSION = "edgepack-deps-v1"
 _NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _NO_MATCH_RE = re.compile(r"No matching distribution found for ([^\s]+)")
@@ -86,7 +88,7 @@ def runtime_requirements() -> list[str]:
         ort = f"onnxruntime>={major}.{minor},<{major}.{int(minor) + 1}"
     except metadata.PackageNotFoundError:
         ort = "onnxruntime>=1.31,<1.32"
-    transports = ["paho-mqtt>=1.6.1,<2", "azure-iot-device>=2.14,<3"]
+    transports = [PAHO_REQUIREMENT, "azure-iot-device>=2.14,<3"]
     return ["httptools>=0.6", "numpy>=1.26", ort, "orjson>=3.10", "uvloop>=0.19", *transports]
 
 

@@ -30,6 +30,7 @@ import requests
 from edge_module.runtime import Request, Response, ScoringApp
 from edge_module.scoring.onnx_app import OnnxScoringApp
 from edge_module.settings import SettingsError
+from edge_module.transports import paho_compat as pc
 from edge_module.transports.iotedge import IotEdgeTransport, Tuning, max_score, reported_patch
 from edge_module.transports.settings import HUB_MESSAGE_LIMIT, IotEdgeSettings
 from tests.edge_module.test_server_support import FunctionApp, make_mlp
@@ -38,12 +39,8 @@ MODULE = "scorer"
 
 
 def _paho_client(client_id: str, clean_session: bool = True) -> Any:
-    """A paho client with the version-1 callbacks on paho 1.6 and 2.x."""
-    import paho.mqtt.client as mqtt
-
-    if hasattr(mqtt, "CallbackAPIVersion"):
-        return mqtt.Client(mqtt.CallbackAPIVersion.VERSION1, client_id=client_id, clean_session=clean_session)
-    return mqtt.Client(client_id=client_id, clean_session=clean_session)
+    """A 3.1.1 paho client with the version-1 callbacks on paho 1.6 and 2.x."""
+    return pc.new_client(client_id, pc.MQTT_V311, clean_session=clean_session)
 
 
 def _decode_properties(segment: str) -> dict[str, str | None]:
