@@ -1,7 +1,7 @@
 """Content-addressed blob store: ``blobs/sha256/<2 hex>/<64 hex>``.
 
 Writes go to a temporary file in the store's own ``tmp/`` folder (same file system),
-are fsynced and then renamed into place, so a blob is either whole or absent.
+then :func:`packager.fs.publish_file` fsyncs and renames it into place, so a blob is either whole or absent.
 Reads re-hash what they copy and refuse content whose digest does not match.
 """
 
@@ -15,6 +15,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from packager.fs import publish_file
+
 CHUNK = 1 << 20
 Progress = Callable[[int], None]
 
@@ -26,15 +28,6 @@ class DigestMismatchError(Exception):
         self.digest, self.actual = digest, actual
         what = "is missing" if actual is None else f"has sha256 {actual}"
         super().__init__(f"blob sha256:{digest} {what}")
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BlobStore:
@@ -71,8 +64,6 @@ class BlobStore:
                     size += len(chunk)
                     if progress:
                         progress(len(chunk))
-                fout.flush()
-                os.fsync(fout.fileno())
             digest = hasher.hexdigest()
             self._commit(tmp, digest)
             return digest, size
@@ -87,10 +78,7 @@ class BlobStore:
             return digest, len(data)
         tmp = self.temp_path(".part")
         try:
-            with open(tmp, "wb") as fout:
-                fout.write(data)
-                fout.flush()
-                os.fsync(fout.fileno())
+            tmp.write_bytes(data)
             self._commit(tmp, digest)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -102,9 +90,7 @@ class BlobStore:
         if final.is_file():
             return  # same content already stored
         final.parent.mkdir(exist_ok=True)
-        os.chmod(tmp, 0o444)
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
+        publish_file(tmp, final, mode=0o444)
 
     def copy_verified(self, digest: str, dest: Path, progress: Progress | None = None) -> None:
         """Copy blob ``digest`` to ``dest``, re-hashing on the way; raise on mismatch.

@@ -10,63 +10,26 @@ Layout::
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sqlite3
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 from packager.blobstore import BlobStore
 from packager.errors import InvalidInputError, NotFoundError
+from packager.registry.store import RegistryStore
 
 ENV_WORKSPACE = "EDGEPACK_WORKSPACE"
 DEFAULT_DIR = ".edgepack"
-SCHEMA_VERSION = 1
-BUSY_TIMEOUT_S = 120.0
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS model_names (
-    name TEXT PRIMARY KEY,
-    last_version INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS models (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    root TEXT NOT NULL,
-    is_folder INTEGER NOT NULL,
-    framework TEXT NOT NULL,
-    framework_version TEXT,
-    description TEXT,
-    tags TEXT NOT NULL DEFAULT '{}',
-    properties TEXT NOT NULL DEFAULT '{}',
-    resource_configuration TEXT,
-    created_time TEXT NOT NULL,
-    UNIQUE (name, version)
-);
-CREATE TABLE IF NOT EXISTS model_files (
-    model_id INTEGER NOT NULL REFERENCES models(id) ON DELETE CASCADE,
-    kind TEXT NOT NULL,
-    path TEXT NOT NULL,
-    digest TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    executable INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (model_id, kind, path)
-);
-CREATE INDEX IF NOT EXISTS model_files_digest ON model_files (digest);
-"""
 
 
 class Workspace:
-    """A local model workspace. Thread- and process-safe; one SQLite connection per thread."""
+    """A local model workspace: its paths, its registry store and its blob store. Thread- and process-safe."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path).absolute()
         self.db_path = self.path / "registry.db"
+        self.store = RegistryStore(self.db_path)
         self.blobs = BlobStore(self.path / "blobs")
         self.cache_dir = self.path / "cache"
-        self._local = threading.local()
 
     # -- construction -------------------------------------------------------------------------------
     @classmethod
@@ -82,7 +45,7 @@ class Workspace:
                 )
             ws.path.mkdir(parents=True, exist_ok=True)
         ws.blobs.ensure()
-        ws._init_schema()
+        ws.store.ensure_schema()
         ws.blobs.sweep_temp()
         return ws
 
@@ -111,41 +74,3 @@ class Workspace:
         from packager.registry.model import Model
 
         return {m.name: m for m in Model.list(self, latest=True)}
-
-    # -- database -------------------------------------------------------------------------------------
-    def connection(self) -> sqlite3.Connection:
-        """This thread's connection (reopened after a fork)."""
-        conn = getattr(self._local, "conn", None)
-        if conn is None or self._local.pid != os.getpid():
-            conn = sqlite3.connect(self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA foreign_keys = ON")
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
-        """A write transaction holding SQLite's write lock from the start (``BEGIN IMMEDIATE``)."""
-        conn = self.connection()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    def _init_schema(self) -> None:
-        conn = self.connection()
-        if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
-            return
-        conn.execute("PRAGMA journal_mode = WAL")
-        with self.write() as c:
-            found = c.execute("PRAGMA user_version").fetchone()[0]
-            if found > SCHEMA_VERSION:
-                raise InvalidInputError(
-                    f"workspace {str(self.path)!r} was written by a newer edgepack (schema {found}); upgrade edgepack"
-                )
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                c.execute(statement)
-            c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -6,24 +6,22 @@ structure) plus metadata, stored in a :class:`~packager.workspace.Workspace`.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
-import sqlite3
 import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from edge_module.model_dir import MODEL_DIR_ENV, ModelPathNotFoundError, resolve_model_path
 from packager.blobstore import DigestMismatchError
 from packager.errors import ConflictError, IntegrityError, InvalidInputError, NotFoundError
+from packager.fs import replace_dir
 from packager.registry import frameworks, samples
 from packager.registry.files import collect
 from packager.registry.names import match_filters, string_map, validate_name, validate_version
+from packager.registry.store import MapColumn, ModelRow, NewVersion, StoredFile
 from packager.workspace import Workspace
 
 Progress = Callable[[int], None]
@@ -61,17 +59,13 @@ class ModelFile:
     executable: bool = False
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def _resource_config(value: object) -> str | None:
+def _resource_config(value: object) -> dict[str, Any] | None:
     if value is None:
         return None
     if isinstance(value, ResourceConfiguration):
-        return json.dumps(value.serialize())
+        return value.serialize()
     if isinstance(value, Mapping):
-        return json.dumps(ResourceConfiguration.deserialize(value).serialize())  # type: ignore[union-attr]
+        return ResourceConfiguration.deserialize(value).serialize()  # type: ignore[union-attr]
     raise InvalidInputError("resource_configuration must be a ResourceConfiguration or a dict")
 
 
@@ -101,38 +95,28 @@ class Model:
         self._load(_fetch_row(workspace, name, version))
 
     @classmethod
-    def _from_row(cls, workspace: Workspace, row: sqlite3.Row) -> Model:
+    def _from_row(cls, workspace: Workspace, row: ModelRow) -> Model:
         model = cls.__new__(cls)
         model.workspace = workspace
         model._load(row)
         return model
 
-    def _load(self, row: sqlite3.Row) -> None:
-        self._id: int = row["id"]
-        self.name: str = row["name"]
-        self.version: int = row["version"]
-        self.root: str = row["root"]
-        self.is_folder: bool = bool(row["is_folder"])
-        self.model_framework: str = row["framework"]
-        self.model_framework_version: str | None = row["framework_version"]
-        self.description: str | None = row["description"]
-        self.tags: dict[str, str] = json.loads(row["tags"])
-        self.properties: dict[str, str] = json.loads(row["properties"])
-        self.resource_configuration = ResourceConfiguration.deserialize(
-            json.loads(row["resource_configuration"]) if row["resource_configuration"] else None
-        )
-        self.created_time: str = row["created_time"]
-        rows = (
-            self.workspace.connection()
-            .execute(
-                "SELECT kind, path, digest, size, executable FROM model_files WHERE model_id = ? ORDER BY path",
-                (self._id,),
-            )
-            .fetchall()
-        )
+    def _load(self, row: ModelRow) -> None:
+        self._id: int = row.id
+        self.name: str = row.name
+        self.version: int = row.version
+        self.root: str = row.root
+        self.is_folder: bool = row.is_folder
+        self.model_framework: str = row.framework
+        self.model_framework_version: str | None = row.framework_version
+        self.description: str | None = row.description
+        self.tags: dict[str, str] = dict(row.tags)
+        self.properties: dict[str, str] = dict(row.properties)
+        self.resource_configuration = ResourceConfiguration.deserialize(row.resource_configuration)
+        self.created_time: str = row.created_time
         self._files: dict[str, list[ModelFile]] = {MODEL_KIND: [], SAMPLE_INPUT: [], SAMPLE_OUTPUT: []}
-        for r in rows:
-            self._files[r["kind"]].append(ModelFile(r["path"], r["digest"], r["size"], bool(r["executable"])))
+        for f in self.workspace.store.files(self._id):
+            self._files[f.kind].append(ModelFile(f.path, f.digest, f.size, f.executable))
 
     # -- plain attributes ------------------------------------------------------------------------------
     @property
@@ -270,24 +254,24 @@ class Model:
                 else (lambda c=content: blobs.put_bytes(c))
             )
 
+        new = NewVersion(
+            name=model_name,
+            root=root,
+            is_folder=is_folder,
+            framework=framework,
+            framework_version=model_framework_version,
+            description=description,
+            tags=tag_map,
+            properties=prop_map,
+            resource_configuration=resources,
+            files=[StoredFile(kind, f.path, f.digest, f.size, f.executable) for kind, f in entries],
+        )
         for _attempt in range(3):
-            with workspace.write() as conn:
+            with workspace.store.write() as tx:
                 # Checked under the write lock, which delete() also holds while collecting blobs.
                 missing = {f.digest for _, f in entries if not blobs.exists(f.digest)}
                 if not missing:
-                    version = _insert_version(
-                        conn,
-                        model_name,
-                        root,
-                        is_folder,
-                        framework,
-                        model_framework_version,
-                        description,
-                        tag_map,
-                        prop_map,
-                        resources,
-                        entries,
-                    )
+                    version = tx.insert_version(new)
                     break
             for digest in missing:  # a concurrent delete collected them: store them again
                 restore[digest]()
@@ -312,64 +296,39 @@ class Model:
         ``tags``/``properties`` filters: ``["key", "key=value", [key, value]]`` or a dict; all must match.
         ``latest`` keeps only the newest matching version of each name.
         """
-        query, args = "SELECT * FROM models", []
-        clauses = []
-        if name is not None:
-            clauses.append("name = ?")
-            args.append(validate_name(name))
-        if framework is not None:
-            clauses.append("framework = ?")
-            args.append(frameworks.normalize(framework))
-        if clauses:
-            query += " WHERE " + " AND ".join(clauses)
-        query += " ORDER BY name, version DESC"
+        rows = workspace.store.models(
+            name=None if name is None else validate_name(name),
+            framework=None if framework is None else frameworks.normalize(framework),
+        )
         out: list[Model] = []
         seen: set[str] = set()
-        for row in workspace.connection().execute(query, args).fetchall():
-            if latest and row["name"] in seen:
+        for row in rows:
+            if latest and row.name in seen:
                 continue
-            if not (
-                match_filters(json.loads(row["tags"]), tags, "tags")
-                and match_filters(json.loads(row["properties"]), properties, "properties")
-            ):
+            if not (match_filters(row.tags, tags, "tags") and match_filters(row.properties, properties, "properties")):
                 continue
-            seen.add(row["name"])
+            seen.add(row.name)
             out.append(Model._from_row(workspace, row))
         return out
 
     # -- update ---------------------------------------------------------------------------------------
-    def _store_meta(self, **columns: str | None) -> None:
-        sets = ", ".join(f"{col} = ?" for col in columns)
-        with self.workspace.write() as conn:
-            cur = conn.execute(f"UPDATE models SET {sets} WHERE id = ?", (*columns.values(), self._id))
-            if cur.rowcount == 0:
-                raise NotFoundError(f"model {self.id} was deleted")
-
     def _reload(self) -> None:
         self._load(_fetch_row(self.workspace, self.name, self.version))
 
     def update(self, tags: Mapping[str, object] | None = None, description: str | None = None) -> Model:
         """Replace the tags (as v1 does) and/or the description."""
-        changes: dict[str, str | None] = {}
-        if tags is not None:
-            changes["tags"] = json.dumps(string_map(tags, "tags"))
-        if description is not None:
-            if not isinstance(description, str):
-                raise InvalidInputError("description must be a string")
-            changes["description"] = description
-        if changes:
-            self._store_meta(**changes)
+        new_tags = None if tags is None else string_map(tags, "tags")
+        if description is not None and not isinstance(description, str):
+            raise InvalidInputError("description must be a string")
+        if new_tags is not None or description is not None:
+            if not self.workspace.store.update_model(self._id, tags=new_tags, description=description):
+                raise NotFoundError(f"model {self.id} was deleted")
             self._reload()
         return self
 
-    def _edit_json(self, column: str, edit: Callable[[dict[str, str]], dict[str, str]]) -> None:
-        with self.workspace.write() as conn:
-            row = conn.execute(f"SELECT {column} FROM models WHERE id = ?", (self._id,)).fetchone()
-            if row is None:
-                raise NotFoundError(f"model {self.id} was deleted")
-            conn.execute(
-                f"UPDATE models SET {column} = ? WHERE id = ?", (json.dumps(edit(json.loads(row[0]))), self._id)
-            )
+    def _edit_json(self, column: MapColumn, edit: Callable[[dict[str, str]], dict[str, str]]) -> None:
+        if not self.workspace.store.edit_map(self._id, column, edit):
+            raise NotFoundError(f"model {self.id} was deleted")
         self._reload()
 
     def add_tags(self, tags: Mapping[str, object]) -> Model:
@@ -403,18 +362,15 @@ class Model:
     # -- delete ---------------------------------------------------------------------------------------
     def delete(self) -> None:
         """Delete this version and any content no other version uses. Version numbers are not reused."""
-        with self.workspace.write() as conn:
-            digests = [
-                r[0] for r in conn.execute("SELECT DISTINCT digest FROM model_files WHERE model_id = ?", (self._id,))
-            ]
-            if conn.execute("DELETE FROM models WHERE id = ?", (self._id,)).rowcount == 0:
-                raise NotFoundError(f"model {self.id} does not exist (already deleted?)")
+        store = self.workspace.store
+        digests = store.delete_model(self._id)
+        if digests is None:
+            raise NotFoundError(f"model {self.id} does not exist (already deleted?)")
         # Collect orphans under the write lock, so a concurrent register (which checks its blobs
         # under the same lock) either sees them gone and re-stores them, or keeps them referenced.
-        with self.workspace.write() as conn:
-            for digest in digests:
-                if conn.execute("SELECT 1 FROM model_files WHERE digest = ? LIMIT 1", (digest,)).fetchone() is None:
-                    self.workspace.blobs.remove(digest)
+        with store.write() as tx:
+            for digest in tx.unreferenced(digests):
+                self.workspace.blobs.remove(digest)
         cached = self.workspace.cache_dir / "azureml-models" / self.name / str(self.version)
         shutil.rmtree(cached, ignore_errors=True)
 
@@ -455,7 +411,7 @@ class Model:
                 except DigestMismatchError as exc:
                     raise self._integrity_error(f, exc) from None
                 os.chmod(out, 0o755 if f.executable else 0o644)
-            _replace(staging / self.root, dest)
+            replace_dir(staging / self.root, dest)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return str(dest)
@@ -486,77 +442,11 @@ class Model:
         return str(cached)
 
 
-def _replace(src: Path, dest: Path) -> None:
-    """Move ``src`` to ``dest``, replacing what is there without a moment where ``dest`` is half-written."""
-    if not dest.exists() and not dest.is_symlink():
-        os.replace(src, dest)
-        return
-    backup = dest.with_name(f".{dest.name}.edgepack-old-{os.getpid()}")
-    os.replace(dest, backup)
-    try:
-        os.replace(src, dest)
-    except BaseException:
-        os.replace(backup, dest)
-        raise
-    if backup.is_dir() and not backup.is_symlink():
-        shutil.rmtree(backup, ignore_errors=True)
-    else:
-        with contextlib.suppress(FileNotFoundError):
-            backup.unlink()
-
-
-def _insert_version(
-    conn: sqlite3.Connection,
-    name: str,
-    root: str,
-    is_folder: bool,
-    framework: str,
-    framework_version: str | None,
-    description: str | None,
-    tags: dict[str, str],
-    properties: dict[str, str],
-    resources: str | None,
-    entries: list[tuple[str, ModelFile]],
-) -> int:
-    """Write one version row and its files; the caller holds the write transaction."""
-    version = conn.execute(
-        "INSERT INTO model_names (name, last_version) VALUES (?, 1) "
-        "ON CONFLICT (name) DO UPDATE SET last_version = last_version + 1 RETURNING last_version",
-        (name,),
-    ).fetchone()[0]
-    model_id = conn.execute(
-        "INSERT INTO models (name, version, root, is_folder, framework, framework_version, description, tags, "
-        "properties, resource_configuration, created_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            name,
-            version,
-            root,
-            int(is_folder),
-            framework,
-            framework_version,
-            description,
-            json.dumps(tags),
-            json.dumps(properties),
-            resources,
-            _now(),
-        ),
-    ).lastrowid
-    conn.executemany(
-        "INSERT INTO model_files (model_id, kind, path, digest, size, executable) VALUES (?, ?, ?, ?, ?, ?)",
-        [(model_id, kind, f.path, f.digest, f.size, int(f.executable)) for kind, f in entries],
-    )
-    return version
-
-
-def _fetch_row(workspace: Workspace, name: str, version: int | None) -> sqlite3.Row:
-    conn = workspace.connection()
-    if version is None:
-        row = conn.execute("SELECT * FROM models WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)).fetchone()
-    else:
-        row = conn.execute("SELECT * FROM models WHERE name = ? AND version = ?", (name, version)).fetchone()
+def _fetch_row(workspace: Workspace, name: str, version: int | None) -> ModelRow:
+    row = workspace.store.get_model(name, version)
     if row is not None:
         return row
-    versions = [r[0] for r in conn.execute("SELECT version FROM models WHERE name = ? ORDER BY version", (name,))]
+    versions = workspace.store.versions(name)
     if not versions:
         raise NotFoundError(
             f"no model named {name!r} in workspace {workspace.path}; see `edgepack model list` for registered models"
