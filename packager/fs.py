@@ -101,12 +101,13 @@ def replace_dir(staged: str | os.PathLike, final: str | os.PathLike) -> None:
     file system (a sibling, or inside the same parent); on error the caller removes it.
     """
     staged, final = Path(staged), Path(final)
-    if not final.exists() and not final.is_symlink():
+    backup = _sibling(final, "old")
+    try:
+        os.replace(final, backup)
+    except FileNotFoundError:  # nothing to replace (or someone removed it meanwhile)
         os.replace(staged, final)
         fsync_dir(final.parent)
         return
-    backup = _sibling(final, "old")
-    os.replace(final, backup)
     try:
         os.replace(staged, final)
     except BaseException as exc:

@@ -15,7 +15,6 @@ into a wheel on this machine once, under ``<cache_root>/wheelhouse``, and offere
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -24,11 +23,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import uuid
 from importlib import metadata
 from pathlib import Path
 
 from packager.errors import EdgepackError, InvalidInputError
+from packager.fs import publish_file, replace_dir
 from packager.image import tarball
 from packager.image.spec import DEPS_DIR, LayerSource, NullReporter, Platform, Reporter
 
@@ -112,7 +111,7 @@ def wheelhouse(requirements: list[str], cache_root: Path) -> Path | None:
                 tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-10:])
                 raise EdgepackError(f"cannot build a wheel of {SDIST_ONLY[name]} (it publishes none):\n{tail}")
             for wheel in wheels:
-                os.replace(wheel, house / wheel.name)
+                publish_file(wheel, house / wheel.name)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return house
@@ -248,12 +247,8 @@ def install(
         try:
             os.rename(work, final)
         except OSError:
-            if not (final / "stage.json").is_file():  # not a concurrent winner: a real failure
-                stale = final.with_name(f".{key[:12]}.stale-{uuid.uuid4().hex}")
-                with contextlib.suppress(FileNotFoundError):
-                    os.rename(final, stale)
-                    shutil.rmtree(stale, ignore_errors=True)
-                os.rename(work, final)
+            if not (final / "stage.json").is_file():  # not a concurrent winner: a stale, unfinished stage
+                replace_dir(work, final)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     reporter.done(task, f"{len(staged_versions(done))} packages")

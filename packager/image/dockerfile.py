@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from packager.errors import EdgepackError, InvalidInputError
+from packager.fs import replace_dir
 from packager.image.spec import APP_ROOT, LAYER_NAMES, FileEntry, LayerSource, Platform
 
 DOCKERFILE = "Dockerfile"
@@ -193,7 +194,8 @@ Layers (context folder -> image folder):
 """
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
+def _check_replaceable(final: Path) -> None:
+    """Refuse to replace anything but a missing or empty folder or a context edgepack wrote."""
     if final.exists() or final.is_symlink():
         if not final.is_dir() or final.is_symlink():
             raise InvalidInputError(f"{final} exists and is not a folder; choose another output folder")
@@ -203,16 +205,6 @@ def _replace_dir(tmp: Path, final: Path) -> None:
             raise InvalidInputError(
                 f"{final} is not empty and not a context edgepack wrote; choose a new or empty folder"
             )
-        trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(final, trash)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            os.rename(trash, final)
-            raise
-        shutil.rmtree(trash, ignore_errors=True)
-    else:
-        os.rename(tmp, final)
 
 
 def write_context(
@@ -253,7 +245,8 @@ def write_context(
         (tmp / DOCKERFILE).write_text(text, encoding="utf-8")
         (tmp / README).write_text(_readme(platform, copies), encoding="utf-8")
         (tmp / ".dockerignore").write_text(f"{README}\n", encoding="utf-8")
-        _replace_dir(tmp, final)
+        _check_replaceable(final)
+        replace_dir(tmp, final)
     finally:
         with contextlib.suppress(FileNotFoundError):
             shutil.rmtree(tmp)

@@ -8,18 +8,17 @@ place, so a reader never sees half an output.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import shutil
 import tarfile
 import tempfile
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from packager.errors import EdgepackError, InvalidInputError
+from packager.fs import atomic_writer, replace_dir
 from packager.image.oci import OCI_INDEX, PlatformImage, canonical_json, digest_bytes, image_index
 from packager.image.tarball import source_date_epoch
 
@@ -52,18 +51,6 @@ def _copy(src: Path, dest: Path) -> None:
         os.link(src, dest)  # same file system: no copy; blobs are immutable (written once, renamed into place)
     except OSError:
         shutil.copyfile(src, dest)
-
-
-def _replace_dir(staged: Path, final: Path) -> None:
-    trash = None
-    if final.exists() or final.is_symlink():
-        if not final.is_dir():
-            raise InvalidInputError(f"{final} exists and is not a folder; remove it or choose another output")
-        trash = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(final, trash)
-    os.rename(staged, final)
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
 
 
 def write_oci_layout(
@@ -111,7 +98,9 @@ def write_oci_layout(
         }
         (staged / "index.json").write_bytes(canonical_json(top))
         os.chmod(staged, 0o755)
-        _replace_dir(staged, directory)
+        if (directory.exists() or directory.is_symlink()) and not directory.is_dir():
+            raise InvalidInputError(f"{directory} exists and is not a folder; remove it or choose another output")
+        replace_dir(staged, directory)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return index_digest
@@ -146,14 +135,8 @@ def write_docker_archive(file: Path, image: PlatformImage, repo_tags: Sequence[s
             known = next((la.path for la in image.layers if la.digest == digest), None)
             layer_files[name] = _local_file(digest, size, known, blob_path)
     manifest = [{"Config": config_name, "RepoTags": list(repo_tags), "Layers": layer_names}]
-    tmp = file.with_name(f".{file.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-            _add(tar, config_name, data=image.config)
-            for name in sorted(layer_files):
-                _add(tar, name, path=layer_files[name])
-            _add(tar, "manifest.json", data=json.dumps(manifest, separators=(",", ":")).encode())
-        os.replace(tmp, file)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    with atomic_writer(file) as out, tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add(tar, config_name, data=image.config)
+        for name in sorted(layer_files):
+            _add(tar, name, path=layer_files[name])
+        _add(tar, "manifest.json", data=json.dumps(manifest, separators=(",", ":")).encode())

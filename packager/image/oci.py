@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packager.image import tarball
+from packager.fs import write_atomic
 from packager.image.spec import APP_ROOT, ENTRYPOINT, Layer, Platform
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -173,7 +173,7 @@ def image_index(manifests: Sequence[tuple[str, int, Platform]], annotations: Map
 def _write_blob(directory: Path, digest: str, data: bytes) -> Path:
     path = Path(directory) / digest.split(":", 1)[1]
     if not (path.is_file() and path.stat().st_size == len(data)):
-        tarball.write_atomic(path, data)
+        write_atomic(path, data)
     return path
 
 

@@ -29,6 +29,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from packager.errors import EdgepackError, IntegrityError, InvalidInputError, NotFoundError
+from packager.fs import publish_file
 from packager.image.auth import Credentials, RegistryAuth, pull_scope, push_scope
 from packager.image.oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST
 from packager.image.reference import ImageRef, is_insecure, normalize_registry, validate_digest
@@ -506,8 +507,6 @@ class RegistryClient:
                         out.write(chunk)
                         h.update(chunk)
                         reporter.advance(task, len(chunk))
-                    out.flush()
-                    os.fsync(out.fileno())
             except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
                 tmp.unlink(missing_ok=True)
                 if attempt < self.retries:
@@ -525,8 +524,7 @@ class RegistryClient:
                 raise IntegrityError(
                     f"blob {digest} of {self.registry}/{repo} downloaded as {actual}: the registry sent other content"
                 )
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, dest)
+            publish_file(tmp, dest, mode=0o644)
             reporter.done(task, "downloaded")
             return dest
         raise AssertionError("unreachable")

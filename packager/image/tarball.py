@@ -24,6 +24,7 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from packager.errors import EdgepackError, InvalidInputError
+from packager.fs import publish_file, write_atomic
 from packager.image.spec import FileEntry, Layer, LayerSource, NullReporter, Reporter
 
 #: zlib level for layers. Measured on the ~150 MB dependency layer (2 shared cores): level 1 is
@@ -248,18 +249,6 @@ def _key_file(cache_root: Path, source: LayerSource) -> Path:
     return layers_dir(cache_root) / "keys" / hashlib.sha256(material.encode()).hexdigest()
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary sibling and a rename (readers never see half a file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
 def _cached(cache_root: Path, source: LayerSource) -> Layer | None:
     key_file = _key_file(cache_root, source)
     try:
@@ -309,7 +298,7 @@ def build_layer(source: LayerSource, cache_root: Path, reporter: Reporter | None
             digest, diff_id, size = writer.finish()
         final = blob_file(cache_root, digest)
         final.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, final)
+        publish_file(tmp, final)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()

@@ -25,6 +25,7 @@ import onnxruntime as ort
 from onnx import numpy_helper
 
 from packager.errors import EdgepackError, InvalidInputError
+from packager.fs import publish_file
 from packager.quantize import data as qdata
 from packager.quantize import measure
 from packager.quantize.measure import OutputDiff
@@ -505,7 +506,7 @@ def quantize_model(
 
         # Register: the model's file or folder, with the .onnx replaced by its INT8 version.
         step("register", 0, 1)
-        os.replace(out_path, staging / onnx_rel)
+        publish_file(out_path, staging / onnx_rel)
         properties = {
             "derived_from": source.id,
             "quantization": format,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -334,3 +335,30 @@ def test_workspace_errors(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(InvalidInputError, match="is a file"):
         Workspace.from_path(tmp_path / "file")
+
+
+def test_workspace_from_a_newer_edgepack_is_refused(tmp_path: Path) -> None:
+    ws = Workspace.from_path(tmp_path / "ws")
+    with sqlite3.connect(ws.db_path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    with pytest.raises(InvalidInputError, match=r"newer edgepack \(schema 99\); upgrade edgepack"):
+        Workspace.from_path(ws.path)
+
+
+def test_editing_a_deleted_version_says_so(workspace: Workspace, tmp_path: Path) -> None:
+    f = tmp_path / "m.bin"
+    f.write_bytes(b"x")
+    m = Model.register(workspace, f, "m", tags={"a": "1"})
+    stale = Model(workspace, "m", version=1)
+    m.delete()
+    for edit in (
+        lambda: stale.update(description="d"),
+        lambda: stale.add_tags({"b": "2"}),
+        lambda: stale.remove_tags(["a"]),
+        lambda: stale.add_properties({"p": "1"}),
+    ):
+        with pytest.raises(NotFoundError, match="model m:1 was deleted"):
+            edit()
+    with pytest.raises(NotFoundError, match="already deleted"):
+        stale.delete()

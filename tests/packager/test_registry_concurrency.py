@@ -12,7 +12,9 @@ from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
-from packager import Model, Workspace
+import pytest
+
+from packager import Model, NotFoundError, Workspace
 
 PROCESSES, THREADS = 8, 50
 
@@ -76,15 +78,19 @@ def test_delete_collecting_a_blob_mid_register_does_not_break_the_new_version(tm
     old = Model.register(ws, folder / "a.bin", "old")
     shared_blob = ws.blobs.path(old.files[0].digest)
     copied = [0]
+    deleted: list[bool] = []
 
     def progress(n: int) -> None:  # files are copied in path order: a.bin is stored when b.bin starts
         copied[0] += n
-        if copied[0] > len(b"shared with version 1") and shared_blob.exists():
+        if copied[0] > len(b"shared with version 1") and not deleted:
             old.delete()  # the only other user of a.bin's blob: delete collects it
-            assert not shared_blob.exists()
+            deleted.append(not shared_blob.exists())
 
     new = Model.register(ws, folder, "new", progress=progress)
-    assert shared_blob.exists()
+    assert deleted == [True], "the delete did not run (or left the blob) mid-register: the race was not exercised"
+    with pytest.raises(NotFoundError, match="no model named 'old'"):
+        Model(ws, "old")
+    assert shared_blob.exists()  # register stored it again
     out = Path(new.download(tmp_path / "dl"))
     assert (out / "a.bin").read_bytes() == b"shared with version 1"
 
