@@ -236,18 +236,18 @@ class Model:
         )
 
         blobs = workspace.blobs
-        entries: list[tuple[str, ModelFile]] = []
+        files: list[StoredFile] = []
         restore: dict[str, Callable[[], object]] = {}  # how to store each blob again
         for src in sources:
             digest, size = blobs.put_file(src.path, progress)
-            entries.append((MODEL_KIND, ModelFile(src.rel, digest, size, src.executable)))
+            files.append(StoredFile(MODEL_KIND, src.rel, digest, size, src.executable))
             restore[digest] = lambda p=src.path: blobs.put_file(p)
         for kind, sample in ((SAMPLE_INPUT, sample_input), (SAMPLE_OUTPUT, sample_output)):
             if sample is None:
                 continue
             file_name, content = samples.encode(sample, kind)
             digest, size = blobs.put_file(content) if isinstance(content, Path) else blobs.put_bytes(content)
-            entries.append((kind, ModelFile(file_name, digest, size)))
+            files.append(StoredFile(kind, file_name, digest, size))
             restore[digest] = (
                 (lambda c=content: blobs.put_file(c))
                 if isinstance(content, Path)
@@ -264,12 +264,12 @@ class Model:
             tags=tag_map,
             properties=prop_map,
             resource_configuration=resources,
-            files=[StoredFile(kind, f.path, f.digest, f.size, f.executable) for kind, f in entries],
+            files=files,
         )
         for _attempt in range(3):
             with workspace.store.write() as tx:
                 # Checked under the write lock, which delete() also holds while collecting blobs.
-                missing = {f.digest for _, f in entries if not blobs.exists(f.digest)}
+                missing = {f.digest for f in files if not blobs.exists(f.digest)}
                 if not missing:
                     version = tx.insert_version(new)
                     break
