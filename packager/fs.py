@@ -15,21 +15,17 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def _fsync(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def fsync_dir(path: str | os.PathLike) -> None:
     """Make the renames inside folder ``path`` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(path)
 
 
 def _sibling(path: Path, tag: str) -> Path:
@@ -53,7 +49,7 @@ def publish_file(tmp: str | os.PathLike, dest: str | os.PathLike, mode: int | No
     the caller to remove.
     """
     tmp, dest = Path(tmp), Path(dest)
-    _fsync_file(tmp)
+    _fsync(tmp)
     if mode is not None:
         os.chmod(tmp, mode)
     os.replace(tmp, dest)
@@ -97,8 +93,9 @@ def replace_dir(staged: str | os.PathLike, final: str | os.PathLike) -> None:
     """Move the finished folder (or file) ``staged`` to ``final``, replacing what is there.
 
     An existing ``final`` is first moved aside; if ``staged`` then cannot be moved in, it is put
-    back, so ``final`` is always either the old content or the new. ``staged`` must be on the same
-    file system (a sibling, or inside the same parent); on error the caller removes it.
+    back. So ``final`` is never half-written: it holds the old content or the new (and is absent
+    only between the two renames). ``staged`` must be on the same file system (a sibling, or
+    inside the same parent); on error the caller removes it.
     """
     staged, final = Path(staged), Path(final)
     backup = _sibling(final, "old")
