@@ -21,15 +21,26 @@ from typing import Any
 from packager import __version__
 from packager.errors import InvalidInputError
 from packager.image import content, deps, dockerfile, layout, oci, tarball
-from packager.image.inference_config import InferenceConfig, resolve_requirements
+from packager.image.conda import resolve_requirements
+from packager.image.inference_config import InferenceConfig
 from packager.image.oci import OCI_INDEX, OCI_MANIFEST
 from packager.image.reference import ImageRef
 from packager.image.registry import PushStats, RegistryClient
-from packager.image.spec import ENTRYPOINT, PORT, Layer, LayerSource, NullReporter, Platform, Reporter, cache_dir
+from packager.image.spec import (
+    DEFAULT_BASE,
+    ENTRYPOINT,
+    PORT,
+    PYTHON_VERSION,
+    Layer,
+    LayerSource,
+    NullReporter,
+    Platform,
+    Reporter,
+    cache_dir,
+)
 from packager.registry import Model
 from packager.workspace import Workspace
 
-DEFAULT_BASE = "python:3.11-slim"
 DEFAULT_PLATFORMS = (Platform("linux", "amd64"), Platform("linux", "arm64"))
 
 
@@ -140,7 +151,7 @@ def stage(
     # Platform checks that need no network come first (e.g. no onnxruntime wheel for arm/v7).
     for platform in platforms:
         deps.platform_tags(platform)
-        deps.check_wheels(deps.runtime_requirements() + requirements, platform, "3.11")
+        deps.check_wheels(deps.runtime_requirements() + requirements, platform, PYTHON_VERSION)
 
     t = time.perf_counter()
     base_ref = ImageRef.parse(base or config.base_image_ref() or DEFAULT_BASE)
