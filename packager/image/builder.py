@@ -77,15 +77,15 @@ class BuildResult:
     def blob_path(self, digest: str) -> Path:
         """A local file for any blob the images reference (base layers are fetched into the cache)."""
         for image in self.images:
-            for d, size, path in image.blobs():
-                if d != digest:
+            for blob in image.blobs():
+                if blob.digest != digest:
                     continue
-                if path is not None:
-                    return path
-                if d == image.config_digest:
-                    return oci._write_blob(self.staged.cache / "layers" / "sha256", d, image.config)
+                if blob.path is not None:
+                    return blob.path
+                if blob.data is not None:
+                    return oci._write_blob(self.staged.cache / "layers" / "sha256", digest, blob.data)
                 return self.staged.client.fetch_blob(
-                    self.staged.base.repository, d, self.staged.cache / "blobs", None, size
+                    self.staged.base.repository, digest, self.staged.cache / "blobs", None, blob.size
                 )
         raise KeyError(digest)
 
@@ -308,12 +308,7 @@ def push(
     staged = result.staged
     with RegistryClient.for_ref(ref, credentials=credentials, cache=staged.cache / "blobs") as client:
         source: str | ImageRef = staged.base.repository if staged.base.same_registry(ref) else staged.base
-        blobs: list[tuple[Any, ...]] = []
-        for img in result.images:
-            config_path = img.config_path or result.blob_path(img.config_digest)
-            blobs.append((img.config_digest, config_path, len(img.config), None, f"config {img.platform}"))
-            blobs += [(d["digest"], None, int(d["size"]), source, "base layer") for d in img.base_layers]
-            blobs += [(la.digest, la.path, la.size, None, f"{la.name} layer {img.platform}") for la in img.layers]
+        blobs = [blob for img in result.images for blob in img.blobs(base_source=source)]
         stats = client.push_blobs(ref.repository, blobs, reporter)
         sent = 0
         for img in result.images:
