@@ -18,7 +18,7 @@ from packaging.utils import canonicalize_name
 from packager.errors import InvalidInputError
 
 #: What a requirement line may look like, for error messages.
-ACCEPTED = "NAME[extras] with an optional version and marker, e.g. scikit-learn==1.5.2 or pandas[parquet]>=2"
+ACCEPTED = "a project name with optional extras, version and marker (PEP 508), e.g. scikit-learn==1.5.2 or pandas>=2"
 
 
 def parse_requirement(line: str, where: str = "requirement") -> Requirement:
