@@ -5,6 +5,8 @@
 config and manifest plus one OCI index. :func:`push`, :func:`write_oci` and
 :func:`write_docker_archives` send the result somewhere. No Docker daemon is involved;
 :mod:`packager.image.docker_backend` builds the same content with one (see :func:`build_with_docker`).
+:func:`run` does it all in one call for a :class:`BuildRequest` (what ``edgepack build`` runs): build
+with either backend, then push to a registry or write an OCI layout / docker-archive (:class:`Destination`).
 """
 
 from __future__ import annotations

@@ -35,6 +35,12 @@ from packager.image import tarball
 from packager.image.requirements import parse_requirement, requirement_name
 from packager.image.spec import DEPS_DIR, PYTHON_VERSION, LayerSource, NullReporter, Platform, Reporter
 
+
+def cpython_abi(python_version: str = PYTHON_VERSION) -> str:
+    """The wheel ABI tag of a CPython version: ``3.11`` → ``cp311``."""
+    return "cp" + python_version.replace(".", "")
+
+
 #: glibc of the default base (Debian bookworm): wheels for manylinux_2_17 ... 2_36 all run on it.
 BASE_GLIBC = (2, 36)
 OLDEST_GLIBC = (2, 17)
@@ -44,7 +50,7 @@ ARCH_TAGS = {("amd64", ""): "x86_64", ("arm64", ""): "aarch64", ("arm", "v7"): "
 NO_WHEELS = {
     ("arm", "v7"): {
         "onnxruntime": "onnxruntime publishes no 32-bit ARM wheels on PyPI",
-        "numpy": "numpy publishes no cp311 wheels for 32-bit ARM on PyPI",
+        "numpy": f"numpy publishes no {cpython_abi()} wheels for 32-bit ARM on PyPI",
     },
 }
 #: azure-iot-device 2.14 requires paho-mqtt below 2; PyPI has 1.6.1 as an sdist only.
@@ -145,7 +151,7 @@ def check_wheels(requirements: list[str], platform: Platform, python_version: st
     names = {requirement_name(r) for r in _normalise_requirements(requirements)}
     found = [(name, reason) for name, reason in gaps.items() if name in names]
     if found:
-        abi = "cp" + python_version.replace(".", "")
+        abi = cpython_abi(python_version)
         what = "; ".join(f"{name} has no wheel for {platform} ({abi}): {reason}" for name, reason in found)
         raise InvalidInputError(f"{what}. Build for linux/amd64 or linux/arm64 instead")
 
@@ -157,7 +163,7 @@ def pip_command(
     python_version: str = PYTHON_VERSION,
     find_links: Path | None = None,
 ) -> list[str]:
-    abi = "cp" + python_version.replace(".", "")
+    abi = cpython_abi(python_version)
     cmd = [
         sys.executable, "-m", "pip", "install", "--target", str(target), "--only-binary=:all:",
         "--python-version", python_version, "--implementation", "cp", "--abi", abi,
@@ -171,7 +177,7 @@ def pip_command(
 
 
 def _pip_failure(output: str, platform: Platform, python_version: str) -> EdgepackError:
-    abi = "cp" + python_version.replace(".", "")
+    abi = cpython_abi(python_version)
     m = _NO_MATCH_RE.search(output)
     if m:
         name = m.group(1)
