@@ -20,21 +20,6 @@ from packager.cli.output import RichReporter, console, human_size, print_json
 from packager.errors import InvalidInputError
 from packager.image import builder
 from packager.image.inference_config import InferenceConfig
-from packager.image.reference import ImageRef
-from packager.registry import Model
-from packager.registry.names import parse_ref
-
-
-def _models(ctx: click.Context, refs: tuple[str, ...]) -> list[Model]:
-    ws = open_workspace(ctx)
-    models: list[Model] = []
-    for ref in refs:
-        name, version = parse_ref(ref)
-        model = Model(ws, name, version=version)
-        if any((m.name, m.version) == (model.name, model.version) for m in models):
-            raise InvalidInputError(f"model {model.name}:{model.version} is given twice")
-        models.append(model)
-    return models
 
 
 def _config(inference_config: str | None, entry_script: str | None, source_dir: str | None) -> InferenceConfig:
@@ -53,15 +38,6 @@ def _labels(items: tuple[str, ...]) -> dict[str, str]:
             raise InvalidInputError(f"label {item!r} is not KEY=VALUE")
         labels[key.strip()] = value
     return labels
-
-
-def _output(text: str | None) -> tuple[str, Path] | None:
-    if not text:
-        return None
-    kind, sep, path = text.partition(":")
-    if not sep or kind not in ("oci", "docker-archive") or not path:
-        raise InvalidInputError(f"--output {text!r}: use oci:DIR or docker-archive:FILE")
-    return kind, Path(path)
 
 
 def _credentials(username: str | None, password: str | None) -> tuple[str, str] | None:
@@ -121,24 +97,7 @@ def _report(doc: dict[str, Any], as_json: bool) -> None:
             console.print(f"wrote {doc[kind]}")
 
 
-def _stage(
-    ctx: click.Context,
-    config: InferenceConfig,
-    reporter: RichReporter,
-    models: tuple[str, ...],
-    requirements: tuple[str, ...],
-    platforms: str,
-    base: str | None,
-    labels: tuple[str, ...],
-) -> builder.Staged:
-    return builder.stage(
-        open_workspace(ctx), _models(ctx, models), config=config, platforms=builder.parse_platforms(platforms),
-        base=base, labels=_labels(labels), extra_requirements=requirements, reporter=reporter,
-    )  # fmt: skip
-
-
-def run_build(
-    ctx: click.Context,
+def build_request(
     *,
     models: tuple[str, ...],
     inference_config: str | None,
@@ -154,43 +113,22 @@ def run_build(
     backend: str,
     username: str | None,
     password: str | None,
-    as_json: bool,
-) -> dict[str, Any]:
-    out = _output(output)
-    if push and out:
-        raise InvalidInputError("give either --push or --output, not both")
-    if not push and not out:
-        raise InvalidInputError("say where the image goes: --push (with -t REGISTRY/REPO:TAG) or --output oci:DIR")
-    if push and not tag:
-        raise InvalidInputError("--push needs -t REGISTRY/REPO:TAG")
-    target = ImageRef.parse(tag) if push and tag else None
+) -> builder.BuildRequest:
+    """The :class:`~packager.image.builder.BuildRequest` the ``build``/``build-and-push`` flags describe."""
+    destination = builder.Destination.from_options(tag, push, output)
     credentials = _credentials(username, password)
     config = _config(inference_config, entry_script, source_dir)
-    builder.parse_platforms(platforms)  # bad --platform before anything runs
-    if backend == "docker" and not push:
-        raise InvalidInputError("--backend docker pushes what it builds: use --push (or `edgepack package -o DIR`)")
-    if backend == "oci" and config.needs_docker_backend:
-        raise InvalidInputError(
-            "the inference config has extraDockerfileSteps, which only a Docker build can run: use --backend docker"
-        )
+    return builder.BuildRequest(
+        models=models, destination=destination, config=config, platforms=builder.parse_platforms(platforms),
+        base=base, labels=_labels(labels), extra_requirements=requirements, backend=backend, credentials=credentials,
+    )  # fmt: skip
+
+
+def _build(ctx: click.Context, as_json: bool, flags: dict[str, Any]) -> None:
+    request = build_request(**flags)  # every flag is checked before anything runs
     with RichReporter() as reporter:
-        staged = _stage(ctx, config, reporter, models, requirements, platforms, base, labels)
-        if backend == "docker":
-            assert target is not None
-            return builder.build_with_docker(staged, target, config.extra_steps_text, reporter, credentials)
-        result = builder.assemble(staged, reporter)
-        doc = result.summary()
-        if target is not None:
-            pushed = builder.push(result, target, reporter, credentials)
-            doc["reference"] = pushed.reference
-            doc["push"] = pushed.summary()
-        elif out and out[0] == "oci":
-            builder.write_oci(result, out[1], tag or "latest")  # skopeo/podman: oci:DIR:<tag as given>
-            doc["oci_layout"] = str(out[1])
-        elif out:
-            tags = [str(ImageRef.parse(tag).familiar())] if tag else []
-            doc["docker_archives"] = builder.write_docker_archives(result, out[1], tags)
-    return doc
+        doc = builder.run(open_workspace(ctx), request, reporter)
+    _report(doc, as_json)
 
 
 @click.command()
@@ -198,37 +136,53 @@ def run_build(
 @click.option("-t", "--tag", metavar="REF", help="Image reference, e.g. 127.0.0.1:5000/models/digits:1.")
 @click.option("--push", is_flag=True, help="Push the images and their index to the registry of --tag.")
 @click.option("--output", metavar="oci:DIR|docker-archive:FILE", help="Write the images locally instead of pushing.")
-@click.option("--backend", type=click.Choice(["oci", "docker"]), default="oci", show_default=True,
+@click.option("--backend", type=click.Choice(builder.BACKENDS), default="oci", show_default=True,
               help="oci: no daemon, appended layers; docker: the Docker daemon builds the same content.")  # fmt: skip
 @click.option("--username", envvar="EDGEPACK_REGISTRY_USERNAME", help="Registry user [default: ~/.docker/config.json].")
 @click.option("--password", envvar="EDGEPACK_REGISTRY_PASSWORD", help="Registry password or token.")
 @click.pass_context
-def build(ctx: click.Context, **kwargs: Any) -> None:
+def build(ctx: click.Context, as_json: bool, **flags: Any) -> None:
     """Build module images for one or more platforms (multi-arch), without a Docker daemon."""
-    _report(run_build(ctx, **kwargs), kwargs["as_json"])
+    _build(ctx, as_json, flags)
 
 
 @click.command("build-and-push")
 @image_options
 @click.option("-t", "--tag", required=True, metavar="REF", help="Where to push, e.g. 127.0.0.1:5000/models/digits:1.")
-@click.option("--backend", type=click.Choice(["oci", "docker"]), default="oci", show_default=True)
+@click.option("--backend", type=click.Choice(builder.BACKENDS), default="oci", show_default=True)
 @click.option("--username", envvar="EDGEPACK_REGISTRY_USERNAME", help="Registry user [default: ~/.docker/config.json].")
 @click.option("--password", envvar="EDGEPACK_REGISTRY_PASSWORD", help="Registry password or token.")
 @click.pass_context
-def build_and_push(ctx: click.Context, **kwargs: Any) -> None:
+def build_and_push(ctx: click.Context, as_json: bool, **flags: Any) -> None:
     """Build the images for every platform, push them with one index, print the digests."""
-    _report(run_build(ctx, push=True, output=None, **kwargs), kwargs["as_json"])
+    _build(ctx, as_json, {**flags, "push": True, "output": None})
 
 
 @click.command()
 @image_options
 @click.option("-o", "--output-dir", required=True, type=click.Path(file_okay=False), help="Folder to write into.")
 @click.pass_context
-def package(ctx: click.Context, output_dir: str, as_json: bool, **kwargs: Any) -> None:
+def package(
+    ctx: click.Context,
+    output_dir: str,
+    as_json: bool,
+    models: tuple[str, ...],
+    inference_config: str | None,
+    entry_script: str | None,
+    source_dir: str | None,
+    requirements: tuple[str, ...],
+    platforms: str,
+    base: str | None,
+    labels: tuple[str, ...],
+) -> None:
     """Write a Dockerfile and build context per platform (build them anywhere with `docker build`)."""
-    config = _config(kwargs.pop("inference_config"), kwargs.pop("entry_script"), kwargs.pop("source_dir"))
+    config = _config(inference_config, entry_script, source_dir)
     with RichReporter() as reporter:
-        staged = _stage(ctx, config, reporter, **kwargs)
+        ws = open_workspace(ctx)
+        staged = builder.stage(
+            ws, builder.resolve_models(ws, models), config=config, platforms=builder.parse_platforms(platforms),
+            base=base, labels=_labels(labels), extra_requirements=requirements, reporter=reporter,
+        )  # fmt: skip
         contexts = builder.write_contexts(staged, Path(output_dir), config.extra_steps_text)
     doc = {"contexts": {str(p): str(path) for p, path in contexts.items()}}
     if as_json:

@@ -5,6 +5,8 @@
 config and manifest plus one OCI index. :func:`push`, :func:`write_oci` and
 :func:`write_docker_archives` send the result somewhere. No Docker daemon is involved;
 :mod:`packager.image.docker_backend` builds the same content with one (see :func:`build_with_docker`).
+:func:`run` does it all in one call for a :class:`BuildRequest` (what ``edgepack build`` runs): build
+with either backend, then push to a registry or write an OCI layout / docker-archive (:class:`Destination`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,16 +23,29 @@ from typing import Any
 from packager import __version__
 from packager.errors import InvalidInputError
 from packager.image import content, deps, dockerfile, layout, oci, tarball
-from packager.image.inference_config import InferenceConfig, resolve_requirements
+from packager.image.conda import resolve_requirements
+from packager.image.inference_config import InferenceConfig
 from packager.image.oci import OCI_INDEX, OCI_MANIFEST
 from packager.image.reference import ImageRef
 from packager.image.registry import PushStats, RegistryClient
-from packager.image.spec import ENTRYPOINT, PORT, Layer, LayerSource, NullReporter, Platform, Reporter, cache_dir
+from packager.image.spec import (
+    DEFAULT_BASE,
+    ENTRYPOINT,
+    PORT,
+    PYTHON_VERSION,
+    Layer,
+    LayerSource,
+    NullReporter,
+    Platform,
+    Reporter,
+    cache_dir,
+)
 from packager.registry import Model
+from packager.registry.names import parse_ref
 from packager.workspace import Workspace
 
-DEFAULT_BASE = "python:3.11-slim"
 DEFAULT_PLATFORMS = (Platform("linux", "amd64"), Platform("linux", "arm64"))
+BACKENDS = ("oci", "docker")
 
 
 @dataclass
@@ -66,15 +81,15 @@ class BuildResult:
     def blob_path(self, digest: str) -> Path:
         """A local file for any blob the images reference (base layers are fetched into the cache)."""
         for image in self.images:
-            for d, size, path in image.blobs():
-                if d != digest:
+            for blob in image.blobs():
+                if blob.digest != digest:
                     continue
-                if path is not None:
-                    return path
-                if d == image.config_digest:
-                    return oci._write_blob(self.staged.cache / "layers" / "sha256", d, image.config)
+                if blob.path is not None:
+                    return blob.path
+                if blob.data is not None:
+                    return oci._write_blob(self.staged.cache / "layers" / "sha256", digest, blob.data)
                 return self.staged.client.fetch_blob(
-                    self.staged.base.repository, d, self.staged.cache / "blobs", None, size
+                    self.staged.base.repository, digest, self.staged.cache / "blobs", None, blob.size
                 )
         raise KeyError(digest)
 
@@ -118,6 +133,21 @@ def parse_platforms(text: str | Sequence[str] | None) -> list[Platform]:
     return platforms
 
 
+def resolve_models(workspace: Workspace, refs: Sequence[Model | str]) -> list[Model]:
+    """The models to package: ``NAME[:VERSION]`` references looked up in ``workspace`` (latest without a version)."""
+    models: list[Model] = []
+    for ref in refs:
+        if isinstance(ref, Model):
+            model = ref
+        else:
+            name, version = parse_ref(ref)
+            model = Model(workspace, name, version=version)
+        if any((m.name, m.version) == (model.name, model.version) for m in models):
+            raise InvalidInputError(f"model {model.name}:{model.version} is given twice")
+        models.append(model)
+    return models
+
+
 def stage(
     workspace: Workspace,
     models: Sequence[Model],
@@ -140,7 +170,7 @@ def stage(
     # Platform checks that need no network come first (e.g. no onnxruntime wheel for arm/v7).
     for platform in platforms:
         deps.platform_tags(platform)
-        deps.check_wheels(deps.runtime_requirements() + requirements, platform, "3.11")
+        deps.check_wheels(deps.runtime_requirements() + requirements, platform, PYTHON_VERSION)
 
     t = time.perf_counter()
     base_ref = ImageRef.parse(base or config.base_image_ref() or DEFAULT_BASE)
@@ -297,12 +327,7 @@ def push(
     staged = result.staged
     with RegistryClient.for_ref(ref, credentials=credentials, cache=staged.cache / "blobs") as client:
         source: str | ImageRef = staged.base.repository if staged.base.same_registry(ref) else staged.base
-        blobs: list[tuple[Any, ...]] = []
-        for img in result.images:
-            config_path = img.config_path or result.blob_path(img.config_digest)
-            blobs.append((img.config_digest, config_path, len(img.config), None, f"config {img.platform}"))
-            blobs += [(d["digest"], None, int(d["size"]), source, "base layer") for d in img.base_layers]
-            blobs += [(la.digest, la.path, la.size, None, f"{la.name} layer {img.platform}") for la in img.layers]
+        blobs = [blob for img in result.images for blob in img.blobs(base_source=source)]
         stats = client.push_blobs(ref.repository, blobs, reporter)
         sent = 0
         for img in result.images:
@@ -410,10 +435,123 @@ def build_with_docker(
     }
 
 
+# -- one call: build, then push or write ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Destination:
+    """Where :func:`run` puts the images: pushed to a registry, an OCI layout folder, or docker-archive files.
+
+    Make one with :meth:`registry`, :meth:`oci_layout` or :meth:`docker_archive` (or :meth:`from_options`
+    from the CLI's ``-t``/``--push``/``--output``).
+    """
+
+    kind: str  # "registry", "oci" or "docker-archive"
+    ref: ImageRef | None = None  # registry: where the index is pushed
+    path: Path | None = None  # oci: the layout folder; docker-archive: the tarball (one per platform)
+    tag: str | None = None  # oci: the layout's ref name; docker-archive: the tag `docker load` gives
+
+    @classmethod
+    def registry(cls, ref: str | ImageRef) -> Destination:
+        return cls("registry", ref=ImageRef.parse(ref) if isinstance(ref, str) else ref)
+
+    @classmethod
+    def oci_layout(cls, directory: str | Path, ref_name: str | None = None) -> Destination:
+        """An OCI layout folder; ``ref_name`` (default ``latest``) is what ``oci:DIR:<ref_name>`` selects."""
+        return cls("oci", path=Path(directory), tag=ref_name)
+
+    @classmethod
+    def docker_archive(cls, file: str | Path, tag: str | ImageRef | None = None) -> Destination:
+        """``docker load`` tarballs: ``file`` for one platform, else ``<stem>-<arch><suffix>`` per platform."""
+        ref = ImageRef.parse(tag) if isinstance(tag, str) else tag
+        return cls("docker-archive", path=Path(file), tag=str(ref.familiar()) if ref else None)
+
+    @classmethod
+    def from_options(cls, tag: str | None, push: bool, output: str | None) -> Destination:
+        """The destination ``edgepack build`` flags name: ``--push`` with ``-t REF``, or ``--output oci:DIR``
+        / ``--output docker-archive:FILE`` (``-t`` then names the image there)."""
+        kind, path = _parse_output(output) if output else ("", None)
+        if push and kind:
+            raise InvalidInputError("give either --push or --output, not both")
+        if not push and not kind:
+            raise InvalidInputError("say where the image goes: --push (with -t REGISTRY/REPO:TAG) or --output oci:DIR")
+        if push:
+            if not tag:
+                raise InvalidInputError("--push needs -t REGISTRY/REPO:TAG")
+            return cls.registry(tag)
+        assert path is not None
+        return cls.oci_layout(path, tag) if kind == "oci" else cls.docker_archive(path, tag)
+
+
+def _parse_output(text: str) -> tuple[str, Path]:
+    kind, sep, path = text.partition(":")
+    if not sep or kind not in ("oci", "docker-archive") or not path:
+        raise InvalidInputError(f"--output {text!r}: use oci:DIR or docker-archive:FILE")
+    return kind, Path(path)
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What :func:`run` builds and where it goes; checked when made (nothing runs for a request that cannot)."""
+
+    models: Sequence[Model | str]  # Model objects or NAME[:VERSION] references
+    destination: Destination
+    config: InferenceConfig = field(default_factory=InferenceConfig)
+    platforms: Sequence[Platform] = DEFAULT_PLATFORMS
+    base: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
+    extra_requirements: Sequence[str] = ()
+    backend: str = "oci"  # "oci": no daemon; "docker": the Docker daemon builds and pushes
+    credentials: tuple[str, str] | None = None  # for the destination registry (default: ~/.docker/config.json)
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise InvalidInputError(f"backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
+        if self.backend == "docker" and self.destination.kind != "registry":
+            raise InvalidInputError("--backend docker pushes what it builds: use --push (or `edgepack package -o DIR`)")
+        if self.backend == "oci" and self.config.needs_docker_backend:
+            raise InvalidInputError(
+                "the inference config has extraDockerfileSteps, which only a Docker build can run: use --backend docker"
+            )
+
+
+def run(workspace: Workspace, request: BuildRequest, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Build ``request``'s images and push or write them; returns the summary ``edgepack build --json`` prints.
+
+    E.g. ``run(ws, BuildRequest(["digits:1"], Destination.registry("127.0.0.1:5000/models/digits:1")))``.
+    """
+    reporter = reporter or NullReporter()
+    staged = stage(
+        workspace, resolve_models(workspace, request.models), config=request.config, platforms=request.platforms,
+        base=request.base, labels=dict(request.labels), extra_requirements=request.extra_requirements,
+        reporter=reporter,
+    )  # fmt: skip
+    dest = request.destination
+    if request.backend == "docker":
+        assert dest.ref is not None
+        return build_with_docker(staged, dest.ref, request.config.extra_steps_text, reporter, request.credentials)
+    result = assemble(staged, reporter)
+    doc = result.summary()
+    if dest.kind == "registry":
+        assert dest.ref is not None
+        pushed = push(result, dest.ref, reporter, request.credentials)
+        doc["reference"] = pushed.reference
+        doc["push"] = pushed.summary()
+    elif dest.kind == "oci":
+        assert dest.path is not None
+        write_oci(result, dest.path, dest.tag or "latest")  # skopeo/podman: oci:DIR:<tag as given>
+        doc["oci_layout"] = str(dest.path)
+    else:
+        assert dest.path is not None
+        doc["docker_archives"] = write_docker_archives(result, dest.path, [dest.tag] if dest.tag else [])
+    return doc
+
+
 __all__ = [
+    "BACKENDS",
     "DEFAULT_BASE",
     "DEFAULT_PLATFORMS",
+    "BuildRequest",
     "BuildResult",
+    "Destination",
     "PushResult",
     "Staged",
     "assemble",
@@ -422,6 +560,8 @@ __all__ = [
     "docker_archive_paths",
     "parse_platforms",
     "push",
+    "resolve_models",
+    "run",
     "stage",
     "write_contexts",
     "write_docker_archives",

@@ -26,10 +26,19 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from packaging.utils import canonicalize_name
+
 from packager.errors import EdgepackError, InvalidInputError
 from packager.fs import publish_file, replace_dir
 from packager.image import tarball
-from packager.image.spec import DEPS_DIR, LayerSource, NullReporter, Platform, Reporter
+from packager.image.requirements import parse_requirement, requirement_name
+from packager.image.spec import DEPS_DIR, PYTHON_VERSION, LayerSource, NullReporter, Platform, Reporter
+
+
+def cpython_abi(python_version: str = PYTHON_VERSION) -> str:
+    """The wheel ABI tag of a CPython version: ``3.11`` → ``cp311``."""
+    return "cp" + python_version.replace(".", "")
+
 
 #: glibc of the default base (Debian bookworm): wheels for manylinux_2_17 ... 2_36 all run on it.
 BASE_GLIBC = (2, 36)
@@ -40,7 +49,7 @@ ARCH_TAGS = {("amd64", ""): "x86_64", ("arm64", ""): "aarch64", ("arm", "v7"): "
 NO_WHEELS = {
     ("arm", "v7"): {
         "onnxruntime": "onnxruntime publishes no 32-bit ARM wheels on PyPI",
-        "numpy": "numpy publishes no cp311 wheels for 32-bit ARM on PyPI",
+        "numpy": f"numpy publishes no {cpython_abi()} wheels for 32-bit ARM on PyPI",
     },
 }
 #: azure-iot-device 2.14 requires paho-mqtt below 2; PyPI has 1.6.1 as an sdist only.
@@ -48,7 +57,6 @@ PAHO_REQUIREMENT = "paho-mqtt>=1.6.1,<2"
 #: Pure-Python projects without a wheel on PyPI that images need: project -> what to build a wheel of.
 SDIST_ONLY = {"paho-mqtt": PAHO_REQUIREMENT}
 STAGE_VERSION = "edgepack-deps-v1"
-_NAME_RE = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 _NO_MATCH_RE = re.compile(r"No matching distribution found for ([^\s]+)")
 
 
@@ -71,12 +79,6 @@ def platform_tags(platform: Platform, glibc: tuple[int, int] = BASE_GLIBC) -> li
     if arch == "x86_64":
         tags += ["manylinux2010_x86_64", "manylinux1_x86_64"]
     return tags
-
-
-def requirement_name(requirement: str) -> str:
-    """The normalised project name of a requirement line (``onnxruntime>=1.31`` → ``onnxruntime``)."""
-    m = _NAME_RE.match(requirement)
-    return re.sub(r"[-_.]+", "-", m.group(1)).lower() if m else requirement.strip().lower()
 
 
 def runtime_requirements() -> list[str]:
@@ -126,11 +128,12 @@ def _normalise_requirements(requirements: list[str]) -> list[str]:
                 f"requirement {r!r}: pip options are not supported in the image's requirements; list packages only"
             )
         if line and line not in out:
+            parse_requirement(line, "the image's requirements")
             out.append(line)
     return out
 
 
-def deps_key(requirements: list[str], platform: Platform, python_version: str = "3.11") -> str:
+def deps_key(requirements: list[str], platform: Platform, python_version: str = PYTHON_VERSION) -> str:
     """Cache key of a staged install: requirements, platform, Python version and the tags pip is given."""
     doc = {
         "v": STAGE_VERSION,
@@ -144,10 +147,10 @@ def deps_key(requirements: list[str], platform: Platform, python_version: str = 
 
 def check_wheels(requirements: list[str], platform: Platform, python_version: str) -> None:
     gaps = NO_WHEELS.get((platform.architecture, platform.variant), {})
-    names = {requirement_name(r) for r in requirements}
+    names = {requirement_name(r) for r in _normalise_requirements(requirements)}
     found = [(name, reason) for name, reason in gaps.items() if name in names]
     if found:
-        abi = "cp" + python_version.replace(".", "")
+        abi = cpython_abi(python_version)
         what = "; ".join(f"{name} has no wheel for {platform} ({abi}): {reason}" for name, reason in found)
         raise InvalidInputError(f"{what}. Build for linux/amd64 or linux/arm64 instead")
 
@@ -156,10 +159,10 @@ def pip_command(
     requirements: list[str],
     platform: Platform,
     target: Path,
-    python_version: str = "3.11",
+    python_version: str = PYTHON_VERSION,
     find_links: Path | None = None,
 ) -> list[str]:
-    abi = "cp" + python_version.replace(".", "")
+    abi = cpython_abi(python_version)
     cmd = [
         sys.executable, "-m", "pip", "install", "--target", str(target), "--only-binary=:all:",
         "--python-version", python_version, "--implementation", "cp", "--abi", abi,
@@ -173,7 +176,7 @@ def pip_command(
 
 
 def _pip_failure(output: str, platform: Platform, python_version: str) -> EdgepackError:
-    abi = "cp" + python_version.replace(".", "")
+    abi = cpython_abi(python_version)
     m = _NO_MATCH_RE.search(output)
     if m:
         name = m.group(1)
@@ -207,7 +210,7 @@ def staged_versions(site_packages: Path) -> dict[str, str]:
     out = {}
     for d in site_packages.glob("*.dist-info"):
         name, _, version = d.name[: -len(".dist-info")].partition("-")
-        out[re.sub(r"[-_.]+", "-", name).lower()] = version
+        out[canonicalize_name(name)] = version
     return dict(sorted(out.items()))
 
 
@@ -215,7 +218,7 @@ def install(
     requirements: list[str],
     platform: Platform,
     cache_root: Path,
-    python_version: str = "3.11",
+    python_version: str = PYTHON_VERSION,
     reporter: Reporter | None = None,
 ) -> Path:
     """The cached ``site-packages`` folder for ``requirements`` on ``platform`` (pip runs only on a miss)."""
@@ -259,7 +262,7 @@ def stage_dependencies(
     requirements: list[str],
     platform: Platform,
     cache_root: Path,
-    python_version: str = "3.11",
+    python_version: str = PYTHON_VERSION,
     reporter: Reporter | None = None,
 ) -> LayerSource:
     """The ``dependencies`` layer source: ``requirements`` installed for ``platform`` under :data:`DEPS_DIR`."""

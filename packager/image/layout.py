@@ -76,11 +76,11 @@ def write_oci_layout(
         blobs = staged / "blobs" / "sha256"
         blobs.mkdir(parents=True)
         for img in images:
-            for digest, size, known in img.blobs():
-                if digest == img.config_digest:
-                    (blobs / _hex(digest)).write_bytes(img.config)
+            for blob in img.blobs():
+                if blob.data is not None:
+                    (blobs / _hex(blob.digest)).write_bytes(blob.data)
                 else:
-                    _copy(_local_file(digest, size, known, blob_path), blobs / _hex(digest))
+                    _copy(_local_file(blob.digest, blob.size, blob.path, blob_path), blobs / _hex(blob.digest))
             (blobs / _hex(img.manifest_digest)).write_bytes(img.manifest)
         (blobs / _hex(index_digest)).write_bytes(index)
         (staged / "oci-layout").write_bytes(canonical_json({"imageLayoutVersion": "1.0.0"}))

@@ -14,10 +14,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packager.fs import write_atomic
 from packager.image.spec import APP_ROOT, ENTRYPOINT, Layer, Platform
+
+if TYPE_CHECKING:
+    from packager.image.reference import ImageRef
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -177,6 +180,33 @@ def _write_blob(directory: Path, digest: str, data: bytes) -> Path:
     return path
 
 
+@dataclass(frozen=True)
+class BlobSpec:
+    """A blob an image references and where its bytes are: a local file, in memory, or a ``source`` repository.
+
+    ``source`` is a repository of the target registry (``str``) or an image (:class:`ImageRef`, any
+    registry) that holds the blob; ``label`` names it in progress output.
+    """
+
+    digest: str
+    size: int
+    path: Path | None = None
+    data: bytes | None = None
+    source: str | ImageRef | None = None
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        if self.path is not None and self.data is not None:
+            raise ValueError(f"blob {self.digest}: give its bytes either as a file or in memory, not both")
+        if self.data is not None and len(self.data) != self.size:
+            raise ValueError(f"blob {self.digest}: {len(self.data)} bytes in memory, size says {self.size}")
+
+    @property
+    def task(self) -> str:
+        """The progress task name: ``push <label>`` or ``push <short digest>``."""
+        return f"push {self.label}" if self.label else f"push {self.digest.partition(':')[2][:12]}"
+
+
 @dataclass
 class PlatformImage:
     """One platform's image: manifest and config bytes, the base's layer descriptors and our layers."""
@@ -232,13 +262,13 @@ class PlatformImage:
         """Every layer, base first, as in the manifest."""
         return json.loads(self.manifest)["layers"]
 
-    def blobs(self) -> list[tuple[str, int, Path | None]]:
-        """``(digest, size, local file or None)`` for every blob the manifest references: config, base layers, ours.
+    def blobs(self, base_source: str | ImageRef | None = None) -> list[BlobSpec]:
+        """Every blob the manifest references: the config (in memory), base layers, ours (local files).
 
-        Base layers have no local file here (the registry client's cache has them); the config has
-        one only when assembled with a cache (its bytes are :attr:`config` anyway).
+        Base layers have no local bytes here: ``base_source`` says where they are (the registry
+        client's cache may have them too).
         """
-        out: list[tuple[str, int, Path | None]] = [(self.config_digest, len(self.config), self.config_path)]
-        out += [(d["digest"], int(d["size"]), None) for d in self.base_layers]
-        out += [(la.digest, la.size, la.path) for la in self.layers]
+        out = [BlobSpec(self.config_digest, len(self.config), data=self.config, label=f"config {self.platform}")]
+        out += [BlobSpec(d["digest"], int(d["size"]), source=base_source, label="base layer") for d in self.base_layers]
+        out += [BlobSpec(la.digest, la.size, la.path, label=f"{la.name} layer {self.platform}") for la in self.layers]
         return out

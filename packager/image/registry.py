@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import socket
@@ -31,7 +32,7 @@ from requests.adapters import HTTPAdapter
 from packager.errors import EdgepackError, IntegrityError, InvalidInputError, NotFoundError
 from packager.fs import publish_file
 from packager.image.auth import Credentials, RegistryAuth, pull_scope, push_scope
-from packager.image.oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST
+from packager.image.oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, BlobSpec
 from packager.image.reference import ImageRef, is_insecure, normalize_registry, validate_digest
 from packager.image.spec import NullReporter, Platform, Reporter, cache_dir
 
@@ -44,9 +45,6 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 CHUNK = 1 << 20
 MAX_SMALL_BLOB = 64 << 20
 FALLBACK_CHUNK = 8 << 20  # chunked upload when a registry refuses a whole blob (413)
-
-# (digest, local file or None, size, repository already holding it or None[, label for progress])
-BlobSpec = tuple[Any, ...]
 
 
 @dataclass
@@ -558,16 +556,30 @@ class RegistryClient:
             self.bytes_sent += n
 
     def upload_blob(
-        self, repo: str, digest: str, path: Path, size: int, reporter: Reporter | None = None, task: str | None = None
+        self,
+        repo: str,
+        digest: str,
+        content: Path | bytes,
+        size: int,
+        reporter: Reporter | None = None,
+        task: str | None = None,
     ) -> int:
-        """Upload a local file as ``digest`` (POST, then PUT or chunked PATCHes + PUT); returns bytes sent."""
-        path = Path(path)
-        try:
-            actual_size = path.stat().st_size
-        except FileNotFoundError:
-            raise NotFoundError(f"blob {digest} should be at {path}, which does not exist: rebuild the image") from None
-        if actual_size != size:
-            raise IntegrityError(f"blob {digest} at {path} has {actual_size} bytes, expected {size}: rebuild the image")
+        """Upload a file (or bytes) as ``digest`` (POST, then PUT or chunked PATCHes + PUT); returns bytes sent."""
+        if isinstance(content, bytes):
+            if len(content) != size:
+                raise IntegrityError(f"blob {digest} has {len(content)} bytes in memory, expected {size}")
+        else:
+            content = Path(content)
+            try:
+                actual_size = content.stat().st_size
+            except FileNotFoundError:
+                raise NotFoundError(
+                    f"blob {digest} should be at {content}, which does not exist: rebuild the image"
+                ) from None
+            if actual_size != size:
+                raise IntegrityError(
+                    f"blob {digest} at {content} has {actual_size} bytes, expected {size}: rebuild the image"
+                )
         reporter = reporter or NullReporter()
         task = task or f"push {digest.partition(':')[2][:12]}"
         sent = 0
@@ -585,7 +597,7 @@ class RegistryClient:
                 reporter.advance(task, n)
 
             try:
-                self._upload_once(repo, digest, path, size, on_read, chunk_size)
+                self._upload_once(repo, digest, content, size, on_read, chunk_size)
             except _Retry as exc:
                 last = exc.args[0] if exc.args and isinstance(exc.args[0], EdgepackError) else EdgepackError(str(exc))
                 if getattr(last, "status", None) == 413 and not chunk_size:
@@ -600,7 +612,7 @@ class RegistryClient:
         self,
         repo: str,
         digest: str,
-        path: Path,
+        content: Path | bytes,
         size: int,
         on_read: Callable[[int], None],
         chunk_size: int | None = None,
@@ -620,7 +632,7 @@ class RegistryClient:
             "timeout": (self.timeout[0], max(self.timeout[1], 300.0)),
         }
         try:
-            with path.open("rb") as f:
+            with _open(content) as f:
                 body: Any = _CountingReader(f, size, on_read)
                 headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
                 if chunk_size and size > chunk_size:
@@ -637,7 +649,7 @@ class RegistryClient:
                 self._request("PUT", url, headers=headers, data=body, ok=(201, 204), **send).close()
         except EdgepackError as exc:
             if isinstance(exc, IntegrityError):
-                raise IntegrityError(f"{exc} (local file {path})") from None
+                raise IntegrityError(f"{exc} ({_describe(content)})") from None
             if getattr(exc, "status", None) in (404, 408, 413):  # upload session gone, slow, body too large
                 raise _Retry(exc) from exc
             raise
@@ -661,38 +673,32 @@ class RegistryClient:
     ) -> PushStats:
         """Make ``repo`` hold every blob: HEAD first (skip what exists), then mount or upload the rest.
 
-        Each blob is ``(digest, path or None, size, source or None[, label])``; ``source`` is a
-        repository name of this registry (``str``) or an :class:`ImageRef` (any registry) that holds
-        the blob. A blob in another repository of this registry is mounted; one with no local file is
-        fetched from its source into the blob cache, then uploaded.
+        A blob in another repository of this registry (its :attr:`BlobSpec.source`) is mounted; one
+        with neither a local file nor bytes in memory is fetched from its source into the blob cache,
+        then uploaded.
         """
         reporter = reporter or NullReporter()
         t0 = time.perf_counter()
         stats = PushStats()
         unique: dict[str, BlobSpec] = {}
         for spec in blobs:
-            unique.setdefault(validate_digest(str(spec[0])), spec)
+            unique.setdefault(validate_digest(spec.digest), spec)
         stats.blobs = len(unique)
         lock = threading.Lock()
         # one token for the whole push: push on the target, pull on every repository we may mount from
         sources = sorted(
-            {str(b[3]) for b in unique.values() if len(b) > 3 and isinstance(b[3], str) and b[3] and b[3] != repo}
+            {b.source for b in unique.values() if isinstance(b.source, str) and b.source and b.source != repo}
             | {
-                b[3].repository
+                b.source.repository
                 for b in unique.values()
-                if len(b) > 3
-                and isinstance(b[3], ImageRef)
-                and b[3].registry == self.registry
-                and b[3].repository != repo
+                if isinstance(b.source, ImageRef) and b.source.registry == self.registry and b.source.repository != repo
             }
         )
         scopes = (push_scope(repo), *(pull_scope(src) for src in sources))
         workers = max(1, min(max_workers or self.max_workers, len(unique) or 1))
 
         def one(spec: BlobSpec) -> None:
-            digest, path, size = str(spec[0]), spec[1], int(spec[2])
-            source = spec[3] if len(spec) > 3 else None
-            task = f"push {spec[4]}" if len(spec) > 4 and spec[4] else f"push {digest.partition(':')[2][:12]}"
+            digest, size, source, task = spec.digest, spec.size, spec.source, spec.task
             if self.blob_exists(repo, digest, scopes):
                 reporter.start(task, size)
                 reporter.done(task, "exists")
@@ -701,7 +707,7 @@ class RegistryClient:
                 return
             src_ref = source if isinstance(source, ImageRef) else None
             src_registry = src_ref.registry if src_ref else self.registry
-            src_repo = src_ref.repository if src_ref else (str(source) if source else None)
+            src_repo = src_ref.repository if src_ref else (source or None)
             if src_repo and src_registry == self.registry and src_repo != repo:
                 try:
                     mounted = self.mount_blob(repo, digest, src_repo)
@@ -713,13 +719,16 @@ class RegistryClient:
                     with lock:
                         stats.mounted += 1
                     return
-            if path is None or not Path(path).is_file():
+            content: Path | bytes | None = spec.data
+            if content is None and spec.path is not None and Path(spec.path).is_file():
+                content = Path(spec.path)
+            if content is None:
                 if not src_repo:
                     raise NotFoundError(
                         f"blob {digest} is neither in {self.registry}/{repo} nor in a local file: rebuild the image"
                     )
-                path = self._client_for(src_registry).fetch_blob(src_repo, digest, self.cache, reporter, size)
-            sent = self.upload_blob(repo, digest, Path(path), size, reporter, task)
+                content = self._client_for(src_registry).fetch_blob(src_repo, digest, self.cache, reporter, size)
+            sent = self.upload_blob(repo, digest, content, size, reporter, task)
             with lock:
                 stats.uploaded += 1
                 stats.bytes_sent += sent
@@ -736,6 +745,14 @@ class RegistryClient:
                     future.result()
         stats.seconds = time.perf_counter() - t0
         return stats
+
+
+def _open(content: Path | bytes) -> IO[bytes]:
+    return io.BytesIO(content) if isinstance(content, bytes) else content.open("rb")
+
+
+def _describe(content: Path | bytes) -> str:
+    return f"{len(content)} bytes in memory" if isinstance(content, bytes) else f"local file {content}"
 
 
 def _usable(entry: dict[str, Any]) -> bool:

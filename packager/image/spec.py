@@ -28,6 +28,9 @@ PYTHONPATH = f"{MODULE_DIR}:{DEPS_DIR}"
 PORT = 5001
 ENTRYPOINT = ["python3", "-m", "edge_module"]
 LAYER_NAMES = ("dependencies", "edge_module", "models", "app")
+#: The Python every image runs: the default base image's; the dependency layer's wheels are for it.
+PYTHON_VERSION = "3.11"
+DEFAULT_BASE = f"python:{PYTHON_VERSION}-slim"
 
 
 def cache_dir() -> Path:

@@ -17,6 +17,8 @@ import pytest
 from onnx import numpy_helper
 
 from edge_module.transports.mqtt import mqtt_request
+from packager.image import builder
+from packager.workspace import Workspace
 from tests.edge_module.test_server_support import free_port
 from tests.packager.image.support import (
     DIGITS,
@@ -128,6 +130,19 @@ def test_outputs_oci_layout_and_docker_archive(ws: Path, base: str, tmp_path: Pa
             np.testing.assert_allclose(np.array(score(url, X)["output"]), expected(DIGITS, X), rtol=1e-5, atol=1e-6)
     finally:
         docker("rmi", "-f", tag, check=False)
+
+
+def test_python_api_builds_an_oci_layout_in_one_call(ws: Path, base: str, tmp_path: Path) -> None:
+    """builder.run does what `edgepack build --output oci:DIR` does: same images, same summary keys."""
+    layout = tmp_path / "api"
+    request = builder.BuildRequest(["digits:1"], builder.Destination.oci_layout(layout, "digits:v1"), base=base)
+    doc = builder.run(Workspace.from_path(ws), request)
+    cli = edgepack_json(
+        ws, "build", "-m", "digits:1", "--base", base, "--output", f"oci:{tmp_path / 'cli'}", "-t", "digits:v1"
+    )
+    assert doc["oci_layout"] == str(layout) and set(doc) == set(cli)
+    assert doc["index_digest"] == cli["index_digest"] and doc["platforms"] == cli["platforms"]
+    assert skopeo_inspect("--override-arch", "arm64", f"oci:{layout}:digits:v1")["Architecture"] == "arm64"
 
 
 def test_clear_errors(ws: Path, base: str, tmp_path: Path) -> None:

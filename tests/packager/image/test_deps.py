@@ -11,6 +11,7 @@ import pytest
 
 from packager.errors import InvalidInputError
 from packager.image import deps, tarball
+from packager.image.requirements import requirement_name
 from packager.image.spec import DEPS_DIR, Platform
 
 AMD64, ARM64, ARMV7 = Platform("linux", "amd64"), Platform("linux", "arm64"), Platform("linux", "arm", "v7")
@@ -42,7 +43,7 @@ def test_runtime_requirements_pin_the_hosts_onnxruntime() -> None:
     major, minor = onnxruntime.__version__.split(".")[:2]
     reqs = deps.runtime_requirements()
     assert f"onnxruntime>={major}.{minor},<{major}.{int(minor) + 1}" in reqs
-    names = {deps.requirement_name(r) for r in reqs}
+    names = {requirement_name(r) for r in reqs}
     assert names == {"numpy", "onnxruntime", "httptools", "orjson", "uvloop", "paho-mqtt", "azure-iot-device"}
     assert "paho-mqtt>=1.6.1,<2" in reqs  # what azure-iot-device 2.14 accepts
 

@@ -8,13 +8,9 @@ from pathlib import Path
 import pytest
 
 from packager.errors import InvalidInputError
-from packager.image.inference_config import (
-    CondaDependencies,
-    Environment,
-    InferenceConfig,
-    conda_version_to_pip,
-    resolve_requirements,
-)
+from packager.image.conda import conda_version_to_pip, resolve_requirements
+from packager.image.environment import CondaDependencies, Environment
+from packager.image.inference_config import InferenceConfig
 
 CONDA_V1 = """\
 name: project_environment

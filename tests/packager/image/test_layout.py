@@ -82,10 +82,10 @@ def test_manifest_and_index(tmp_path: Path) -> None:
     assert [m["platform"] for m in index["manifests"]] == [AMD64.as_oci(), ARM64.as_oci()]
     image = oci.PlatformImage.assemble(AMD64, config, [BASE_LAYER], [layer], cache=tmp_path)
     assert image.manifest_digest == oci.digest_bytes(image.manifest)
-    assert image.blobs() == [
-        (image.config_digest, len(config), image.config_path),
-        (BASE_LAYER["digest"], 10, None),
-        (layer.digest, layer.size, layer.path),
+    assert image.blobs(base_source="library/python") == [
+        oci.BlobSpec(image.config_digest, len(config), data=config, label="config linux/amd64"),
+        oci.BlobSpec(BASE_LAYER["digest"], 10, source="library/python", label="base layer"),
+        oci.BlobSpec(layer.digest, layer.size, layer.path, label=f"{layer.name} layer linux/amd64"),
     ]
     assert image.config_path is not None and image.config_path.read_bytes() == config
 

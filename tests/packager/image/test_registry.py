@@ -28,7 +28,7 @@ from packager.image.auth import (
 from packager.image.oci import DOCKER_MANIFEST_LIST as DOCKER_LIST
 from packager.image.oci import OCI_INDEX, OCI_MANIFEST
 from packager.image.reference import ImageRef
-from packager.image.registry import RegistryClient, sha256_digest
+from packager.image.registry import BlobSpec, RegistryClient, sha256_digest
 from packager.image.spec import Platform
 from tests.conftest import ROOT, unavailable
 from tests.packager.image import registries
@@ -85,9 +85,9 @@ def make_image(directory: Path, platform: Platform, layer_sizes: list[int]) -> d
             ],
         }
     ).encode()
-    blobs = [(la["digest"], la["path"], la["size"], None) for la in layers]
-    blobs.append((config_digest, config_path, len(config), None))
-    return {"platform": platform, "layers": layers, "blobs": blobs, "manifest": manifest}
+    blobs = [BlobSpec(la["digest"], la["size"], la["path"]) for la in layers]
+    blobs.append(BlobSpec(config_digest, len(config), data=config))  # a mix: layers in files, the config in memory
+    return {"platform": platform, "layers": layers, "blobs": blobs, "manifest": manifest, "config_path": config_path}
 
 
 def make_index(images: list[dict[str, Any]]) -> bytes:
@@ -340,7 +340,7 @@ def test_push_image_then_repush_sends_nothing(client: RegistryClient, tmp_path: 
     blobs = [b for img in images for b in img["blobs"]]
     reporter = RecordingReporter()
     stats = client.push_blobs(repo, blobs, reporter)
-    total = sum(b[2] for b in blobs)
+    total = sum(b.size for b in blobs)
     assert (stats.blobs, stats.uploaded, stats.existed, stats.mounted) == (6, 6, 0, 0)
     assert stats.bytes_sent == total
     assert reporter.notes().count("pushed") == 6
@@ -354,7 +354,7 @@ def test_push_image_then_repush_sends_nothing(client: RegistryClient, tmp_path: 
     assert client.get_manifest(ref) == (index, OCI_INDEX, sha256_digest(index))
     _, digest, config = client.resolve_platform(ref, ARM64)
     assert digest == sha256_digest(images[1]["manifest"]) and config["architecture"] == "arm64"
-    assert all(client.blob_exists(repo, b[0]) for b in blobs)
+    assert all(client.blob_exists(repo, b.digest) for b in blobs)
 
     before = client.bytes_sent
     again = RecordingReporter()
@@ -374,17 +374,42 @@ def test_push_image_then_repush_sends_nothing(client: RegistryClient, tmp_path: 
 
 
 @pytest.mark.slow
+def test_push_of_files_and_bytes_uploads_only_what_is_missing(client: RegistryClient, tmp_path: Path) -> None:
+    repo = unique_repo()
+    image = make_image(tmp_path / "blobs", AMD64, [30_000, 20_000, 10_000])
+    first_layer, config = image["blobs"][0], image["blobs"][-1]
+    assert first_layer.path is not None and config.data is not None
+    client.push_blobs(repo, [first_layer, config])
+    reporter = RecordingReporter()
+    stats = client.push_blobs(repo, image["blobs"], reporter)
+    assert (stats.blobs, stats.existed, stats.uploaded) == (4, 2, 2)
+    assert sorted(stats.uploaded_digests) == sorted(b.digest for b in image["blobs"][1:3])
+    assert stats.bytes_sent == sum(b.size for b in image["blobs"][1:3])
+    assert client.get_blob(repo, config.digest) == config.data
+
+
+def test_blob_spec_holds_its_bytes_one_way() -> None:
+    digest = sha256_digest(b"abc")
+    assert BlobSpec(digest, 3, data=b"abc").task == f"push {digest[7:19]}"
+    assert BlobSpec(digest, 3, label="config linux/amd64").task == "push config linux/amd64"
+    with pytest.raises(ValueError, match="either as a file or in memory"):
+        BlobSpec(digest, 3, Path("/tmp/x"), b"abc")
+    with pytest.raises(ValueError, match="3 bytes in memory, size says 4"):
+        BlobSpec(digest, 4, data=b"abc")
+
+
+@pytest.mark.slow
 def test_cross_repository_mount(client: RegistryClient, tmp_path: Path) -> None:
     source, target = unique_repo(), unique_repo()
     image = make_image(tmp_path / "blobs", AMD64, [200_000, 10_000])
     client.push_blobs(source, image["blobs"])
-    mounts = [(digest, None, size, source, f"layer{i}") for i, (digest, _, size, _) in enumerate(image["blobs"])]
+    mounts = [BlobSpec(b.digest, b.size, source=source, label=f"layer{i}") for i, b in enumerate(image["blobs"])]
     reporter = RecordingReporter()
     stats = client.push_blobs(target, mounts, reporter)
     assert (stats.mounted, stats.uploaded, stats.bytes_sent) == (3, 0, 0)
     assert reporter.notes() == [f"mounted from {source}"] * 3
     assert {task for _, task, _ in reporter.events} == {"push layer0", "push layer1", "push layer2"}
-    assert all(client.blob_exists(target, d) for d, *_ in image["blobs"])
+    assert all(client.blob_exists(target, b.digest) for b in image["blobs"])
     assert client.mount_blob(unique_repo(), "sha256:" + "1" * 64, source) is False
 
 
@@ -397,12 +422,12 @@ def test_base_blobs_without_local_file_are_fetched_then_uploaded(
     layer = min(json.loads(manifest)["layers"], key=lambda la: la["size"])
     with registries.running(registries.start_registry(tmp_path / "other")) as other:
         target = RegistryClient(other.address, cache=tmp_path / "cache")
-        stats = target.push_blobs("copy/base", [(layer["digest"], None, layer["size"], base_ref)])
+        stats = target.push_blobs("copy/base", [BlobSpec(layer["digest"], layer["size"], source=base_ref)])
         assert (stats.uploaded, stats.bytes_sent) == (1, layer["size"])
         assert target.blob_exists("copy/base", layer["digest"])
         assert (tmp_path / "cache" / "sha256" / layer["digest"].split(":")[1]).is_file()
         with pytest.raises(NotFoundError, match=r"neither in .* nor in a local file"):
-            target.push_blobs("copy/base", [("sha256:" + "2" * 64, None, 10, None)])
+            target.push_blobs("copy/base", [BlobSpec("sha256:" + "2" * 64, 10)])
 
 
 @pytest.mark.slow
@@ -423,7 +448,7 @@ def test_chunked_upload_and_digest_mismatch(dev_registry: str, tmp_path: Path) -
 PUSH_SCRIPT = """
 import json, sys, time
 from pathlib import Path
-from packager.image.registry import RegistryClient
+from packager.image.registry import BlobSpec, RegistryClient
 args = json.loads(sys.argv[1])
 class Slow:
     finished = 0
@@ -436,7 +461,7 @@ class Slow:
         self.finished += 1
         print("done", task, note, flush=True)
         time.sleep(0.1)
-blobs = [(d, Path(p), s, None) for d, p, s in args["blobs"]]
+blobs = [BlobSpec(d, s, Path(p)) for d, p, s in args["blobs"]]
 RegistryClient(args["registry"]).push_blobs(args["repo"], blobs, Slow(), max_workers=1)
 print("finished", flush=True)
 """
@@ -446,7 +471,11 @@ print("finished", flush=True)
 def test_interrupted_push_completes_on_rerun(client: RegistryClient, tmp_path: Path) -> None:
     repo = unique_repo()
     image = make_image(tmp_path / "blobs", AMD64, [400_000] * 6)
-    args = {"registry": client.registry, "repo": repo, "blobs": [[d, str(p), s] for d, p, s, _ in image["blobs"]]}
+    args = {
+        "registry": client.registry,
+        "repo": repo,
+        "blobs": [[b.digest, str(b.path or image["config_path"]), b.size] for b in image["blobs"]],
+    }
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-c", PUSH_SCRIPT, json.dumps(args)], stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT
@@ -463,12 +492,12 @@ def test_interrupted_push_completes_on_rerun(client: RegistryClient, tmp_path: P
         proc.kill()
         proc.wait(10)
     assert proc.returncode == -signal.SIGKILL and "finished\n" not in lines
-    present = [d for d, *_ in image["blobs"] if client.blob_exists(repo, d)]
+    present = [b.digest for b in image["blobs"] if client.blob_exists(repo, b.digest)]
     assert len(present) == 3
 
     stats = client.push_blobs(repo, image["blobs"])
     assert (stats.existed, stats.uploaded) == (3, len(image["blobs"]) - 3)
-    assert stats.bytes_sent == sum(s for d, _, s, _ in image["blobs"] if d not in present)
+    assert stats.bytes_sent == sum(b.size for b in image["blobs"] if b.digest not in present)
     digest = client.put_manifest(repo, "v1", image["manifest"], OCI_MANIFEST)
     _, got, config = client.resolve_platform(ImageRef(client.registry, repo, "v1"), AMD64)
     assert got == digest and config["architecture"] == "amd64"
@@ -531,7 +560,7 @@ def test_anonymous_and_wrong_password_are_refused(
     login = rf"run `docker login {registry.address}` or pass --username/--password"
     anonymous = RegistryClient(registry.address)
     with pytest.raises(EdgepackError, match=rf"registry {registry.address} requires authentication for .*: {login}"):
-        anonymous.push_blobs("team/app", [(layer["digest"], layer["path"], layer["size"], None)])
+        anonymous.push_blobs("team/app", [BlobSpec(layer["digest"], layer["size"], layer["path"])])
     with pytest.raises(EdgepackError, match="requires authentication"):
         anonymous.get_manifest(ImageRef(registry.address, "team/app", "v1"))
     wrong = RegistryClient(registry.address, credentials=("alice", "wrong"))
@@ -566,15 +595,15 @@ def test_token_auth_reuses_tokens_per_scope(
     repo, other = unique_repo(), unique_repo()
     first = len(token_server.requests)
     image = roundtrip(client, repo, tmp_path)  # parallel HEADs, uploads, a manifest, reads
-    assert client.blob_exists(repo, image["blobs"][0][0])
+    assert client.blob_exists(repo, image["blobs"][0].digest)
     assert token_server.count(f"repository:{repo}:pull,push") == 1
     assert client.auth.token_requests == 1
     assert [user for user, _ in token_server.requests[first:]] == ["alice"]
 
     # a push that mounts asks once for push on the target and pull on the source
-    stats = client.push_blobs(other, [(d, None, s, repo) for d, _, s, _ in image["blobs"]])
+    stats = client.push_blobs(other, [BlobSpec(b.digest, b.size, source=repo) for b in image["blobs"]])
     assert (stats.mounted, stats.bytes_sent) == (3, 0)
-    assert client.blob_exists(other, image["blobs"][0][0])
+    assert client.blob_exists(other, image["blobs"][0].digest)
     assert client.auth.token_requests == 2
     assert token_server.count(f"repository:{other}:pull,push") == 1
     user, scopes = token_server.requests[-1]
