@@ -11,6 +11,7 @@ import sys
 import traceback
 
 import click
+from rich.markup import escape
 
 from packager import __version__
 from packager.cli.build import build, build_and_push, package
@@ -53,7 +54,8 @@ cli.add_command(package)
 
 
 def _error(message: str) -> None:
-    err_console.print(f"[bold red]error:[/] {' '.join(message.split())}", markup=True, soft_wrap=True)
+    """One line on stderr; the message is text, never markup (``pandas[parquet]``, ``[/variant]`` stay as typed)."""
+    err_console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", markup=True, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -185,3 +185,11 @@ def test_console_script_installed(tmp_path: Path, model_dir: Path) -> None:
     assert r.returncode == 1 and r.stderr.startswith("error: model 'm' has no version 9")
     r = subprocess.run(["edgepack", "--version"], capture_output=True, text=True, env=env, check=False)
     assert r.returncode == 0 and "0.1.0" in r.stdout
+
+
+def test_error_messages_are_printed_as_text_not_markup(run) -> None:
+    """Brackets in a message (a name, ``pkg[extra]``, ``[/variant]``) are shown as typed, never parsed."""
+    for name in ("bad[/x]", "bad[bold]name"):
+        r = run("model", "show", name)
+        assert r.code == 2, r.err
+        assert name in r.err and r.err.startswith("error:"), r.err
