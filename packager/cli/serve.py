@@ -53,14 +53,16 @@ def resolve_models(ctx: click.Context, refs: tuple[str, ...], root: Path) -> str
 def setting_option(row: Setting) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The click option of a setting's flag: its text is parsed by :func:`settings_from_flags`, as in
     ``python -m edge_module``."""
-    kwargs: dict[str, Any] = {"help": describe(row), "default": None}
     if row.switch:
-        kwargs["is_flag"] = True
-    else:
-        kwargs.update(metavar=row.metavar, multiple=row.multiple, type=HOST_PATHS.get(row.name, str))
-        if row.multiple:
-            kwargs.pop("default")
-    return click.option(row.flag, row.dest, **kwargs)
+        return click.option(row.flag, row.dest, is_flag=True, default=None, help=describe(row))
+    return click.option(
+        row.flag,
+        row.dest,
+        metavar=row.metavar or row.dest.upper(),
+        multiple=row.multiple,
+        type=HOST_PATHS.get(row.name, str),
+        help=describe(row),
+    )
 
 
 def setting_options(*classes: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
