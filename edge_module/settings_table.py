@@ -127,7 +127,7 @@ class Setting:
     help: str = ""
     flag: str | None = None  # None: environment only
     metavar: str | None = None
-    secret: bool = False  # never shown (repr, help); keep it out of flags (they show in ps)
+    secret: bool = False  # kept out of repr and help; best set by its variable (flags show in ps)
     switch: bool = False  # a flag without a value that turns the setting on
     multiple: bool = False  # a repeatable flag; ``parse`` returns a tuple and the values are joined
     env_parse: Mapping[str, Parser] = dataclasses.field(default_factory=dict)  # per-variable parsers
@@ -158,21 +158,22 @@ def setting(
     shown: str | None = None,
 ) -> Any:
     """A dataclass field with its default and its :class:`Setting` (secrets stay out of ``repr``)."""
-    row = Setting(env, parse, help, flag, metavar, secret, switch, multiple, dict(env_parse or {}), shown)
-    return dataclasses.field(default=default, repr=not secret, metadata={SETTING: row})
+    declared = Setting(env, parse, help, flag, metavar, secret, switch, multiple, dict(env_parse or {}), shown)
+    return dataclasses.field(default=default, repr=not secret, metadata={SETTING: declared})
 
 
 def table(cls: type) -> list[Setting]:
     """The settings of the dataclass ``cls``, in field order (fields without :func:`setting` are left out)."""
     rows = []
     for f in dataclasses.fields(cls):
-        row = f.metadata.get(SETTING)
-        if row is not None:
-            rows.append(dataclasses.replace(row, name=f.name, default=f.default))
+        declared = f.metadata.get(SETTING)
+        if declared is not None:
+            rows.append(dataclasses.replace(declared, name=f.name, default=f.default))
     return rows
 
 
-def row(cls: type, name: str) -> Setting | None:
+def find_row(cls: type, name: str) -> Setting | None:
+    """The setting of the field ``name`` of ``cls`` (None for a field without one)."""
     return next((r for r in table(cls) if r.name == name), None)
 
 
@@ -226,7 +227,7 @@ def parse_overrides(cls: type, overrides: Mapping[str, Any]) -> dict[str, Any]:
             raise TypeError(f"unknown setting {key!r}")
         if value is None:
             continue
-        r = row(cls, key)
+        r = find_row(cls, key)
         values[key] = r.parse(value, key.replace("_", " ")) if r is not None and isinstance(value, str) else value
     return values
 

@@ -21,7 +21,7 @@ import click
 
 from edge_module.model_dir import write_model_dir
 from edge_module.settings import Settings, SettingsError, settings_from_flags
-from edge_module.settings_table import Setting, describe, first_set, table
+from edge_module.settings_table import Setting, describe, find_row, first_set, table
 from edge_module.transports.settings import MqttSettings
 from packager.cli.model import open_workspace
 from packager.cli.output import print_json
@@ -126,8 +126,8 @@ def serve(ctx: click.Context, models: tuple[str, ...], **flags: Any) -> None:
 
 def _env_service() -> bool:
     """Whether the environment names the MQTT service (else ``serve`` names it after the first ``--model``)."""
-    service = next(r for r in table(MqttSettings) if r.name == "service")
-    return first_set(os.environ, service.env) is not None
+    service = find_row(MqttSettings, "service")
+    return service is not None and first_set(os.environ, service.env) is not None
 
 
 def load_data(data: str) -> tuple[bytes, Any]:
