@@ -10,15 +10,47 @@ Several models deployed::
     AZUREML_MODEL_DIR=<root>/azureml-models
     <root>/azureml-models/<name>/<version>/<file or folder as registered>
 
+``write_model_dir`` lays models out that way (``edgepack serve``; the image builder uses
+``version_dir`` and ``model_dir_for`` for the same layout inside images), and
 ``resolve_model_path`` answers ``Model.get_model_path(name, version)`` for both, as v1 did.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path, PurePath
+from typing import Any, TypeVar
 
 MODEL_DIR_ENV = "AZUREML_MODEL_DIR"
+MODELS_FOLDER = "azureml-models"
+
+P = TypeVar("P", bound=PurePath)
+
+
+def version_dir(models_root: P, name: str, version: int) -> P:
+    """``<models_root>/<name>/<version>``: where one version of a model sits."""
+    return models_root / name / str(version)
+
+
+def model_dir_for(models_root: P, models: Iterable[tuple[str, int]]) -> P:
+    """The ``AZUREML_MODEL_DIR`` for ``(name, version)`` models laid out under ``models_root``:
+    one model → its version folder, several → ``models_root``."""
+    distinct = sorted(set(models))
+    return version_dir(models_root, *distinct[0]) if len(distinct) == 1 else models_root
+
+
+def write_model_dir(root: Path, models: Mapping[tuple[str, int], Callable[[Path], Any]]) -> Path:
+    """Lay models out under ``root/azureml-models``; return the ``AZUREML_MODEL_DIR`` to use.
+
+    ``models`` maps ``(name, version)`` to a function that puts the model's file or folder (as
+    registered) into the version folder it is given (e.g. a registry download)."""
+    models_root = root / MODELS_FOLDER
+    for (name, version), write in models.items():
+        target = version_dir(models_root, name, version)
+        target.mkdir(parents=True, exist_ok=True)
+        write(target)
+    return model_dir_for(models_root, models)
 
 
 class ModelPathNotFoundError(LookupError):

@@ -5,44 +5,16 @@ deployments set (``AZUREML_MODEL_DIR``, ``AZUREML_ENTRY_SCRIPT``, ``AZUREML_SOUR
 ``AML_APP_ROOT``, ``SCORING_TIMEOUT_MS``, ``WORKER_COUNT``, ``AML_CORS_ORIGINS``,
 ``AZUREML_LOG_LEVEL``) > defaults.
 
-======================  ==========================================  =====================
-setting                 environment                                 default
-======================  ==========================================  =====================
-host                    EDGEPACK_HOST                               0.0.0.0
-port                    EDGEPACK_PORT                               5001
-workers                 EDGEPACK_WORKERS, WORKER_COUNT              1
-max_body_size           EDGEPACK_MAX_BODY_SIZE (bytes, or 10MB...)  100 MB
-scoring_timeout         EDGEPACK_SCORING_TIMEOUT (s),               60 s
-                        SCORING_TIMEOUT_MS (ms)
-entry_script            EDGEPACK_ENTRY_SCRIPT, AZUREML_ENTRY_SCRIPT none (ONNX auto-scoring)
-source_dir              EDGEPACK_SOURCE_DIR, AZUREML_SOURCE_DIRECTORY,
-                        AML_APP_ROOT                                none
-model_dir               EDGEPACK_MODEL_DIR, AZUREML_MODEL_DIR       none
-primary_key             EDGEPACK_PRIMARY_KEY                        none (no key auth)
-secondary_key           EDGEPACK_SECONDARY_KEY                      none
-token_auth              EDGEPACK_TOKEN_AUTH (needs a secret)        off
-token_secret            EDGEPACK_TOKEN_SECRET                       none
-cors_origins            EDGEPACK_CORS_ORIGINS, AML_CORS_ORIGINS     none (CORS off)
-max_batch_size          EDGEPACK_MAX_BATCH_SIZE                     1 (batching off)
-max_batch_wait_ms       EDGEPACK_MAX_BATCH_WAIT_MS                  2 ms
-execution               EDGEPACK_EXECUTION (auto|inline|thread)     auto
-scoring_threads         EDGEPACK_SCORING_THREADS                    1
-handoff_wait_ms         EDGEPACK_HANDOFF_WAIT_MS                    5 ms
-onnx_threads            EDGEPACK_ONNX_THREADS                       1 (onnxruntime intra-op)
-keepalive_timeout       EDGEPACK_KEEPALIVE_TIMEOUT (s)              75 s
-read_timeout            EDGEPACK_READ_TIMEOUT (s): a request must   30 s
-                        arrive whole this long after its first byte
-log_level               EDGEPACK_LOG_LEVEL, AZUREML_LOG_LEVEL       INFO
-access_log              EDGEPACK_ACCESS_LOG                         off
-mqtt                    EDGEPACK_MQTT_URL switches scoring over     off
-                        MQTT on; EDGEPACK_MQTT_* tune it
-                        (:class:`~edge_module.transports.settings.MqttSettings`)
-iotedge                 EDGEPACK_IOTEDGE=true switches scoring on   off
-                        the IoT Edge hub on; EDGEPACK_IOTEDGE_*
-                        tune it (``IotEdgeSettings``)
-======================  ==========================================  =====================
+Each field of :class:`Settings` below is the one declaration of its setting: default, variables
+(in precedence order), flag, parser and help (see :mod:`edge_module.settings_table`). The
+environment reader, ``python -m edge_module``'s flags and ``edgepack serve``'s options are built from
+them; ``python -m edge_module --help`` prints them all, with the variables of every flag and the
+settings that only come from the environment (keys and secrets, the transports' tuning).
 
-The transports run beside HTTP in the same process (in worker 0 when there are several workers).
+``EDGEPACK_MQTT_URL`` (``--mqtt``) switches scoring over MQTT on and ``EDGEPACK_IOTEDGE=true``
+(``--iotedge``) scoring on the IoT Edge hub; ``EDGEPACK_MQTT_*`` / ``EDGEPACK_IOTEDGE_*`` tune them
+(:class:`~edge_module.transports.settings.MqttSettings`, ``IotEdgeSettings``). The transports run
+beside HTTP in the same process (in worker 0 when there are several workers).
 
 Key auth (primary/secondary keys) and token auth are mutually exclusive, as in Azure ML v1.
 """
@@ -51,104 +23,206 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
-if TYPE_CHECKING:
-    from edge_module.transports.settings import IotEdgeSettings, MqttSettings
+from edge_module.settings_table import (
+    MB,
+    SettingsError,
+    boolean,
+    env_and_overrides,
+    first_set,
+    integer,
+    lower,
+    milliseconds,
+    number,
+    origins,
+    parse_size,
+    read_flags,
+    setting,
+    table,
+    upper,
+)
+from edge_module.transports.settings import IotEdgeSettings, MqttSettings
 
-MB = 1_000_000
-
-
-class SettingsError(ValueError):
-    """A setting has an unusable value; the message names the flag or variable and what is accepted."""
-
-
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.I)
-_SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 10**3,
-    "kb": 10**3,
-    "m": 10**6,
-    "mb": 10**6,
-    "g": 10**9,
-    "gb": 10**9,
-    "t": 10**12,
-    "tb": 10**12,
-    "ki": 2**10,
-    "kib": 2**10,
-    "mi": 2**20,
-    "mib": 2**20,
-    "gi": 2**30,
-    "gib": 2**30,
-}
-
-
-def parse_size(value: str | int, what: str = "size") -> int:
-    """``"100MB"``, ``"64KiB"``, ``"1048576"`` → bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    m = _SIZE_RE.match(str(value))
-    unit = (m.group(2) or "").lower() if m else ""
-    if not m or unit not in _SIZE_UNITS:
-        raise SettingsError(f"invalid {what} {value!r}: use bytes or a size such as 100MB, 64KiB")
-    return int(float(m.group(1)) * _SIZE_UNITS[unit])
-
-
-def _bool(value: str, what: str) -> bool:
-    v = value.strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off", ""):
-        return False
-    raise SettingsError(f"invalid {what} {value!r}: use true or false")
-
-
-def _number(value: str, what: str, kind: type = int) -> Any:
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        expected = "a whole number" if kind is int else "a number"
-        raise SettingsError(f"invalid {what} {value!r}: expected {expected}") from None
-
-
-def _origins(value: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return tuple(o.strip().rstrip("/") for o in items if o.strip())
+__all__ = ["MB", "Settings", "SettingsError", "parse_size", "settings_from_flags"]
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything the scoring server reads, validated once."""
 
-    host: str = "0.0.0.0"
-    port: int = 5001
-    workers: int = 1
-    max_body_size: int = 100 * MB
-    scoring_timeout: float = 60.0
-    entry_script: str | None = None
-    source_dir: str | None = None
-    model_dir: str | None = None
-    primary_key: str | None = field(default=None, repr=False)
-    secondary_key: str | None = field(default=None, repr=False)
-    token_auth: bool = False
-    token_secret: str | None = field(default=None, repr=False)
-    cors_origins: tuple[str, ...] = ()
-    max_batch_size: int = 1
-    max_batch_wait_ms: float = 2.0
-    execution: str = "auto"
-    scoring_threads: int = 1
-    handoff_wait_ms: float = 5.0
-    onnx_threads: int | None = 1
-    keepalive_timeout: float = 75.0
-    read_timeout: float = 30.0
-    log_level: str = "INFO"
-    access_log: bool = False
-    mqtt: MqttSettings | None = None  # scoring over MQTT beside HTTP
-    iotedge: IotEdgeSettings | None = None  # scoring on the IoT Edge hub beside HTTP
+    host: str = setting("0.0.0.0", "EDGEPACK_HOST", flag="--host", metavar="ADDRESS", help="Address to listen on.")
+    port: int = setting(5001, "EDGEPACK_PORT", parse=integer, flag="--port", help="Port (0 picks a free one).")
+    workers: int = setting(
+        1, "EDGEPACK_WORKERS", "WORKER_COUNT", parse=integer, flag="--workers", metavar="N", help="Worker processes."
+    )
+    max_body_size: int = setting(
+        100 * MB,
+        "EDGEPACK_MAX_BODY_SIZE",
+        parse=parse_size,
+        flag="--max-body-size",
+        metavar="SIZE",
+        shown="100MB",
+        help="Largest request body: bytes, or a size such as 10MB, 64KiB.",
+    )
+    scoring_timeout: float = setting(
+        60.0,
+        "EDGEPACK_SCORING_TIMEOUT",
+        "SCORING_TIMEOUT_MS",
+        parse=number,
+        env_parse={"SCORING_TIMEOUT_MS": milliseconds},
+        flag="--scoring-timeout",
+        metavar="S",
+        help="Seconds before a scoring call is answered 504 (SCORING_TIMEOUT_MS: milliseconds).",
+    )
+    entry_script: str | None = setting(
+        None,
+        "EDGEPACK_ENTRY_SCRIPT",
+        "AZUREML_ENTRY_SCRIPT",
+        flag="--entry-script",
+        metavar="FILE",
+        help="score.py with init()/run(); without one, ONNX models are served as they are.",
+    )
+    source_dir: str | None = setting(
+        None,
+        "EDGEPACK_SOURCE_DIR",
+        "AZUREML_SOURCE_DIRECTORY",
+        "AML_APP_ROOT",
+        flag="--source-dir",
+        metavar="DIR",
+        help="Folder the entry script and its helpers live in.",
+    )
+    model_dir: str | None = setting(
+        None,
+        "EDGEPACK_MODEL_DIR",
+        "AZUREML_MODEL_DIR",
+        flag="--model-dir",
+        metavar="DIR",
+        help="An AZUREML_MODEL_DIR folder, or ONNX files.",
+    )
+    primary_key: str | None = setting(
+        None, "EDGEPACK_PRIMARY_KEY", secret=True, help="Key auth: clients send 'Authorization: Bearer <key>'."
+    )
+    secondary_key: str | None = setting(
+        None, "EDGEPACK_SECONDARY_KEY", secret=True, help="A second key (needs the primary one)."
+    )
+    token_auth: bool = setting(
+        False,
+        "EDGEPACK_TOKEN_AUTH",
+        parse=boolean,
+        flag="--token-auth",
+        switch=True,
+        help="Require tokens (signed with EDGEPACK_TOKEN_SECRET; not with keys).",
+    )
+    token_secret: str | None = setting(
+        None, "EDGEPACK_TOKEN_SECRET", secret=True, help="Token auth's signing secret (16 characters or more)."
+    )
+    cors_origins: tuple[str, ...] = setting(
+        (),
+        "EDGEPACK_CORS_ORIGINS",
+        "AML_CORS_ORIGINS",
+        parse=origins,
+        flag="--cors-origin",
+        metavar="ORIGIN",
+        multiple=True,
+        shown="none: CORS off",
+        help="Allowed CORS origin (repeatable; the variables take a comma-separated list).",
+    )
+    max_batch_size: int = setting(
+        1,
+        "EDGEPACK_MAX_BATCH_SIZE",
+        parse=integer,
+        flag="--max-batch-size",
+        metavar="N",
+        help="Adaptive batching for V2 infer (1 = off).",
+    )
+    max_batch_wait_ms: float = setting(
+        2.0,
+        "EDGEPACK_MAX_BATCH_WAIT_MS",
+        parse=number,
+        flag="--max-batch-wait-ms",
+        metavar="MS",
+        help="Longest a request waits for a batch to fill.",
+    )
+    execution: str = setting(
+        "auto",
+        "EDGEPACK_EXECUTION",
+        parse=lower,
+        flag="--execution",
+        metavar="auto|inline|thread",
+        help="Where scoring runs.",
+    )
+    scoring_threads: int = setting(
+        1,
+        "EDGEPACK_SCORING_THREADS",
+        parse=integer,
+        flag="--scoring-threads",
+        metavar="N",
+        help="Scoring threads per worker.",
+    )
+    handoff_wait_ms: float = setting(
+        5.0,
+        "EDGEPACK_HANDOFF_WAIT_MS",
+        parse=number,
+        flag="--handoff-wait-ms",
+        metavar="MS",
+        help="With one scoring thread: how long a request waits for the busy scorer before a thread takes it.",
+    )
+    onnx_threads: int | None = setting(
+        1,
+        "EDGEPACK_ONNX_THREADS",
+        parse=integer,
+        flag="--onnx-threads",
+        metavar="N",
+        help="onnxruntime intra-op threads per worker (0: onnxruntime's default).",
+    )
+    keepalive_timeout: float = setting(
+        75.0,
+        "EDGEPACK_KEEPALIVE_TIMEOUT",
+        parse=number,
+        flag="--keepalive-timeout",
+        metavar="S",
+        help="Seconds an idle connection stays open.",
+    )
+    read_timeout: float = setting(
+        30.0,
+        "EDGEPACK_READ_TIMEOUT",
+        parse=number,
+        flag="--read-timeout",
+        metavar="S",
+        help="Seconds a request has to arrive whole after its first byte (else 408).",
+    )
+    log_level: str = setting(
+        "INFO",
+        "EDGEPACK_LOG_LEVEL",
+        "AZUREML_LOG_LEVEL",
+        parse=upper,
+        flag="--log-level",
+        metavar="LEVEL",
+        help="DEBUG, INFO, WARNING...",
+    )
+    access_log: bool = setting(
+        False, "EDGEPACK_ACCESS_LOG", parse=boolean, flag="--access-log", switch=True, help="Log every request."
+    )
+    # scoring over MQTT beside HTTP: the URL switches it on, EDGEPACK_MQTT_* and --mqtt-* tune it
+    mqtt: MqttSettings | None = setting(  # noqa: RUF009 - setting() is a dataclasses.field
+        None,
+        "EDGEPACK_MQTT_URL",
+        flag="--mqtt",
+        metavar="URL",
+        help="Also score over MQTT: mqtt://HOST:PORT or mqtts://HOST:PORT.",
+    )
+    # scoring on the IoT Edge hub beside HTTP: EDGEPACK_IOTEDGE_* tune it
+    iotedge: IotEdgeSettings | None = setting(  # noqa: RUF009 - setting() is a dataclasses.field
+        None,
+        "EDGEPACK_IOTEDGE",
+        parse=boolean,
+        flag="--iotedge",
+        switch=True,
+        help="Also score messages on the IoT Edge hub (module client from the edge environment).",
+    )
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -183,7 +257,7 @@ class Settings:
             raise SettingsError("token auth needs a signing secret: set EDGEPACK_TOKEN_SECRET")
         if self.token_secret is not None and len(self.token_secret) < 16:
             raise SettingsError("the token secret must be at least 16 characters")
-        object.__setattr__(self, "cors_origins", _origins(self.cors_origins))
+        object.__setattr__(self, "cors_origins", origins(self.cors_origins))
 
     @property
     def auth_mode(self) -> str | None:
@@ -203,67 +277,35 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Build settings from ``environ`` (default ``os.environ``); ``overrides`` that are not None win."""
+        """Build settings from ``environ`` (default ``os.environ``); ``overrides`` that are not None win.
+
+        Overrides are typed values or their text (parsed like the variables); ``mqtt`` takes a URL or
+        :class:`MqttSettings`, ``iotedge`` a bool or :class:`IotEdgeSettings`."""
         env = os.environ if environ is None else environ
-
-        def first(*names: str) -> tuple[str, str] | None:
-            for name in names:
-                value = env.get(name)
-                if value is not None and value != "":
-                    return name, value
-            return None
-
-        values: dict[str, Any] = {}
-
-        def take(attr: str, names: tuple[str, ...], convert: Any = None) -> None:
-            found = first(*names)
-            if found is None:
-                return
-            name, raw = found
-            values[attr] = convert(raw, name) if convert else raw
-
-        take("host", ("EDGEPACK_HOST",))
-        take("port", ("EDGEPACK_PORT",), lambda v, n: _number(v, n))
-        take("workers", ("EDGEPACK_WORKERS", "WORKER_COUNT"), lambda v, n: _number(v, n))
-        take("max_body_size", ("EDGEPACK_MAX_BODY_SIZE",), lambda v, n: parse_size(v, n))
-        found = first("EDGEPACK_SCORING_TIMEOUT")
-        if found:
-            values["scoring_timeout"] = _number(found[1], found[0], float)
-        else:
-            found = first("SCORING_TIMEOUT_MS")
-            if found:
-                values["scoring_timeout"] = _number(found[1], found[0], float) / 1000
-        take("entry_script", ("EDGEPACK_ENTRY_SCRIPT", "AZUREML_ENTRY_SCRIPT"))
-        take("source_dir", ("EDGEPACK_SOURCE_DIR", "AZUREML_SOURCE_DIRECTORY", "AML_APP_ROOT"))
-        take("model_dir", ("EDGEPACK_MODEL_DIR", "AZUREML_MODEL_DIR"))
-        take("primary_key", ("EDGEPACK_PRIMARY_KEY",))
-        take("secondary_key", ("EDGEPACK_SECONDARY_KEY",))
-        take("token_auth", ("EDGEPACK_TOKEN_AUTH",), _bool)
-        take("token_secret", ("EDGEPACK_TOKEN_SECRET",))
-        take("cors_origins", ("EDGEPACK_CORS_ORIGINS", "AML_CORS_ORIGINS"), lambda v, n: _origins(v))
-        take("max_batch_size", ("EDGEPACK_MAX_BATCH_SIZE",), lambda v, n: _number(v, n))
-        take("max_batch_wait_ms", ("EDGEPACK_MAX_BATCH_WAIT_MS",), lambda v, n: _number(v, n, float))
-        take("execution", ("EDGEPACK_EXECUTION",), lambda v, n: v.strip().lower())
-        take("scoring_threads", ("EDGEPACK_SCORING_THREADS",), lambda v, n: _number(v, n))
-        take("handoff_wait_ms", ("EDGEPACK_HANDOFF_WAIT_MS",), lambda v, n: _number(v, n, float))
-        take("onnx_threads", ("EDGEPACK_ONNX_THREADS",), lambda v, n: _number(v, n))
-        take("keepalive_timeout", ("EDGEPACK_KEEPALIVE_TIMEOUT",), lambda v, n: _number(v, n, float))
-        take("read_timeout", ("EDGEPACK_READ_TIMEOUT",), lambda v, n: _number(v, n, float))
-        take("log_level", ("EDGEPACK_LOG_LEVEL", "AZUREML_LOG_LEVEL"), lambda v, n: v.strip().upper())
-        take("access_log", ("EDGEPACK_ACCESS_LOG",), _bool)
-        if first("EDGEPACK_MQTT_URL"):
-            from edge_module.transports.settings import MqttSettings
-
-            values["mqtt"] = MqttSettings.from_env(env)
-        found = first("EDGEPACK_IOTEDGE")
-        if found and _bool(found[1], found[0]):
-            from edge_module.transports.settings import IotEdgeSettings
-
-            values["iotedge"] = IotEdgeSettings.from_env(env)
-
-        for key, value in overrides.items():
-            if key not in cls.__dataclass_fields__:
-                raise TypeError(f"unknown setting {key!r}")
-            if value is not None:
-                values[key] = parse_size(value, "max body size") if key == "max_body_size" else value
+        values = env_and_overrides(cls, env, overrides)
+        mqtt = values.get("mqtt")
+        values["mqtt"] = MqttSettings.from_env(env, url=mqtt) if isinstance(mqtt, str) else mqtt
+        iotedge = values.get("iotedge")
+        if isinstance(iotedge, bool):
+            values["iotedge"] = IotEdgeSettings.from_env(env) if iotedge else None
         return cls(**values)
+
+
+def settings_from_flags(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from command-line flags over the environment (both ``python -m edge_module`` and ``edgepack serve``).
+
+    ``flags`` maps each flag's :attr:`~edge_module.settings_table.Setting.dest` (``port``, ``mqtt_ca``...)
+    to its text, True for a switch, a sequence for a repeatable flag, None when not given."""
+    env = os.environ if environ is None else environ
+    values = read_flags(Settings, flags)
+    mqtt = read_flags(MqttSettings, flags)
+    for r in table(MqttSettings):
+        if r.name in ("ca_file", "cert_file", "key_file") and r.name in mqtt and not os.path.isfile(mqtt[r.name]):
+            raise SettingsError(f"{r.flag} {mqtt[r.name]}: no such file")
+    found = first_set(env, ("EDGEPACK_MQTT_URL",))
+    url = values.get("mqtt") or (found[1] if found else None)
+    if not url and any(name != "service" for name in mqtt):
+        raise SettingsError("the --mqtt-* options need --mqtt mqtt[s]://HOST:PORT (or EDGEPACK_MQTT_URL)")
+    if url and ("mqtt" in values or mqtt):
+        values["mqtt"] = MqttSettings.from_env(env, **{**mqtt, "url": url})
+    return Settings.from_env(env, **values)

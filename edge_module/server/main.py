@@ -1,7 +1,8 @@
-"""Starting the server from settings: the app factory, the terminal report, ``python -m edge_module``.
+"""Starting the server from settings: :func:`run` (the app factory, the terminal report) and ``python -m edge_module``.
 
 ``python -m edge_module`` is what images run: every setting comes from the environment
-(``AZUREML_*`` / ``EDGEPACK_*``, see :mod:`edge_module.settings`) and may be overridden by flags.
+(``AZUREML_*`` / ``EDGEPACK_*``, see :mod:`edge_module.settings`) and may be overridden by flags;
+``edgepack serve`` takes the same flags and calls the same :func:`run`.
 """
 
 from __future__ import annotations
@@ -9,11 +10,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Callable
 from typing import Any, TextIO
 
 from edge_module.runtime import ScoringApp
-from edge_module.settings import Settings, SettingsError
+from edge_module.settings import Settings, SettingsError, settings_from_flags
+from edge_module.settings_table import add_arguments, env_reference
+from edge_module.transports.settings import IotEdgeSettings, MqttSettings
 
 
 def app_factory(settings: Settings) -> Callable[[], ScoringApp]:
@@ -29,50 +33,6 @@ def app_factory(settings: Settings) -> Callable[[], ScoringApp]:
         return build_app(settings.entry_script, settings.source_dir, settings.model_dir, **kwargs)
 
     return build
-
-
-def transport_overrides(
-    *,
-    mqtt: str | None = None,
-    mqtt_topic: str | None = None,
-    mqtt_service: str | None = None,
-    mqtt_username: str | None = None,
-    mqtt_password: str | None = None,
-    mqtt_ca: str | None = None,
-    mqtt_cert: str | None = None,
-    mqtt_key: str | None = None,
-    mqtt_protocol: str | None = None,
-    iotedge: bool | None = None,
-    environ: Any = None,
-) -> dict[str, Any]:
-    """``Settings`` overrides (``mqtt``, ``iotedge``) from the transport flags, over ``EDGEPACK_MQTT_*``
-    and ``EDGEPACK_IOTEDGE_*``; empty when no flag asks for a transport."""
-    from edge_module.transports.settings import IotEdgeSettings, MqttSettings, parse_protocol
-
-    env = os.environ if environ is None else environ
-    protocol = None if mqtt_protocol is None else parse_protocol(mqtt_protocol, "--mqtt-protocol")
-    flags = {
-        "request_topic": mqtt_topic,
-        "service": mqtt_service,
-        "username": mqtt_username,
-        "password": mqtt_password,
-        "ca_file": mqtt_ca,
-        "cert_file": mqtt_cert,
-        "key_file": mqtt_key,
-        "protocol": protocol,
-    }
-    out: dict[str, Any] = {}
-    for name in ("ca_file", "cert_file", "key_file"):
-        if flags[name] is not None and not os.path.isfile(flags[name]):
-            raise SettingsError(f"--mqtt-{name.split('_')[0]} {flags[name]}: no such file")
-    url = mqtt or env.get("EDGEPACK_MQTT_URL")
-    if not url and any(v is not None for k, v in flags.items() if k != "service"):
-        raise SettingsError("the --mqtt-* options need --mqtt mqtt[s]://HOST:PORT (or EDGEPACK_MQTT_URL)")
-    if url and (mqtt or any(v is not None for v in flags.values())):
-        out["mqtt"] = MqttSettings.from_env(env, url=url, **flags)
-    if iotedge:
-        out["iotedge"] = IotEdgeSettings.from_env(env)
-    return out
 
 
 def export_environment(settings: Settings) -> None:
@@ -141,89 +101,45 @@ class TerminalReporter:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The flags of ``python -m edge_module``: one per setting that has one (see :mod:`edge_module.settings`)."""
     p = argparse.ArgumentParser(
         prog="python -m edge_module",
-        description="Serve a scoring app over HTTP (Azure ML /score and the V2 inference protocol). "
-        "Every flag has an environment variable (see edge_module/settings.py); flags win.",
+        description=textwrap.fill(
+            "Serve a scoring app over HTTP (Azure ML /score and the V2 inference protocol), and over MQTT and "
+            "the IoT Edge hub when asked. Every flag has environment variables, in brackets with the default; "
+            "flags win.",
+            100,
+        ),
+        epilog="Settings from the environment only:\n\n"
+        + env_reference(
+            {"Server": Settings, "MQTT (with --mqtt or EDGEPACK_MQTT_URL)": MqttSettings, "IoT Edge": IotEdgeSettings}
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--entry-script", help="score.py with init()/run() [AZUREML_ENTRY_SCRIPT]; none: ONNX auto-scoring")
-    p.add_argument("--source-dir", help="folder the entry script lives in [AZUREML_SOURCE_DIRECTORY, AML_APP_ROOT]")
-    p.add_argument("--model-dir", help="AZUREML_MODEL_DIR layout or ONNX files [AZUREML_MODEL_DIR]")
-    p.add_argument("--host", help="address to listen on [EDGEPACK_HOST; 0.0.0.0]")
-    p.add_argument("--port", type=int, help="port [EDGEPACK_PORT; 5001]")
-    p.add_argument("--workers", type=int, help="worker processes [EDGEPACK_WORKERS, WORKER_COUNT; 1]")
-    p.add_argument("--max-body-size", help="e.g. 100MB [EDGEPACK_MAX_BODY_SIZE]")
-    p.add_argument("--scoring-timeout", type=float, help="seconds [EDGEPACK_SCORING_TIMEOUT, SCORING_TIMEOUT_MS]")
-    p.add_argument("--cors-origin", action="append", help="allowed origin, repeatable [AML_CORS_ORIGINS]")
-    p.add_argument("--max-batch-size", type=int, help="adaptive batching for V2 infer; 1 = off")
-    p.add_argument("--max-batch-wait-ms", type=float, help="longest a request waits for a batch")
-    p.add_argument("--execution", choices=("auto", "inline", "thread"), help="where scoring runs")
-    p.add_argument("--scoring-threads", type=int, help="scoring threads per worker [1]")
-    p.add_argument("--onnx-threads", type=int, help="onnxruntime intra-op threads per worker")
-    p.add_argument("--token-auth", action="store_true", default=None, help="token auth [EDGEPACK_TOKEN_SECRET]")
-    p.add_argument("--access-log", action="store_true", default=None, help="log every request")
-    p.add_argument("--log-level", help="DEBUG, INFO, WARNING... [AZUREML_LOG_LEVEL]")
-    p.add_argument("--mqtt", metavar="URL", help="also score over MQTT: mqtt[s]://HOST:PORT [EDGEPACK_MQTT_URL]")
-    p.add_argument("--mqtt-topic", help="request topic filter [edgepack/<service>/score/request/#]")
-    p.add_argument("--mqtt-service", help="<service> in the MQTT topics [EDGEPACK_MQTT_SERVICE, SERVICE_NAME]")
-    p.add_argument("--mqtt-username", help="[EDGEPACK_MQTT_USERNAME]")
-    p.add_argument("--mqtt-password", help="prefer EDGEPACK_MQTT_PASSWORD: flags show in ps")
-    p.add_argument("--mqtt-ca", help="CA file for mqtts:// [EDGEPACK_MQTT_CA_FILE]")
-    p.add_argument("--mqtt-cert", help="client certificate (PEM) [EDGEPACK_MQTT_CERT_FILE]")
-    p.add_argument("--mqtt-key", help="its key (PEM) [EDGEPACK_MQTT_KEY_FILE]")
-    p.add_argument("--mqtt-protocol", help="5 or 3.1.1 [EDGEPACK_MQTT_PROTOCOL; 5]")
-    p.add_argument(
-        "--iotedge", action="store_true", default=None, help="also score on the IoT Edge hub [EDGEPACK_IOTEDGE]"
-    )
+    add_arguments(p.add_argument_group("server"), Settings)
+    add_arguments(p.add_argument_group("MQTT (with --mqtt or EDGEPACK_MQTT_URL)"), MqttSettings)
     return p
 
 
 def settings_from_args(args: argparse.Namespace, environ: Any = None) -> Settings:
-    overrides = {
-        k: v
-        for k, v in vars(args).items()
-        if k
-        in (
-            "entry_script",
-            "source_dir",
-            "model_dir",
-            "host",
-            "port",
-            "workers",
-            "max_body_size",
-            "scoring_timeout",
-            "max_batch_size",
-            "max_batch_wait_ms",
-            "execution",
-            "scoring_threads",
-            "onnx_threads",
-            "token_auth",
-            "access_log",
-            "log_level",
-        )
-    }
-    if args.cors_origin:
-        overrides["cors_origins"] = tuple(args.cors_origin)
-    overrides.update(
-        transport_overrides(
-            environ=environ,
-            **{k: v for k, v in vars(args).items() if k.startswith("mqtt") or k == "iotedge"},
-        )
-    )
-    if overrides.get("log_level"):
-        overrides["log_level"] = overrides["log_level"].upper()
-    return Settings.from_env(environ, **overrides)
+    """Settings from parsed :func:`build_parser` arguments over ``environ`` (default ``os.environ``)."""
+    return settings_from_flags(vars(args), environ)
+
+
+def run(settings: Settings, on_state: Callable[[str, dict[str, Any]], None] | None = None) -> int:
+    """Serve ``settings`` until SIGTERM/SIGINT, reporting to the terminal; returns the exit code."""
+    from edge_module.server import configure_logging, serve
+
+    configure_logging(settings.log_level)
+    export_environment(settings)
+    return serve(app_factory(settings), settings, on_state=on_state or TerminalReporter(settings))
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge_module.server import configure_logging, serve
-
     args = build_parser().parse_args(argv)
     try:
         settings = settings_from_args(args)
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
-    export_environment(settings)
-    return serve(app_factory(settings), settings, on_state=TerminalReporter(settings))
+    return run(settings)

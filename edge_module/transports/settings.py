@@ -1,7 +1,8 @@
 """Settings of the message transports: :class:`MqttSettings` and :class:`IotEdgeSettings`.
 
 Kept apart from the transports so that reading settings never imports paho or azure-iot-device
-(:class:`edge_module.settings.Settings` holds one of each when the transport is switched on).
+(:class:`edge_module.settings.Settings` holds one of each when the transport is switched on). Each
+field declares its variable (and flag) once, as in :mod:`edge_module.settings`.
 """
 
 from __future__ import annotations
@@ -11,45 +12,133 @@ import re
 import socket
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from edge_module.settings import SettingsError, parse_size
+from edge_module.settings_table import (
+    SettingsError,
+    boolean,
+    env_and_overrides,
+    integer,
+    number,
+    parse_size,
+    read_text_file,
+    setting,
+)
 
 HUB_MESSAGE_LIMIT = 256 * 1024  # IoT Hub's (and the SDK's) limit for one message
+
+
+def parse_protocol(raw: str, what: str) -> int:
+    """``5`` or ``311`` from how people write MQTT versions (``5``, ``3.1.1``, ``311``, ``4``)."""
+    value = {"5": 5, "5.0": 5, "311": 311, "3.1.1": 311, "4": 311}.get(str(raw).strip())
+    if value is None:
+        raise SettingsError(f"invalid {what} {raw!r}: use 5 or 3.1.1")
+    return value
 
 
 @dataclass(frozen=True)
 class MqttSettings:
     """The MQTT transport's settings (``from_env`` reads ``EDGEPACK_MQTT_*``)."""
 
-    url: str = "mqtt://127.0.0.1:1883"  # mqtt://host:port or mqtts://host:port (TLS)
-    service: str = "default"
-    client_id: str | None = None  # None: edgepack-<service>-<hostname> (stable: the session is kept by id)
-    request_topic: str = "edgepack/{service}/score/request/#"
-    response_topic: str = "edgepack/{service}/score/response/{id}"
-    error_topic: str = "edgepack/{service}/score/error/{id}"
-    qos: int = 1
-    protocol: int = 5  # 5 or 311
-    username: str | None = None
-    password: str | None = field(default=None, repr=False)
-    ca_file: str | None = None
-    cert_file: str | None = None
-    key_file: str | None = None
-    session_expiry: int = 86_400  # s the broker keeps the session (MQTT 5)
-    keepalive: int = 30
-    max_batch: int = 32
-    max_wait_ms: float = 0.0
-    max_inflight: int = 200  # replies published and not acknowledged yet
-    spool_dir: str | None = None  # None: <tmp>/edgepack-mqtt/<client id>
-    spool_max: int = 100_000  # replies waiting for the broker
-    spool_max_bytes: int = 256 * 2**20
-    spool_fsync: bool = False
-    dedupe_window: int = 10_000  # request ids remembered to recognise redeliveries
-    max_payload: int = 2**20  # bytes; larger requests get a 413 error reply
-    reconnect_min: float = 0.5
-    reconnect_max: float = 30.0
+    url: str = setting(
+        "mqtt://127.0.0.1:1883", "EDGEPACK_MQTT_URL", help="mqtt://HOST:PORT or mqtts://HOST:PORT (TLS)."
+    )
+    service: str = setting(
+        "default",
+        "EDGEPACK_MQTT_SERVICE",
+        "SERVICE_NAME",
+        flag="--mqtt-service",
+        metavar="NAME",
+        help="<service> in the MQTT topics.",
+    )
+    client_id: str | None = setting(
+        None,
+        "EDGEPACK_MQTT_CLIENT_ID",
+        shown="edgepack-<service>-<hostname>",
+        help="MQTT client id (keep it stable: the broker keeps the session by id).",
+    )
+    request_topic: str = setting(
+        "edgepack/{service}/score/request/#",
+        "EDGEPACK_MQTT_REQUEST_TOPIC",
+        flag="--mqtt-topic",
+        metavar="FILTER",
+        help="Request topic filter.",
+    )
+    response_topic: str = setting(
+        "edgepack/{service}/score/response/{id}", "EDGEPACK_MQTT_RESPONSE_TOPIC", help="Where 3.1.1 answers go."
+    )
+    error_topic: str = setting(
+        "edgepack/{service}/score/error/{id}", "EDGEPACK_MQTT_ERROR_TOPIC", help="Where error replies go."
+    )
+    qos: int = setting(1, "EDGEPACK_MQTT_QOS", parse=integer, help="1, or 0 to allow losses.")
+    protocol: int = setting(
+        5,
+        "EDGEPACK_MQTT_PROTOCOL",
+        parse=parse_protocol,
+        flag="--mqtt-protocol",
+        metavar="5|3.1.1",
+        help="MQTT protocol version.",
+    )
+    username: str | None = setting(
+        None, "EDGEPACK_MQTT_USERNAME", flag="--mqtt-username", metavar="USER", help="MQTT user name."
+    )
+    password: str | None = setting(
+        None,
+        "EDGEPACK_MQTT_PASSWORD",
+        flag="--mqtt-password",
+        metavar="PASSWORD",
+        secret=True,
+        help="MQTT password (prefer the variable: flags show in ps).",
+    )
+    ca_file: str | None = setting(
+        None, "EDGEPACK_MQTT_CA_FILE", flag="--mqtt-ca", metavar="FILE", help="CA certificates for mqtts://."
+    )
+    cert_file: str | None = setting(
+        None, "EDGEPACK_MQTT_CERT_FILE", flag="--mqtt-cert", metavar="FILE", help="Client certificate (PEM)."
+    )
+    key_file: str | None = setting(
+        None, "EDGEPACK_MQTT_KEY_FILE", flag="--mqtt-key", metavar="FILE", help="The client certificate's key (PEM)."
+    )
+    session_expiry: int = setting(
+        86_400, "EDGEPACK_MQTT_SESSION_EXPIRY", parse=integer, help="Seconds the broker keeps the session (MQTT 5)."
+    )
+    keepalive: int = setting(30, "EDGEPACK_MQTT_KEEPALIVE", parse=integer, help="MQTT keepalive, seconds.")
+    max_batch: int = setting(32, "EDGEPACK_MQTT_MAX_BATCH", parse=integer, help="Requests scored in one model run.")
+    max_wait_ms: float = setting(
+        0.0, "EDGEPACK_MQTT_MAX_WAIT_MS", parse=number, help="How long a batch waits for more requests."
+    )
+    max_inflight: int = setting(
+        200, "EDGEPACK_MQTT_MAX_INFLIGHT", parse=integer, help="Replies published and not acknowledged yet."
+    )
+    spool_dir: str | None = setting(
+        None,
+        "EDGEPACK_MQTT_SPOOL_DIR",
+        shown="<tmp>/edgepack-mqtt/<client id>",
+        help="Where replies wait for the broker.",
+    )
+    spool_max: int = setting(100_000, "EDGEPACK_MQTT_SPOOL_MAX", parse=integer, help="Replies waiting for the broker.")
+    spool_max_bytes: int = setting(
+        256 * 2**20, "EDGEPACK_MQTT_SPOOL_MAX_BYTES", parse=parse_size, shown="256MiB", help="Their size at most."
+    )
+    spool_fsync: bool = setting(
+        False, "EDGEPACK_MQTT_SPOOL_FSYNC", parse=boolean, help="fsync every spooled reply (survives power loss)."
+    )
+    dedupe_window: int = setting(
+        10_000, "EDGEPACK_MQTT_DEDUPE_WINDOW", parse=integer, help="Request ids remembered to recognise redeliveries."
+    )
+    max_payload: int = setting(
+        2**20,
+        "EDGEPACK_MQTT_MAX_PAYLOAD",
+        parse=parse_size,
+        shown="1MiB",
+        help="Largest request; larger ones get a 413 error reply.",
+    )
+    reconnect_min: float = setting(0.5, "EDGEPACK_MQTT_RECONNECT_MIN", parse=number, help="First reconnect delay, s.")
+    reconnect_max: float = setting(
+        30.0, "EDGEPACK_MQTT_RECONNECT_MAX", parse=number, help="Longest reconnect delay, s."
+    )
 
     def __post_init__(self) -> None:
         self.address  # noqa: B018 - validates the URL
@@ -103,64 +192,49 @@ class MqttSettings:
         """Settings from ``EDGEPACK_MQTT_<NAME>`` (the field name upper-cased: ``EDGEPACK_MQTT_URL``,
         ``..._MAX_BATCH``, ``..._CA_FILE``...; sizes accept ``1MiB``; ``SERVICE_NAME`` is the service's
         fallback); ``overrides`` (e.g. CLI flags) win when not None."""
-        env = environ if environ is not None else os.environ
-        values: dict[str, Any] = {}
-        if env.get("SERVICE_NAME"):
-            values["service"] = env["SERVICE_NAME"]
-        for f in cls.__dataclass_fields__.values():
-            var = f"EDGEPACK_MQTT_{f.name.upper()}"
-            raw = env.get(var)
-            if raw is None or raw == "":
-                continue
-            values[f.name] = _convert(f.name, raw, var)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-
-_INTS = {"qos", "session_expiry", "keepalive", "max_batch", "max_inflight", "spool_max", "dedupe_window"}
-_FLOATS = {"max_wait_ms", "reconnect_min", "reconnect_max"}
-
-
-def parse_protocol(raw: str, what: str) -> int:
-    """``5`` or ``311`` from how people write MQTT versions (``5``, ``3.1.1``, ``311``, ``4``)."""
-    value = {"5": 5, "5.0": 5, "311": 311, "3.1.1": 311, "4": 311}.get(str(raw).strip())
-    if value is None:
-        raise SettingsError(f"invalid {what} {raw!r}: use 5 or 3.1.1")
-    return value
-
-
-def _convert(name: str, raw: str, var: str) -> Any:
-    if name in ("max_payload", "spool_max_bytes"):
-        return parse_size(raw, var)
-    if name == "protocol":
-        return parse_protocol(raw, var)
-    if name == "spool_fsync":
-        if raw.strip().lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
-            raise SettingsError(f"invalid {var} {raw!r}: use true or false")
-        return raw.strip().lower() in ("1", "true", "yes", "on")
-    kind = int if name in _INTS else float if name in _FLOATS else None
-    if kind is None:
-        return raw
-    try:
-        return kind(raw)
-    except ValueError:
-        raise SettingsError(f"invalid {var} {raw!r}: expected a number") from None
+        return cls(**env_and_overrides(cls, os.environ if environ is None else environ, overrides))
 
 
 @dataclass(frozen=True)
 class IotEdgeSettings:
     """The hub transport's settings (``from_env`` reads ``EDGEPACK_IOTEDGE_*``)."""
 
-    input_name: str = "input1"
-    output_name: str = "output1"
-    error_output: str = "error"
-    max_message_bytes: int = HUB_MESSAGE_LIMIT
-    connection_string: str | None = field(default=None, repr=False)  # None: create_from_edge_environment()
-    server_verification_cert: str | None = field(default=None, repr=False)  # PEM text; connection strings only
-    max_batch_size: int = 1  # the default before the twin says otherwise
-    send_threads: int = 1
-    report_interval: float = 30.0  # seconds between reports of the counts
-    retry_interval: float = 2.0  # seconds between attempts while edgeHub is unreachable
+    input_name: str = setting("input1", "EDGEPACK_IOTEDGE_INPUT", help="Hub input the requests arrive on.")
+    output_name: str = setting("output1", "EDGEPACK_IOTEDGE_OUTPUT", help="Hub output the results go to.")
+    error_output: str = setting("error", "EDGEPACK_IOTEDGE_ERROR_OUTPUT", help="Hub output error messages go to.")
+    max_message_bytes: int = setting(
+        HUB_MESSAGE_LIMIT,
+        "EDGEPACK_IOTEDGE_MAX_MESSAGE_SIZE",
+        parse=parse_size,
+        shown="256KiB",
+        help="Largest message (bytes or 256KiB; at most the hub's limit).",
+    )
+    connection_string: str | None = setting(
+        None,
+        "EDGEPACK_IOTEDGE_CONNECTION_STRING",
+        secret=True,
+        help="Connect with it (e.g. through a gateway) instead of create_from_edge_environment().",
+    )
+    server_verification_cert: str | None = setting(  # PEM text, kept out of repr (long); connection strings only
+        None,
+        "EDGEPACK_IOTEDGE_CA_FILE",
+        parse=read_text_file,
+        secret=True,
+        help="PEM file of the CA the gateway's certificate is checked with (with a connection string).",
+    )
+    max_batch_size: int = setting(
+        1, "EDGEPACK_IOTEDGE_MAX_BATCH_SIZE", parse=integer, help="Batch size until the module twin says otherwise."
+    )
+    send_threads: int = setting(1, "EDGEPACK_IOTEDGE_SEND_THREADS", parse=integer, help="Threads sending results.")
+    report_interval: float = setting(
+        30.0, "EDGEPACK_IOTEDGE_REPORT_INTERVAL", parse=number, help="Seconds between reports of the counts."
+    )
+    retry_interval: float = setting(
+        2.0,
+        "EDGEPACK_IOTEDGE_RETRY_INTERVAL",
+        parse=number,
+        help="Seconds between attempts while edgeHub is unreachable.",
+    )
 
     def __post_init__(self) -> None:
         for name in ("input_name", "output_name", "error_output"):
@@ -180,44 +254,6 @@ class IotEdgeSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> IotEdgeSettings:
-        """Settings from the environment; ``overrides`` (e.g. CLI flags) win.
-
-        ``EDGEPACK_IOTEDGE_INPUT``, ``_OUTPUT``, ``_ERROR_OUTPUT``, ``_MAX_MESSAGE_SIZE`` (bytes or
-        ``256KiB``), ``_CONNECTION_STRING``, ``_CA_FILE`` (PEM file), ``_MAX_BATCH_SIZE``,
-        ``_SEND_THREADS``, ``_REPORT_INTERVAL`` (s), ``_RETRY_INTERVAL`` (s)."""
-        env = environ if environ is not None else os.environ
-        values: dict[str, Any] = {}
-
-        def number(var: str, kind: type) -> Any:
-            try:
-                return kind(env[var])
-            except ValueError:
-                raise SettingsError(f"invalid {var} {env[var]!r}: expected a number") from None
-
-        plain = {"INPUT": "input_name", "OUTPUT": "output_name", "ERROR_OUTPUT": "error_output"}
-        for suffix, name in plain.items():
-            if env.get(f"EDGEPACK_IOTEDGE_{suffix}"):
-                values[name] = env[f"EDGEPACK_IOTEDGE_{suffix}"]
-        if env.get("EDGEPACK_IOTEDGE_MAX_MESSAGE_SIZE"):
-            values["max_message_bytes"] = parse_size(
-                env["EDGEPACK_IOTEDGE_MAX_MESSAGE_SIZE"], "EDGEPACK_IOTEDGE_MAX_MESSAGE_SIZE"
-            )
-        if env.get("EDGEPACK_IOTEDGE_CONNECTION_STRING"):
-            values["connection_string"] = env["EDGEPACK_IOTEDGE_CONNECTION_STRING"]
-        if env.get("EDGEPACK_IOTEDGE_CA_FILE"):
-            try:
-                with open(env["EDGEPACK_IOTEDGE_CA_FILE"], encoding="utf-8") as f:
-                    values["server_verification_cert"] = f.read()
-            except OSError as exc:
-                raise SettingsError(f"cannot read EDGEPACK_IOTEDGE_CA_FILE: {exc}") from None
-        numbers = {
-            "MAX_BATCH_SIZE": ("max_batch_size", int),
-            "SEND_THREADS": ("send_threads", int),
-            "REPORT_INTERVAL": ("report_interval", float),
-            "RETRY_INTERVAL": ("retry_interval", float),
-        }
-        for suffix, (name, kind) in numbers.items():
-            if env.get(f"EDGEPACK_IOTEDGE_{suffix}"):
-                values[name] = number(f"EDGEPACK_IOTEDGE_{suffix}", kind)
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        """Settings from ``EDGEPACK_IOTEDGE_*`` (``_INPUT``, ``_OUTPUT``, ``_MAX_MESSAGE_SIZE``, ``_CA_FILE``
+        (a PEM file, read)...: see the fields); ``overrides`` (e.g. CLI flags) win when not None."""
+        return cls(**env_and_overrides(cls, os.environ if environ is None else environ, overrides))

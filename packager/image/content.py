@@ -13,6 +13,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import edge_module
+from edge_module.model_dir import model_dir_for, version_dir
 from packager.errors import IntegrityError, InvalidInputError
 from packager.image import tarball
 from packager.image.spec import (
@@ -48,7 +49,7 @@ def stage_edge_module() -> LayerSource:
 
 def model_dir(model: Model) -> str:
     """Where ``model`` sits in the image: :data:`MODELS_ROOT` ``/<name>/<version>``."""
-    return f"{MODELS_ROOT}/{model.name}/{model.version}"
+    return str(version_dir(PurePosixPath(MODELS_ROOT), model.name, model.version))
 
 
 def stage_models(workspace: Workspace, models: list[Model]) -> LayerSource:
@@ -134,9 +135,8 @@ def stage_app(entry_script: Path | str | None, source_dir: Path | str | None, ma
 
 def image_env(models: list[Model], entry_script_rel: str | None) -> dict[str, str]:
     """Environment of the image: the Azure ML names ``edge_module`` reads, plus the module's paths."""
-    distinct = sorted({(m.name, m.version) for m in models})
     env = {
-        "AZUREML_MODEL_DIR": f"{MODELS_ROOT}/{distinct[0][0]}/{distinct[0][1]}" if len(distinct) == 1 else MODELS_ROOT,
+        "AZUREML_MODEL_DIR": str(model_dir_for(PurePosixPath(MODELS_ROOT), [(m.name, m.version) for m in models])),
         "AML_APP_ROOT": APP_ROOT,
         "AZUREML_SOURCE_DIRECTORY": APP_ROOT,
         "PYTHONPATH": PYTHONPATH,

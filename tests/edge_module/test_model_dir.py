@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
 
 import pytest
 
-from edge_module.model_dir import ModelPathNotFoundError, resolve_model_path
+from edge_module.model_dir import ModelPathNotFoundError, model_dir_for, resolve_model_path, write_model_dir
 
 
 def deploy(root: Path, name: str, version: int, entry: str = "model.onnx") -> Path:
@@ -53,3 +54,24 @@ def test_not_in_a_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
         resolve_model_path("m")
     with pytest.raises(TypeError):
         resolve_model_path("m", "1", model_dir="/")  # type: ignore[arg-type]
+
+
+def _writer(entry: str) -> Callable[[Path], int]:
+    return lambda target: (target / entry).write_bytes(b"x")
+
+
+def test_written_layouts_are_the_ones_read(tmp_path: Path) -> None:
+    one = write_model_dir(tmp_path / "a", {("digits", 3): _writer("model.onnx")})
+    assert one == tmp_path / "a" / "azureml-models" / "digits" / "3"
+    assert resolve_model_path("digits", model_dir=one) == one / "model.onnx"
+    several = write_model_dir(tmp_path / "b", {("digits", 3): _writer("d.onnx"), ("other", 1): _writer("o.onnx")})
+    assert several == tmp_path / "b" / "azureml-models"
+    assert resolve_model_path("digits", 3, model_dir=several).name == "d.onnx"
+    assert resolve_model_path("other", model_dir=several).name == "o.onnx"
+
+
+def test_model_dir_for_image_paths() -> None:
+    root = PurePosixPath("/var/azureml-app/azureml-models")
+    assert str(model_dir_for(root, [("m", 2), ("m", 2)])) == "/var/azureml-app/azureml-models/m/2"
+    assert model_dir_for(root, [("m", 2), ("m", 3)]) == root
+    assert model_dir_for(root, []) == root
