@@ -4,14 +4,14 @@
 loop submits a call with a callback; the thread runs it and hands the result back in one wake-up
 for however many calls finished meanwhile (``call_soon_threadsafe`` is the expensive part of a
 thread hop, so it is batched). Every call has a deadline; a sweep on the loop answers overdue calls
-with :class:`ScoringTimeout` (504) and, when the call is still running, gives up on its thread and
-starts a fresh one so the server keeps serving while the stuck call finishes (or never does).
+with :class:`~edge_module.runtime.ScoringTimeout` (504) and, when the call is still running, gives
+up on its thread and starts a fresh one so the server keeps serving while the stuck call finishes (or never does).
 
 Inline execution (``run_inline``) calls straight on the loop thread: no hop at all, for scorers
 that declare themselves fast and bounded (``inline_safe = True``, e.g. the built-in ONNX scorer).
-A watchdog thread notices a call that overruns the timeout and, when the scorer offers a
-``cancel()`` method (onnxruntime's ``RunOptions.terminate``), cancels it so the call raises and the
-request is answered 504.
+A watchdog thread notices a call that overruns the timeout and, when the scorer supports
+``cancel()`` (:attr:`~edge_module.runtime.ModelRuntime.supports_cancel`; onnxruntime's
+``RunOptions.terminate``), cancels it so the call raises and the request is answered 504.
 """
 
 from __future__ import annotations
@@ -27,19 +27,11 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from edge_module.runtime import ScoringTimeout
+
 log = logging.getLogger("edgepack.server")
 
 Callback = Callable[[Any, BaseException | None], None]
-
-
-class ScoringTimeout(Exception):
-    """The call ran past the scoring timeout."""
-
-    status = 504
-
-    def __init__(self, timeout: float):
-        super().__init__(f"scoring timed out after {timeout:g} s")
-        self.timeout = timeout
 
 
 class _Job:

@@ -216,7 +216,7 @@ def settings_from_args(args: argparse.Namespace, environ: Any = None) -> Setting
 
 
 def main(argv: list[str] | None = None) -> int:
-    from edge_module.server import configure_logging, serve
+    from edge_module.server.lifecycle import configure_logging, serve
 
     args = build_parser().parse_args(argv)
     try:

@@ -138,8 +138,8 @@ def serve(
     line); every other setting also has an environment variable (see edge_module/settings.py and
     edge_module/transports/settings.py).
     """
-    from edge_module.server import configure_logging
-    from edge_module.server import serve as run_server
+    from edge_module.server.lifecycle import configure_logging
+    from edge_module.server.lifecycle import serve as run_server
     from edge_module.server.main import TerminalReporter, app_factory, export_environment, transport_overrides
     from edge_module.settings import Settings, SettingsError
 
