@@ -16,7 +16,8 @@ What transports rely on is declared here, with defaults, and read once when the 
 ``inline_safe``        fast, bounded and free of user code: may run on a transport's event loop
                        (default False: run on a scoring thread with a timeout)
 ``cancel()``           stop the calls in progress (they raise); called when a call overruns the
-                       scoring timeout. Default: nothing to stop (``supports_cancel`` is False)
+                       scoring timeout: an inline call, or a call on a scoring thread when it is the
+                       only one in progress. Default: nothing to stop (``supports_cancel`` False)
 ``supports_cancel``    True when the class overrides ``cancel()``
 ``predict(inputs)``    rows along axis 0 are independent: requests with the same input names,
                        dtypes and per-row shapes may be concatenated and scored in one call, the

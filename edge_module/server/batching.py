@@ -32,6 +32,7 @@ class Batcher:
         max_wait: float,
         concurrency: int = 1,
         observe: Callable[[int], None] | None = None,
+        cancel: Callable[[], None] | None = None,
     ):
         self.loop = loop
         self.predict = predict
@@ -40,6 +41,7 @@ class Batcher:
         self.max_wait = max_wait
         self.concurrency = concurrency
         self.observe = observe
+        self.cancel = cancel  # the runtime's cancel(), for a batch that overruns the scoring timeout
         self._pending: list[tuple[Mapping[str, np.ndarray], Done]] = []
         self._rows = 0
         self._key: tuple | None = None
@@ -92,4 +94,4 @@ class Batcher:
             if self._pending and self._in_flight < self.concurrency:
                 self._flush()
 
-        self.lane.submit(score_batch, (self.predict, [inputs for inputs, _ in batch]), finished)
+        self.lane.submit(score_batch, (self.predict, [inputs for inputs, _ in batch]), finished, self.cancel)

@@ -131,6 +131,7 @@ class AmlRoutes:
                 _timed,
                 (service.app.score, request),
                 service.guard(conn, req, lambda r, e: self._score_done(conn, req, r, e)),
+                service.score_cancel,
             )
 
     def _score_batched(self, conn: Connection, req: HttpRequest, request: Request) -> None:

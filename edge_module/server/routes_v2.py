@@ -202,7 +202,7 @@ class V2Routes:
         if model.batcher is not None:
             model.batcher.submit(infer.inputs, infer.rows, service.guard(conn, req, done))
         else:
-            service.offload(model.runtime.predict, (infer.inputs,), service.guard(conn, req, done))
+            service.offload(model.runtime.predict, (infer.inputs,), service.guard(conn, req, done), model.cancel)
 
     def _infer_done(
         self,

@@ -220,15 +220,23 @@ class Service:
                 s.max_batch_wait_ms / 1000,
                 concurrency=s.scoring_threads,
                 observe=lambda n: self.metrics.observe_batch(name, n),
+                cancel=runtime.cancel if runtime.supports_cancel else None,
             )
         return batcher
 
-    def offload(self, fn: Callable[..., Any], args: tuple, callback: Callable[[Any, Any], None]) -> None:
-        """Run on a scoring thread: waiting in place for a quick answer when there is one thread."""
+    def offload(
+        self,
+        fn: Callable[..., Any],
+        args: tuple,
+        callback: Callable[[Any, Any], None],
+        cancel: Callable[[], None] | None = None,
+    ) -> None:
+        """Run on a scoring thread: waiting in place for a quick answer when there is one thread.
+        ``cancel``: the scorer's ``cancel()``, for a call that overruns the scoring timeout."""
         if self._handoff_wait:
-            self.lane.run_waiting(fn, args, callback, self._handoff_wait)
+            self.lane.run_waiting(fn, args, callback, self._handoff_wait, cancel)
         else:
-            self.lane.submit(fn, args, callback)
+            self.lane.submit(fn, args, callback, cancel)
 
     # -- dispatch -------------------------------------------------------------------------------------
     def handle(self, conn: Connection, req: HttpRequest) -> None:

@@ -203,11 +203,16 @@ def test_transport_micro_batches_with_a_numpy_runtime() -> None:
     assert runtime.calls == [3]  # one call for both
 
 
-@pytest.mark.parametrize("route", ["/score", "/v2/models/linear/infer"])
-def test_inline_runtime_is_cancelled_on_the_scoring_timeout(route: str) -> None:
-    runtime = Linear(inline=True)
-    with BackgroundServer(LinearApp(runtime), Settings(port=0, scoring_timeout=0.3)) as srv:
-        assert srv.wait_ready() and srv.service.score_inline
+@pytest.mark.parametrize(
+    ("route", "batching"),
+    [("/score", False), ("/v2/models/linear/infer", False), ("/score", True), ("/v2/models/linear/infer", True)],
+)
+def test_a_runtime_is_cancelled_on_the_scoring_timeout(route: str, batching: bool) -> None:
+    """Inline (no batching: the watchdog) or on a scoring thread (batching: the timeout sweep)."""
+    runtime = Linear(inline=not batching)
+    settings = Settings(port=0, scoring_timeout=0.3, max_batch_size=8 if batching else 1)
+    with BackgroundServer(LinearApp(runtime), settings) as srv:
+        assert srv.wait_ready() and srv.service.score_inline is not batching
         x = rows_for(1)
         if route == "/score":
             body: dict[str, Any] = {"data": x.tolist()}
