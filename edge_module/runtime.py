@@ -1,12 +1,28 @@
-"""The interface between transports (HTTP, MQTT, IoT Edge hub) and what scores.
+"""The contract between transports (HTTP, MQTT, IoT Edge hub) and what scores.
 
 Two levels, as in MLServer's split of transport from model runtime:
 
 - :class:`ModelRuntime`: one model; ``load()`` once, ``predict(inputs) -> outputs`` on named
   numpy arrays, plus metadata (input/output names, datatypes, shapes). The V2 inference protocol
-  and the ONNX auto-scorer use it; later backends (TFLite, the FPGA emulator) implement it.
+  and the ONNX auto-scorer use it; other backends (TFLite, the FPGA runtime) implement it.
 - :class:`ScoringApp`: what a transport serves: the Azure ML ``/score`` contract
   (``score(Request) -> Response``), the swagger documents, and the models for V2.
+  :class:`BatchableApp` is a ScoringApp whose ``/score`` splits around the model call
+  (``parse`` → ``runtime.predict`` → ``respond``), so transports can merge requests.
+
+What transports rely on is declared here, with defaults, and read once when the app has loaded:
+
+=====================  ============================================================================
+``inline_safe``        fast, bounded and free of user code: may run on a transport's event loop
+                       (default False: run on a scoring thread with a timeout)
+``cancel()``           stop the calls in progress (they raise); called when a call overruns the
+                       scoring timeout: an inline call, or a call on a scoring thread when it is the
+                       only one in progress. Default: nothing to stop (``supports_cancel`` False)
+``supports_cancel``    True when the class overrides ``cancel()``
+``predict(inputs)``    rows along axis 0 are independent: requests with the same input names,
+                       dtypes and per-row shapes may be concatenated and scored in one call, the
+                       outputs cut back per request (see :mod:`edge_module.batching`)
+=====================  ============================================================================
 
 Transports never import a backend; backends never import a transport. Everything here is
 synchronous: transports decide how to run it (inline, thread, batch).
@@ -83,8 +99,40 @@ class ModelNotFoundError(ScoringError):
     status = 404
 
 
-class ModelRuntime(ABC):
-    """One model. ``load`` may be slow and is called once before any ``predict``."""
+class ScoringTimeout(ScoringError):
+    """The call ran past the scoring timeout (504)."""
+
+    status = 504
+
+    def __init__(self, timeout: float):
+        super().__init__(f"scoring timed out after {timeout:g} s")
+        self.timeout = timeout
+
+
+class _Cancellable:
+    """``cancel()`` and ``supports_cancel``, shared by :class:`ModelRuntime` and :class:`ScoringApp`."""
+
+    inline_safe: bool = False
+    """Fast, bounded and free of user code: a transport may call it on its event loop (the watchdog
+    then bounds an overrunning call with :meth:`cancel`). False: it runs on a scoring thread."""
+
+    def cancel(self) -> None:
+        """Stop the calls in progress: they raise (a 504 :class:`ScoringError`), later calls are not
+        affected. Transports call it when a call overruns the scoring timeout. The default cannot stop
+        anything; override it (onnxruntime: ``RunOptions.terminate``) to make ``supports_cancel`` True."""
+
+    @property
+    def supports_cancel(self) -> bool:
+        """Whether :meth:`cancel` can stop a call (True when a subclass overrides it)."""
+        return type(self).cancel is not _Cancellable.cancel
+
+
+class ModelRuntime(_Cancellable, ABC):
+    """One model. ``load`` may be slow and is called once before any ``predict``.
+
+    ``predict`` gets arrays whose first axis is the batch (when the model has one): a transport may
+    concatenate several requests' inputs along it and cut the outputs back (outputs must then keep
+    one row per input row; a runtime whose outputs do not is scored request by request)."""
 
     name: str
     version: str | None = None
@@ -102,7 +150,8 @@ class ModelRuntime(ABC):
 
     @abstractmethod
     def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Score named arrays; raise :class:`BadInputError` naming the input for a wrong name, shape or dtype."""
+        """Score named arrays, outputs by name; raise :class:`BadInputError` naming the input for a
+        wrong name, shape or dtype, :class:`ScoringError` for a failure of the model."""
 
     @property
     def platform(self) -> str:
@@ -132,7 +181,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class ScoringApp(ABC):
+class ScoringApp(_Cancellable, ABC):
     """What a transport serves. ``load`` runs the entry script's ``init()`` / loads the models."""
 
     @abstractmethod
@@ -149,3 +198,19 @@ class ScoringApp(ABC):
     @abstractmethod
     def swagger(self, version: int | str = 2) -> dict[str, Any]:
         """The swagger (2.0) or OpenAPI (3.x, e.g. ``3`` or ``"3.1"``) document for ``/score``."""
+
+
+class BatchableApp(ScoringApp):
+    """A :class:`ScoringApp` whose ``/score`` is ``respond(runtime, runtime.predict(feeds))`` for
+    ``runtime, feeds = parse(request)``: transports then merge the feeds of concurrent requests
+    for one runtime into one ``predict`` call (HTTP adaptive batching, MQTT and IoT Edge micro-batches).
+    """
+
+    @abstractmethod
+    def parse(self, request: Request) -> tuple[ModelRuntime, dict[str, np.ndarray]]:
+        """The runtime a ``/score`` POST is for and its checked inputs (rows along axis 0).
+        Raise :class:`ScoringError` subclasses for a request that cannot be scored."""
+
+    @abstractmethod
+    def respond(self, runtime: ModelRuntime, outputs: Mapping[str, Any], run_ms: float | None = None) -> Response:
+        """The ``/score`` answer for ``runtime.predict``'s outputs (``run_ms``: how long scoring took)."""

@@ -7,6 +7,7 @@ The Python API follows Azure ML v1, so migrating code reads the same::
     model = Model.register(ws, model_path="outputs/model.onnx", model_name="digits")
 """
 
+from edge_module._version import __version__
 from packager.errors import (
     ConflictError,
     EdgepackError,
@@ -16,8 +17,6 @@ from packager.errors import (
 )
 from packager.registry import Framework, Model, ModelFile, ResourceConfiguration
 from packager.workspace import Workspace
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ConflictError",

@@ -222,7 +222,7 @@ class AMLRequest:
                 "Did not attempt to load JSON data because the request Content-Type was not 'application/json'."
             )
         if self._json is _UNSET or not cache:
-            from edge_module.scoring._json import loads_json
+            from edge_module.protocol.json_codec import loads_json
 
             try:
                 value = loads_json(self._data)

@@ -43,6 +43,7 @@ from edge_module.compat import install_azureml_compat
 from edge_module.compat.aml_request import AMLRequest, Headers
 from edge_module.compat.aml_response import AMLResponse
 from edge_module.model_dir import MODEL_DIR_ENV
+from edge_module.protocol.json_codec import dumps_result, loads_json
 from edge_module.runtime import (
     BadInputError,
     ModelRuntime,
@@ -53,7 +54,6 @@ from edge_module.runtime import (
     ScoringError,
     UnsupportedMediaTypeError,
 )
-from edge_module.scoring._json import dumps_result, loads_json
 from edge_module.scoring.swagger import GENERIC_SCHEMA, SwaggerVersionError, build_document, swagger_version
 
 logger = logging.getLogger("edge_module.scoring")

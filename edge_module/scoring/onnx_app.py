@@ -18,7 +18,7 @@ import copy
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +26,18 @@ import numpy as np
 import orjson
 
 from edge_module.model_dir import MODEL_DIR_ENV, ModelPathNotFoundError, single_entry
+from edge_module.protocol.json_codec import OPT_NUMPY, dumps_result, loads_json
 from edge_module.runtime import (
     BadInputError,
+    BatchableApp,
     ModelRuntime,
     NotReadyError,
     Request,
     Response,
-    ScoringApp,
     ScoringError,
     TensorSpec,
     UnsupportedMediaTypeError,
 )
-from edge_module.scoring._json import OPT_NUMPY, dumps_result, loads_json
 from edge_module.scoring.onnx_runtime import OnnxRuntime
 from edge_module.scoring.swagger import build_document, swagger_version
 
@@ -167,8 +167,8 @@ def tensor_example(spec: TensorSpec) -> Any:
     return value
 
 
-class OnnxScoringApp(ScoringApp):
-    """The ``/score`` contract over one or several ONNX models."""
+class OnnxScoringApp(BatchableApp):
+    """The ``/score`` contract over one or several ONNX models (batchable: ``parse`` / ``respond``)."""
 
     inline_safe = True  # no user code: a transport may score on its event loop (cancel() bounds it)
 
@@ -246,11 +246,14 @@ class OnnxScoringApp(ScoringApp):
         runtime, feeds = self.parse(request)
         start = time.perf_counter()
         outputs = runtime.run(feeds)
-        return self.respond(runtime, outputs, (time.perf_counter() - start) * 1000.0)
+        run_ms = (time.perf_counter() - start) * 1000.0
+        names = runtime.output_names
+        result = {names[0]: outputs[0]} if len(names) == 1 else dict(zip(names, outputs, strict=True))
+        return self.respond(runtime, result, run_ms)
 
     def parse(self, request: Request) -> tuple[OnnxRuntime, dict[str, np.ndarray]]:
         """The model a ``/score`` POST is for and its checked feeds (the first half of :meth:`score`;
-        a batching transport concatenates feeds of one model and calls ``runtime.run`` itself)."""
+        a batching transport concatenates feeds of one model and calls ``runtime.predict`` itself)."""
         if not self.ready:
             raise NotReadyError("the models are still loading" if self._error is None else str(self._error))
         content_type = request.content_type
@@ -265,11 +268,9 @@ class OnnxScoringApp(ScoringApp):
             return runtime, runtime.prepare_single(data)
         return runtime, self._feeds(runtime, doc, data)
 
-    @staticmethod
-    def respond(runtime: OnnxRuntime, outputs: list[Any], run_ms: float | None = None) -> Response:
+    def respond(self, runtime: ModelRuntime, outputs: Mapping[str, Any], run_ms: float | None = None) -> Response:
         """The ``/score`` answer for a model's outputs: ``{"<output name>": [...], ...}`` (the second half)."""
-        names = runtime.output_names
-        result = {names[0]: outputs[0]} if len(names) == 1 else dict(zip(names, outputs, strict=True))
+        result = outputs if type(outputs) is dict else dict(outputs)
         try:
             body = orjson.dumps(result, option=OPT_NUMPY)
         except (orjson.JSONEncodeError, TypeError):

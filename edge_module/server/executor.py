@@ -4,20 +4,23 @@
 loop submits a call with a callback; the thread runs it and hands the result back in one wake-up
 for however many calls finished meanwhile (``call_soon_threadsafe`` is the expensive part of a
 thread hop, so it is batched). Every call has a deadline; a sweep on the loop answers overdue calls
-with :class:`ScoringTimeout` (504) and, when the call is still running, gives up on its thread and
-starts a fresh one so the server keeps serving while the stuck call finishes (or never does).
+with :class:`~edge_module.runtime.ScoringTimeout` (504) and, when the call is still running, gives
+up on its thread and starts a fresh one so the server keeps serving while the stuck call finishes (or
+never does). A call submitted with its scorer's ``cancel`` is cancelled then, when it is the only
+call in progress (``cancel()`` stops every call of its scorer).
 
 Inline execution (``run_inline``) calls straight on the loop thread: no hop at all, for scorers
 that declare themselves fast and bounded (``inline_safe = True``, e.g. the built-in ONNX scorer).
-A watchdog thread notices a call that overruns the timeout and, when the scorer offers a
-``cancel()`` method (onnxruntime's ``RunOptions.terminate``), cancels it so the call raises and the
-request is answered 504.
+A watchdog thread notices a call that overruns the timeout and, when the scorer supports
+``cancel()`` (:attr:`~edge_module.runtime.ModelRuntime.supports_cancel`; onnxruntime's
+``RunOptions.terminate``), cancels it so the call raises and the request is answered 504.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import queue
 import sys
@@ -27,19 +30,11 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from edge_module.runtime import ScoringTimeout
+
 log = logging.getLogger("edgepack.server")
 
 Callback = Callable[[Any, BaseException | None], None]
-
-
-class ScoringTimeout(Exception):
-    """The call ran past the scoring timeout."""
-
-    status = 504
-
-    def __init__(self, timeout: float):
-        super().__init__(f"scoring timed out after {timeout:g} s")
-        self.timeout = timeout
 
 
 class _Job:
@@ -47,6 +42,7 @@ class _Job:
         "answered",
         "args",
         "callback",
+        "cancel",
         "deadline",
         "detached",
         "error",
@@ -57,11 +53,19 @@ class _Job:
         "waiter",
     )
 
-    def __init__(self, fn: Callable[..., Any], args: tuple, callback: Callback, deadline: float):
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        args: tuple,
+        callback: Callback,
+        deadline: float,
+        cancel: Callable[[], None] | None = None,
+    ):
         self.fn = fn
         self.args = args
         self.callback = callback
         self.deadline = deadline
+        self.cancel = cancel
         self.answered = False  # touched on the loop thread only
         self.thread: _Worker | None = None
         self.result: Any = None
@@ -127,6 +131,19 @@ class ScoringLane:
         worker.thread.start()
 
     def _run(self, me: _Worker) -> None:
+        try:
+            self._serve(me)
+        finally:
+            if me.abandoned:  # its call returned (or was cancelled) after all: it no longer counts as stuck
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    self.loop.call_soon_threadsafe(self._returned)
+
+    def _returned(self) -> None:
+        self._abandoned -= 1
+        if not self._workers and not self._closed:
+            self._spawn()
+
+    def _serve(self, me: _Worker) -> None:
         get, done = self._queue.get, self._done
         loop = self.loop
         while True:
@@ -170,15 +187,25 @@ class ScoringLane:
             job.callback(job.result, job.error)
 
     # -- submitting ----------------------------------------------------------------------------------
-    def submit(self, fn: Callable[..., Any], args: tuple, callback: Callback) -> None:
-        """Run ``fn(*args)`` on a lane thread; ``callback(result, error)`` runs on the loop thread."""
-        job = _Job(fn, args, callback, self.loop.time() + self.timeout)
+    def submit(
+        self, fn: Callable[..., Any], args: tuple, callback: Callback, cancel: Callable[[], None] | None = None
+    ) -> None:
+        """Run ``fn(*args)`` on a lane thread; ``callback(result, error)`` runs on the loop thread.
+        ``cancel``: stops the call when it overruns the timeout (the scorer's ``cancel()``)."""
+        job = _Job(fn, args, callback, self.loop.time() + self.timeout, cancel)
         self._inflight.append(job)
         self._queue.put(job)
         if self._sweep_handle is None:
             self._sweep_handle = self.loop.call_later(self._sweep_interval, self._sweep)
 
-    def run_waiting(self, fn: Callable[..., Any], args: tuple, callback: Callback, wait: float) -> None:
+    def run_waiting(
+        self,
+        fn: Callable[..., Any],
+        args: tuple,
+        callback: Callback,
+        wait: float,
+        cancel: Callable[[], None] | None = None,
+    ) -> None:
         """Like :meth:`submit`, but the loop thread first waits up to ``wait`` seconds for the result
         (GIL released) and calls ``callback`` in place when it comes in time.
 
@@ -187,7 +214,7 @@ class ScoringLane:
         stuck call is detached after ``wait``: the loop goes on serving and the result (or the
         504) arrives through the queue as with :meth:`submit`.
         """
-        job = _Job(fn, args, callback, self.loop.time() + self.timeout)
+        job = _Job(fn, args, callback, self.loop.time() + self.timeout, cancel)
         waiter = job.waiter = threading.Lock()
         waiter.acquire()
         self._queue.put(job)
@@ -220,11 +247,19 @@ class ScoringLane:
                 stuck.abandoned = True
                 self._workers.remove(stuck)
                 self._abandoned += 1
+                # cancel() stops every call of its scorer: only when this one is the only call running
+                cancelled = job.cancel is not None and not any(j.thread is not None for j in inflight)
+                if cancelled:
+                    try:
+                        job.cancel()  # type: ignore[misc]
+                    except Exception:
+                        log.exception("cancelling the overrunning scoring call failed")
                 if self._abandoned <= self.MAX_ABANDONED:
                     log.error(
                         "a scoring call ran past the %g s timeout; answered 504 and started a fresh scoring "
-                        "thread (the stuck one keeps running until the call returns)",
+                        "thread (the stuck one %s)",
                         self.timeout,
+                        "was cancelled" if cancelled else "keeps running until the call returns",
                     )
                     self._spawn()
                 elif not self._workers:

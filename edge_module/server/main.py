@@ -128,7 +128,7 @@ def settings_from_args(args: argparse.Namespace, environ: Any = None) -> Setting
 
 def run(settings: Settings, on_state: Callable[[str, dict[str, Any]], None] | None = None) -> int:
     """Serve ``settings`` until SIGTERM/SIGINT, reporting to the terminal; returns the exit code."""
-    from edge_module.server import configure_logging, serve
+    from edge_module.server.lifecycle import configure_logging, serve
 
     configure_logging(settings.log_level)
     export_environment(settings)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from edge_module.server.http import Service
+    from edge_module.server.service import Service
 
 _ERROR = {
     "type": "object",
@@ -121,7 +121,7 @@ def _score_request_schema(service: Service) -> dict[str, Any]:
 
 
 def document(service: Service) -> dict[str, Any]:
-    from edge_module.server import __version__
+    from edge_module._version import __version__
 
     auth = bool(service.auth)
     secured = [{"bearer": []}] if auth else []

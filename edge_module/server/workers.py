@@ -61,7 +61,7 @@ class Supervisor:
 
     # -- child ----------------------------------------------------------------------------------------
     def _child(self, worker: _Worker, write_fd: int, listen_after_load: bool) -> None:
-        from edge_module.server import Server, build, make_socket
+        from edge_module.server.lifecycle import Server, build, make_socket
 
         code = 0
         try:
@@ -153,7 +153,7 @@ class Supervisor:
                     break
 
     def run(self) -> int:
-        from edge_module.server import make_socket
+        from edge_module.server.lifecycle import make_socket
 
         reserve = make_socket(self.settings.host, self.settings.port, reuse_port=True, listen=False)
         self.port = reserve.getsockname()[1]

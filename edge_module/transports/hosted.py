@@ -9,10 +9,12 @@ IoT Edge module connection each belong to one client.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge_module.runtime import ScoringApp
-from edge_module.settings import Settings
+
+if TYPE_CHECKING:  # the settings import the transports' settings: no import back at run time
+    from edge_module.settings import Settings
 
 log = logging.getLogger("edgepack.transports")
 

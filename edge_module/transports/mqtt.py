@@ -62,9 +62,11 @@ from typing import Any
 
 import orjson
 
+from edge_module.protocol.errors import as_scoring_error
+from edge_module.protocol.v2 import decode_request, encode_response, input_table
 from edge_module.runtime import BadInputError, Request, Response, ScoringApp, ScoringError
 from edge_module.transports import paho_compat as pc
-from edge_module.transports.batch_scoring import score_requests, unexpected
+from edge_module.transports.batch_scoring import score_requests
 from edge_module.transports.settings import MqttSettings
 from edge_module.transports.spool import Record, Spool, SpoolFull
 
@@ -565,8 +567,6 @@ class MqttTransport:
 
     def _score_v2(self, inc: _Incoming, body: bytes) -> list[Record]:
         """A V2 infer request (JSON tensors) against the model named by ``model_name`` (or the only one)."""
-        from edge_module.server.v2 import decode_request, encode_response, input_table
-
         try:
             doc = orjson.loads(body)
             models = self.app.models()
@@ -590,10 +590,9 @@ class MqttTransport:
             payload, _ = encode_response(runtime.name, runtime.version, request, results)
         except orjson.JSONDecodeError as exc:
             return self._error(inc, 400, f"malformed JSON: {exc}")
-        except ScoringError as exc:
-            return self._error(inc, exc.status, str(exc))
         except Exception as exc:
-            return self._error(inc, 500, str(unexpected(exc, "V2 inference")))
+            error = as_scoring_error(exc, "V2 inference")
+            return self._error(inc, error.status, str(error))
         self._counts["scored"] += 1
         self._statuses.append(200)
         return [self._reply(inc, payload, "application/json")]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge_module.client import HttpError, load_body, score_request, score_url
-from edge_module.server import BackgroundServer
+from edge_module.server.lifecycle import BackgroundServer
 from edge_module.settings import Settings
 from tests.edge_module.test_server_support import free_port
 

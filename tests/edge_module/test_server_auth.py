@@ -9,8 +9,8 @@ import pytest
 import requests
 
 from edge_module.runtime import Response
-from edge_module.server import BackgroundServer
 from edge_module.server.auth import Authenticator, TokenError, mint_token, verify_token
+from edge_module.server.lifecycle import BackgroundServer
 from edge_module.settings import Settings, SettingsError
 from tests.edge_module.test_server_support import FunctionApp
 

@@ -22,7 +22,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from edge_module.scoring import OnnxScoringApp
-from edge_module.server import BackgroundServer
+from edge_module.server.lifecycle import BackgroundServer
 from edge_module.settings import Settings
 from tests.edge_module.test_server_support import make_mlp
 

@@ -18,7 +18,7 @@ import requests
 
 from edge_module.runtime import BadInputError, Request, Response, ScoringApp
 from edge_module.scoring import OnnxScoringApp
-from edge_module.server import BackgroundServer
+from edge_module.server.lifecycle import BackgroundServer
 from edge_module.settings import Settings
 from tests.edge_module.test_server_support import FunctionApp, OnnxApp, OnnxRuntime, raw_http
 

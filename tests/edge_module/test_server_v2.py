@@ -17,7 +17,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from edge_module.scoring import OnnxScoringApp
-from edge_module.server import BackgroundServer
+from edge_module.server.lifecycle import BackgroundServer
 from edge_module.settings import Settings
 from tests.edge_module.test_server_support import FunctionApp, OnnxRuntime, make_mlp
 

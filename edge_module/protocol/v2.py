@@ -272,17 +272,3 @@ def model_metadata(runtime: ModelRuntime) -> dict[str, Any]:
         "inputs": [spec.to_dict() for spec in runtime.inputs],
         "outputs": [spec.to_dict() for spec in runtime.outputs],
     }
-
-
-def split_batch(results: Mapping[str, np.ndarray], rows: Sequence[int]) -> list[dict[str, np.ndarray]]:
-    """Cut a batched result back into per-request results along axis 0."""
-    total = sum(rows)
-    for name, arr in results.items():
-        if np.ndim(arr) == 0 or np.shape(arr)[0] != total:
-            raise ValueError(f"output '{name}' has shape {np.shape(arr)}, not {total} rows: the model cannot batch")
-    out: list[dict[str, np.ndarray]] = []
-    start = 0
-    for n in rows:
-        out.append({name: arr[start : start + n] for name, arr in results.items()})
-        start += n
-    return out
