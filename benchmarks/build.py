@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.edge_module.test_server_support (the MLP maker)
+sys.path.insert(0, str(ROOT))  # tests.support.scorers (the MLP maker)
 DIGITS = ROOT / "examples" / "models" / "digits-linear.onnx"
 SERVICES_ENV = Path(os.environ.get("EDGEPACK_DEV_DIR", "/var/lib/edgepack-dev")) / "services.env"
 REPO_PREFIX = "edgepack-bench/build-"
@@ -274,7 +274,7 @@ def check_services(services: dict[str, str]) -> tuple[Registry, str, str]:
 
 def make_mlp(path: Path, dims: list[int], seed: int) -> None:
     """An ONNX MLP (Gemm + Relu, softmax) with random weights from ``seed``, like ../shared/bench/make_model.py."""
-    from tests.edge_module.test_server_support import make_mlp as mlp_bytes
+    from tests.support.scorers import make_mlp as mlp_bytes
 
     path.write_bytes(mlp_bytes(tuple(dims), seed))
 

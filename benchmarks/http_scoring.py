@@ -75,7 +75,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.edge_module.test_server_support (the MLP maker)
+sys.path.insert(0, str(ROOT))  # tests.support.scorers (the MLP maker)
 SHARED_BENCH = ROOT.parent / "shared" / "bench"
 DEFAULT_VENVS = Path(os.environ.get("EDGEPACK_BENCH_VENVS", "/var/cache/edgepack/bench-venvs"))
 
@@ -597,7 +597,7 @@ def prime(python: str, modules: str, env: dict[str, str] | None = None) -> None:
 
 def make_wide_model(path: Path, dims: tuple[int, ...]) -> None:
     """An MLP like ../shared/bench/make_model.py's, with other widths (same ops, seed and IR)."""
-    from tests.edge_module.test_server_support import make_mlp
+    from tests.support.scorers import make_mlp
 
     path.write_bytes(make_mlp(dims))
 

@@ -60,7 +60,7 @@ def model(workdir: Path) -> Path:
     if maker.exists():
         subprocess.run([sys.executable, str(maker), str(path)], check=True)
     else:
-        from tests.edge_module.test_server_support import make_mlp
+        from tests.support.scorers import make_mlp
 
         path.write_bytes(make_mlp())
     return path
@@ -235,7 +235,7 @@ def stop(proc: subprocess.Popen[str]) -> str:
 def run_case(
     responder: str, paho: str, broker_kind: str, args: argparse.Namespace, workdir: Path, model_path: Path
 ) -> dict[str, Any]:
-    from tests.edge_module.mqtt_support import Mosquitto, paho2_python
+    from tests.support.mqtt import Mosquitto, paho2_python
 
     python = sys.executable if paho == "1.6" else str(paho2_python())
     case_dir = Path(tempfile.mkdtemp(prefix=f"{responder}-{paho}-{broker_kind}-", dir=workdir))

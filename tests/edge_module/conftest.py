@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from packager import Model, Workspace
-from tests.edge_module.test_server_support import make_mlp
+from tests.support.scorers import make_mlp
 
 
 @pytest.fixture(scope="module")

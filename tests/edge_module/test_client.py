@@ -11,7 +11,7 @@ import pytest
 from edge_module.client import HttpError, load_body, score_request, score_url
 from edge_module.server.lifecycle import BackgroundServer
 from edge_module.settings import Settings
-from tests.edge_module.test_server_support import free_port
+from tests.support.net import free_port
 
 
 def test_score_url() -> None:

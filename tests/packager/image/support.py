@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from packager.cli import main
-from tests.edge_module.test_server_support import free_port
+from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 DIGITS = ROOT / "examples" / "models" / "digits-linear.onnx"

@@ -19,7 +19,6 @@ from onnx import numpy_helper
 from edge_module.transports.mqtt import mqtt_request
 from packager.image import builder
 from packager.workspace import Workspace
-from tests.edge_module.test_server_support import free_port
 from tests.packager.image.support import (
     DIGITS,
     X,
@@ -32,6 +31,7 @@ from tests.packager.image.support import (
     skopeo_inspect,
     wait_logged,
 )
+from tests.support.net import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,7 @@ import requests
 from packager import Model, Workspace
 from packager.image import content, deps, layout, oci, tarball
 from packager.image.spec import APP_ROOT, ENTRYPOINT, PORT, FileEntry, Layer, LayerSource, Platform
-from tests.edge_module.test_server_support import free_port
+from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 DIGITS = ROOT / "examples" / "models" / "digits-linear.onnx"

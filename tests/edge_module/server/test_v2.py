@@ -7,6 +7,7 @@ import json
 import re
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from tritonclient.utils import InferenceServerException
 from edge_module.scoring import OnnxScoringApp
 from edge_module.server.lifecycle import BackgroundServer
 from edge_module.settings import Settings
-from tests.edge_module.test_server_support import FunctionApp, OnnxRuntime, make_mlp
+from tests.support.scorers import FunctionApp, OnnxRuntime, make_mlp
 
 X = np.random.default_rng(2).random((3, 64)).astype(np.float32)
 
@@ -248,40 +249,55 @@ def test_adaptive_batching_groups_concurrent_requests(mlp_path: Path, reference:
 
 
 def test_adaptive_batching_on_score_with_the_onnx_app(mlp_path: Path, reference: OnnxRuntime) -> None:
-    """/score batches too when the app splits into parse/respond (edgepack's ONNX app does)."""
+    """/score batches too when the app splits into parse/respond (edgepack's ONNX app does).
+
+    Deterministic: the first model run is held until the server has received every other request
+    (its in-flight gauge says so); they wait for the busy scoring thread and go out as one batch.
+    """
     app = OnnxScoringApp(mlp_path.parent, intra_op_threads=1)
-    settings = Settings(port=0, max_batch_size=32, max_batch_wait_ms=5)
+    settings = Settings(port=0, max_batch_size=32, max_batch_wait_ms=60_000)
     rng = np.random.default_rng(6)
     xs = [rng.random((1, 64)).astype(np.float32) for _ in range(24)]
     results: dict[int, np.ndarray] = {}
+    gate = threading.Event()
     with BackgroundServer(app, settings) as srv:
         srv.wait_ready()
         runtime = app.models()[0]
         original = runtime.run
 
-        def slow_run(feeds):  # type: ignore[no-untyped-def]
-            threading.Event().wait(0.02)  # a heavier model
+        def held_run(feeds):  # type: ignore[no-untyped-def]
+            assert gate.wait(30), "the test never released the first run"
             return original(feeds)
 
-        runtime.run = slow_run  # type: ignore[method-assign]
+        runtime.run = held_run  # type: ignore[method-assign]
 
         def call(i: int) -> None:
-            r = requests.post(srv.url + "/score", json={"data": xs[i].tolist()})
+            r = requests.post(srv.url + "/score", json={"data": xs[i].tolist()}, timeout=60)
             assert r.status_code == 200, r.text
             results[i] = np.asarray(r.json()["output"], dtype=np.float32)
 
         threads = [threading.Thread(target=call, args=(i,)) for i in range(len(xs))]
         for t in threads:
             t.start()
+        deadline = time.monotonic() + 30
+        in_flight = 0
+        while in_flight < len(xs) and time.monotonic() < deadline:
+            metrics = requests.get(srv.url + "/metrics").text
+            gauge = int(re.search(r"^edgepack_requests_in_flight (\d+)", metrics, re.M).group(1))
+            in_flight = gauge - 1  # this GET /metrics is in flight too
+            time.sleep(0.01)
+        assert in_flight == len(xs), f"the server holds {in_flight} of {len(xs)} requests"
+        gate.set()
         for t in threads:
-            t.join(10)
+            t.join(30)
         metrics = requests.get(srv.url + "/metrics").text
         bad = requests.post(srv.url + "/score", json={"data": [[1.0, 2.0]]})
         assert bad.status_code == 400 and "'input'" in bad.json()["message"]
+    assert sorted(results) == list(range(len(xs)))
     for i, x in enumerate(xs):
         np.testing.assert_allclose(results[i], reference.predict({"input": x})["output"], rtol=1e-5)
     calls = int(re.search(r'edgepack_batch_size_count\{model="mlp"\} (\d+)', metrics).group(1))
-    assert calls < len(xs) / 2
+    assert calls == 2  # the first request alone, then the 23 that waited for it in one batch
 
 
 def test_several_versions_of_a_model(tmp_path: Path, reference: OnnxRuntime) -> None:

@@ -7,7 +7,7 @@
 - :func:`outage_run`: the reliability scenario (requests, broker stopped and started mid-run),
   runnable in another interpreter (e.g. a paho 2 venv)::
 
-      python tests/edge_module/mqtt_support.py outage --model M.onnx --workdir DIR [--n 5000] [--protocol 5]
+      python tests/support/mqtt.py outage --model M.onnx --workdir DIR [--n 5000] [--protocol 5]
 
 It imports edge_module, paho, numpy and onnxruntime only (no pytest, no onnx).
 """

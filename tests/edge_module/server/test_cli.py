@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,14 +20,11 @@ import requests
 from click.testing import CliRunner
 
 from edge_module.server.auth import verify_token
-from tests.edge_module.test_server_support import free_port, make_mlp
+from tests.support.net import free_port
+from tests.support.procs import LAUNCH, ROOT, Proc
+from tests.support.scorers import make_mlp
 
-ROOT = Path(__file__).resolve().parents[2]
 X = np.random.default_rng(3).random((1, 64)).astype(np.float32)
-LAUNCH = (
-    "import sys; from packager.cli import cli, main; from packager.cli.serve import serve; "
-    "cli.add_command(serve); main(sys.argv[1:])"
-)
 SCORE_PY = """
 import json
 import numpy as np
@@ -63,58 +58,6 @@ def cli() -> Iterator[click.Group]:
     yield group
     for command in added:
         group.commands.pop(command.name, None)
-
-
-class Proc:
-    """A server process whose stderr lines are collected by a thread."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, module: bool = False):
-        full_env = {**os.environ, **(env or {})}
-        full_env.pop("AZUREML_MODEL_DIR", None)
-        cmd = [sys.executable, "-m", "edge_module", *args] if module else [sys.executable, "-c", LAUNCH, *args]
-        self.p = subprocess.Popen(
-            cmd, cwd=ROOT, env=full_env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        self.lines: list[str] = []
-        self._q: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.p.stderr is not None
-        for line in self.p.stderr:
-            self.lines.append(line)
-            self._q.put(line)
-
-    def wait_for(self, pattern: str, timeout: float = 20) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._q.get(timeout=0.1)
-            except queue.Empty:
-                if self.p.poll() is not None:
-                    break
-                continue
-            if re.search(pattern, line):
-                return line
-        raise AssertionError(f"no line matching {pattern!r}; stderr so far:\n{''.join(self.lines)}")
-
-    def wait_seen(self, pattern: str, timeout: float = 20) -> None:
-        """Wait until some stderr line, earlier or later, matches (unlike :meth:`wait_for`, order-free)."""
-        deadline = time.monotonic() + timeout
-        while not any(re.search(pattern, line) for line in list(self.lines)):
-            if time.monotonic() > deadline or self.p.poll() is not None:
-                raise AssertionError(f"no line matching {pattern!r}; stderr so far:\n{''.join(self.lines)}")
-            time.sleep(0.05)
-
-    def stop(self) -> int:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGINT)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        return self.p.returncode
 
 
 def test_serve_registered_model_and_score_it(cli: click.Group, ws_with_model: Path) -> None:

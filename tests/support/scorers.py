@@ -1,16 +1,17 @@
-"""Small real scorers and helpers for the HTTP server tests (no tests here).
+"""Small real scorers for the scoring tests (no tests here).
 
 - :class:`OnnxRuntime`: a ``ModelRuntime`` over onnxruntime (inputs by name, shape/dtype checks,
   ``cancel()`` through ``RunOptions.terminate``);
 - :class:`OnnxApp`: ``/score`` for a single-input ONNX model, ``{"data": [...]}`` in, outputs by name;
 - :class:`FunctionApp`: ``/score`` calls a Python function (to make ``run()`` raise, hang, answer raw);
 - :func:`make_mlp`: the 64-256-256-10 reference MLP as ONNX bytes.
+
+Sockets: :mod:`tests.support.net`.
 """
 
 from __future__ import annotations
 
 import itertools
-import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -213,27 +214,3 @@ class FunctionApp(ScoringApp):
         if version == 2:
             return {"swagger": "2.0", "info": {"title": "fn", "version": "1"}, "paths": {}}
         return {"openapi": "3.0.3", "info": {"title": "fn", "version": "1"}, "paths": {}}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def raw_http(port: int, data: bytes, read_until_close: bool = True, timeout: float = 5.0) -> bytes:
-    """Send raw bytes, return everything the server sends until it closes (or the timeout)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        chunks = []
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                if not read_until_close:
-                    break
-        except TimeoutError:
-            pass
-    return b"".join(chunks)

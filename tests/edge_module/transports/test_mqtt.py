@@ -19,10 +19,10 @@ from edge_module.runtime import ScoringError
 from edge_module.settings import SettingsError
 from edge_module.transports.mqtt import MqttSettings, MqttTransport, _fill, _with_id, mqtt_request
 from edge_module.transports.spool import Record, Spool, SpoolFull
-from tests.edge_module.mqtt_support import Mosquitto, Requester, expected_outputs, onnx_app, paho2_python
+from tests.support.mqtt import Mosquitto, Requester, expected_outputs, onnx_app, paho2_python
 
-SUPPORT = Path(__file__).with_name("mqtt_support.py")
-REPO = Path(__file__).resolve().parents[2]
+SUPPORT = Path(__file__).resolve().parents[2] / "support" / "mqtt.py"
+REPO = Path(__file__).resolve().parents[3]
 
 
 # spool ------------------------------------------------------------------------------------------
@@ -364,7 +364,7 @@ def test_broker_outage_loses_nothing(paho: str, protocol: int, mlp_path: Path, t
 @pytest.mark.slow
 def test_apps_without_parse_score_per_message_and_failures_are_answered(serve: Any, broker: Mosquitto) -> None:
     from edge_module.runtime import Response
-    from tests.edge_module.test_server_support import FunctionApp
+    from tests.support.scorers import FunctionApp
 
     def fn(request: Any) -> Response:
         doc = orjson.loads(request.body)

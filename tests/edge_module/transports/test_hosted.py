@@ -20,9 +20,9 @@ from click.testing import CliRunner
 from edge_module.runtime import ScoringError
 from edge_module.settings import Settings, SettingsError
 from edge_module.transports.mqtt import mqtt_request
-from tests.edge_module.mqtt_support import Mosquitto, expected_outputs
-from tests.edge_module.test_server_cli import ROOT, Proc
-from tests.edge_module.test_server_support import free_port
+from tests.support.mqtt import Mosquitto, expected_outputs
+from tests.support.net import free_port
+from tests.support.procs import ROOT, Proc
 
 X = np.random.default_rng(11).random((1, 64)).astype(np.float32)
 

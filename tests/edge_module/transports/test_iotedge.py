@@ -33,7 +33,7 @@ from edge_module.settings import SettingsError
 from edge_module.transports import paho_compat as pc
 from edge_module.transports.iotedge import IotEdgeTransport, Tuning, max_score, reported_patch
 from edge_module.transports.settings import HUB_MESSAGE_LIMIT, IotEdgeSettings
-from tests.edge_module.test_server_support import FunctionApp, make_mlp
+from tests.support.scorers import FunctionApp, make_mlp
 
 MODULE = "scorer"
 
@@ -563,7 +563,10 @@ def test_results_wait_out_a_broker_outage(dev_services: dict[str, str], tmp_path
         pytest.skip("needs root, unshare and mosquitto for a private broker in a network namespace")
     if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
         pytest.skip("cannot create a network namespace here")
-    code = "import sys; from tests.edge_module.test_iotedge import _outage_scenario as s; s(sys.argv[1], sys.argv[2])"
+    code = (
+        "import sys; from tests.edge_module.transports.test_iotedge import _outage_scenario as s; "
+        "s(sys.argv[1], sys.argv[2])"
+    )
     proc = subprocess.run(
         [
             "unshare",
@@ -576,7 +579,7 @@ def test_results_wait_out_a_broker_outage(dev_services: dict[str, str], tmp_path
             str(tmp_path),
             dev_services["EDGEPACK_TEST_MQTT_CA"],
         ],
-        cwd=Path(__file__).resolve().parents[2],
+        cwd=Path(__file__).resolve().parents[3],
         capture_output=True,
         text=True,
         timeout=180,
@@ -651,8 +654,8 @@ def test_the_sdk_socket_gets_tcp_nodelay() -> None:
 
 @pytest.mark.slow
 def test_the_server_scores_hub_messages_beside_http(module: Module, model_dir: Path, reference, tmp_path: Path) -> None:
-    from tests.edge_module.test_server_cli import Proc
-    from tests.edge_module.test_server_support import free_port
+    from tests.support.net import free_port
+    from tests.support.procs import Proc
 
     ca = tmp_path / "ca.pem"
     ca.write_text(module.broker["ca"])

@@ -17,8 +17,8 @@ import pytest
 from edge_module.scoring import OnnxScoringApp
 from edge_module.server.lifecycle import BackgroundServer
 from edge_module.settings import Settings
-from tests.edge_module.test_server_support import OnnxRuntime
 from tests.peer_venv import peer_venv
+from tests.support.scorers import OnnxRuntime
 
 KSERVE = ["kserve==0.21.0"]
 

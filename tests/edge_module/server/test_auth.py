@@ -12,7 +12,7 @@ from edge_module.runtime import Response
 from edge_module.server.auth import Authenticator, TokenError, mint_token, verify_token
 from edge_module.server.lifecycle import BackgroundServer
 from edge_module.settings import Settings, SettingsError
-from tests.edge_module.test_server_support import FunctionApp
+from tests.support.scorers import FunctionApp
 
 SECRET = "s3cret-signing-key-for-tests"
 OPEN = ["/", "/v2/health/live", "/v2/health/ready", "/swagger.json", "/openapi.json"]

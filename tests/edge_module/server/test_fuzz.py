@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 from edge_module.scoring import OnnxScoringApp
 from edge_module.server.lifecycle import BackgroundServer
 from edge_module.settings import Settings
-from tests.edge_module.test_server_support import make_mlp
+from tests.support.scorers import make_mlp
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 

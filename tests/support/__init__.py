@@ -1,0 +1,1 @@
+"""Helpers shared by the tests: real scorers, sockets, an MQTT broker (no tests here)."""
