@@ -8,6 +8,7 @@ Plain-HTTP ("insecure") registries: loopback hosts and those in ``$EDGEPACK_INSE
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, replace
@@ -28,7 +29,6 @@ _HOST_RE = re.compile(
     r"(?:(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])(?:\.(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9]))*"
     r"|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
 )
-_LOOPBACK = ("localhost", "127.0.0.1", "[::1]")
 
 
 def _hint(text: str) -> str:
@@ -55,11 +55,32 @@ def insecure_registries() -> set[str]:
     return {normalize_registry(h) for h in raw.split(",") if h.strip()}
 
 
+def registry_host(registry: str) -> str:
+    """``registry`` without its port: ``127.0.0.1:5000`` → ``127.0.0.1``, ``[::1]:5000`` → ``[::1]``."""
+    if registry.startswith("["):
+        return registry[: registry.find("]") + 1] if "]" in registry else registry
+    return registry.rsplit(":", 1)[0]
+
+
+def is_loopback(registry: str) -> bool:
+    """True when ``registry`` (``host[:port]``) is this machine: ``localhost`` or a loopback IP address.
+
+    Decided by parsing, never by prefix: ``127.0.0.1.nip.io`` or ``localhost.example.com`` are remote names.
+    """
+    host = registry_host(registry.strip()).strip("[]")
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def is_insecure(registry: str) -> bool:
     """True when ``registry`` is spoken to over plain HTTP: loopback, or listed in the env variable."""
-    host = registry.rsplit(":", 1)[0] if not registry.endswith("]") else registry
-    if host in _LOOPBACK or host.startswith("127."):
+    if is_loopback(registry):
         return True
+    host = registry_host(registry)
     listed = insecure_registries()
     return registry in listed or host in listed
 

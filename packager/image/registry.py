@@ -33,7 +33,7 @@ from packager.errors import EdgepackError, IntegrityError, InvalidInputError, No
 from packager.fs import publish_file
 from packager.image.auth import Credentials, RegistryAuth, pull_scope, push_scope
 from packager.image.oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, OCI_MANIFEST, BlobSpec
-from packager.image.reference import ImageRef, is_insecure, normalize_registry, validate_digest
+from packager.image.reference import ImageRef, is_insecure, is_loopback, normalize_registry, validate_digest
 from packager.image.spec import NullReporter, Platform, Reporter, cache_dir
 
 ALL_MANIFEST_TYPES = (*INDEX_TYPES, *MANIFEST_TYPES)
@@ -169,10 +169,7 @@ class RegistryClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         self.session.headers["User-Agent"] = "edgepack"
-        host = self.registry.rsplit(":", 1)[0] if not self.registry.endswith("]") else self.registry
-        self._proxies = (
-            {"http": None, "https": None} if host in ("localhost", "[::1]") or host.startswith("127.") else {}
-        )
+        self._proxies = {"http": None, "https": None} if is_loopback(self.registry) else {}
         self.auth = RegistryAuth(
             self.registry, self.session, Credentials.coerce(credentials), (timeout[0], timeout[1]), docker_config
         )

@@ -6,6 +6,7 @@ import pytest
 
 from packager.errors import InvalidInputError
 from packager.image.reference import DOCKER_HUB, ImageRef, is_insecure
+from packager.image.registry import RegistryClient
 
 DIGEST = "sha256:" + "ab" * 32
 
@@ -100,3 +101,27 @@ def test_insecure_registries(monkeypatch: pytest.MonkeyPatch) -> None:
     assert is_insecure("other.lan:8080")  # a listed host covers every port
     assert not is_insecure("myreg.lan:6000")
     assert ImageRef.parse("myreg.lan:5000/a/b").base_url == "http://myreg.lan:5000"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["127.0.0.1.nip.io:443/x:1", "127.evil.com/x:1", "localhost.example.com/x:1", "127.0.0.1.nip.io/x", "[::2]:5000/x"],
+)
+def test_names_that_look_like_loopback_get_https(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain HTTP (credentials in clear) only for a parsed loopback address or ``localhost``, never by prefix."""
+    monkeypatch.delenv("EDGEPACK_INSECURE_REGISTRIES", raising=False)
+    ref = ImageRef.parse(text)
+    assert (ref.scheme, ref.insecure) == ("https", False)
+    client = RegistryClient(ref.registry)
+    assert client.base_url.startswith("https://") and client._proxies == {}
+
+
+@pytest.mark.parametrize(
+    "text", ["127.0.0.1:5000/x", "127.5.6.7:5000/x", "[::1]:5000/x", "localhost:5000/x", "LOCALHOST:5000/x", "[::1]/x"]
+)
+def test_loopback_registries_get_http(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EDGEPACK_INSECURE_REGISTRIES", raising=False)
+    ref = ImageRef.parse(text)
+    assert (ref.scheme, ref.insecure) == ("http", True)
+    client = RegistryClient(ref.registry)
+    assert client.base_url == f"http://{ref.registry}" and client._proxies == {"http": None, "https": None}
