@@ -53,7 +53,10 @@ def model_dir(model: Model) -> str:
 
 
 def stage_models(workspace: Workspace, models: list[Model]) -> LayerSource:
-    """Registered models in the Azure ML layout, read straight from the workspace's blob store."""
+    """Registered models in the Azure ML layout, read straight from the workspace's blob store.
+
+    Sizes are checked here; contents are re-hashed while they are copied into the layer (or context).
+    """
     seen: set[tuple[str, int]] = set()
     files: list[FileEntry] = []
     key = hashlib.sha256(f"{tarball.FORMAT_VERSION}\0models\0".encode())
@@ -73,7 +76,15 @@ def stage_models(workspace: Workspace, models: list[Model]) -> LayerSource:
                     f"model {model.id}: the stored content of {f.path} is missing or damaged "
                     f"(blob sha256:{f.digest}); register the model again"
                 )
-            files.append(FileEntry(f"{base}/{f.path}", source=blob, mode=0o755 if f.executable else 0o644))
+            files.append(
+                FileEntry(
+                    f"{base}/{f.path}",
+                    source=blob,
+                    mode=0o755 if f.executable else 0o644,
+                    sha256=f.digest,  # re-hashed as the bytes go into the layer
+                    origin=f"model {model.id}, file {f.path}",
+                )
+            )
             key.update(f"{model.name}\0{model.version}\0{f.path}\0{f.digest}\0{int(f.executable)}\n".encode())
     names = ", ".join(f"{n}:{v}" for n, v in sorted(seen))
     return LayerSource.of("models", files, cache_key=key.hexdigest(), comment=f"models {names}")

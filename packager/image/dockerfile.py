@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -92,6 +93,10 @@ def _stage_file(entry: FileEntry, dest: Path, hardlink: bool) -> None:
     if entry.source is None:
         raise InvalidInputError(f"layer entry {entry.path} has no source, data or link")
     src = Path(entry.source)
+    if entry.sha256:
+        _copy_verified(entry, src, dest)
+        os.chmod(dest, mode)
+        return
     if hardlink:
         try:
             if (os.stat(src).st_mode & 0o7777) == mode:
@@ -102,6 +107,16 @@ def _stage_file(entry: FileEntry, dest: Path, hardlink: bool) -> None:
                 raise
     shutil.copyfile(src, dest)
     os.chmod(dest, mode)
+
+
+def _copy_verified(entry: FileEntry, src: Path, dest: Path) -> None:
+    """Copy ``src`` to ``dest`` hashing the bytes on the way; raise if they are not ``entry.sha256``."""
+    h = hashlib.sha256()
+    with open(src, "rb") as fin, open(dest, "wb") as fout:
+        while chunk := fin.read(1 << 20):
+            h.update(chunk)
+            fout.write(chunk)
+    entry.check_digest(h.hexdigest())
 
 
 def _fix_dir_modes(root: Path) -> None:

@@ -76,7 +76,9 @@ class FileEntry:
 
     ``path`` is absolute in the image (``/opt/edgepack/lib/edge_module/runtime.py``); exactly one of
     ``source`` (a host file), ``data`` (bytes) or ``link`` (a symlink target) is set. Parent
-    directories are implied (0755, uid/gid 0).
+    directories are implied (0755, uid/gid 0). ``sha256`` (hex), when set, is what ``source``'s bytes
+    must hash to: they are hashed as they are copied into a layer or context, and a mismatch fails the
+    build naming ``origin`` (e.g. ``model digits:1, file model.onnx``).
     """
 
     path: str
@@ -84,6 +86,19 @@ class FileEntry:
     data: bytes | None = None
     link: str | None = None
     mode: int = 0o644
+    sha256: str = ""
+    origin: str = ""
+
+    def check_digest(self, actual: str) -> None:
+        """Raise :class:`~packager.errors.IntegrityError` when ``actual`` (hex) is not the recorded ``sha256``."""
+        if self.sha256 and actual != self.sha256:
+            from packager.errors import IntegrityError
+
+            raise IntegrityError(
+                f"{self.origin or self.path}: the stored content is damaged (expected sha256:{self.sha256}, "
+                f"read sha256:{actual} from {self.source}); nothing was built from it: restore the file or, "
+                "for a model, register it again"
+            )
 
 
 @dataclass(frozen=True)

@@ -217,10 +217,31 @@ def write_tar(files: Iterable[FileEntry], writer: _GzipDigestWriter, reporter: R
                 info.mode = normal_mode(item.mode)
                 with open(item.source, "rb") as fh:
                     info.size = os.fstat(fh.fileno()).st_size
-                    tar.addfile(info, fh)
+                    if item.sha256:
+                        reader = _HashingReader(fh)
+                        tar.addfile(info, reader)  # type: ignore[arg-type]
+                        item.check_digest(reader.hexdigest())
+                    else:
+                        tar.addfile(info, fh)
                 reporter.advance(task, info.size)
             else:
                 raise InvalidInputError(f"layer entry {item.path} has no source, data or link")
+
+
+class _HashingReader:
+    """Hashes what tarfile reads from ``fh`` (one pass: the bytes that go into the layer are the bytes hashed)."""
+
+    def __init__(self, fh: BinaryIO):
+        self._fh = fh
+        self._hash = hashlib.sha256()
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(n)
+        self._hash.update(data)
+        return data
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
 
 
 class _BytesReader:

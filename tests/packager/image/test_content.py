@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import pytest
 from edge_module.settings import Settings
 from packager import Model, Workspace
 from packager.errors import IntegrityError, InvalidInputError
-from packager.image import content, tarball
+from packager.image import content, dockerfile, tarball
 from packager.image.spec import APP_ROOT, MODELS_ROOT, MODULE_DIR, PORT, PYTHONPATH
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -54,6 +55,32 @@ def test_models_layer_refuses_damaged_blobs(workspace: Workspace) -> None:
     blob.write_bytes(b"truncated")
     with pytest.raises(IntegrityError, match="digits:1"):
         content.stage_models(workspace, [model])
+
+
+def test_models_layer_hashes_what_it_copies(workspace: Workspace, tmp_path: Path) -> None:
+    """A blob damaged in place (same size) fails the build naming the model, the file and both digests,
+    and leaves nothing in the layer cache (no blob, no key, no partial file)."""
+    model = Model.register(workspace, DIGITS, "digits")
+    digest = model.files[0].digest
+    blob = workspace.blobs.path(digest)
+    blob.chmod(0o644)
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    actual = hashlib.sha256(data).hexdigest()
+    source = content.stage_models(workspace, [model])  # the size still matches
+    cache = tmp_path / "cache"
+    with pytest.raises(IntegrityError) as err:
+        tarball.build_layer(source, cache)
+    msg = str(err.value)
+    assert "model digits:1" in msg and "digits-linear.onnx" in msg
+    assert f"sha256:{digest}" in msg and f"sha256:{actual}" in msg
+    left = [p for p in (cache / "layers").rglob("*") if p.is_file()] if (cache / "layers").exists() else []
+    assert left == []
+    # the Docker backend's context copies the same bytes: same check, no context left behind
+    with pytest.raises(IntegrityError, match=actual):
+        dockerfile.write_context(tmp_path / "ctx", "python@sha256:" + "a" * 64, [source], {}, ["python3"], {}, 5001)
+    assert not (tmp_path / "ctx").exists() and list(tmp_path.glob(".ctx.tmp-*")) == []
 
 
 def test_app_with_source_dir_and_entry_script(tmp_path: Path) -> None:
