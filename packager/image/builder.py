@@ -190,7 +190,7 @@ def stage(
     shared = [
         content.stage_edge_module(),
         content.stage_models(workspace, list(models)),
-        content.stage_app(config.entry_script, config.source_directory, app_doc),
+        content.stage_app(config.entry_script, config.source_directory, app_doc, exclude=(workspace.path, cache)),
     ]
     with ThreadPoolExecutor(max_workers=max(1, len(platforms))) as pool:
         futures = {

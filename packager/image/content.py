@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -16,6 +17,7 @@ import edge_module
 from edge_module.model_dir import model_dir_for, version_dir
 from packager.errors import IntegrityError, InvalidInputError
 from packager.image import tarball
+from packager.image.source_dir import collect as collect_source_dir
 from packager.image.spec import (
     APP_ROOT,
     MODELS_ROOT,
@@ -29,8 +31,6 @@ from packager.registry import Model
 from packager.workspace import Workspace
 
 IMAGE_MANIFEST = "edgepack-image.json"
-#: Folders of a source directory that never go into an image.
-SKIP_DIRS = ("__pycache__", ".git", ".ipynb_checkpoints", ".pytest_cache", ".mypy_cache")
 
 
 def canonical_json_text(doc: Any) -> bytes:
@@ -112,15 +112,25 @@ def entry_script_path(entry_script: Path | str | None, source_dir: Path | str | 
     return script.name
 
 
-def stage_app(entry_script: Path | str | None, source_dir: Path | str | None, manifest: dict[str, Any]) -> LayerSource:
-    """The ``app`` layer: ``source_dir`` under :data:`APP_ROOT`, the entry script, and ``edgepack-image.json``."""
+def stage_app(
+    entry_script: Path | str | None,
+    source_dir: Path | str | None,
+    manifest: dict[str, Any],
+    exclude: Sequence[Path] = (),
+) -> LayerSource:
+    """The ``app`` layer: ``source_dir`` under :data:`APP_ROOT`, the entry script, and ``edgepack-image.json``.
+
+    ``source_dir`` is collected by :func:`packager.image.source_dir.collect` (VCS folders, the workspace
+    and the ``exclude`` folders left out, ``.edgepackignore``/``.amlignore``/``.gitignore`` honoured,
+    owner-only modes kept).
+    """
     files: list[FileEntry] = []
     src = None
     if source_dir:
         src = Path(source_dir).resolve()
         if not src.is_dir():
             raise InvalidInputError(f"source directory {source_dir} is not a folder; pass the folder with your code")
-        files = tarball.tree_entries(src, APP_ROOT, skip_dirs=SKIP_DIRS)
+        files = collect_source_dir(src, APP_ROOT, exclude)
     if entry_script:
         script = _resolve_entry(entry_script, src)
         if not script.is_file():
@@ -133,7 +143,7 @@ def stage_app(entry_script: Path | str | None, source_dir: Path | str | None, ma
                 "move the script into the source directory or rename it"
             )
         if not any(f.path == dest for f in files):
-            files.append(tarball.host_entry(script, dest))
+            files.append(tarball.host_entry(script, dest, keep_private=True))
     manifest_path = f"{APP_ROOT}/{IMAGE_MANIFEST}"
     if any(f.path == manifest_path for f in files):
         raise InvalidInputError(

@@ -25,6 +25,7 @@ from pathlib import Path, PurePosixPath
 from packager.errors import EdgepackError, InvalidInputError
 from packager.fs import replace_dir
 from packager.image.spec import APP_ROOT, LAYER_NAMES, FileEntry, LayerSource, Platform
+from packager.image.tarball import normal_mode
 
 DOCKERFILE = "Dockerfile"
 README = "README.txt"
@@ -77,7 +78,7 @@ def _image_path(path: str) -> PurePosixPath:
 
 
 def _mode(entry: FileEntry) -> int:
-    return 0o755 if entry.mode & 0o111 else 0o644
+    return normal_mode(entry.mode, keep_private=True)  # the layer's mode: COPY keeps it
 
 
 def _stage_file(entry: FileEntry, dest: Path, hardlink: bool) -> None:

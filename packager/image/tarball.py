@@ -1,7 +1,8 @@
 """Deterministic layer tarballs: the same files give the same gzip digest on every run and machine.
 
 A layer is a PAX tar (entries sorted by path, parent directories first with mode 0755, mtime from
-``SOURCE_DATE_EPOCH`` or 0, uid/gid 0, no user or group names, modes 0644/0755) compressed with
+``SOURCE_DATE_EPOCH`` or 0, uid/gid 0, no user or group names, modes 0644/0755, or 0600/0700 for
+files that were not world-readable where :func:`host_entry` was asked to keep them so) compressed with
 zlib at a fixed level behind a fixed gzip header (mtime 0, no file name, OS byte 255). One
 streaming pass computes both the blob ``digest`` (of the gzip bytes) and the ``diff_id`` (of the
 tar). Blobs land atomically in ``<cache_root>/layers/sha256/<hex>``; a source with a
@@ -53,25 +54,35 @@ def source_date_epoch() -> int:
     return epoch
 
 
-def normal_mode(mode: int) -> int:
-    """0755 when any execute bit is set, else 0644 (so umask and ownership do not leak into digests)."""
+def normal_mode(mode: int, keep_private: bool = False) -> int:
+    """0755 when any execute bit is set, else 0644 (so umask and ownership do not leak into digests).
+
+    With ``keep_private``, a file that is not world-readable becomes 0700/0600 instead: never wider
+    than it was (a 0600 ``.env`` stays owner-only in the image).
+    """
+    if keep_private and not mode & 0o004:
+        return 0o700 if mode & 0o111 else 0o600
     return 0o755 if mode & 0o111 else 0o644
 
 
-def host_entry(source: Path, dest: str) -> FileEntry:
-    """A :class:`FileEntry` for the host file ``source`` at image path ``dest`` (symlinks kept as links)."""
+def host_entry(source: Path, dest: str, keep_private: bool = False) -> FileEntry:
+    """A :class:`FileEntry` for the host file ``source`` at image path ``dest`` (symlinks kept as links).
+
+    ``keep_private`` keeps owner-only modes (user files); without it modes are 0644/0755 (installed files).
+    """
     st = os.lstat(source)
     if stat.S_ISLNK(st.st_mode):
         return FileEntry(dest, link=os.readlink(source), mode=0o777)
     if not stat.S_ISREG(st.st_mode):
         raise InvalidInputError(f"{source} is not a regular file or symbolic link; remove it from the layer's sources")
-    return FileEntry(dest, source=source, mode=normal_mode(st.st_mode))
+    return FileEntry(dest, source=source, mode=normal_mode(st.st_mode, keep_private))
 
 
 def tree_entries(root: Path, dest: str, skip_dirs: Iterable[str] = ("__pycache__",)) -> list[FileEntry]:
-    """Entries for every file and symlink under ``root``, placed under image folder ``dest``.
+    """Entries for every file and symlink under ``root``, placed under image folder ``dest`` (modes 0644/0755).
 
-    Symlinked folders are kept as links (not followed); ``skip_dirs`` names are left out.
+    Symlinked folders are kept as links (not followed); ``skip_dirs`` names are left out. A user's
+    source directory is collected by :func:`packager.image.source_dir.collect` instead (ignore files, modes).
     """
     skip = set(skip_dirs)
     out: list[FileEntry] = []
@@ -210,11 +221,11 @@ def write_tar(files: Iterable[FileEntry], writer: _GzipDigestWriter, reporter: R
                 info.type, info.mode, info.linkname = tarfile.SYMTYPE, 0o777, item.link
                 tar.addfile(info)
             elif item.data is not None:
-                info.mode, info.size = normal_mode(item.mode), len(item.data)
+                info.mode, info.size = normal_mode(item.mode, keep_private=True), len(item.data)
                 tar.addfile(info, _BytesReader(item.data))
                 reporter.advance(task, info.size)
             elif item.source is not None:
-                info.mode = normal_mode(item.mode)
+                info.mode = normal_mode(item.mode, keep_private=True)
                 with open(item.source, "rb") as fh:
                     info.size = os.fstat(fh.fileno()).st_size
                     if item.sha256:

@@ -7,6 +7,7 @@ skopeo reads what was pushed; the docker-archive output is loaded with `docker l
 from __future__ import annotations
 
 import json
+import tarfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -178,3 +179,26 @@ def test_clear_errors(ws: Path, base: str, tmp_path: Path) -> None:
     res = edgepack(ws, "build", "-m", "nope", "--output", f"oci:{tmp_path / 'o'}", expect=1)
     assert "nope" in res.output
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_source_dir_leaves_out_the_workspace_inside_it(base: str, tmp_path: Path) -> None:
+    """`--workspace` (or EDGEPACK_WORKSPACE) inside --source-dir, .git and ignored files stay out; .env stays 0600."""
+    src = tmp_path / "app"
+    (src / ".git").mkdir(parents=True)
+    (src / ".git" / "config").write_text("[core]\n")
+    (src / "score.py").write_text("def init():\n    pass\n\ndef run(data):\n    return data\n")
+    (src / "notes.tmp").write_text("scratch\n")
+    (src / ".edgepackignore").write_text("*.tmp\n")
+    (src / ".env").write_text("TOKEN=not-a-secret\n")
+    (src / ".env").chmod(0o600)
+    inner = src / "my-ws"
+    edgepack(inner, "model", "register", "-n", "digits", "-p", str(DIGITS))
+    layout = tmp_path / "layout"
+    out = edgepack_json(
+        inner, "build", "-m", "digits:1", "--base", base, "--platform", "linux/amd64",
+        "--entry-script", str(src / "score.py"), "--source-dir", str(src), "--output", f"oci:{layout}",
+    )  # fmt: skip
+    app = next(la for la in out["platforms"]["linux/amd64"]["layers"] if la["name"] == "app")
+    with tarfile.open(layout / "blobs" / "sha256" / app["digest"][7:]) as tar:
+        files = {m.name.removeprefix("var/azureml-app/"): m.mode for m in tar.getmembers() if m.isfile()}
+    assert files == {".edgepackignore": 0o644, ".env": 0o600, "edgepack-image.json": 0o644, "score.py": 0o644}

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import stat
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -158,3 +161,85 @@ def test_model_layer_digest_is_stable(workspace: Workspace, tmp_path: Path) -> N
     a = tarball.build_layer(content.stage_models(workspace, [model]), tmp_path / "a")
     b = tarball.build_layer(content.stage_models(workspace, [model]), tmp_path / "b")
     assert a.digest == b.digest
+
+
+def make_source_dir(root: Path) -> Path:
+    files = {
+        "score.py": "def init(): pass\n",
+        "a.tmp": "",
+        "sub/b.tmp": "",
+        "sub/c.log": "",
+        "data/x.csv": "1,2\n",
+        "data/keep.txt": "keep\n",
+        "lib/util.py": "X = 1\n",
+        "lib/__pycache__/util.cpython-311.pyc": "",
+        ".edgepack/registry.db": "",
+        ".edgepack/blobs/sha256/ab/abcd": "",
+        ".git/config": "[core]\n",
+        ".hg/hgrc": "",
+        "nested/.svn/entries": "",
+        "ws/registry.db": "",  # a workspace with another name (EDGEPACK_WORKSPACE=src/ws)
+        ".env": "TOKEN=not-a-secret\n",
+        "run.sh": "#!/bin/sh\n",
+        ".edgepackignore": "# dockerignore syntax\n*.tmp\n**/*.log\ndata/\n!data/keep.txt\n",
+    }
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    (root / ".env").chmod(0o600)
+    (root / "run.sh").chmod(0o755)
+    return root
+
+
+def test_source_dir_leaves_out_workspace_vcs_and_ignored_files(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = make_source_dir(tmp_path / "src")
+    with caplog.at_level(logging.WARNING):
+        layer = content.stage_app("score.py", src, {}, exclude=[src / "ws"])
+    assert ".env" in caplog.text and "secret" in caplog.text
+    built = tarball.build_layer(layer, tmp_path / "cache")
+    with tarfile.open(built.path) as tar:
+        files = {m.name: m.mode for m in tar.getmembers() if m.isfile()}
+    app = APP_ROOT.lstrip("/")
+    assert files == {
+        f"{app}/.edgepackignore": 0o644,
+        f"{app}/.env": 0o600,  # owner-only stays owner-only
+        f"{app}/data/keep.txt": 0o644,  # re-included inside an excluded folder, as Docker does
+        f"{app}/edgepack-image.json": 0o644,
+        f"{app}/lib/util.py": 0o644,
+        f"{app}/run.sh": 0o755,
+        f"{app}/score.py": 0o644,
+        f"{app}/sub/b.tmp": 0o644,  # dockerignore patterns are anchored at the top: *.tmp is ./*.tmp
+    }
+    # the Docker backend stages the same files with the same modes
+    ctx = dockerfile.write_context(tmp_path / "ctx", "python@sha256:" + "a" * 64, [layer], {}, ["python3"], {}, 5001)
+    staged = ctx / "layers" / "app" / app
+    assert {f"{app}/{p.relative_to(staged).as_posix()}" for p in staged.rglob("*") if p.is_file()} == set(files)
+    assert stat.S_IMODE((staged / ".env").stat().st_mode) == 0o600
+
+
+def test_source_dir_ignore_file_precedence(tmp_path: Path) -> None:
+    """.edgepackignore, else .amlignore, else .gitignore (these two in gitignore syntax, as v1 read them)."""
+    src = tmp_path / "src"
+    for rel in ("a.tmp", "sub/b.tmp", "x.bak", "keep.py", ".env"):
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text("")
+    (src / ".env").chmod(0o600)
+
+    def names() -> set[str]:
+        return {f.path.removeprefix(APP_ROOT + "/") for f in content.stage_app(None, src, {}).files}
+
+    (src / ".gitignore").write_text("*.bak\n.env\n")
+    assert names() == {".gitignore", "a.tmp", "sub/b.tmp", "keep.py", "edgepack-image.json"}
+    (src / ".amlignore").write_text("*.tmp\n")  # gitignore syntax: every depth
+    assert names() == {".gitignore", ".amlignore", "x.bak", "keep.py", ".env", "edgepack-image.json"}
+    (src / ".edgepackignore").write_text("/.*ignore\n.edgepackignore\n")
+    assert names() == {"a.tmp", "sub/b.tmp", "x.bak", "keep.py", ".env", "edgepack-image.json"}
+
+
+def test_source_dir_private_entry_script_keeps_its_mode(tmp_path: Path) -> None:
+    (tmp_path / "score.py").write_text("def init(): pass\n")
+    (tmp_path / "score.py").chmod(0o600)
+    entry = next(f for f in content.stage_app(tmp_path / "score.py", None, {}).files if f.path.endswith("score.py"))
+    assert entry.mode == 0o600

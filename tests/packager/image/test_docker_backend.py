@@ -62,6 +62,7 @@ def make_sources(tmp: Path) -> list[LayerSource]:
             FileEntry(f"{APP_ROOT}/score.py", data=b"def init():\n    pass\n\ndef run(data):\n    return data\n"),
             FileEntry(f"{APP_ROOT}/lib/helper.py", data=b"X = 1\n"),
             FileEntry(f"{APP_ROOT}/current", link="lib/helper.py", mode=0o777),
+            FileEntry(f"{APP_ROOT}/.env", data=b"TOKEN=not-a-secret\n", mode=0o600),  # stays owner-only
         ],
     )
     # deliberately out of order: the writer orders COPYs by spec.LAYER_NAMES
@@ -248,7 +249,7 @@ def expected_files(sources: list[LayerSource]) -> dict[str, list]:
                 out[f.path] = ["l", 0o777, f.link]
             else:
                 size = len(f.data) if f.data is not None else os.stat(f.source).st_size
-                out[f.path] = ["f", 0o755 if f.mode & 0o111 else 0o644, size]
+                out[f.path] = ["f", tarball.normal_mode(f.mode, keep_private=True), size]
             parent = os.path.dirname(f.path)
             while parent not in ("/", "/opt", "/var", "/opt/edgepack", "/var/azureml-app"):
                 out[parent] = ["d", 0o755, None]
