@@ -9,7 +9,8 @@ The handshake is the one docker and crane use: a request answered ``401`` carrie
 ``WWW-Authenticate``; for ``Basic`` the request is resent with the credentials; for ``Bearer`` a
 token is fetched from the ``realm`` (GET with Basic credentials, or anonymously; POST with a
 refresh token for identity tokens), cached for its scopes until it expires, and reused for every
-later request whose scopes it covers.
+later request whose scopes it covers. Credentials go to a token realm over HTTPS only (plain HTTP
+only when the realm is loopback or in ``$EDGEPACK_INSECURE_REGISTRIES``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from urllib.parse import urlsplit
 import requests
 
 from packager.errors import EdgepackError, InvalidInputError
-from packager.image.reference import DOCKER_HUB, normalize_registry
+from packager.image.reference import DOCKER_HUB, is_insecure, normalize_registry
 
 DOCKER_HUB_SERVER = "https://index.docker.io/v1/"
 TOKEN_TTL_DEFAULT = 60  # seconds, the token spec's default for a missing expires_in
@@ -313,6 +314,8 @@ class RegistryAuth:
         if not realm:
             raise EdgepackError(f"registry {self.registry} asked for a bearer token but named no realm to get it from")
         creds = self.credentials
+        if creds and (creds.identity_token or creds.username):
+            self._check_realm_transport(realm)
         query: list[tuple[str, str]] = []
         if self._params.get("service"):
             query.append(("service", self._params["service"]))
@@ -359,6 +362,20 @@ class RegistryAuth:
         with self._lock:  # the newest token for a scope replaces older ones (they may have been revoked)
             self._tokens = [_Token(str(value), key, expires), *(t for t in self._tokens if t.scopes != key)]
         return str(value)
+
+    def _check_realm_transport(self, realm: str) -> None:
+        """Refuse to send credentials to a token service over plain HTTP unless it is loopback or listed."""
+        parts = urlsplit(realm)
+        if parts.scheme == "https":
+            return
+        host = parts.netloc.rpartition("@")[2]
+        if parts.scheme == "http" and is_insecure(host):
+            return
+        raise EdgepackError(
+            f"registry {self.registry} names the token service {parts.scheme}://{host}, which is not HTTPS: "
+            f"edgepack will not send credentials there in clear; fix the registry's auth realm, or add {host} "
+            "to EDGEPACK_INSECURE_REGISTRIES if it is a trusted local service"
+        )
 
     def refused(self, what: str, scopes: Iterable[str] = ()) -> EdgepackError:
         """The error for a registry that still says no: anonymous (log in) or refused credentials."""

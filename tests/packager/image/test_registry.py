@@ -21,6 +21,7 @@ import pytest
 from packager.errors import EdgepackError, IntegrityError, InvalidInputError, NotFoundError
 from packager.image.auth import (
     Credentials,
+    RegistryAuth,
     covers,
     credentials_from_docker_config,
     parse_challenge,
@@ -625,3 +626,47 @@ def test_token_auth_with_credential_helper_and_identity_token(
     write_docker_config(docker_config, {"auths": {token_registry.address: {"identitytoken": "revoked"}}})
     with pytest.raises(EdgepackError, match="refused the credentials of a token"):
         RegistryClient(token_registry.address).blob_exists("team/app", "sha256:" + "4" * 64)
+
+
+class _NoNetwork:
+    """A session that records what would be sent and answers a token."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def get(self, url: str, **kw: Any) -> Any:
+        self.sent.append(url)
+        return type("R", (), {"status_code": 200, "json": lambda self: {"token": "t"}, "text": ""})()
+
+    post = get
+
+
+@pytest.mark.parametrize(
+    ("realm", "allowed"),
+    [
+        ("http://auth.example.com/token", False),
+        ("http://127.0.0.1.nip.io/token", False),
+        ("ftp://auth.example.com/token", False),
+        ("https://auth.example.com/token", True),
+        ("http://127.0.0.1:5001/token", True),
+        ("http://[::1]:5001/token", True),
+        ("http://localhost/token", True),
+    ],
+)
+def test_credentials_go_to_a_plain_http_token_realm_only_on_loopback(
+    realm: str, allowed: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EDGEPACK_INSECURE_REGISTRIES", raising=False)
+    session = _NoNetwork()
+    auth = RegistryAuth("myreg.example.com", session, Credentials("me", "secret"))  # type: ignore[arg-type]
+    auth._params = {"realm": realm, "service": "reg"}
+    if allowed:
+        assert auth.fetch_token(("repository:x:pull",)) == "t" and session.sent == [realm]
+    else:
+        with pytest.raises(EdgepackError, match="not HTTPS"):
+            auth.fetch_token(("repository:x:pull",))
+        assert session.sent == []
+    anonymous = RegistryAuth("myreg.example.com", _NoNetwork(), None)  # type: ignore[arg-type]
+    anonymous._looked_up = True
+    anonymous._params = {"realm": "http://auth.example.com/token"}
+    assert anonymous.fetch_token(("repository:x:pull",)) == "t"  # nothing secret to protect
