@@ -362,3 +362,47 @@ def test_editing_a_deleted_version_says_so(workspace: Workspace, tmp_path: Path)
             edit()
     with pytest.raises(NotFoundError, match="already deleted"):
         stale.delete()
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncated", "replaced_by_symlink"])
+@pytest.mark.parametrize("source", ["file", "sample_bytes"])
+def test_registering_again_repairs_a_damaged_blob(
+    workspace: Workspace, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str, source: str
+) -> None:
+    """Content stored again over a damaged blob replaces it (and says so), for files and in-memory samples."""
+    f = tmp_path / "m.bin"
+    f.write_bytes(b"good content " * 100)
+    m = Model.register(workspace, f, "m", sample_output={"label": [1, 2, 3]})
+    stored = m.files[0] if source == "file" else m.sample_output
+    assert stored is not None
+    blob = workspace.blobs.path(stored.digest)
+    good = blob.read_bytes()
+    blob.chmod(0o644)
+    if damage == "corrupt":
+        blob.write_bytes(bytes(len(good)))  # same size, other bytes
+    elif damage == "truncated":
+        blob.write_bytes(good[:5])
+    else:
+        blob.unlink()
+        (tmp_path / "elsewhere").write_bytes(b"not the content")
+        blob.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(IntegrityError):
+        m.download(tmp_path / "broken") if source == "file" else m.load_sample_output()
+    with caplog.at_level("WARNING", logger="packager.blobstore"):
+        again = Model.register(workspace, f, "m", sample_output={"label": [1, 2, 3]})
+    assert not blob.is_symlink() and blob.read_bytes() == good
+    assert (blob.stat().st_mode & 0o777) == 0o444
+    assert f"repaired blob sha256:{stored.digest}" in caplog.text
+    assert Path(m.download(tmp_path / "dl1")).read_bytes() == f.read_bytes()  # the old version is whole again
+    assert again.load_sample_output() == m.load_sample_output() == {"label": [1, 2, 3]}
+    assert list(workspace.blobs.tmp.iterdir()) == []
+
+
+def test_registering_intact_content_again_keeps_the_blob(workspace: Workspace, tmp_path: Path) -> None:
+    f = tmp_path / "m.bin"
+    f.write_bytes(b"x" * 1000)
+    m = Model.register(workspace, f, "m")
+    blob = workspace.blobs.path(m.files[0].digest)
+    inode = blob.stat().st_ino
+    Model.register(workspace, f, "m")
+    assert blob.stat().st_ino == inode  # not rewritten

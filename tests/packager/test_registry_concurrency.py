@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -130,3 +130,30 @@ def test_killed_register_leaves_no_version(tmp_path: Path) -> None:
     m = Model.register(ws, folder, "big")
     assert m.version == 1 and len(m.files) == 20
     assert Path(m.download(tmp_path / "dl")).joinpath("part19.bin").read_bytes() == bytes([19]) * 200_000
+
+
+def _register_same(ws_path: str, src: str, n: int) -> list[int]:
+    """One process: ``n`` threads register the same file at once (after a barrier)."""
+    ws = Workspace.from_path(ws_path)
+    barrier = threading.Barrier(n)
+    with ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(lambda: (barrier.wait(), Model.register(ws, src, "same"))[1].version) for _ in range(n)]
+        return [f.result() for f in futures]
+
+
+def test_many_processes_registering_content_over_a_corrupted_blob_all_repair_it(tmp_path: Path) -> None:
+    ws = Workspace.from_path(tmp_path / "ws")
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(3 << 20))  # several read chunks: a reader can overlap a repairing rename
+    first = Model.register(ws, src, "same")
+    blob = ws.blobs.path(first.files[0].digest)
+    blob.chmod(0o644)
+    blob.write_bytes(b"\0" * (3 << 20))
+    with ProcessPoolExecutor(4, mp_context=get_context("spawn")) as pool:
+        versions = [
+            v for f in [pool.submit(_register_same, str(ws.path), str(src), 8) for _ in range(4)] for v in f.result()
+        ]
+    assert sorted(versions) == list(range(2, 34))
+    assert blob.read_bytes() == src.read_bytes() and (blob.stat().st_mode & 0o777) == 0o444
+    assert Path(first.download(tmp_path / "dl")).read_bytes() == src.read_bytes()
+    assert list(ws.blobs.tmp.iterdir()) == []
