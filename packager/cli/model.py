@@ -58,6 +58,11 @@ def model() -> None:
     help="Sample input (.npy, .npz, .json, .csv) used by convert and swagger.",
 )
 @click.option("--sample-output", type=click.Path(exists=True, dir_okay=False), help="Sample output.")
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    help="Store the content of file links that point outside the folder (refused by default).",
+)
 @json_option
 @click.pass_context
 def register(
@@ -72,6 +77,7 @@ def register(
     child_paths: tuple[str, ...],
     sample_input: str | None,
     sample_output: str | None,
+    follow_symlinks: bool,
     as_json: bool,
 ) -> None:
     """Register a file or folder as the next version of model NAME."""
@@ -92,6 +98,7 @@ def register(
             sample_input=sample_input,
             sample_output=sample_output,
             progress=advance,
+            follow_symlinks=follow_symlinks,
         )
     if as_json:
         print_json(m.serialize())

@@ -193,3 +193,13 @@ def test_error_messages_are_printed_as_text_not_markup(run) -> None:
         r = run("model", "show", name)
         assert r.code == 2, r.err
         assert name in r.err and r.err.startswith("error:"), r.err
+
+
+def test_file_link_outside_the_folder_needs_follow_symlinks(run, model_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("token")
+    (model_dir / "sub" / "creds").symlink_to(tmp_path / "secret")
+    r = run("model", "register", "-n", "m", "-p", str(model_dir))
+    _one_error_line(r, 2, "creds is a symbolic link to", str(tmp_path / "secret"), "--follow-symlinks")
+    r = run("model", "register", "-n", "m", "-p", str(model_dir), "--follow-symlinks", "--json")
+    assert r.code == 0, r.err
+    assert "outputs/sub/creds" in [f["path"] for f in r.json()["files"]]

@@ -72,15 +72,16 @@ def test_register_folder_keeps_structure_and_download_round_trips(workspace: Wor
 
 def test_child_paths_pick_files(workspace: Workspace, tmp_path: Path) -> None:
     folder = make_folder(tmp_path)
-    m = Model.register(workspace, folder, "picked", child_paths=["model.onnx", "sub"])
+    m = Model.register(workspace, folder, "picked", child_paths=["model.onnx", "sub", "sub/../sub/vocab.json"])
     assert [f.path for f in m.files] == ["outputs/model.onnx", "outputs/sub/vocab.json"]
+    assert len(Model.register(workspace, folder, "picked", child_paths=["."]).files) == 4
     with pytest.raises(InvalidInputError, match="inside"):
         Model.register(workspace, folder, "picked", child_paths=["../escape.txt"])
     with pytest.raises(InvalidInputError, match="does not exist"):
         Model.register(workspace, folder, "picked", child_paths=["nope.bin"])
     with pytest.raises(InvalidInputError, match="folder"):
         Model.register(workspace, folder / "model.onnx", "picked", child_paths=["x"])
-    assert [m.version for m in Model.list(workspace, name="picked")] == [1]
+    assert [m.version for m in Model.list(workspace, name="picked")] == [2, 1]
 
 
 @pytest.mark.parametrize(
@@ -406,3 +407,61 @@ def test_registering_intact_content_again_keeps_the_blob(workspace: Workspace, t
     inode = blob.stat().st_ino
     Model.register(workspace, f, "m")
     assert blob.stat().st_ino == inode  # not rewritten
+
+
+def test_file_link_pointing_outside_the_folder_is_refused_unless_followed(workspace: Workspace, tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    secret = tmp_path / "home" / "id_rsa"
+    secret.parent.mkdir()
+    secret.write_bytes(b"PRIVATE KEY")
+    (folder / "sub" / "key").symlink_to(secret)
+    with pytest.raises(InvalidInputError) as exc:
+        Model.register(workspace, folder, "bundle")
+    message = str(exc.value)
+    assert str(folder / "sub" / "key") in message and str(secret) in message and "outside" in message
+    assert "--follow-symlinks" in message and "follow_symlinks=True" in message
+    with pytest.raises(InvalidInputError, match="outside"):  # picked directly, or its folder
+        Model.register(workspace, folder, "bundle", child_paths=["sub/key"])
+    with pytest.raises(InvalidInputError, match="outside"):
+        Model.register(workspace, folder, "bundle", child_paths=["sub"])
+    assert Model.list(workspace) == []
+    assert [p for p in workspace.blobs.objects.rglob("*") if p.is_file()] == []  # nothing stored
+
+    m = Model.register(workspace, folder, "bundle", follow_symlinks=True)  # explicit: capture the target's content
+    assert "outputs/sub/key" in [f.path for f in m.files]
+    assert (Path(m.download(tmp_path / "dl")) / "sub" / "key").read_bytes() == b"PRIVATE KEY"
+    picked = Model.register(workspace, folder, "picked", child_paths=["sub/key"], follow_symlinks=True)
+    assert [f.path for f in picked.files] == ["outputs/sub/key"]
+
+
+def test_file_link_chain_leaving_the_folder_is_refused(workspace: Workspace, tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    (tmp_path / "outside.txt").write_text("x")
+    (folder / "hop").symlink_to(tmp_path / "outside.txt")
+    (folder / "first").symlink_to("hop")  # inside -> inside -> outside
+    with pytest.raises(InvalidInputError, match=r"first is a symbolic link to .*outside\.txt"):
+        Model.register(workspace, folder, "m", child_paths=["first"])
+
+
+def test_file_link_inside_the_folder_is_stored_as_its_targets_content(workspace: Workspace, tmp_path: Path) -> None:
+    """As v1 did: a link to another file of the model is stored as a copy of that file."""
+    folder = make_folder(tmp_path)
+    (folder / "sub" / "alias.onnx").symlink_to("../model.onnx")
+    m = Model.register(workspace, folder, "bundle")
+    by_path = {f.path: f.digest for f in m.files}
+    assert by_path["outputs/sub/alias.onnx"] == by_path["outputs/model.onnx"]
+    out = Path(m.download(tmp_path / "dl"))
+    assert not (out / "sub" / "alias.onnx").is_symlink()
+    assert (out / "sub" / "alias.onnx").read_bytes() == b"onnx-bytes"
+
+
+def test_broken_link_and_folder_link_are_refused(workspace: Workspace, tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    (folder / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(InvalidInputError, match="dangling is not a regular file"):
+        Model.register(workspace, folder, "m", follow_symlinks=True)
+    (folder / "dangling").unlink()
+    (folder / "dirlink").symlink_to(tmp_path)
+    for follow in (False, True):
+        with pytest.raises(InvalidInputError, match="dirlink is a symbolic link to a folder"):
+            Model.register(workspace, folder, "m", follow_symlinks=follow)
