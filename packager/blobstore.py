@@ -13,19 +13,23 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import stat
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from packager.fs import publish_file
 
 CHUNK = 1 << 20
+TEMP_GRACE_S = 24 * 3600  # a temporary file untouched this long belongs to no live writer
 Progress = Callable[[int], None]
 
 log = logging.getLogger(__name__)
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 
 
 def _open_blob(path: Path) -> BinaryIO:
@@ -46,6 +50,15 @@ class DigestMismatchError(Exception):
         self.digest, self.actual = digest, actual
         what = "is missing" if actual is None else f"has sha256 {actual}"
         super().__init__(f"blob sha256:{digest} {what}")
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    """A blob file as found on disk (not verified)."""
+
+    digest: str
+    size: int
+    mtime: float
 
 
 class BlobStore:
@@ -185,13 +198,13 @@ class BlobStore:
             raise DigestMismatchError(digest, actual)
         return data
 
-    def sweep_temp(self, older_than_s: float = 24 * 3600) -> int:
+    def sweep_temp(self, older_than_s: float = TEMP_GRACE_S) -> int:
         """Delete temporary files left by killed writers (old enough that no live writer owns them)."""
         cutoff = time.time() - older_than_s
         removed = 0
         for entry in os.scandir(self.tmp):
             with contextlib.suppress(FileNotFoundError):
-                if entry.stat().st_mtime < cutoff:
+                if not entry.is_dir(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime < cutoff:
                     os.unlink(entry.path)
                     removed += 1
         return removed
@@ -199,3 +212,25 @@ class BlobStore:
     def remove(self, digest: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path(digest).unlink()
+
+    def stored(self) -> Iterator[StoredBlob]:
+        """Every blob file on disk (links included, not followed); other names are ignored."""
+        for prefix in os.scandir(self.objects):
+            if not (prefix.is_dir(follow_symlinks=False) and len(prefix.name) == 2):
+                continue
+            for entry in os.scandir(prefix.path):
+                if _DIGEST.fullmatch(entry.name) and entry.name[:2] == prefix.name:
+                    with contextlib.suppress(FileNotFoundError):
+                        st = entry.stat(follow_symlinks=False)
+                        yield StoredBlob(entry.name, st.st_size, st.st_mtime)
+
+    def remove_if_older(self, digest: str, cutoff: float) -> bool:
+        """Remove blob ``digest`` if it was last written or reused before ``cutoff``; True if removed."""
+        path = self.path(digest)
+        try:
+            if os.lstat(path).st_mtime >= cutoff:
+                return False
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        return True

@@ -261,3 +261,52 @@ def delete(ctx: click.Context, ref: str, as_json: bool) -> None:
         print_json({"deleted": m.id})
     else:
         console.print(f"Deleted [bold]{m.id}[/]")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType):
+    """A duration: seconds, or a number with ``s``, ``m``, ``h`` or ``d`` (``0``, ``90s``, ``30m``, ``2d``)."""
+
+    name = "DURATION"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip().lower()
+        number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+        try:
+            seconds = float(number) * _UNITS[unit]
+        except ValueError:
+            seconds = -1.0
+        if not seconds >= 0:  # also refuses nan
+            self.fail(f"{value!r} is not a duration; use e.g. 0, 90s, 30m, 1h or 2d", param, ctx)
+        return seconds
+
+
+@model.command()
+@click.option(
+    "--grace",
+    type=Duration(),
+    default="1h",
+    show_default=True,
+    help="Keep unreferenced blobs newer than this (a register may still be writing them), e.g. 0, 30m, 2d.",
+)
+@click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
+@json_option
+@click.pass_context
+def gc(ctx: click.Context, grace: float, dry_run: bool, as_json: bool) -> None:
+    """Remove stored content no model version uses (left by interrupted registers)."""
+    report = open_workspace(ctx).gc(grace_s=grace, dry_run=dry_run)
+    if as_json:
+        print_json(report.serialize())
+        return
+    n = len(report.removed)
+    verb = "Would remove" if dry_run else "Removed"
+    line = f"{verb} {n} unreferenced blob{'s' * (n != 1)} ({human_size(report.bytes)})"
+    if report.kept_recent:
+        line += f"; kept {report.kept_recent} newer than the grace period"
+    if report.temp_removed:
+        line += f"; removed {report.temp_removed} stale temporary file{'s' * (report.temp_removed != 1)}"
+    console.print(line, markup=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from packager import Workspace
 from packager.cli import main
 
 
@@ -203,3 +205,23 @@ def test_file_link_outside_the_folder_needs_follow_symlinks(run, model_dir: Path
     r = run("model", "register", "-n", "m", "-p", str(model_dir), "--follow-symlinks", "--json")
     assert r.code == 0, r.err
     assert "outputs/sub/creds" in [f["path"] for f in r.json()["files"]]
+
+
+def test_gc_removes_unreferenced_blobs_after_the_grace_period(run, model_dir: Path, tmp_path: Path) -> None:
+    reg = run("model", "register", "-n", "m", "-p", str(model_dir), "--json").json()
+    ws = Workspace.from_path(tmp_path / "ws")
+    orphan, size = ws.blobs.put_bytes(b"left by a killed register")  # a blob no version references
+    r = run("model", "gc", "--json")
+    assert r.code == 0, r.err
+    assert r.json() == {"dryRun": False, "removed": [], "bytes": 0, "keptRecent": 1, "tempRemoved": 0}
+    os.utime(ws.blobs.path(orphan), (1, 1))  # older than the default grace period (1h)
+    r = run("model", "gc", "--dry-run")
+    assert r.code == 0 and r.out.startswith("Would remove 1 unreferenced blob (25 B)"), r.out
+    assert ws.blobs.exists(orphan)
+    r = run("model", "gc", "--json")
+    assert r.json()["removed"] == [{"digest": f"sha256:{orphan}", "size": size}]
+    assert not ws.blobs.exists(orphan)
+    assert run("model", "gc", "--grace", "0").out.startswith("Removed 0 unreferenced blobs")
+    assert run("model", "download", "m", "-t", str(tmp_path / "dl")).code == 0  # referenced blobs are kept
+    assert all(ws.blobs.exists(f["digest"].split(":")[1]) for f in reg["files"])
+    _one_error_line(run("model", "gc", "--grace", "soon"), 2, "'soon' is not a duration")
