@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from packager.cli.output import byte_progress, console, human_size, print_json
+from packager.cli.output import byte_progress, console, human_size, markup_safe, plain, print_json
 from packager.errors import InvalidInputError, NotFoundError
 from packager.registry import Model
 from packager.registry.frameworks import FRAMEWORKS
@@ -104,7 +104,7 @@ def register(
         print_json(m.serialize())
     else:
         console.print(
-            f"Registered [bold]{m.id}[/] ({m.model_framework}, {len(m.files)} "
+            f"Registered [bold]{markup_safe(m.id)}[/] ({markup_safe(m.model_framework)}, {len(m.files)} "
             f"file{'s' * (len(m.files) != 1)}, {human_size(m.size)})"
         )
 
@@ -154,7 +154,8 @@ def list_(
     table = Table("Name", "Version", "Framework", "Size", "Tags", "Created", box=None, pad_edge=False)
     for m in models:
         tags_text = ", ".join(f"{k}={v}" for k, v in m.tags.items())
-        table.add_row(m.name, str(m.version), m.model_framework, human_size(m.size), tags_text, m.created_time)
+        cells = (m.name, m.version, m.model_framework, human_size(m.size), tags_text, m.created_time)
+        table.add_row(*map(plain, cells))
     console.print(table)
 
 
@@ -174,17 +175,17 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     table.add_column()
     for key in ("id", "framework", "frameworkVersion", "description", "createdTime", "modelRoot"):
         if data[key] is not None:
-            table.add_row(key, str(data[key]))
+            table.add_row(key, plain(data[key]))
     table.add_row("size", human_size(m.size))
     for key in ("tags", "properties"):
         if data[key]:
-            table.add_row(key, ", ".join(f"{k}={v}" for k, v in data[key].items()))
+            table.add_row(key, plain(", ".join(f"{k}={v}" for k, v in data[key].items())))
     if m.sample_input:
-        table.add_row("sampleInput", m.sample_input.path)
+        table.add_row("sampleInput", plain(m.sample_input.path))
     console.print(table)
     files = Table("File", "Size", "Digest", box=None, pad_edge=False)
     for f in m.files:
-        files.add_row(f.path, human_size(f.size), f"sha256:{f.digest[:12]}")
+        files.add_row(plain(f.path), human_size(f.size), f"sha256:{f.digest[:12]}")
     console.print(files)
 
 
@@ -209,7 +210,7 @@ def download(ctx: click.Context, ref: str, target_dir: str, overwrite: bool, as_
     if as_json:
         print_json({"id": m.id, "path": path})
     else:
-        console.print(path)
+        console.print(plain(path))
 
 
 @model.command()
@@ -246,7 +247,7 @@ def update(
     if as_json:
         print_json(m.serialize())
     else:
-        console.print(f"Updated [bold]{m.id}[/]")
+        console.print(f"Updated [bold]{markup_safe(m.id)}[/]")
 
 
 @model.command()
@@ -260,7 +261,7 @@ def delete(ctx: click.Context, ref: str, as_json: bool) -> None:
     if as_json:
         print_json({"deleted": m.id})
     else:
-        console.print(f"Deleted [bold]{m.id}[/]")
+        console.print(f"Deleted [bold]{markup_safe(m.id)}[/]")
 
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -309,4 +310,4 @@ def gc(ctx: click.Context, grace: float, dry_run: bool, as_json: bool) -> None:
         line += f"; kept {report.kept_recent} newer than the grace period"
     if report.temp_removed:
         line += f"; removed {report.temp_removed} stale temporary file{'s' * (report.temp_removed != 1)}"
-    console.print(line, markup=False)
+    console.print(plain(line))

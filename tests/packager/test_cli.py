@@ -225,3 +225,49 @@ def test_gc_removes_unreferenced_blobs_after_the_grace_period(run, model_dir: Pa
     assert run("model", "download", "m", "-t", str(tmp_path / "dl")).code == 0  # referenced blobs are kept
     assert all(ws.blobs.exists(f["digest"].split(":")[1]) for f in reg["files"])
     _one_error_line(run("model", "gc", "--grace", "soon"), 2, "'soon' is not a duration")
+
+
+def _raw_controls(text: str) -> list[str]:
+    """Characters a terminal would act on instead of showing (line breaks between lines aside)."""
+    return [ch for ch in text if not ch.isprintable() and ch != "\n"]
+
+
+def test_human_output_escapes_control_characters_and_json_keeps_them(run, model_dir: Path) -> None:
+    description = "clears\x1b[2J\rthe screen [bold]and[/] [/x] \u202eevil\u2028"
+    (model_dir / "sub" / "log\x1b[31m.txt").write_text("x")
+    r = run(
+        "model",
+        "register",
+        "-n",
+        "m",
+        "-p",
+        str(model_dir),
+        "--description",
+        description,
+        "--tag",
+        "bell=\x07ring",
+        "--tag",
+        "k\x9b2J=v",
+        "--property",
+        "p\x1b]0;title\x07=1",
+        "--json",
+    )
+    assert r.code == 0, r.err
+    shown = run("model", "show", "m", "--json").json()
+    assert shown["description"] == description and shown["tags"] == {"bell": "\x07ring", "k\x9b2J": "v"}
+    assert "outputs/sub/log\x1b[31m.txt" in [f["path"] for f in shown["files"]]
+    for args in (("model", "show", "m"), ("model", "list")):
+        r = run(*args)
+        assert r.code == 0, r.err
+        assert _raw_controls(r.out) == [], (args, r.out)
+    show = run("model", "show", "m").out
+    assert "clears\\x1b[2J\\rthe screen [bold]and[/] [/x] \\u202eevil\\u2028" in show  # markup shown as typed
+    assert "bell=\\x07ring" in show and "k\\x9b2J=v" in show and "log\\x1b[31m.txt" in show
+    assert "bell=\\x07ring" in run("model", "list").out
+
+
+def test_error_lines_escape_control_characters(run, model_dir: Path) -> None:
+    assert run("model", "register", "-n", "m", "-p", str(model_dir), "--property", "p\x1b[2J=1").code == 0
+    r = run("model", "update", "m:1", "--property", "p\x1b[2J=2")
+    _one_error_line(r, 1, "add-only; p\\x1b[2J already set")
+    assert _raw_controls(r.err) == []
