@@ -37,7 +37,8 @@ class GcReport:
     def bytes(self) -> int:
         return sum(b.size for b in self.removed)
 
-    def serialize(self) -> dict:
+    def serialize(self) -> dict[str, object]:
+        """A JSON-ready dict (``edgepack model gc --json``)."""
         return {
             "dryRun": self.dry_run,
             "removed": [{"digest": f"sha256:{b.digest}", "size": b.size} for b in self.removed],
