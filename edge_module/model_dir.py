@@ -13,11 +13,15 @@ Several models deployed::
 ``write_model_dir`` lays models out that way (``edgepack serve``; the image builder uses
 ``version_dir`` and ``model_dir_for`` for the same layout inside images), and
 ``resolve_model_path`` answers ``Model.get_model_path(name, version)`` for both, as v1 did.
+
+Model names follow one rule, :data:`MODEL_NAME_RE` (the registry in ``packager`` uses it too), so a
+name is never a path: ``../x`` or ``/etc`` are refused rather than resolved outside the model folder.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePath
 from typing import Any, TypeVar
@@ -25,12 +29,27 @@ from typing import Any, TypeVar
 MODEL_DIR_ENV = "AZUREML_MODEL_DIR"
 MODELS_FOLDER = "azureml-models"
 
+#: Azure ML's model-name rule; it also keeps names from being paths (no ``/``, never ``.`` or ``..``).
+MODEL_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+MODEL_NAME_RULE = "letters, digits, '-', '_' and '.', starting with a letter or digit, at most 255 characters"
+
 P = TypeVar("P", bound=PurePath)
+
+
+class InvalidModelNameError(ValueError):
+    """A model name that breaks :data:`MODEL_NAME_RE` (e.g. a path such as ``../x``)."""
+
+
+def check_model_name(name: object) -> str:
+    """Return ``name`` if it is a valid model name, else raise :class:`InvalidModelNameError`."""
+    if not isinstance(name, str) or not MODEL_NAME_RE.fullmatch(name):
+        raise InvalidModelNameError(f"invalid model name {name!r}: use {MODEL_NAME_RULE}")
+    return name
 
 
 def version_dir(models_root: P, name: str, version: int) -> P:
     """``<models_root>/<name>/<version>``: where one version of a model sits."""
-    return models_root / name / str(version)
+    return models_root / check_model_name(name) / str(version)
 
 
 def model_dir_for(models_root: P, models: Iterable[tuple[str, int]]) -> P:
@@ -76,8 +95,10 @@ def resolve_model_path(model_name: str, version: int | None = None, model_dir: s
     """Return the path of a deployed model's file or folder.
 
     ``model_dir`` defaults to ``$AZUREML_MODEL_DIR``. ``version=None`` means the latest deployed one.
-    Raises :class:`ModelPathNotFoundError` with what was looked at when nothing matches.
+    Raises :class:`ModelPathNotFoundError` with what was looked at when nothing matches, and
+    :class:`InvalidModelNameError` for a name that is not a model name (a path).
     """
+    check_model_name(model_name)
     if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
         raise TypeError(f"version must be an int, not {type(version).__name__}")
     root_value = model_dir if model_dir is not None else os.environ.get(MODEL_DIR_ENV)

@@ -23,7 +23,9 @@ class Model:
 
     @staticmethod
     def get_model_path(model_name: str, version: int | None = None, _workspace: Any = None) -> str:
-        """Path of a deployed model's file or folder (latest deployed version when ``version`` is None)."""
+        """Path of a deployed model's file or folder (latest deployed version when ``version`` is None).
+
+        ``model_name`` must be a model name, not a path: ``../x`` or ``/x`` raise ``ValueError``."""
         if isinstance(version, str) and version.strip().isdigit():
             version = int(version)
         return str(resolve_model_path(model_name, version))

@@ -11,14 +11,13 @@ import sys
 import traceback
 
 import click
-from rich.markup import escape
 
 from packager import __version__
 from packager.cli.build import build, build_and_push, package
 from packager.cli.convert import convert
 from packager.cli.model import model
 from packager.cli.mqtt import mqtt
-from packager.cli.output import err_console
+from packager.cli.output import err_console, markup_safe
 from packager.cli.quantize import quantize
 from packager.cli.serve import score, serve, token
 from packager.errors import EdgepackError
@@ -54,8 +53,9 @@ cli.add_command(package)
 
 
 def _error(message: str) -> None:
-    """One line on stderr; the message is text, never markup (``pandas[parquet]``, ``[/variant]`` stay as typed)."""
-    err_console.print(f"[bold red]error:[/] {escape(' '.join(message.split()))}", markup=True, soft_wrap=True)
+    """One line on stderr; the message is text, never markup (``pandas[parquet]``, ``[/variant]`` stay as typed),
+    and control characters in it (from names, paths, values) are shown escaped."""
+    err_console.print(f"[bold red]error:[/] {markup_safe(' '.join(message.split()))}", markup=True, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from packager.cli.output import byte_progress, console, human_size, print_json
+from packager.cli.output import byte_progress, console, human_size, markup_safe, plain, print_json
 from packager.errors import InvalidInputError, NotFoundError
 from packager.registry import Model
 from packager.registry.frameworks import FRAMEWORKS
@@ -58,6 +58,11 @@ def model() -> None:
     help="Sample input (.npy, .npz, .json, .csv) used by convert and swagger.",
 )
 @click.option("--sample-output", type=click.Path(exists=True, dir_okay=False), help="Sample output.")
+@click.option(
+    "--follow-symlinks",
+    is_flag=True,
+    help="Store the content of file links that point outside the folder (refused by default).",
+)
 @json_option
 @click.pass_context
 def register(
@@ -72,6 +77,7 @@ def register(
     child_paths: tuple[str, ...],
     sample_input: str | None,
     sample_output: str | None,
+    follow_symlinks: bool,
     as_json: bool,
 ) -> None:
     """Register a file or folder as the next version of model NAME."""
@@ -92,12 +98,13 @@ def register(
             sample_input=sample_input,
             sample_output=sample_output,
             progress=advance,
+            follow_symlinks=follow_symlinks,
         )
     if as_json:
         print_json(m.serialize())
     else:
         console.print(
-            f"Registered [bold]{m.id}[/] ({m.model_framework}, {len(m.files)} "
+            f"Registered [bold]{markup_safe(m.id)}[/] ({markup_safe(m.model_framework)}, {len(m.files)} "
             f"file{'s' * (len(m.files) != 1)}, {human_size(m.size)})"
         )
 
@@ -147,7 +154,8 @@ def list_(
     table = Table("Name", "Version", "Framework", "Size", "Tags", "Created", box=None, pad_edge=False)
     for m in models:
         tags_text = ", ".join(f"{k}={v}" for k, v in m.tags.items())
-        table.add_row(m.name, str(m.version), m.model_framework, human_size(m.size), tags_text, m.created_time)
+        cells = (m.name, m.version, m.model_framework, human_size(m.size), tags_text, m.created_time)
+        table.add_row(*map(plain, cells))
     console.print(table)
 
 
@@ -167,17 +175,17 @@ def show(ctx: click.Context, ref: str, as_json: bool) -> None:
     table.add_column()
     for key in ("id", "framework", "frameworkVersion", "description", "createdTime", "modelRoot"):
         if data[key] is not None:
-            table.add_row(key, str(data[key]))
+            table.add_row(key, plain(data[key]))
     table.add_row("size", human_size(m.size))
     for key in ("tags", "properties"):
         if data[key]:
-            table.add_row(key, ", ".join(f"{k}={v}" for k, v in data[key].items()))
+            table.add_row(key, plain(", ".join(f"{k}={v}" for k, v in data[key].items())))
     if m.sample_input:
-        table.add_row("sampleInput", m.sample_input.path)
+        table.add_row("sampleInput", plain(m.sample_input.path))
     console.print(table)
     files = Table("File", "Size", "Digest", box=None, pad_edge=False)
     for f in m.files:
-        files.add_row(f.path, human_size(f.size), f"sha256:{f.digest[:12]}")
+        files.add_row(plain(f.path), human_size(f.size), f"sha256:{f.digest[:12]}")
     console.print(files)
 
 
@@ -202,7 +210,7 @@ def download(ctx: click.Context, ref: str, target_dir: str, overwrite: bool, as_
     if as_json:
         print_json({"id": m.id, "path": path})
     else:
-        console.print(path)
+        console.print(plain(path))
 
 
 @model.command()
@@ -239,7 +247,7 @@ def update(
     if as_json:
         print_json(m.serialize())
     else:
-        console.print(f"Updated [bold]{m.id}[/]")
+        console.print(f"Updated [bold]{markup_safe(m.id)}[/]")
 
 
 @model.command()
@@ -253,4 +261,53 @@ def delete(ctx: click.Context, ref: str, as_json: bool) -> None:
     if as_json:
         print_json({"deleted": m.id})
     else:
-        console.print(f"Deleted [bold]{m.id}[/]")
+        console.print(f"Deleted [bold]{markup_safe(m.id)}[/]")
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class Duration(click.ParamType):
+    """A duration: seconds, or a number with ``s``, ``m``, ``h`` or ``d`` (``0``, ``90s``, ``30m``, ``2d``)."""
+
+    name = "DURATION"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float):
+            return float(value)
+        text = str(value).strip().lower()
+        number, unit = (text[:-1], text[-1]) if text[-1:] in _UNITS else (text, "s")
+        try:
+            seconds = float(number) * _UNITS[unit]
+        except ValueError:
+            seconds = -1.0
+        if not seconds >= 0:  # also refuses nan
+            self.fail(f"{value!r} is not a duration; use e.g. 0, 90s, 30m, 1h or 2d", param, ctx)
+        return seconds
+
+
+@model.command()
+@click.option(
+    "--grace",
+    type=Duration(),
+    default="1h",
+    show_default=True,
+    help="Keep unreferenced blobs newer than this (a register may still be writing them), e.g. 0, 30m, 2d.",
+)
+@click.option("--dry-run", is_flag=True, help="Only report what would be removed.")
+@json_option
+@click.pass_context
+def gc(ctx: click.Context, grace: float, dry_run: bool, as_json: bool) -> None:
+    """Remove stored content no model version uses (left by interrupted registers)."""
+    report = open_workspace(ctx).gc(grace_s=grace, dry_run=dry_run)
+    if as_json:
+        print_json(report.serialize())
+        return
+    n = len(report.removed)
+    verb = "Would remove" if dry_run else "Removed"
+    line = f"{verb} {n} unreferenced blob{'s' * (n != 1)} ({human_size(report.bytes)})"
+    if report.kept_recent:
+        line += f"; kept {report.kept_recent} newer than the grace period"
+    if report.temp_removed:
+        line += f"; removed {report.temp_removed} stale temporary file{'s' * (report.temp_removed != 1)}"
+    console.print(plain(line))

@@ -1,4 +1,10 @@
-"""Console output shared by CLI commands: JSON for scripts, rich for people, progress on stderr."""
+"""Console output shared by CLI commands: JSON for scripts, rich for people, progress on stderr.
+
+Text that comes from users or files (descriptions, tags, file names, error messages) goes to people
+through :func:`printable` (or :func:`plain` for rich cells): control characters are shown as
+escapes, never sent to the terminal, and brackets are never parsed as rich markup. ``--json`` output
+is exact.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,41 @@ from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.text import Text
 
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
+
+
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape_char(ch: str) -> str:
+    if ch in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[ch]
+    cp = ord(ch)
+    return f"\\x{cp:02x}" if cp < 0x100 else f"\\u{cp:04x}" if cp < 0x10000 else f"\\U{cp:08x}"
+
+
+def printable(value: object) -> str:
+    """``value`` as text a terminal shows as is: characters Python's ``repr`` would escape (C0 and C1
+    controls, DEL, bidi overrides, line separators, lone surrogates...) become ``\\x1b``-style escapes."""
+    text = str(value)
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape_char(ch) for ch in text)
+
+
+def plain(value: object) -> Text:
+    """A rich cell or line for untrusted text: :func:`printable`, and never parsed as markup."""
+    return Text(printable(value))
+
+
+def markup_safe(value: object) -> str:
+    """Untrusted text to embed in a rich markup string."""
+    return escape(printable(value))
 
 
 def print_json(data: Any) -> None:
@@ -46,7 +83,7 @@ def _byte_bars() -> Progress:
 def byte_progress(description: str, total: int | None = None) -> Iterator[Any]:
     """A transient byte-count progress bar on stderr; yields ``advance(nbytes)``."""
     with _byte_bars() as progress:
-        task = progress.add_task(description, total=total)
+        task = progress.add_task(markup_safe(description), total=total)
         yield lambda n: progress.advance(task, n)
 
 
@@ -71,7 +108,7 @@ class RichReporter:
         if task in self.tasks:
             self.progress.reset(self.tasks[task], total=total)
         else:
-            self.tasks[task] = self.progress.add_task(task, total=total)
+            self.tasks[task] = self.progress.add_task(markup_safe(task), total=total)
 
     def advance(self, task: str, amount: int) -> None:
         task_id = self.tasks.get(task)
@@ -83,4 +120,5 @@ class RichReporter:
         if task_id is not None:
             self.progress.remove_task(task_id)
         if err_console.is_terminal or self.verbose:
-            self.progress.console.print(f"[green]✓[/] {task}" + (f" [dim]{note}[/]" if note else ""), markup=True)
+            line = f"[green]✓[/] {markup_safe(task)}" + (f" [dim]{markup_safe(note)}[/]" if note else "")
+            self.progress.console.print(line, markup=True)

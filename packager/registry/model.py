@@ -213,12 +213,14 @@ class Model:
         sample_output: Any = None,
         resource_configuration: ResourceConfiguration | Mapping[str, Any] | None = None,
         progress: Progress | None = None,
+        follow_symlinks: bool = False,
     ) -> Model:
         """Register a file or folder as the next version of ``model_name``.
 
         Atomic: contents land in the blob store first (under temporary names, then renamed),
         and the version row with all its files is written in one transaction.
-        ``progress`` is called with byte counts as files are copied.
+        ``progress`` is called with byte counts as files are copied. A file link inside a folder
+        that points outside it is refused unless ``follow_symlinks`` (then its target's content is stored).
         """
         validate_name(model_name)
         tag_map = string_map(tags, "tags")
@@ -228,7 +230,7 @@ class Model:
         if model_framework is None and model_framework_version is not None:
             raise InvalidInputError("model_framework_version needs model_framework too")
         resources = _resource_config(resource_configuration)
-        root, is_folder, sources = collect(model_path, child_paths)
+        root, is_folder, sources = collect(model_path, child_paths, follow_symlinks)
         framework = (
             frameworks.normalize(model_framework)
             if model_framework

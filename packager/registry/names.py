@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 
+from edge_module.model_dir import MODEL_NAME_RE as NAME_RE
+from edge_module.model_dir import MODEL_NAME_RULE as NAME_RULE
 from packager.errors import InvalidInputError
-
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
-NAME_RULE = "letters, digits, '-', '_' and '.', starting with a letter or digit, at most 255 characters"
 
 
 def validate_name(name: object) -> str:

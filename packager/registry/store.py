@@ -287,6 +287,10 @@ class RegistryStore:
         query += " ORDER BY name, version DESC"
         return [_model_row(r) for r in self._connection().execute(query, args).fetchall()]
 
+    def referenced_digests(self) -> set[str]:
+        """Every digest some stored file uses (blobs outside this set are garbage, see ``Workspace.gc``)."""
+        return {r[0] for r in self._connection().execute("SELECT DISTINCT digest FROM model_files")}
+
     def files(self, model_id: int) -> list[StoredFile]:
         """A version's files, by path."""
         query = "SELECT kind, path, digest, size, executable FROM model_files WHERE model_id = ? ORDER BY path"

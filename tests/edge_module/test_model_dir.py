@@ -7,7 +7,15 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from edge_module.model_dir import ModelPathNotFoundError, model_dir_for, resolve_model_path, write_model_dir
+from edge_module.model_dir import (
+    InvalidModelNameError,
+    ModelPathNotFoundError,
+    check_model_name,
+    model_dir_for,
+    resolve_model_path,
+    version_dir,
+    write_model_dir,
+)
 
 
 def deploy(root: Path, name: str, version: int, entry: str = "model.onnx") -> Path:
@@ -75,3 +83,29 @@ def test_model_dir_for_image_paths() -> None:
     assert str(model_dir_for(root, [("m", 2), ("m", 2)])) == "/var/azureml-app/azureml-models/m/2"
     assert model_dir_for(root, [("m", 2), ("m", 3)]) == root
     assert model_dir_for(root, []) == root
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "nested"])
+def test_names_that_leave_the_model_dir_are_refused(tmp_path: Path, how: str) -> None:
+    """``get_model_path`` answers only for model names (as the registry allows them), never for paths."""
+    models = tmp_path / "models"
+    deploy(models, "digits", 1)
+    outside = deploy(tmp_path / "secret" / "keys", "1", 1, "id_rsa").parents[1]  # <tmp>/secret/keys/1/1/id_rsa
+    name = {"dotdot": "../secret/keys/1", "absolute": str(outside), "nested": "digits/../../secret/keys/1"}[how]
+    with pytest.raises(InvalidModelNameError, match=r"invalid model name .*letters, digits"):
+        resolve_model_path(name, model_dir=models)
+    with pytest.raises(ValueError, match="invalid model name"):  # what it is, for callers that catch ValueError
+        resolve_model_path(name, 1, model_dir=models)
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "-x", "a b", "a\nb", "a" * 256, "é"])
+def test_model_name_rule(name: str) -> None:
+    with pytest.raises(InvalidModelNameError):
+        check_model_name(name)
+    with pytest.raises(InvalidModelNameError):
+        version_dir(PurePosixPath("/m"), name, 1)
+
+
+def test_valid_model_names() -> None:
+    for name in ("a", "Model_1.2-x", "9lives", "a..b", "a" * 255):
+        assert check_model_name(name) == name

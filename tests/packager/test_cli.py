@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from packager import Workspace
 from packager.cli import main
 
 
@@ -193,3 +195,79 @@ def test_error_messages_are_printed_as_text_not_markup(run) -> None:
         r = run("model", "show", name)
         assert r.code == 2, r.err
         assert name in r.err and r.err.startswith("error:"), r.err
+
+
+def test_file_link_outside_the_folder_needs_follow_symlinks(run, model_dir: Path, tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("token")
+    (model_dir / "sub" / "creds").symlink_to(tmp_path / "secret")
+    r = run("model", "register", "-n", "m", "-p", str(model_dir))
+    _one_error_line(r, 2, "creds is a symbolic link to", str(tmp_path / "secret"), "--follow-symlinks")
+    r = run("model", "register", "-n", "m", "-p", str(model_dir), "--follow-symlinks", "--json")
+    assert r.code == 0, r.err
+    assert "outputs/sub/creds" in [f["path"] for f in r.json()["files"]]
+
+
+def test_gc_removes_unreferenced_blobs_after_the_grace_period(run, model_dir: Path, tmp_path: Path) -> None:
+    reg = run("model", "register", "-n", "m", "-p", str(model_dir), "--json").json()
+    ws = Workspace.from_path(tmp_path / "ws")
+    orphan, size = ws.blobs.put_bytes(b"left by a killed register")  # a blob no version references
+    r = run("model", "gc", "--json")
+    assert r.code == 0, r.err
+    assert r.json() == {"dryRun": False, "removed": [], "bytes": 0, "keptRecent": 1, "tempRemoved": 0}
+    os.utime(ws.blobs.path(orphan), (1, 1))  # older than the default grace period (1h)
+    r = run("model", "gc", "--dry-run")
+    assert r.code == 0 and r.out.startswith("Would remove 1 unreferenced blob (25 B)"), r.out
+    assert ws.blobs.exists(orphan)
+    r = run("model", "gc", "--json")
+    assert r.json()["removed"] == [{"digest": f"sha256:{orphan}", "size": size}]
+    assert not ws.blobs.exists(orphan)
+    assert run("model", "gc", "--grace", "0").out.startswith("Removed 0 unreferenced blobs")
+    assert run("model", "download", "m", "-t", str(tmp_path / "dl")).code == 0  # referenced blobs are kept
+    assert all(ws.blobs.exists(f["digest"].split(":")[1]) for f in reg["files"])
+    _one_error_line(run("model", "gc", "--grace", "soon"), 2, "'soon' is not a duration")
+
+
+def _raw_controls(text: str) -> list[str]:
+    """Characters a terminal would act on instead of showing (line breaks between lines aside)."""
+    return [ch for ch in text if not ch.isprintable() and ch != "\n"]
+
+
+def test_human_output_escapes_control_characters_and_json_keeps_them(run, model_dir: Path) -> None:
+    description = "clears\x1b[2J\rthe screen [bold]and[/] [/x] \u202eevil\u2028"
+    (model_dir / "sub" / "log\x1b[31m.txt").write_text("x")
+    r = run(
+        "model",
+        "register",
+        "-n",
+        "m",
+        "-p",
+        str(model_dir),
+        "--description",
+        description,
+        "--tag",
+        "bell=\x07ring",
+        "--tag",
+        "k\x9b2J=v",
+        "--property",
+        "p\x1b]0;title\x07=1",
+        "--json",
+    )
+    assert r.code == 0, r.err
+    shown = run("model", "show", "m", "--json").json()
+    assert shown["description"] == description and shown["tags"] == {"bell": "\x07ring", "k\x9b2J": "v"}
+    assert "outputs/sub/log\x1b[31m.txt" in [f["path"] for f in shown["files"]]
+    for args in (("model", "show", "m"), ("model", "list")):
+        r = run(*args)
+        assert r.code == 0, r.err
+        assert _raw_controls(r.out) == [], (args, r.out)
+    show = run("model", "show", "m").out
+    assert "clears\\x1b[2J\\rthe screen [bold]and[/] [/x] \\u202eevil\\u2028" in show  # markup shown as typed
+    assert "bell=\\x07ring" in show and "k\\x9b2J=v" in show and "log\\x1b[31m.txt" in show
+    assert "bell=\\x07ring" in run("model", "list").out
+
+
+def test_error_lines_escape_control_characters(run, model_dir: Path) -> None:
+    assert run("model", "register", "-n", "m", "-p", str(model_dir), "--property", "p\x1b[2J=1").code == 0
+    r = run("model", "update", "m:1", "--property", "p\x1b[2J=2")
+    _one_error_line(r, 1, "add-only; p\\x1b[2J already set")
+    assert _raw_controls(r.err) == []

@@ -72,15 +72,16 @@ def test_register_folder_keeps_structure_and_download_round_trips(workspace: Wor
 
 def test_child_paths_pick_files(workspace: Workspace, tmp_path: Path) -> None:
     folder = make_folder(tmp_path)
-    m = Model.register(workspace, folder, "picked", child_paths=["model.onnx", "sub"])
+    m = Model.register(workspace, folder, "picked", child_paths=["model.onnx", "sub", "sub/../sub/vocab.json"])
     assert [f.path for f in m.files] == ["outputs/model.onnx", "outputs/sub/vocab.json"]
+    assert len(Model.register(workspace, folder, "picked", child_paths=["."]).files) == 4
     with pytest.raises(InvalidInputError, match="inside"):
         Model.register(workspace, folder, "picked", child_paths=["../escape.txt"])
     with pytest.raises(InvalidInputError, match="does not exist"):
         Model.register(workspace, folder, "picked", child_paths=["nope.bin"])
     with pytest.raises(InvalidInputError, match="folder"):
         Model.register(workspace, folder / "model.onnx", "picked", child_paths=["x"])
-    assert [m.version for m in Model.list(workspace, name="picked")] == [1]
+    assert [m.version for m in Model.list(workspace, name="picked")] == [2, 1]
 
 
 @pytest.mark.parametrize(
@@ -362,3 +363,105 @@ def test_editing_a_deleted_version_says_so(workspace: Workspace, tmp_path: Path)
             edit()
     with pytest.raises(NotFoundError, match="already deleted"):
         stale.delete()
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "truncated", "replaced_by_symlink"])
+@pytest.mark.parametrize("source", ["file", "sample_bytes"])
+def test_registering_again_repairs_a_damaged_blob(
+    workspace: Workspace, tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str, source: str
+) -> None:
+    """Content stored again over a damaged blob replaces it (and says so), for files and in-memory samples."""
+    f = tmp_path / "m.bin"
+    f.write_bytes(b"good content " * 100)
+    m = Model.register(workspace, f, "m", sample_output={"label": [1, 2, 3]})
+    stored = m.files[0] if source == "file" else m.sample_output
+    assert stored is not None
+    blob = workspace.blobs.path(stored.digest)
+    good = blob.read_bytes()
+    blob.chmod(0o644)
+    if damage == "corrupt":
+        blob.write_bytes(bytes(len(good)))  # same size, other bytes
+    elif damage == "truncated":
+        blob.write_bytes(good[:5])
+    else:
+        blob.unlink()
+        (tmp_path / "elsewhere").write_bytes(b"not the content")
+        blob.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(IntegrityError):
+        m.download(tmp_path / "broken") if source == "file" else m.load_sample_output()
+    with caplog.at_level("WARNING", logger="packager.blobstore"):
+        again = Model.register(workspace, f, "m", sample_output={"label": [1, 2, 3]})
+    assert not blob.is_symlink() and blob.read_bytes() == good
+    assert (blob.stat().st_mode & 0o777) == 0o444
+    assert f"repaired blob sha256:{stored.digest}" in caplog.text
+    assert Path(m.download(tmp_path / "dl1")).read_bytes() == f.read_bytes()  # the old version is whole again
+    assert again.load_sample_output() == m.load_sample_output() == {"label": [1, 2, 3]}
+    assert list(workspace.blobs.tmp.iterdir()) == []
+
+
+def test_registering_intact_content_again_keeps_the_blob(workspace: Workspace, tmp_path: Path) -> None:
+    f = tmp_path / "m.bin"
+    f.write_bytes(b"x" * 1000)
+    m = Model.register(workspace, f, "m")
+    blob = workspace.blobs.path(m.files[0].digest)
+    inode = blob.stat().st_ino
+    Model.register(workspace, f, "m")
+    assert blob.stat().st_ino == inode  # not rewritten
+
+
+def test_file_link_pointing_outside_the_folder_is_refused_unless_followed(workspace: Workspace, tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    secret = tmp_path / "home" / "id_rsa"
+    secret.parent.mkdir()
+    secret.write_bytes(b"PRIVATE KEY")
+    (folder / "sub" / "key").symlink_to(secret)
+    with pytest.raises(InvalidInputError) as exc:
+        Model.register(workspace, folder, "bundle")
+    message = str(exc.value)
+    assert str(folder / "sub" / "key") in message and str(secret) in message and "outside" in message
+    assert "--follow-symlinks" in message and "follow_symlinks=True" in message
+    with pytest.raises(InvalidInputError, match="outside"):  # picked directly, or its folder
+        Model.register(workspace, folder, "bundle", child_paths=["sub/key"])
+    with pytest.raises(InvalidInputError, match="outside"):
+        Model.register(workspace, folder, "bundle", child_paths=["sub"])
+    assert Model.list(workspace) == []
+    assert [p for p in workspace.blobs.objects.rglob("*") if p.is_file()] == []  # nothing stored
+
+    m = Model.register(workspace, folder, "bundle", follow_symlinks=True)  # explicit: capture the target's content
+    assert "outputs/sub/key" in [f.path for f in m.files]
+    assert (Path(m.download(tmp_path / "dl")) / "sub" / "key").read_bytes() == b"PRIVATE KEY"
+    picked = Model.register(workspace, folder, "picked", child_paths=["sub/key"], follow_symlinks=True)
+    assert [f.path for f in picked.files] == ["outputs/sub/key"]
+
+
+def test_file_link_chain_leaving_the_folder_is_refused(workspace: Workspace, tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    (tmp_path / "outside.txt").write_text("x")
+    (folder / "hop").symlink_to(tmp_path / "outside.txt")
+    (folder / "first").symlink_to("hop")  # inside -> inside -> outside
+    with pytest.raises(InvalidInputError, match=r"first is a symbolic link to .*outside\.txt"):
+        Model.register(workspace, folder, "m", child_paths=["first"])
+
+
+def test_file_link_inside_the_folder_is_stored_as_its_targets_content(workspace: Workspace, tmp_path: Path) -> None:
+    """As v1 did: a link to another file of the model is stored as a copy of that file."""
+    folder = make_folder(tmp_path)
+    (folder / "sub" / "alias.onnx").symlink_to("../model.onnx")
+    m = Model.register(workspace, folder, "bundle")
+    by_path = {f.path: f.digest for f in m.files}
+    assert by_path["outputs/sub/alias.onnx"] == by_path["outputs/model.onnx"]
+    out = Path(m.download(tmp_path / "dl"))
+    assert not (out / "sub" / "alias.onnx").is_symlink()
+    assert (out / "sub" / "alias.onnx").read_bytes() == b"onnx-bytes"
+
+
+def test_broken_link_and_folder_link_are_refused(workspace: Workspace, tmp_path: Path) -> None:
+    folder = make_folder(tmp_path)
+    (folder / "dangling").symlink_to(tmp_path / "nowhere")
+    with pytest.raises(InvalidInputError, match="dangling is not a regular file"):
+        Model.register(workspace, folder, "m", follow_symlinks=True)
+    (folder / "dangling").unlink()
+    (folder / "dirlink").symlink_to(tmp_path)
+    for follow in (False, True):
+        with pytest.raises(InvalidInputError, match="dirlink is a symbolic link to a folder"):
+            Model.register(workspace, folder, "m", follow_symlinks=follow)

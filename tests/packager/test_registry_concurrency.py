@@ -8,7 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -130,3 +130,93 @@ def test_killed_register_leaves_no_version(tmp_path: Path) -> None:
     m = Model.register(ws, folder, "big")
     assert m.version == 1 and len(m.files) == 20
     assert Path(m.download(tmp_path / "dl")).joinpath("part19.bin").read_bytes() == bytes([19]) * 200_000
+
+
+def _register_same(ws_path: str, src: str, n: int) -> list[int]:
+    """One process: ``n`` threads register the same file at once (after a barrier)."""
+    ws = Workspace.from_path(ws_path)
+    barrier = threading.Barrier(n)
+    with ThreadPoolExecutor(n) as pool:
+        futures = [pool.submit(lambda: (barrier.wait(), Model.register(ws, src, "same"))[1].version) for _ in range(n)]
+        return [f.result() for f in futures]
+
+
+def test_many_processes_registering_content_over_a_corrupted_blob_all_repair_it(tmp_path: Path) -> None:
+    ws = Workspace.from_path(tmp_path / "ws")
+    src = tmp_path / "model.bin"
+    src.write_bytes(os.urandom(3 << 20))  # several read chunks: a reader can overlap a repairing rename
+    first = Model.register(ws, src, "same")
+    blob = ws.blobs.path(first.files[0].digest)
+    blob.chmod(0o644)
+    blob.write_bytes(b"\0" * (3 << 20))
+    with ProcessPoolExecutor(4, mp_context=get_context("spawn")) as pool:
+        versions = [
+            v for f in [pool.submit(_register_same, str(ws.path), str(src), 8) for _ in range(4)] for v in f.result()
+        ]
+    assert sorted(versions) == list(range(2, 34))
+    assert blob.read_bytes() == src.read_bytes() and (blob.stat().st_mode & 0o777) == 0o444
+    assert Path(first.download(tmp_path / "dl")).read_bytes() == src.read_bytes()
+    assert list(ws.blobs.tmp.iterdir()) == []
+
+
+def test_gc_removes_the_blob_of_a_register_killed_before_its_commit(tmp_path: Path) -> None:
+    """kill -9 after register published its blob and before its row committed leaves an orphan: gc sweeps it."""
+    ws = Workspace.from_path(tmp_path / "ws")
+    kept_src = tmp_path / "kept.bin"
+    kept_src.write_bytes(b"referenced content")
+    kept = Model.register(ws, kept_src, "kept")
+    src = tmp_path / "orphan.bin"
+    src.write_bytes(b"content of the killed register")
+    child = textwrap.dedent(f"""
+        import time
+        from packager import Model, Workspace
+        from packager.registry.store import WriteTransaction
+        def hang(self, new):   # inside the commit's transaction: blobs published, row not committed
+            print("committing", flush=True)
+            time.sleep(60)
+        WriteTransaction.insert_version = hang
+        Model.register(Workspace.from_path({str(ws.path)!r}), {str(src)!r}, "killed")
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "committing"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert [m.id for m in Model.list(ws)] == ["kept:1"]
+    orphans = [b.digest for b in ws.blobs.stored() if b.digest != kept.files[0].digest]
+    assert len(orphans) == 1  # the killed register's blob, referenced by nothing
+
+    fresh = ws.gc()  # within the grace period: a register may still be about to commit it
+    assert fresh.removed == [] and fresh.kept_recent == 1 and ws.blobs.exists(orphans[0])
+    dry = ws.gc(grace_s=0, dry_run=True)
+    assert [b.digest for b in dry.removed] == orphans and ws.blobs.exists(orphans[0])
+    report = ws.gc(grace_s=0)
+    assert [b.digest for b in report.removed] == orphans and report.bytes == len(b"content of the killed register")
+    assert [b.digest for b in ws.blobs.stored()] == [kept.files[0].digest]
+    assert Path(kept.download(tmp_path / "dl")).read_bytes() == b"referenced content"
+    assert ws.gc(grace_s=0).removed == []
+    again = Model.register(ws, src, "killed")  # the content can be registered again
+    assert Path(again.download(tmp_path / "dl2")).read_bytes() == src.read_bytes()
+
+
+def test_gc_racing_a_register_keeps_the_new_version_whole(tmp_path: Path) -> None:
+    """gc with no grace, run between register's blob writes and its commit, cannot break the version."""
+    ws = Workspace.from_path(tmp_path / "ws")
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "a.bin").write_bytes(b"first file")
+    (folder / "b.bin").write_bytes(b"second file" * 1000)
+    copied = [0]
+    swept: list[int] = []
+
+    def progress(n: int) -> None:  # files are copied in path order: a.bin is stored when b.bin starts
+        copied[0] += n
+        if copied[0] > len(b"first file") and not swept:
+            swept.append(len(ws.gc(grace_s=0).removed))
+
+    m = Model.register(ws, folder, "m", progress=progress)
+    assert swept == [1], "gc did not collect a.bin's blob mid-register: the race was not exercised"
+    out = Path(m.download(tmp_path / "dl"))
+    assert (out / "a.bin").read_bytes() == b"first file"
+    assert ws.gc(grace_s=0).removed == []

@@ -63,6 +63,14 @@ def test_served_when_absent(fresh_azureml: None, tmp_path: Path, monkeypatch: py
     assert Model.get_model_path("digits", version="2") == str(folder / "model.onnx")
     with pytest.raises(ModelPathNotFoundError, match="holds version 2"):
         Model.get_model_path("digits", 3)
+    secret = tmp_path / "secret" / "1"
+    secret.mkdir(parents=True)
+    (secret / "id_rsa").write_bytes(b"key")
+    monkeypatch.setenv("AZUREML_MODEL_DIR", str(tmp_path / "azureml-models"))
+    assert Model.get_model_path("digits") == str(folder / "model.onnx")
+    for name in ("../secret", str(tmp_path / "secret")):  # paths, not model names: refused as the packager does
+        with pytest.raises(ValueError, match="invalid model name"):
+            Model.get_model_path(name)
 
 
 def test_real_package_wins(fresh_azureml: None, tmp_path: Path) -> None:
