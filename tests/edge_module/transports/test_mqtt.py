@@ -42,7 +42,7 @@ def test_spool_keeps_order_and_survives_a_restart(tmp_path: Path) -> None:
     assert len(reopened) == 20
     assert [r.topic for r in reopened.take(100)] == [f"t/{i}" for i in range(10, 30)]
     reopened.ack(list(range(10, 30)))
-    assert len(reopened) == 0 and len(list(tmp_path.glob("*.seg"))) == 1
+    assert len(reopened) == 0 and len(list(tmp_path.glob("*.seg2"))) == 1
     reopened.close()
 
 
@@ -50,7 +50,7 @@ def test_spool_cuts_a_torn_tail_and_is_bounded(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "a")
     spool.append([Record("a", b"1"), Record("b", b"2" * 300_000)])  # a record larger than a read chunk
     spool.close()
-    seg = next((tmp_path / "a").glob("*.seg"))
+    seg = next((tmp_path / "a").glob("*.seg2"))
     with open(seg, "ab") as f:
         f.write(b"\x07\x00\x00")  # the process died mid-write
     spool = Spool(tmp_path / "a")
