@@ -32,6 +32,7 @@ the last writes. One thread uses a spool at a time (the transport's worker); it 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import stat
@@ -236,10 +237,8 @@ class Spool:
         return fd
 
     def _unlink(self, name: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=self._dir_fd)
-        except FileNotFoundError:
-            pass
 
     # opening ----------------------------------------------------------------------------------
     def _load(self) -> None:
