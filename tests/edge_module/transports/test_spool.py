@@ -5,15 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import stat
-import struct
 import tempfile
-import zlib
 from pathlib import Path
 
 import pytest
 
 from edge_module.transports.settings import MqttSettings
 from edge_module.transports.spool import Record, Spool, SpoolError
+from tests.support.mqtt import v1_segment
 
 STATE_VARS = ("EDGEPACK_STATE_DIR", "XDG_STATE_HOME", "EDGEPACK_MQTT_SPOOL_DIR")
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
@@ -29,15 +28,7 @@ def _mode(path: Path) -> int:
 
 
 def _v1_segment(folder: Path, topics: list[bytes], first: int = 0) -> Path:
-    """A segment in the first format (``.seg``: crc32, length | body, no magic), topics as raw bytes."""
-    blobs = []
-    for i, topic in enumerate(topics):
-        payload = b'{"id":"old%d"}' % (first + i)
-        body = struct.pack("<QHHI", first + i, len(topic), 0, 0) + topic + payload
-        blobs.append(struct.pack("<II", zlib.crc32(body), len(body)) + body)
-    path = folder / f"{first:020d}.seg"
-    path.write_bytes(b"".join(blobs))
-    return path
+    return v1_segment(folder, [(t, b'{"id":"old%d"}' % (first + i)) for i, t in enumerate(topics)], first)
 
 
 # where the spool lives ----------------------------------------------------------------------------
