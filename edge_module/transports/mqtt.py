@@ -123,7 +123,7 @@ class MqttTransport:
     ):
         self.app = app
         self.on_failure = on_failure
-        self._error: str | None = None  # why the thread ended for good
+        self._failure: str | None = None  # why the thread ended for good
         self.settings = s = settings or MqttSettings()
         self.metrics = metrics
         self._load = load and load_error is None
@@ -187,7 +187,7 @@ class MqttTransport:
     @property
     def error(self) -> str | None:
         """None while the transport works (connected or reconnecting); why it stopped for good once it has."""
-        return self._error
+        return self._failure
 
     @property
     def request_filter(self) -> str:
@@ -309,11 +309,11 @@ class MqttTransport:
         try:
             self._serve()
         except BaseException as exc:
-            self._error = f"{type(exc).__name__}: {exc}"
-            log.critical("the MQTT transport stopped for good: %s", self._error, exc_info=True)
+            self._failure = f"{type(exc).__name__}: {exc}"
+            log.critical("the MQTT transport stopped for good: %s", self._failure, exc_info=True)
             if self.on_failure is not None:
                 try:
-                    self.on_failure(self._error)
+                    self.on_failure(self._failure)
                 except Exception:
                     log.exception("reporting the MQTT transport's failure failed")
 
