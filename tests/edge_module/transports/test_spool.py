@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_module.settings_table import SettingsError
 from edge_module.transports.settings import MqttSettings
 from edge_module.transports.spool import Record, Spool, SpoolError
 from tests.support.mqtt import v1_segment
@@ -50,6 +51,12 @@ def test_the_default_folder_is_private_state_not_the_shared_tmp(
     assert settings.effective_spool_dir == str(tmp_path / "xdg/edgepack/mqtt/c1")
     state = MqttSettings.from_env({"EDGEPACK_STATE_DIR": str(tmp_path / "state")}, client_id="c1")
     assert state.effective_spool_dir == str(tmp_path / "state/mqtt/c1")
+
+    monkeypatch.delenv("XDG_STATE_HOME")
+    monkeypatch.setenv("HOME", "/")  # e.g. a user without a home folder: no guessing, say what to set
+    with pytest.raises(SettingsError, match="set EDGEPACK_STATE_DIR or EDGEPACK_MQTT_SPOOL_DIR"):
+        MqttSettings(client_id="c1").effective_spool_dir  # noqa: B018
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
 
     spool = Spool(settings.effective_spool_dir)  # created with its parents, all private
     spool.append([Record("t", b"x")])
