@@ -5,9 +5,9 @@ it, so results survive broker outages (and, from the last acknowledged one on, a
 process). Layout in ``directory``:
 
 - ``<first seq, 20 digits>.seg2``: append-only segments of records ``magic, crc32, length | seq,
-  topic, correlation data, meta (JSON: content type, user properties), payload`` (the CRC covers the
-  length and the body); a new segment starts past ``segment_bytes``; a segment is deleted once every
-  record in it is acknowledged.
+  topic, correlation data, meta (JSON: content type, user properties), payload`` (the CRC is the
+  body's: a damaged length fails it too); a new segment starts past ``segment_bytes``; a segment is
+  deleted once every record in it is acknowledged.
 - ``head``: the lowest sequence number not yet acknowledged (8 bytes), rewritten as it advances.
 
 Damage. A torn record at the end (the process died mid-write) is cut off when the spool is opened.
@@ -49,8 +49,7 @@ import orjson
 log = logging.getLogger("edgepack.mqtt.spool")
 
 _MAGIC = b"\xfe\xed\x5a\xa5"  # 0xFE never occurs in UTF-8 text: JSON payloads hold no false starts
-_FRAME = struct.Struct("<4sII")  # magic, crc32 of (length, body), body length
-_LENGTH = struct.Struct("<I")
+_FRAME = struct.Struct("<4sII")  # magic, crc32 of the body, body length
 _V1_FRAME = struct.Struct("<II")  # the .seg format: crc32 of the body, body length
 _BODY = struct.Struct("<QHHI")  # seq, topic length, correlation data length, meta length
 _HEAD = struct.Struct("<Q")
@@ -86,7 +85,7 @@ class Record(NamedTuple):
         if self.content_type or self.user_properties:
             meta = orjson.dumps({"c": self.content_type, "u": self.user_properties})
         body = b"".join((_BODY.pack(seq, len(topic), len(corr), len(meta)), topic, corr, meta, self.payload))
-        return frame(body)
+        return _FRAME.pack(_MAGIC, zlib.crc32(body), len(body)) + body
 
     @staticmethod
     def decode(body: bytes) -> Record:
@@ -106,12 +105,6 @@ class Record(NamedTuple):
             users = tuple((str(k), str(v)) for k, v in meta.get("u") or ())
         at += mlen
         return Record(topic, body[at:], corr, content_type, users, seq)
-
-
-def frame(body: bytes) -> bytes:
-    """A record as stored: the magic, the CRC of (length, body), the length, then ``body``."""
-    n = len(body)
-    return _FRAME.pack(_MAGIC, zlib.crc32(body, zlib.crc32(_LENGTH.pack(n))), n) + body
 
 
 @dataclass
@@ -151,7 +144,7 @@ def _frames(fd: int, pos: int, size: int) -> Iterator[tuple[int, bytes | None]]:
                     i = load(pos, _FRAME.size + length)
                     if len(chunk) - i >= _FRAME.size + length:
                         view = memoryview(chunk)
-                        if zlib.crc32(view[i + 8 : i + _FRAME.size + length]) == crc:
+                        if zlib.crc32(view[i + _FRAME.size : i + _FRAME.size + length]) == crc:
                             yield end, bytes(view[i + _FRAME.size : i + _FRAME.size + length])
                             pos = end
                             continue
@@ -296,7 +289,7 @@ class Spool:
             body = data[at + _V1_FRAME.size : at + _V1_FRAME.size + length]
             if len(body) < length or zlib.crc32(body) != crc:
                 break  # the old format cannot resynchronise: the rest is lost, as it was
-            out.append(frame(body))
+            out.append(_FRAME.pack(_MAGIC, crc, length) + body)
             at += _V1_FRAME.size + length
         self._unlink(tmp)
         fd = self._open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
