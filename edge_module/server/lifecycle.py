@@ -25,6 +25,7 @@ from edge_module.server.connection import Connection
 from edge_module.server.metrics import Metrics, SharedSlots
 from edge_module.server.service import Service
 from edge_module.settings import Settings
+from edge_module.transports.hosted import TRANSPORT_FAILED
 
 __all__ = ["BackgroundServer", "Server", "configure_logging", "make_socket", "new_event_loop", "serve"]
 
@@ -102,12 +103,20 @@ class Server:
         worker: int = 0,
         shared: SharedSlots | None = None,
         on_state: StateCallback | None = None,
+        exit_on_transport_failure: bool = False,
     ):
         self.app = app
         self.settings = settings
         self.worker = worker
         self.shared = shared
         self.on_state = on_state
+        # a transport that fails for good: /v2/health/ready answers 503 naming it (transport_error) and,
+        # with exit_on_transport_failure (a process of its own), the server stops with exit_code 3
+        self.exit_on_transport_failure = exit_on_transport_failure
+        self.transport_error: str | None = None
+        self.exit_code = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_task: asyncio.Task[None] | None = None
         self.service: Service | None = None
         self.transports: list[Any] = []  # MQTT / IoT Edge hub beside HTTP (edge_module.transports.hosted)
         self.port: int | None = None
@@ -118,7 +127,7 @@ class Server:
         """Listen and load. ``listen_after_load``: load first and only then accept connections (a
         worker restarted beside ready ones stays out of the port's rotation until it can score; one
         whose load fails never joins it)."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         if sock is None:
             sock = make_socket(self.settings.host, self.settings.port)
         settled = asyncio.Event()
@@ -152,9 +161,32 @@ class Server:
         from edge_module.transports.hosted import start_transports
 
         try:
-            self.transports = start_transports(s, self.app, self.service.metrics.attach(), load_error)
-        except Exception:  # e.g. no spool folder, or azure-iot-device missing: HTTP goes on
-            log.exception("the MQTT / IoT Edge transport could not start; serving HTTP only")
+            metrics = self.service.metrics.attach()
+            self.transports = start_transports(s, self.app, metrics, load_error, self._transport_failed)
+        except Exception as exc:  # e.g. an unsafe spool folder, or azure-iot-device missing
+            log.error("the MQTT / IoT Edge transport could not start", exc_info=True)
+            self._transport_failed("MQTT / IoT Edge", f"it could not start: {type(exc).__name__}: {exc}")
+
+    def _transport_failed(self, name: str, error: str) -> None:
+        """A transport stopped for good (called from any thread): not ready, and stop when asked to."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the server is gone anyway
+                loop.call_soon_threadsafe(self._on_transport_failure, name, error)
+
+    def _on_transport_failure(self, name: str, error: str) -> None:
+        message = f"the {name} transport failed: {error}"
+        self.transport_error = message
+        if self.service is not None:
+            self.service.transport_error = message
+        if not self.exit_on_transport_failure or self.exit_code:
+            log.error("%s; /v2/health/ready answers 503", message)
+            return
+        self.exit_code = TRANSPORT_FAILED
+        log.critical(
+            "%s; stopping with exit code %d for the supervisor to restart the service", message, self.exit_code
+        )
+        self._stop_task = asyncio.get_running_loop().create_task(self.stop())
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stop accepting, let requests being scored finish (up to ``grace`` seconds), close."""
@@ -296,8 +328,9 @@ def serve(app_factory: Callable[[], ScoringApp], settings: Settings, on_state: S
             if on_state is not None:
                 on_state(name, {**info, "worker": 0})
 
-        Server(build(app_factory), settings, on_state=state).run()
-        return 0
+        server = Server(build(app_factory), settings, on_state=state, exit_on_transport_failure=True)
+        server.run()
+        return server.exit_code
     from edge_module.server.workers import Supervisor
 
     return Supervisor(app_factory, settings, on_state).run()

@@ -122,11 +122,13 @@ class V2Routes:
 
     def h_ready(self, conn: Connection, req: HttpRequest, route: Route) -> None:
         service = self.service
-        if service.ready:
+        if service.ready and service.transport_error is None:
             conn.reply(req, 200, b'{"ready":true}')
         else:
             doc: dict[str, Any] = {"ready": False}
-            if service.load_error is not None:
+            if service.ready:
+                doc["error"] = service.transport_error
+            elif service.load_error is not None:
                 doc["error"] = f"load() failed: {service.load_error}"
             else:
                 doc["error"] = "the model is still loading"

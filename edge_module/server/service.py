@@ -69,6 +69,7 @@ class Service:
         self.ready = False
         self.load_error: str | None = None
         self.load_traceback: str | None = None
+        self.transport_error: str | None = None  # a hosted transport failed for good: not ready (lifecycle)
         self.lane = ScoringLane(
             loop, settings.scoring_threads, settings.scoring_timeout, on_timeout=self._count_timeout
         )

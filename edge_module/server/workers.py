@@ -26,6 +26,7 @@ from typing import Any
 from edge_module.runtime import ScoringApp
 from edge_module.server.metrics import SharedSlots
 from edge_module.settings import Settings
+from edge_module.transports.hosted import TRANSPORT_FAILED
 
 log = logging.getLogger("edgepack.server")
 
@@ -54,6 +55,7 @@ class Supervisor:
         self.workers = [_Worker(i) for i in range(settings.workers)]
         self.selector = selectors.DefaultSelector()
         self.stopping = False
+        self.exit_code = 0
         self.port = settings.port
         # once a worker has been ready, workers (re)started later load before they listen, so the
         # kernel never hands them a connection they would answer with 503
@@ -75,8 +77,16 @@ class Supervisor:
 
             sock = make_socket(self.settings.host, self.port, reuse_port=True, listen=not listen_after_load)
             settings = self.settings.replace(port=self.port)
-            server = Server(build(self.app_factory), settings, worker.index, self.shared, on_state=report)
+            server = Server(
+                build(self.app_factory),
+                settings,
+                worker.index,
+                self.shared,
+                on_state=report,
+                exit_on_transport_failure=True,
+            )
             server.run(sock, listen_after_load=listen_after_load)
+            code = server.exit_code
         except BaseException:
             traceback.print_exc()
             code = 1
@@ -144,6 +154,13 @@ class Supervisor:
                     if self.stopping:
                         break
                     code = os.waitstatus_to_exitcode(status)
+                    if code == TRANSPORT_FAILED:  # restarting the process is the supervisor's call, not ours
+                        log.critical(
+                            "worker %d: a transport failed for good; stopping (exit code %d)", worker.index, code
+                        )
+                        self.stopping = True
+                        self.exit_code = code
+                        break
                     worker.restarts += 1
                     delay = min(30.0, 0.5 * 2 ** (worker.restarts - 1))
                     worker.next_start = time.monotonic() + delay
@@ -178,7 +195,7 @@ class Supervisor:
                             os.close(worker.fd)
                             worker.fd = -1
                         self._spawn(worker)
-            return self._shutdown()
+            return self._shutdown() or self.exit_code
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

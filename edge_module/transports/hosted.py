@@ -4,11 +4,18 @@ The server starts them once its ``load()`` has settled, on the app it loaded (so
 one model, whichever way requests arrive); when the load failed they still start and answer every
 request with that error (503). With several workers only worker 0 runs them: an MQTT session and an
 IoT Edge module connection each belong to one client.
+
+A transport that cannot start (e.g. an unsafe spool folder) or whose thread ends for good calls
+``on_failure(name, error)``: the server answers 503 on ``/v2/health/ready`` naming it and, when it
+runs as a process (``python -m edge_module``, ``edgepack serve``), stops and exits with
+:data:`TRANSPORT_FAILED` (3) so that its supervisor (Docker's restart policy, the IoT Edge agent)
+restarts it. Passing problems (the broker away, a bad message, a damaged spool record) are not failures.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edge_module.runtime import ScoringApp
@@ -18,6 +25,11 @@ if TYPE_CHECKING:  # the settings import the transports' settings: no import bac
 
 log = logging.getLogger("edgepack.transports")
 
+TRANSPORT_FAILED = 3  # the exit code of a server whose transport failed for good
+
+#: ``on_failure(name, error)``: the transport ``name`` ("MQTT", "IoT Edge") stopped for good; called from its thread.
+FailureCallback = Callable[[str, str], None]
+
 
 class Transport(Protocol):
     def start(self) -> Any: ...
@@ -26,15 +38,21 @@ class Transport(Protocol):
 
 
 def start_transports(
-    settings: Settings, app: ScoringApp, metrics: Any = None, load_error: str | None = None
+    settings: Settings,
+    app: ScoringApp,
+    metrics: Any = None,
+    load_error: str | None = None,
+    on_failure: FailureCallback | None = None,
 ) -> list[Transport]:
-    """Start the MQTT and IoT Edge transports ``settings`` asks for; ``metrics`` gets their requests."""
+    """Start the MQTT and IoT Edge transports ``settings`` asks for; ``metrics`` gets their requests,
+    ``on_failure`` hears of a transport whose thread ended for good. Raises what a start raised."""
     started: list[Transport] = []
     try:
         if settings.mqtt is not None:
             from edge_module.transports.mqtt import MqttTransport
 
-            mqtt = MqttTransport(app, settings.mqtt, metrics, load=False, load_error=load_error)
+            report = None if on_failure is None else (lambda error: on_failure("MQTT", error))
+            mqtt = MqttTransport(app, settings.mqtt, metrics, load=False, load_error=load_error, on_failure=report)
             started.append(mqtt.start())
             log.info("scoring over MQTT: %s, requests on %s", settings.mqtt.url, mqtt.request_filter)
         if settings.iotedge is not None:

@@ -56,7 +56,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,7 +103,13 @@ class MqttTransport:
     the broker); ``False``: the caller has loaded the app (e.g. the HTTP server in the same process).
     ``load_error``: the caller's ``load()`` failed with this error; requests get it in a 503 reply.
     ``metrics``: any object with ``observe(route, method, status, seconds)``, called per request from
-    the transport's thread with route ``"mqtt"``."""
+    the transport's thread with route ``"mqtt"``.
+
+    Failure: a bad message or a damaged spool record is answered or skipped (and logged); an error
+    that escapes the loop (a bug, the disk full, an unsafe spool file) ends the thread for good: it
+    is logged, :attr:`error` says what happened and ``on_failure(error)`` is called from that
+    thread (the HTTP server then reports not ready and exits with code 3: see
+    :mod:`edge_module.transports.hosted`)."""
 
     def __init__(
         self,
@@ -113,8 +119,11 @@ class MqttTransport:
         *,
         load: bool = True,
         load_error: str | None = None,
+        on_failure: Callable[[str], None] | None = None,
     ):
         self.app = app
+        self.on_failure = on_failure
+        self._failure: str | None = None  # why the thread ended for good
         self.settings = s = settings or MqttSettings()
         self.metrics = metrics
         self._load = load and load_error is None
@@ -176,6 +185,11 @@ class MqttTransport:
         return self._connected.is_set()
 
     @property
+    def error(self) -> str | None:
+        """None while the transport works (connected or reconnecting); why it stopped for good once it has."""
+        return self._failure
+
+    @property
     def request_filter(self) -> str:
         """The topic filter requests are read from."""
         return self._filter
@@ -212,7 +226,8 @@ class MqttTransport:
 
     def stats(self) -> dict[str, Any]:
         """Counts, plus ``queued`` (received, not scored), ``spooled`` (replies not acknowledged),
-        ``inflight``, ``connected`` and ``max_batch`` (the largest batch so far)."""
+        ``inflight``, ``connected``, ``max_batch`` (the largest batch so far) and ``spool_lost``
+        (spooled replies skipped as damaged)."""
         spool = self.spool
         return {
             **self._counts,
@@ -221,6 +236,7 @@ class MqttTransport:
             "inflight": len(self._inflight),
             "connected": self.connected,
             "max_batch": self._max_batch_seen,
+            "spool_lost": spool.lost if spool is not None else 0,
         }
 
     # paho -------------------------------------------------------------------------------------
@@ -290,6 +306,18 @@ class MqttTransport:
 
     # the loop ---------------------------------------------------------------------------------
     def _run(self) -> None:
+        try:
+            self._serve()
+        except BaseException as exc:
+            self._failure = f"{type(exc).__name__}: {exc}"
+            log.critical("the MQTT transport stopped for good: %s", self._failure, exc_info=True)
+            if self.on_failure is not None:
+                try:
+                    self.on_failure(self._failure)
+                except Exception:
+                    log.exception("reporting the MQTT transport's failure failed")
+
+    def _serve(self) -> None:
         if self._load:
             try:
                 self.app.load()

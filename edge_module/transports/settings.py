@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +27,22 @@ from edge_module.settings_table import (
 )
 
 HUB_MESSAGE_LIMIT = 256 * 1024  # IoT Hub's (and the SDK's) limit for one message
+
+
+def default_state_dir(environ: Mapping[str, str] | None = None) -> str:
+    """Where the module keeps private state when ``EDGEPACK_STATE_DIR`` is not set:
+    ``$XDG_STATE_HOME/edgepack``, else ``~/.local/state/edgepack`` (``/root/...`` in images, which run
+    as root). Never the shared temporary folder: others could plant files or symlinks there."""
+    env = os.environ if environ is None else environ
+    xdg = env.get("XDG_STATE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return os.path.join(xdg, "edgepack")
+    home = env.get("HOME") or os.path.expanduser("~")
+    if not home or not os.path.isabs(home) or home == "/":
+        raise SettingsError(
+            "no home folder for the MQTT spool: set EDGEPACK_STATE_DIR or EDGEPACK_MQTT_SPOOL_DIR to a private folder"
+        )
+    return os.path.join(home, ".local", "state", "edgepack")
 
 
 def parse_protocol(raw: str, what: str) -> int:
@@ -112,11 +127,17 @@ class MqttSettings:
     max_inflight: int = setting(
         200, "EDGEPACK_MQTT_MAX_INFLIGHT", parse=integer, help="Replies published and not acknowledged yet."
     )
+    state_dir: str | None = setting(
+        None,
+        "EDGEPACK_STATE_DIR",
+        shown="$XDG_STATE_HOME/edgepack, else ~/.local/state/edgepack",
+        help="The module's private state (the MQTT spool goes under mqtt/<client id>); mount a volume here.",
+    )
     spool_dir: str | None = setting(
         None,
         "EDGEPACK_MQTT_SPOOL_DIR",
-        shown="<tmp>/edgepack-mqtt/<client id>",
-        help="Where replies wait for the broker.",
+        shown="<state dir>/mqtt/<client id>",
+        help="Where replies wait for the broker (a private folder: 0700, this user's, no symlinks).",
     )
     spool_max: int = setting(100_000, "EDGEPACK_MQTT_SPOOL_MAX", parse=integer, help="Replies waiting for the broker.")
     spool_max_bytes: int = setting(
@@ -184,8 +205,11 @@ class MqttSettings:
 
     @property
     def effective_spool_dir(self) -> str:
-        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.effective_client_id)
-        return self.spool_dir or os.path.join(tempfile.gettempdir(), "edgepack-mqtt", safe)
+        """``spool_dir``, else ``<state dir>/mqtt/<client id>`` (see :func:`default_state_dir`)."""
+        if self.spool_dir:
+            return self.spool_dir
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", self.effective_client_id).lstrip(".") or "_"
+        return os.path.join(self.state_dir or default_state_dir(), "mqtt", safe)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> MqttSettings:

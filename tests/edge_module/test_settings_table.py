@@ -69,6 +69,7 @@ SAMPLES: dict[tuple[type, str], tuple[str, Any, dict[str, str]]] = {
     (MqttSettings, "max_batch"): ("4", 4, {}),
     (MqttSettings, "max_wait_ms"): ("1.5", 1.5, {}),
     (MqttSettings, "max_inflight"): ("20", 20, {}),
+    (MqttSettings, "state_dir"): ("{tmp}/state", "{tmp}/state", {}),
     (MqttSettings, "spool_dir"): ("{tmp}/spool", "{tmp}/spool", {}),
     (MqttSettings, "spool_max"): ("10", 10, {}),
     (MqttSettings, "spool_max_bytes"): ("1MB", 1_000_000, {}),

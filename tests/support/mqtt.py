@@ -248,6 +248,21 @@ class Requester:
         self.client.loop_stop()
 
 
+def v1_segment(folder: str | os.PathLike[str], records: list[tuple[bytes, bytes]], first: int = 0) -> Path:
+    """A spool segment in the first format (``<first>.seg``: crc32, length | body, no record magic), the
+    topics as raw bytes (so a test can store one that is not UTF-8 with a valid CRC)."""
+    import struct
+    import zlib
+
+    blobs = []
+    for i, (topic, payload) in enumerate(records):
+        body = struct.pack("<QHHI", first + i, len(topic), 0, 0) + topic + payload
+        blobs.append(struct.pack("<II", zlib.crc32(body), len(body)) + body)
+    path = Path(folder) / f"{first:020d}.seg"
+    path.write_bytes(b"".join(blobs))
+    return path
+
+
 def onnx_app(model: str | os.PathLike[str]) -> Any:
     from edge_module.scoring.onnx_app import OnnxScoringApp
 

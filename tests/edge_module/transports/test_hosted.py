@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import re
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -17,12 +20,15 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from edge_module.runtime import ScoringError
+from edge_module.runtime import Response, ScoringError
+from edge_module.server.lifecycle import BackgroundServer, Server
 from edge_module.settings import Settings, SettingsError
-from edge_module.transports.mqtt import mqtt_request
+from edge_module.transports.mqtt import MqttTransport, mqtt_request
+from edge_module.transports.settings import MqttSettings
 from tests.support.mqtt import Mosquitto, expected_outputs
 from tests.support.net import free_port
 from tests.support.procs import ROOT, Proc
+from tests.support.scorers import FunctionApp
 
 X = np.random.default_rng(11).random((1, 64)).astype(np.float32)
 
@@ -173,3 +179,71 @@ def test_settings_switch_the_transports_on_from_the_environment() -> None:
         Settings.from_env({"EDGEPACK_IOTEDGE": "maybe"})
     with pytest.raises(SettingsError, match="EDGEPACK_MQTT_MAX_BATCH"):
         Settings.from_env({"EDGEPACK_MQTT_URL": "mqtt://b:1883", "EDGEPACK_MQTT_MAX_BATCH": "lots"})
+
+
+# a transport that fails for good ----------------------------------------------------------------------
+def _disk_full(self: MqttTransport) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def _mqtt_settings(tmp_path: Path, **kwargs: Any) -> Settings:
+    mqtt = MqttSettings(url=f"mqtt://127.0.0.1:{free_port()}", spool_dir=str(tmp_path / "spool"))
+    return Settings(port=0, host="127.0.0.1", mqtt=mqtt, **kwargs)
+
+
+def _until(check: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_dead_transport_makes_the_server_not_ready(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Before: the MQTT thread died and /v2/health/ready still answered 200."""
+    monkeypatch.setattr(MqttTransport, "_try_connect", _disk_full)  # the loop's first step fails for good
+    app = FunctionApp(lambda request: Response(b'{"ok":true}'))
+    with BackgroundServer(app, _mqtt_settings(tmp_path)) as srv:
+        assert srv.wait_ready()
+        _until(lambda: srv.server.transport_error is not None)
+        r = requests.get(srv.url + "/v2/health/ready", timeout=5)
+        assert r.status_code == 503, r.text
+        assert r.json() == {
+            "ready": False,
+            "error": "the MQTT transport failed: OSError: [Errno 28] No space left on device",
+        }
+        assert requests.get(srv.url + "/v2/health/live", timeout=5).status_code == 200
+        assert requests.post(srv.url + "/score", json={}, timeout=5).json() == {"ok": True}  # HTTP goes on
+        assert srv.server.exit_code == 0  # embedded: the caller decides
+        (transport,) = srv.server.transports
+        assert transport.error == "OSError: [Errno 28] No space left on device"
+
+
+def test_a_server_process_stops_with_exit_code_3_when_its_transport_dies(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(MqttTransport, "_try_connect", _disk_full)
+    app = FunctionApp(lambda request: Response(b"{}"))
+    server = Server(app, _mqtt_settings(tmp_path), exit_on_transport_failure=True)
+    thread = threading.Thread(target=server.run, kwargs={"install_signals": False}, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert not thread.is_alive() and server.exit_code == 3
+    assert server.transport_error is not None and "No space left on device" in server.transport_error
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_python_m_edge_module_exits_3_when_mqtt_cannot_start(tmp_path: Path, workers: int) -> None:
+    """An unsafe spool folder: the process says why and exits non-zero (before: it served HTTP only, ready)."""
+    script = tmp_path / "score.py"
+    script.write_text("def init():\n    pass\n\ndef run(data):\n    return data\n")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    spool.chmod(0o777)
+    args = ["--entry-script", str(script), "--host", "127.0.0.1", "--port", str(free_port()), "--workers", str(workers)]
+    args += ["--mqtt", f"mqtt://127.0.0.1:{free_port()}"]
+    env = {**os.environ, "EDGEPACK_MQTT_SPOOL_DIR": str(spool), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "edge_module", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert f"the spool folder {spool} is writable by group or others" in proc.stderr, proc.stderr
+    assert "exit code 3" in proc.stderr, proc.stderr

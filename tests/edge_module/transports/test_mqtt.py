@@ -19,7 +19,7 @@ from edge_module.runtime import ScoringError
 from edge_module.settings import SettingsError
 from edge_module.transports.mqtt import MqttSettings, MqttTransport, _fill, _with_id, mqtt_request
 from edge_module.transports.spool import Record, Spool, SpoolFull
-from tests.support.mqtt import Mosquitto, Requester, expected_outputs, onnx_app, paho2_python
+from tests.support.mqtt import Mosquitto, Requester, expected_outputs, onnx_app, paho2_python, v1_segment
 
 SUPPORT = Path(__file__).resolve().parents[2] / "support" / "mqtt.py"
 REPO = Path(__file__).resolve().parents[3]
@@ -42,7 +42,7 @@ def test_spool_keeps_order_and_survives_a_restart(tmp_path: Path) -> None:
     assert len(reopened) == 20
     assert [r.topic for r in reopened.take(100)] == [f"t/{i}" for i in range(10, 30)]
     reopened.ack(list(range(10, 30)))
-    assert len(reopened) == 0 and len(list(tmp_path.glob("*.seg"))) == 1
+    assert len(reopened) == 0 and len(list(tmp_path.glob("*.seg2"))) == 1
     reopened.close()
 
 
@@ -50,7 +50,7 @@ def test_spool_cuts_a_torn_tail_and_is_bounded(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "a")
     spool.append([Record("a", b"1"), Record("b", b"2" * 300_000)])  # a record larger than a read chunk
     spool.close()
-    seg = next((tmp_path / "a").glob("*.seg"))
+    seg = next((tmp_path / "a").glob("*.seg2"))
     with open(seg, "ab") as f:
         f.write(b"\x07\x00\x00")  # the process died mid-write
     spool = Spool(tmp_path / "a")
@@ -277,6 +277,40 @@ def test_replies_left_in_the_spool_go_out_at_the_next_start(broker: Mosquitto, s
         assert req.wait_for(["old0", "old1", "old2"], 10) == set()
     finally:
         req.close()
+
+
+@pytest.mark.slow
+def test_a_spooled_reply_that_does_not_decode_is_skipped_and_the_transport_serves_on(
+    broker: Mosquitto, serve: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A record with a valid CRC and a topic that is not UTF-8 (before: it killed the MQTT thread for good)."""
+    service = f"t{uuid.uuid4().hex[:8]}"
+    req = Requester(broker.url, service, 311)
+    try:
+        req.wait_subscribed()
+        folder = tmp_path / "left"
+        folder.mkdir(mode=0o700)
+        topic = f"edgepack/{service}/score/response/".encode()
+        v1_segment(
+            folder, [(topic + b"old0", b'{"id":"old0"}'), (b"\xff\xfe", b"{}"), (topic + b"old2", b'{"id":"old2"}')]
+        )
+        with caplog.at_level("WARNING", "edgepack.mqtt"):
+            transport = serve(311, service=service, spool_dir=str(folder))
+            assert req.wait_for(["old0", "old2"], 10) == set()
+        assert "does not decode" in caplog.text
+        req.send("new", orjson.dumps({"data": _row(4).tolist()}))  # and it goes on serving
+        assert req.wait_for(["new"], 10) == set()
+        assert transport.error is None and transport.stats()["spool_lost"] == 1
+        _until(lambda: transport.stats()["spooled"] == 0)
+        assert transport.stats()["spooled"] == 0  # the skipped one does not wait for an acknowledgement
+    finally:
+        req.close()
+
+
+def _until(check: Any, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 @pytest.mark.slow
