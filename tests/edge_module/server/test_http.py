@@ -439,3 +439,48 @@ def test_several_scoring_threads_run_calls_concurrently() -> None:
         for t in threads:
             t.join(30)
     assert statuses == [200, 200, 200]
+
+
+# -- response headers from scorers ----------------------------------------------------------------------
+SPLITTING = {
+    "crlf-in-value": ({"X-Evil": "a\r\nSet-Cookie: pwned=1"}, "text/plain", "X-Evil"),
+    "lf-in-value": ({"X-Evil": "a\nSet-Cookie: pwned=1"}, "text/plain", "X-Evil"),
+    "nul-in-value": ({"X-Evil": "a\0b"}, "text/plain", "X-Evil"),
+    "crlf-in-name": ({"X-Evil\r\nSet-Cookie": "pwned=1"}, "text/plain", "Set-Cookie"),
+    "space-in-name": ({"X Evil": "v"}, "text/plain", "X Evil"),
+    "colon-in-name": ({"Set-Cookie: pwned=1\r\nX": "v"}, "text/plain", "pwned"),
+    "crlf-in-content-type": ({}, "text/plain\r\nSet-Cookie: pwned=1", "Content-Type"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPLITTING))
+def test_response_splitting_by_a_scorer_is_refused(case: str) -> None:
+    """A scorer's header that would inject headers (CR/LF/NUL, a name that is not a token) is a 500 naming it."""
+    headers, content_type, named = SPLITTING[case]
+    app = FunctionApp(lambda req: Response(b"ok", 200, content_type, headers))
+    with serving(app) as srv:
+        raw = raw_http(srv.server.port, b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", False)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 500 "), raw
+        assert b"pwned" not in head and b"x-evil" not in head.lower()
+        assert named in json.loads(body)["message"]
+        assert requests.post(srv.url + "/score").status_code == 500  # and the server goes on
+
+
+def test_response_splitting_by_a_rawhttp_entry_script_is_refused(tmp_path: Path) -> None:
+    from edge_module.scoring import build_app
+
+    script = tmp_path / "score.py"
+    script.write_text(
+        "from azureml.contrib.services.aml_request import rawhttp\n"
+        "from azureml.contrib.services.aml_response import AMLResponse\n\n"
+        "def init():\n    pass\n\n"
+        "@rawhttp\n"
+        "def run(request):\n"
+        "    return AMLResponse('hi', 200, {'X-Next': request.args.get('next', '')})\n"
+    )
+    with serving(build_app(str(script), str(tmp_path))) as srv:
+        assert requests.get(srv.url + "/score?next=ok").headers["x-next"] == "ok"
+        r = requests.get(srv.url + "/score?next=a%0d%0aSet-Cookie:%20pwned=1")
+        assert r.status_code == 500 and "X-Next" in r.json()["message"]
+        assert "set-cookie" not in r.headers
