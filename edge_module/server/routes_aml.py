@@ -3,6 +3,8 @@
 ``/score`` runs the app inline on the event loop (``inline_safe`` apps, under the watchdog), on a
 scoring thread with a timeout, or, for a :class:`~edge_module.runtime.BatchableApp` with batching
 on, through the model's adaptive batcher (``parse`` here, ``predict`` batched, ``respond`` here).
+A body over ``inline_max_body`` is scored whole on a scoring thread whatever the app: decoding and
+running it on the event loop would stall every other client and the probes.
 Failures are answered through :func:`edge_module.protocol.errors.as_scoring_error`. A scorer's
 response headers (and content type) are checked before they are written, as werkzeug does: a name
 that is not an HTTP token, or a value with CR, LF or NUL (which would inject headers: response
@@ -157,9 +159,10 @@ class AmlRoutes:
             req.query,
             "/score",
         )
-        if service.score_batching and req.method == "POST":
+        small = len(req.body) <= service.inline_max_body
+        if service.score_batching and small and req.method == "POST":
             self._score_batched(conn, req, request)
-        elif service.score_inline:
+        elif service.score_inline and small:
             t0 = perf_counter()
             try:
                 response = service.lane.run_inline(service.app.score, (request,), service.score_cancel)

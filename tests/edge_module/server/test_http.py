@@ -18,6 +18,7 @@ import requests
 
 from edge_module.runtime import BadInputError, Request, Response, ScoringApp
 from edge_module.scoring import OnnxScoringApp
+from edge_module.scoring.onnx_runtime import OnnxRuntime as OnnxScoringRuntime
 from edge_module.server.lifecycle import BackgroundServer
 from edge_module.settings import Settings
 from tests.support.net import raw_http
@@ -484,3 +485,62 @@ def test_response_splitting_by_a_rawhttp_entry_script_is_refused(tmp_path: Path)
         r = requests.get(srv.url + "/score?next=a%0d%0aSet-Cookie:%20pwned=1")
         assert r.status_code == 500 and "X-Next" in r.json()["message"]
         assert "set-cookie" not in r.headers
+
+
+# -- large requests off the event loop --------------------------------------------------------------------
+class HeldOnnxRuntime(OnnxScoringRuntime):
+    """The no-code ONNX runtime, recording which thread runs each batch; a run of more than ``hold_rows``
+    rows waits for ``release`` (after setting ``entered``), standing in for a long decode and run."""
+
+    def __init__(self, path: Path, hold_rows: int = 10**9):
+        super().__init__(path, "mlp", "1", intra_op_threads=1)
+        self.hold_rows = hold_rows
+        self.threads: list[tuple[int, str]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[Any]:
+        rows = len(next(iter(feeds.values())))
+        self.threads.append((rows, threading.current_thread().name))
+        if rows > self.hold_rows:
+            self.entered.set()
+            self.release.wait(60)  # longer than any timeout below: only a release ends it
+        return super().run(feeds)
+
+
+def test_large_requests_are_decoded_and_scored_off_the_event_loop(mlp_path: Path) -> None:
+    """Small requests stay inline (the hot path); bodies over inline_max_body go to a scoring thread."""
+    runtime = HeldOnnxRuntime(mlp_path)
+    app = OnnxScoringApp(runtimes=[runtime])
+    with serving(app) as srv:  # inline_max_body: 64 KiB by default
+        small, big = np.zeros((1, 64), np.float32), np.zeros((500, 64), np.float32)
+        assert len(json.dumps(big.tolist())) > 64 * 1024 > len(json.dumps(small.tolist())) * 2
+        for x in (small, big):
+            assert requests.post(srv.url + "/score", json={"data": x.tolist()}).status_code == 200
+            doc = {
+                "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]
+            }
+            assert requests.post(srv.url + "/v2/models/mlp/infer", json=doc).status_code == 200
+        loop_thread = srv._thread.name  # type: ignore[union-attr]
+        assert [name == loop_thread for _, name in runtime.threads] == [True, True, False, False]
+
+
+def test_a_large_request_in_flight_leaves_the_probes_answering(mlp_path: Path) -> None:
+    """While a big /score request is being scored, GET / and the V2 probes answer (deterministic: the run
+    is held until they have)."""
+    runtime = HeldOnnxRuntime(mlp_path, hold_rows=100)
+    with serving(OnnxScoringApp(runtimes=[runtime])) as srv:
+        big = {"data": np.zeros((2000, 64), np.float32).tolist()}  # ~ 0.5 MB of JSON
+        answers: list[requests.Response] = []
+        sender = threading.Thread(
+            target=lambda: answers.append(requests.post(srv.url + "/score", json=big, timeout=30))
+        )
+        sender.start()
+        try:
+            assert runtime.entered.wait(10)
+            assert requests.get(srv.url + "/", timeout=5).status_code == 200  # (a timeout: the loop is blocked)
+            assert requests.get(srv.url + "/v2/health/ready", timeout=5).status_code == 200
+        finally:
+            runtime.release.set()
+            sender.join(30)
+        assert answers and answers[0].status_code == 200
