@@ -353,7 +353,6 @@ class Connection(asyncio.Protocol):
         self._body_size = 0
         self._head_size = 0
         self._header_count = 0
-        self._head_fed = 0
         self.read_started = 0.0
         self.enqueue(req)  # type: ignore[arg-type]
 
