@@ -67,6 +67,36 @@ class Settings:
         shown="100MB",
         help="Largest request body: bytes, or a size such as 10MB, 64KiB.",
     )
+    max_header_size: int = setting(
+        64 * 1024,
+        "EDGEPACK_MAX_HEADER_SIZE",
+        parse=parse_size,
+        flag="--max-header-size",
+        metavar="SIZE",
+        shown="64KiB",
+        help="Largest request line and headers together (else 431).",
+    )
+    max_headers: int = setting(
+        100, "EDGEPACK_MAX_HEADERS", parse=integer, flag="--max-headers", metavar="N", help="Most headers (else 431)."
+    )
+    max_url_size: int = setting(
+        16 * 1024,
+        "EDGEPACK_MAX_URL_SIZE",
+        parse=parse_size,
+        flag="--max-url-size",
+        metavar="SIZE",
+        shown="16KiB",
+        help="Longest request URL (else 414).",
+    )
+    inline_max_body: int = setting(
+        64 * 1024,
+        "EDGEPACK_INLINE_MAX_BODY",
+        parse=parse_size,
+        flag="--inline-max-body",
+        metavar="SIZE",
+        shown="64KiB",
+        help="Larger bodies are decoded and scored on a scoring thread, even for scorers that run inline.",
+    )
     scoring_timeout: float = setting(
         60.0,
         "EDGEPACK_SCORING_TIMEOUT",
@@ -231,6 +261,11 @@ class Settings:
             raise SettingsError(f"invalid workers {self.workers}: use 1 or more")
         if self.max_body_size < 1:
             raise SettingsError(f"invalid max body size {self.max_body_size}: use a positive size")
+        for name in ("max_header_size", "max_headers", "max_url_size"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"invalid {name.replace('_', ' ')} {getattr(self, name)}: use a positive number")
+        if self.inline_max_body < 0:
+            raise SettingsError(f"invalid inline max body {self.inline_max_body}: use 0 (always offload) or more")
         if not self.scoring_timeout > 0:
             raise SettingsError(f"invalid scoring timeout {self.scoring_timeout}: use a positive number of seconds")
         if self.max_batch_size < 1:

@@ -6,6 +6,10 @@ carries ``"parameters": {"binary_data_size": N}`` (tensors follow in input order
 as binary when the request asks (``"parameters": {"binary_data_output": true}`` or
 ``{"binary_data": true}`` on a requested output); the reply then carries the same header.
 ``BYTES`` tensors in binary form are 4-byte little-endian lengths, each followed by the bytes.
+
+A declared shape is a claim of the client's: it is checked against the bytes present before anything
+is allocated for it (every element takes at least a byte of the body, a binary ``BYTES`` element at
+least 4), so a small body cannot make the server allocate for a huge shape.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import orjson
 from edge_module.runtime import NUMPY_TO_V2, V2_TO_NUMPY, BadInputError, ModelRuntime, TensorSpec
 
 _LEN = struct.Struct("<I")
+_MAX_EMPTY_EXTENT = 2**32  # a shape with a zero dimension holds nothing; its other dimensions stay sane
 _OPTS = orjson.OPT_SERIALIZE_NUMPY
 
 
@@ -49,6 +54,11 @@ class InferRequest:
 
 
 def _bytes_tensor(raw: memoryview, count: int, name: str) -> np.ndarray:
+    if count * _LEN.size > len(raw):  # before allocating for the declared count
+        raise BadInputError(
+            f"input '{name}': {len(raw)} bytes of binary BYTES data cannot hold {count} elements "
+            f"({_LEN.size}-byte length each)"
+        )
     out = np.empty(count, dtype=object)
     offset = 0
     for i in range(count):
@@ -154,6 +164,12 @@ def decode_request(body: bytes, header_length: int | None, table: Mapping[str, I
             if shape[axis] != size:
                 raise BadInputError(f"input '{name}': expected shape {spec.shape_text}, got {shape}")
         count = math.prod(shape)
+        if count > len(body) or (count == 0 and math.prod(d for d in shape if d) > _MAX_EMPTY_EXTENT):
+            raise BadInputError(
+                f"input '{name}': shape {shape} declares {count} elements, more than the {len(body)}-byte body holds"
+                if count
+                else f"input '{name}': shape {shape} is empty but its other dimensions are out of range"
+            )
         dtype = spec.dtype
         iparams = item.get("parameters")
         size = iparams.get("binary_data_size") if type(iparams) is dict else None

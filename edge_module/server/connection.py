@@ -2,9 +2,11 @@
 
 One :class:`Connection` per socket parses with httptools' callbacks and answers requests strictly in
 order (pipelining-safe: later requests wait in a per-connection queue while one is being scored).
-Limits are early returns before any body is decoded: a ``Content-Length`` over the limit is
-answered 413 from the headers alone and the connection closed without reading the body. What a
-request means is the :class:`~edge_module.server.service.Service`'s business (``service.handle``).
+Limits are early returns before any body is decoded: the request line and headers are bounded in
+size and count as they arrive (431; a URL over its own limit 414), a ``Content-Length`` over the
+limit is answered 413 and a request without valid credentials for a protected route 401, both from
+the headers alone, closing the connection without reading the body (and without ``100 Continue``).
+What a request means is the :class:`~edge_module.server.service.Service`'s business (``service.handle``).
 """
 
 from __future__ import annotations
@@ -75,12 +77,14 @@ def error_body(message: str, key: str = "message") -> bytes:
 
 class Reject(Exception):
     """Raised from a parser callback (or by the service's read timeout) to stop reading: answer
-    ``status`` and close."""
+    ``status`` and close. ``key``: the error body's key; ``headers``: extra response header lines."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, key: str = "message", headers: list[bytes] | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
+        self.key = key
+        self.headers = headers
 
 
 class HttpRequest:
@@ -156,11 +160,18 @@ class Connection(asyncio.Protocol):
         "_body_size",
         "_current",
         "_draining",
+        "_head_fed",
+        "_head_size",
+        "_header_count",
         "_headers",
         "_url",
+        "auth",
         "busy",
         "idle_ticks",
         "limit",
+        "max_head",
+        "max_headers",
+        "max_url",
         "parser",
         "paused",
         "pending",
@@ -180,6 +191,10 @@ class Connection(asyncio.Protocol):
         self.paused = False
         self.rejected = False
         self.limit = service.max_body_size
+        self.max_head = service.max_header_size
+        self.max_headers = service.max_headers
+        self.max_url = service.max_url_size
+        self.auth = service.auth
         self.idle_ticks = 0
         self.read_started = 0.0  # perf_counter() at the first byte of the request being read; 0 between requests
         self._url = b""
@@ -187,6 +202,12 @@ class Connection(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_size = 0
         self._current: HttpRequest | None = None
+        # the request line and headers read so far, counted exactly as the parser hands them over
+        self._head_size = 0
+        self._header_count = 0
+        # bytes fed to the parser since the current head began, counted per read: bounds what the parser
+        # buffers of a header that has not ended yet (it hands a header over only once it is whole)
+        self._head_fed = 0
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -204,8 +225,17 @@ class Connection(asyncio.Protocol):
             self.read_started = perf_counter()
         if self.rejected:
             return  # the parser stopped on an error; the answer and the close are on their way
+        in_head = self._current is None
+        if in_head:
+            self._head_fed += len(data)
         try:
             self.parser.feed_data(data)
+            # still in the same head after this read (a head that ended, or a message that completed,
+            # zeroed the count): a header is arriving that the parser keeps until it ends
+            if in_head and self._head_fed > self.max_head and self._current is None:
+                raise Reject(431, self._head_message())
+        except Reject as reject:
+            self.reject(reject)
         except httptools.HttpParserCallbackError as exc:
             reject = exc.__context__ if isinstance(exc.__context__, Reject) else None
             if reject is None:
@@ -251,22 +281,38 @@ class Connection(asyncio.Protocol):
             self.paused = False
             self.transport.resume_reading()
 
+    def _head_message(self) -> str:
+        return (
+            f"the request line and headers are over the {self.max_head}-byte limit; "
+            "send less in headers (the body has no such limit)"
+        )
+
     # -- httptools callbacks ------------------------------------------------------------------------
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > 16384:
-            raise Reject(414, "request URL too long")
+        self._head_size += len(url)
+        if len(self._url) > self.max_url:
+            raise Reject(414, f"the request URL is over the {self.max_url}-byte limit")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.lower()] = value
+        self._header_count += 1
+        self._head_size += len(name) + len(value) + 4
+        if self._head_size > self.max_head:
+            raise Reject(431, self._head_message())
+        if self._header_count > self.max_headers:
+            raise Reject(431, f"a request may have at most {self.max_headers} headers")
 
     def on_headers_complete(self) -> None:
         headers = self._headers
         req = self._current = HttpRequest()
+        self._head_fed = 0
         req.start = perf_counter()
         req.headers = headers
         rid = headers.get(b"x-request-id")
         req.request_id = rid if rid else self.service.new_request_id()
+        if self.auth is not None:
+            self.service.authenticate(self._url, headers, self.parser.get_method())  # raises Reject(401)
         length = headers.get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             raise Reject(413, f"request body of {int(length)} bytes is over the {self.limit}-byte limit")
@@ -305,6 +351,8 @@ class Connection(asyncio.Protocol):
         self._headers = {}
         self._body = []
         self._body_size = 0
+        self._head_size = 0
+        self._header_count = 0
         self.read_started = 0.0
         self.enqueue(req)  # type: ignore[arg-type]
 

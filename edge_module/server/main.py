@@ -45,8 +45,31 @@ def export_environment(settings: Settings) -> None:
         os.environ["AML_APP_ROOT"] = os.path.abspath(settings.source_dir)
 
 
+def auth_summary(settings: Settings) -> tuple[str, str | None]:
+    """Which auth protects the scoring routes (``"none"``, ``"key"`` or ``"token"``, with what clients
+    send), and a warning when the settings look like auth was meant but is off. Never the secrets."""
+    mode = settings.auth_mode
+    if mode == "key":
+        keys = "primary and secondary keys" if settings.secondary_key else "the primary key"
+        line = f"auth: key (clients send 'Authorization: Bearer <key>', {keys})"
+    elif mode == "token":
+        line = "auth: token (clients send 'Authorization: Bearer <token>'; 'edgepack token' mints one)"
+    else:
+        line = "auth: none (anyone who reaches the port can score; EDGEPACK_PRIMARY_KEY or --token-auth turn auth on)"
+    warning = None
+    if settings.token_secret and mode is None:
+        warning = (
+            "EDGEPACK_TOKEN_SECRET is set but token auth is off, so the server runs WITHOUT auth: "
+            "add --token-auth (EDGEPACK_TOKEN_AUTH=true) to require tokens, or unset the secret"
+        )
+    elif settings.token_secret and mode == "key":
+        warning = "EDGEPACK_TOKEN_SECRET is ignored: key auth is on (keys and tokens are mutually exclusive)"
+    return line, warning
+
+
 class TerminalReporter:
-    """Prints the server's life to a terminal: where it listens, when it is ready, why load() failed."""
+    """Prints the server's life to a terminal: where it listens, which auth is on, when it is ready,
+    why load() failed."""
 
     def __init__(self, settings: Settings, stream: TextIO | None = None, prefix: str = "edgepack"):
         self.settings = settings
@@ -73,6 +96,10 @@ class TerminalReporter:
                 f"{self.prefix}: listening on http://{shown}:{info['port']} "
                 f"({n} worker{'s' if n > 1 else ''}); loading..."
             )
+            auth, warning = auth_summary(self.settings)
+            self._print(f"{self.prefix}: {auth}")
+            if warning:
+                self._print(f"warning: {warning}")
             self.port = info["port"]
         elif state == "ready":
             self.ready.add(worker)

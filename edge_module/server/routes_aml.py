@@ -3,11 +3,18 @@
 ``/score`` runs the app inline on the event loop (``inline_safe`` apps, under the watchdog), on a
 scoring thread with a timeout, or, for a :class:`~edge_module.runtime.BatchableApp` with batching
 on, through the model's adaptive batcher (``parse`` here, ``predict`` batched, ``respond`` here).
-Failures are answered through :func:`edge_module.protocol.errors.as_scoring_error`.
+A body over ``inline_max_body`` is scored whole on a scoring thread whatever the app: decoding and
+running it on the event loop would stall every other client and the probes.
+Failures are answered through :func:`edge_module.protocol.errors.as_scoring_error`. A scorer's
+response headers (and content type) are checked before they are written, as werkzeug does: a name
+that is not an HTTP token, or a value with CR, LF or NUL (which would inject headers: response
+splitting), is answered 500 naming the header.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -24,23 +31,59 @@ from edge_module.server.connection import JSON, OWN_HEADERS, TEXT, Connection, H
 if TYPE_CHECKING:
     from edge_module.server.service import Route, Service
 
+log = logging.getLogger("edgepack.server")
+
 _EXEC_MS = b"x-ms-run-fn-exec-ms: "
 _FAILED = b"x-ms-run-function-failed: True\r\n"
 _HEADER_PREFIXES: dict[str, bytes] = {"x-ms-run-fn-exec-ms": _EXEC_MS}
+_CONTENT_TYPES: dict[str, bytes] = {"application/json": JSON}  # checked and encoded, by value
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 field names
+
+
+class _BadHeader(ValueError):
+    """A scorer's response header that cannot be sent as it is."""
 
 
 def _header_prefix(name: str) -> bytes:
-    """``b"Name: "`` for a scorer's response header (cached), ``b""`` for the ones the server owns."""
+    """``b"Name: "`` for a scorer's response header (cached), ``b""`` for the ones the server owns;
+    :class:`_BadHeader` for a name that is not a token (nothing else may go before the colon)."""
+    if type(name) is not str or not _TOKEN.fullmatch(name):
+        raise _BadHeader(f"the response header name {name!r} is not a valid HTTP header name")
     lower = name.lower()
-    if lower in OWN_HEADERS or "\n" in name or "\r" in name or ":" in name:
+    if lower in OWN_HEADERS:
         prefix = b""
     elif lower == "x-ms-run-fn-exec-ms":
         prefix = _EXEC_MS
     else:
-        prefix = name.encode("latin-1") + b": "
+        prefix = name.encode("ascii") + b": "
     if len(_HEADER_PREFIXES) < 1024:
         _HEADER_PREFIXES[name] = prefix
     return prefix
+
+
+def _header_value(name: str, value: str) -> bytes:
+    """A response header's value as sent; :class:`_BadHeader` for CR, LF or NUL (response splitting)
+    or characters outside latin-1."""
+    if "\n" in value or "\r" in value or "\0" in value:
+        raise _BadHeader(
+            f"the response header {name!r} has a CR, LF or NUL character in its value {value[:80]!r}; "
+            "header values must be one line"
+        )
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise _BadHeader(
+            f"the response header {name!r} has characters outside latin-1 in its value {value[:80]!r}"
+        ) from None
+
+
+def _content_type(value: str) -> bytes:
+    encoded = _CONTENT_TYPES.get(value)
+    if encoded is None:
+        encoded = _header_value("Content-Type", str(value))
+        if len(_CONTENT_TYPES) < 64:
+            _CONTENT_TYPES[value] = encoded
+    return encoded
 
 
 def _timed(fn: Callable[[Request], Any], request: Request) -> tuple[Any, float]:
@@ -116,9 +159,10 @@ class AmlRoutes:
             req.query,
             "/score",
         )
-        if service.score_batching and req.method == "POST":
+        small = len(req.body) <= service.inline_max_body
+        if service.score_batching and small and req.method == "POST":
             self._score_batched(conn, req, request)
-        elif service.score_inline:
+        elif service.score_inline and small:
             t0 = perf_counter()
             try:
                 response = service.lane.run_inline(service.app.score, (request,), service.score_cancel)
@@ -174,19 +218,25 @@ class AmlRoutes:
         body = response.body.encode("utf-8") if isinstance(response.body, str) else bytes(response.body)
         extra: list[bytes] = []
         timed = False
-        for k, v in response.headers.items():
-            prefix = _HEADER_PREFIXES.get(k)
-            if prefix is None:
-                prefix = _header_prefix(k)
-            if prefix:  # b"": framing and ids are the server's
-                if prefix is _EXEC_MS:
-                    timed = True
-                extra.append(prefix + str(v).encode("latin-1") + b"\r\n")
+        try:
+            for k, v in response.headers.items():
+                prefix = _HEADER_PREFIXES.get(k)
+                if prefix is None:
+                    prefix = _header_prefix(k)
+                if prefix:  # b"": framing and ids are the server's
+                    if prefix is _EXEC_MS:
+                        timed = True
+                    extra.append(prefix + _header_value(k, str(v)) + b"\r\n")
+            content_type = _content_type(response.content_type)
+        except _BadHeader as exc:
+            log.error("refused the scorer's response to request %s: %s", req.request_id.decode("latin-1"), exc)
+            conn.reply(req, 500, error_body(f"the scorer's response was refused: {exc}"), headers=[_FAILED])
+            return
         if not timed:
             extra.append(b"x-ms-run-fn-exec-ms: %.3f\r\n" % ms)
         if response.status >= 500:
             extra.append(_FAILED)
-        conn.reply(req, response.status, body, response.content_type.encode("latin-1"), extra)
+        conn.reply(req, response.status, body, content_type, extra)
 
     def _score_error(self, conn: Connection, req: HttpRequest, exc: BaseException) -> None:
         if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit from a script: answer, then let it go

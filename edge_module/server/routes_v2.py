@@ -2,7 +2,9 @@
 
 ``/v2/models/<name>[/versions/<v>]/...`` routes are added per runtime once the app has loaded
 (:meth:`V2Routes.add_models`), each with what was resolved for it then: inline or on a scoring
-thread, its ``cancel()`` when it supports one, its adaptive batcher when batching is on. The
+thread, its ``cancel()`` when it supports one, its adaptive batcher when batching is on. A body over
+``inline_max_body`` (or compressed) is decoded and scored on a scoring thread whatever the runtime:
+decoding tens of megabytes on the event loop would stall every other client and the probes. The
 message format is :mod:`edge_module.protocol.v2`; failures are answered through
 :func:`edge_module.protocol.errors.as_scoring_error`.
 """
@@ -176,15 +178,19 @@ class V2Routes:
                 return
         body = req.body
         encoding = headers.get(b"content-encoding")
+        if encoding is not None and encoding.lower() in (b"identity", b""):
+            encoding = None
+        if encoding is not None or len(body) > service.inline_max_body:
+
+            def decoded(result: Any, error: BaseException | None) -> None:
+                infer, outputs = result if error is None else (None, None)
+                self._infer_done(conn, req, model, infer, outputs, error)
+
+            args = (model, body, encoding, header_length)
+            service.offload(self._decode_predict, args, service.guard(conn, req, decoded), model.cancel)
+            return
         try:
-            if encoding is not None and encoding.lower() not in (b"identity", b""):
-                body = _decompress(body, encoding.lower(), service.max_body_size)
-            hl = None
-            if header_length is not None:
-                if not header_length.isdigit():
-                    raise ScoringError("Inference-Header-Content-Length must be a whole number", 400)
-                hl = int(header_length)
-            infer = v2.decode_request(body, hl, model.specs)
+            infer = self._decode(model, body, None, header_length)
         except ScoringError as exc:
             conn.reply(req, exc.status, error_body(str(exc), "error"))
             return
@@ -206,19 +212,38 @@ class V2Routes:
         else:
             service.offload(model.runtime.predict, (infer.inputs,), service.guard(conn, req, done), model.cancel)
 
+    def _decode(
+        self, model: V2Model, body: bytes, encoding: bytes | None, header_length: bytes | None
+    ) -> v2.InferRequest:
+        if encoding is not None:
+            body = _decompress(body, encoding.lower(), self.service.max_body_size)
+        hl = None
+        if header_length is not None:
+            if not header_length.isdigit():
+                raise ScoringError("Inference-Header-Content-Length must be a whole number", 400)
+            hl = int(header_length)
+        return v2.decode_request(body, hl, model.specs)
+
+    def _decode_predict(
+        self, model: V2Model, body: bytes, encoding: bytes | None, header_length: bytes | None
+    ) -> tuple[v2.InferRequest, Any]:
+        """A large or compressed request, on a scoring thread: decode it and run the model (unbatched)."""
+        infer = self._decode(model, body, encoding, header_length)
+        return infer, model.runtime.predict(infer.inputs)
+
     def _infer_done(
         self,
         conn: Connection,
         req: HttpRequest,
         model: V2Model,
-        infer: v2.InferRequest,
+        infer: v2.InferRequest | None,
         result: Any,
         error: BaseException | None,
     ) -> None:
         runtime = model.runtime
         if error is None:
             try:
-                body, head_len = v2.encode_response(runtime.name, runtime.version, infer, result)
+                body, head_len = v2.encode_response(runtime.name, runtime.version, infer, result)  # type: ignore[arg-type]
             except Exception as exc:
                 error = exc
             else:

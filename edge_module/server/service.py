@@ -4,7 +4,9 @@
 once what the app and its runtimes can do (inline or on a scoring thread, ``cancel()`` on a
 timeout, ``/score`` batching for a :class:`~edge_module.runtime.BatchableApp`) and adds a V2 route
 per model. Routing is one dict lookup on the exact path; limits and auth are early returns before
-any body is decoded. The handlers live in :mod:`.routes_aml` (Azure ML) and :mod:`.routes_v2` (V2).
+any body is read: :meth:`Service.authenticate` runs when a request's headers are complete, for every
+path but the open probes (unknown paths included), before routing, methods or ``100 Continue``.
+The handlers live in :mod:`.routes_aml` (Azure ML) and :mod:`.routes_v2` (V2).
 """
 
 from __future__ import annotations
@@ -64,6 +66,10 @@ class Service:
         self.metrics = metrics or metrics_mod.Metrics()
         self.on_state = on_state
         self.max_body_size = settings.max_body_size
+        self.max_header_size = settings.max_header_size
+        self.max_headers = settings.max_headers
+        self.max_url_size = settings.max_url_size
+        self.inline_max_body = settings.inline_max_body  # larger bodies are decoded and scored off the loop
         self.access_log = settings.access_log
         self.connections: set[Connection] = set()
         self.ready = False
@@ -245,7 +251,7 @@ class Service:
         self.metrics.in_flight += 1
         if req.reject is not None:
             r = req.reject
-            conn.reply(req, r.status, error_body(r.message))
+            conn.reply(req, r.status, error_body(r.message, r.key), headers=r.headers)
             return
         route = self.routes.get(req.path)
         try:
@@ -269,21 +275,34 @@ class Service:
                 req.request_id = self.new_request_id()
                 conn.reply(req, 431, error_body(f"x-request-id must not exceed {REQUEST_ID_LIMIT} characters"))
                 return
-            if self.auth is not None and not route.open:
-                failure = self.auth.check(req.headers.get(b"authorization"))
-                if failure is not None:
-                    challenge, message = failure
-                    key = "error" if req.path.startswith("/v2") else "message"
-                    conn.reply(
-                        req,
-                        401,
-                        error_body(message, key),
-                        headers=[b"www-authenticate: ", challenge.encode(), b"\r\n"],
-                    )
-                    return
-            route.handler(conn, req, route)
+            route.handler(conn, req, route)  # auth: checked with the headers (authenticate)
         except Exception:
             self.internal_error(conn, req)
+
+    def authenticate(self, url: bytes, headers: dict[bytes, bytes], method: bytes) -> None:
+        """With auth on, called when a request's headers are complete: raise ``Reject(401)`` (the
+        connection answers it and closes without reading the body) unless the path is an open probe,
+        the request is a CORS preflight on a served route (browsers send those without credentials),
+        or the credentials are valid. Unknown paths need credentials too: a 404 would tell what is served."""
+        qpos = url.find(b"?")
+        path = (url[:qpos] if qpos >= 0 else url).decode("latin-1")
+        route = self.routes.get(path)
+        if route is not None and (route.open or (method == b"OPTIONS" and self._preflight(headers))):
+            return
+        failure = self.auth.check(headers.get(b"authorization"))  # type: ignore[union-attr]
+        if failure is not None:
+            challenge, message = failure
+            key = "error" if path.startswith("/v2") else "message"
+            raise Reject(401, message, key, [b"www-authenticate: ", challenge.encode(), b"\r\n"])
+
+    def _preflight(self, headers: dict[bytes, bytes]) -> bool:
+        origin = headers.get(b"origin")
+        return (
+            origin is not None
+            and b"access-control-request-method" in headers
+            and bool(self.cors_origins)
+            and bool(self.cors_headers(origin))
+        )
 
     def internal_error(self, conn: Connection, req: HttpRequest) -> None:
         log.exception("internal error answering %s %s", req.method, req.path)

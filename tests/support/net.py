@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterable
 
 
 def free_port() -> int:
@@ -27,3 +28,51 @@ def raw_http(port: int, data: bytes, read_until_close: bool = True, timeout: flo
         except TimeoutError:
             pass
     return b"".join(chunks)
+
+
+def request_head(method: str, path: str, headers: Iterable[tuple[str, str]] = (), host: str = "x") -> bytes:
+    """The request line and headers of an HTTP/1.1 request, up to and including the blank line."""
+    lines = [f"{method} {path} HTTP/1.1", f"Host: {host}", *(f"{k}: {v}" for k, v in headers)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """Read one response's status line and headers (``b""`` when the server closes first); what follows
+    the blank line is left unread only if it came in a later packet, so use it for bodiless answers
+    such as ``100 Continue`` or before reading the rest with :func:`read_to_close`."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(1)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def read_to_close(sock: socket.socket) -> tuple[bytes, bool]:
+    """Everything the server sends until it closes: ``(data, closed)``; ``closed`` is False when the
+    socket's timeout ran out first (the server kept the connection open)."""
+    chunks = []
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return b"".join(chunks), True
+            chunks.append(chunk)
+    except ConnectionResetError:
+        return b"".join(chunks), True
+    except TimeoutError:
+        return b"".join(chunks), False
+
+
+def send_until_refused(sock: socket.socket, total: int, chunk: bytes) -> int:
+    """Send ``chunk`` repeatedly up to ``total`` bytes; return how many were sent before the server
+    closed the connection on us (``total`` when it took them all)."""
+    sent = 0
+    try:
+        while sent < total:
+            sock.sendall(chunk)
+            sent += len(chunk)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    return sent

@@ -130,3 +130,24 @@ def test_key_and_token_auth_are_mutually_exclusive() -> None:
     assert Settings(primary_key="k").auth_mode == "key"
     assert Settings(token_auth=True, token_secret=SECRET).auth_mode == "token"
     assert Settings().auth_mode is None
+
+
+def test_cors_preflight_needs_no_credentials_but_everything_else_does() -> None:
+    """Browsers send preflights without credentials: an allowed origin's preflight on a served route is
+    answered; any other OPTIONS, and the request itself, need the key."""
+    preflight = {"Origin": "https://app.example.com", "Access-Control-Request-Method": "POST"}
+    settings = Settings(port=0, primary_key="primary-key-1", cors_origins=("https://app.example.com",))
+    with BackgroundServer(app(), settings) as srv:
+        srv.wait_ready()
+        r = requests.options(srv.url + "/score", headers=preflight)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == "https://app.example.com"
+        assert requests.options(srv.url + "/score").status_code == 401
+        assert (
+            requests.options(srv.url + "/score", headers={**preflight, "Origin": "https://evil.test"}).status_code
+            == 401
+        )
+        assert requests.options(srv.url + "/no-such-route", headers=preflight).status_code == 401
+        assert requests.post(srv.url + "/score", headers={"Origin": "https://app.example.com"}).status_code == 401
+    with BackgroundServer(app(), Settings(port=0, primary_key="primary-key-1")) as srv:  # CORS off
+        srv.wait_ready()
+        assert requests.options(srv.url + "/score", headers=preflight).status_code == 401

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -12,6 +13,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -20,6 +22,8 @@ import requests
 from click.testing import CliRunner
 
 from edge_module.server.auth import verify_token
+from edge_module.server.main import TerminalReporter
+from edge_module.settings import Settings
 from tests.support.net import free_port
 from tests.support.procs import LAUNCH, ROOT, Proc
 from tests.support.scorers import make_mlp
@@ -234,3 +238,43 @@ def test_serve_needs_something_to_serve(cli: click.Group, tmp_path: Path) -> Non
     assert r.exit_code == 2 or "nothing to serve" in str(r.exception)
     r = CliRunner().invoke(cli, ["serve", "--model", "a", "--model-dir", str(tmp_path)])
     assert "not both" in str(r.exception)
+
+
+SECRET = "a-token-secret-never-printed"
+
+
+@pytest.mark.parametrize(
+    ("settings", "auth", "warned"),
+    [
+        ({}, "auth: none", False),
+        ({"primary_key": "k1"}, "auth: key", False),
+        ({"token_auth": True, "token_secret": SECRET}, "auth: token", False),
+        ({"token_secret": SECRET}, "auth: none", True),  # the secret alone does not turn token auth on
+        ({"primary_key": "k1", "token_secret": SECRET}, "auth: key", True),
+    ],
+    ids=["none", "key", "token", "secret-without-token-auth", "secret-beside-keys"],
+)
+def test_start_up_says_which_auth_is_on(settings: dict[str, Any], auth: str, warned: bool) -> None:
+    out = io.StringIO()
+    reporter = TerminalReporter(Settings(port=0, **settings), out)
+    reporter("listening", {"port": 5001, "host": "127.0.0.1", "worker": 0})
+    text = out.getvalue()
+    assert f"edgepack: {auth} " in text
+    assert ("warning:" in text) is warned
+    assert SECRET not in text and "k1" not in text
+
+
+def test_a_token_secret_without_token_auth_is_warned_about(tmp_path: Path) -> None:
+    model_dir = tmp_path / "azureml-models" / "mlp" / "1"
+    model_dir.mkdir(parents=True)
+    (model_dir / "mlp.onnx").write_bytes(make_mlp())
+    port = free_port()
+    args = ["--model-dir", str(model_dir), "--port", str(port), "--host", "127.0.0.1"]
+    proc = Proc(args, env={"EDGEPACK_TOKEN_SECRET": SECRET}, module=True)
+    try:
+        assert "auth: none" in proc.wait_for(r"edgepack: auth: ")
+        assert "--token-auth" in proc.wait_for(r"warning: EDGEPACK_TOKEN_SECRET is set .*WITHOUT auth")
+        proc.wait_for(r"ready in")
+    finally:
+        proc.stop()
+    assert not any(SECRET in line for line in proc.lines)

@@ -18,6 +18,7 @@ import requests
 
 from edge_module.runtime import BadInputError, Request, Response, ScoringApp
 from edge_module.scoring import OnnxScoringApp
+from edge_module.scoring.onnx_runtime import OnnxRuntime as OnnxScoringRuntime
 from edge_module.server.lifecycle import BackgroundServer
 from edge_module.settings import Settings
 from tests.support.net import raw_http
@@ -439,3 +440,107 @@ def test_several_scoring_threads_run_calls_concurrently() -> None:
         for t in threads:
             t.join(30)
     assert statuses == [200, 200, 200]
+
+
+# -- response headers from scorers ----------------------------------------------------------------------
+SPLITTING = {
+    "crlf-in-value": ({"X-Evil": "a\r\nSet-Cookie: pwned=1"}, "text/plain", "X-Evil"),
+    "lf-in-value": ({"X-Evil": "a\nSet-Cookie: pwned=1"}, "text/plain", "X-Evil"),
+    "nul-in-value": ({"X-Evil": "a\0b"}, "text/plain", "X-Evil"),
+    "crlf-in-name": ({"X-Evil\r\nSet-Cookie": "pwned=1"}, "text/plain", "Set-Cookie"),
+    "space-in-name": ({"X Evil": "v"}, "text/plain", "X Evil"),
+    "colon-in-name": ({"Set-Cookie: pwned=1\r\nX": "v"}, "text/plain", "pwned"),
+    "crlf-in-content-type": ({}, "text/plain\r\nSet-Cookie: pwned=1", "Content-Type"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SPLITTING))
+def test_response_splitting_by_a_scorer_is_refused(case: str) -> None:
+    """A scorer's header that would inject headers (CR/LF/NUL, a name that is not a token) is a 500 naming it."""
+    headers, content_type, named = SPLITTING[case]
+    app = FunctionApp(lambda req: Response(b"ok", 200, content_type, headers))
+    with serving(app) as srv:
+        raw = raw_http(srv.server.port, b"POST /score HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n", False)
+        head, _, body = raw.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 500 "), raw
+        assert b"pwned" not in head and b"x-evil" not in head.lower()
+        assert named in json.loads(body)["message"]
+        assert requests.post(srv.url + "/score").status_code == 500  # and the server goes on
+
+
+def test_response_splitting_by_a_rawhttp_entry_script_is_refused(tmp_path: Path) -> None:
+    from edge_module.scoring import build_app
+
+    script = tmp_path / "score.py"
+    script.write_text(
+        "from azureml.contrib.services.aml_request import rawhttp\n"
+        "from azureml.contrib.services.aml_response import AMLResponse\n\n"
+        "def init():\n    pass\n\n"
+        "@rawhttp\n"
+        "def run(request):\n"
+        "    return AMLResponse('hi', 200, {'X-Next': request.args.get('next', '')})\n"
+    )
+    with serving(build_app(str(script), str(tmp_path))) as srv:
+        assert requests.get(srv.url + "/score?next=ok").headers["x-next"] == "ok"
+        r = requests.get(srv.url + "/score?next=a%0d%0aSet-Cookie:%20pwned=1")
+        assert r.status_code == 500 and "X-Next" in r.json()["message"]
+        assert "set-cookie" not in r.headers
+
+
+# -- large requests off the event loop --------------------------------------------------------------------
+class HeldOnnxRuntime(OnnxScoringRuntime):
+    """The no-code ONNX runtime, recording which thread runs each batch; a run of more than ``hold_rows``
+    rows waits for ``release`` (after setting ``entered``), standing in for a long decode and run."""
+
+    def __init__(self, path: Path, hold_rows: int = 10**9):
+        super().__init__(path, "mlp", "1", intra_op_threads=1)
+        self.hold_rows = hold_rows
+        self.threads: list[tuple[int, str]] = []
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[Any]:
+        rows = len(next(iter(feeds.values())))
+        self.threads.append((rows, threading.current_thread().name))
+        if rows > self.hold_rows:
+            self.entered.set()
+            self.release.wait(60)  # longer than any timeout below: only a release ends it
+        return super().run(feeds)
+
+
+def test_large_requests_are_decoded_and_scored_off_the_event_loop(mlp_path: Path) -> None:
+    """Small requests stay inline (the hot path); bodies over inline_max_body go to a scoring thread."""
+    runtime = HeldOnnxRuntime(mlp_path)
+    app = OnnxScoringApp(runtimes=[runtime])
+    with serving(app) as srv:  # inline_max_body: 64 KiB by default
+        small, big = np.zeros((1, 64), np.float32), np.zeros((500, 64), np.float32)
+        assert len(json.dumps(big.tolist())) > 64 * 1024 > len(json.dumps(small.tolist())) * 2
+        for x in (small, big):
+            assert requests.post(srv.url + "/score", json={"data": x.tolist()}).status_code == 200
+            doc = {
+                "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]
+            }
+            assert requests.post(srv.url + "/v2/models/mlp/infer", json=doc).status_code == 200
+        loop_thread = srv._thread.name  # type: ignore[union-attr]
+        assert [name == loop_thread for _, name in runtime.threads] == [True, True, False, False]
+
+
+def test_a_large_request_in_flight_leaves_the_probes_answering(mlp_path: Path) -> None:
+    """While a big /score request is being scored, GET / and the V2 probes answer (deterministic: the run
+    is held until they have)."""
+    runtime = HeldOnnxRuntime(mlp_path, hold_rows=100)
+    with serving(OnnxScoringApp(runtimes=[runtime])) as srv:
+        big = {"data": np.zeros((2000, 64), np.float32).tolist()}  # ~ 0.5 MB of JSON
+        answers: list[requests.Response] = []
+        sender = threading.Thread(
+            target=lambda: answers.append(requests.post(srv.url + "/score", json=big, timeout=30))
+        )
+        sender.start()
+        try:
+            assert runtime.entered.wait(10)
+            assert requests.get(srv.url + "/", timeout=5).status_code == 200  # (a timeout: the loop is blocked)
+            assert requests.get(srv.url + "/v2/health/ready", timeout=5).status_code == 200
+        finally:
+            runtime.release.set()
+            sender.join(30)
+        assert answers and answers[0].status_code == 200
