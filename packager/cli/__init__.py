@@ -17,7 +17,7 @@ from packager.cli.build import build, build_and_push, package
 from packager.cli.convert import convert
 from packager.cli.model import model
 from packager.cli.mqtt import mqtt
-from packager.cli.output import err_console, markup_safe
+from packager.cli.output import err_console, log_to_console, markup_safe
 from packager.cli.quantize import quantize
 from packager.cli.serve import score, serve, token
 from packager.errors import EdgepackError
@@ -62,6 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("EDGEPACK_DEBUG"))
+    log_to_console(debug)
     try:
         code = cli.main(args=args, prog_name="edgepack", standalone_mode=False)
     except click.UsageError as exc:

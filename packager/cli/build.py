@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from packager.cli.model import open_workspace
-from packager.cli.output import RichReporter, console, human_size, print_json
+from packager.cli.output import RichReporter, console, human_size, markup_safe, print_json
 from packager.errors import InvalidInputError
 from packager.image import builder
 from packager.image.inference_config import InferenceConfig
@@ -85,7 +85,7 @@ def _report(doc: dict[str, Any], as_json: bool) -> None:
     if "index_digest" in doc:
         console.print(f"{'index':<14} {doc['index_digest']}")
     if "reference" in doc:
-        console.print(f"pushed {doc['reference']}")
+        console.print(f"pushed {markup_safe(doc['reference'])}")
     pushed = doc.get("push")
     if pushed:
         console.print(
@@ -94,7 +94,7 @@ def _report(doc: dict[str, Any], as_json: bool) -> None:
         )
     for kind in ("oci_layout", "docker_archives"):
         if kind in doc:
-            console.print(f"wrote {doc[kind]}")
+            console.print(f"wrote {markup_safe(doc[kind])}")
 
 
 def build_request(
@@ -189,4 +189,5 @@ def package(
         print_json(doc)
         return
     for platform, path in doc["contexts"].items():
-        console.print(f"{platform:<14} {path}  (docker build --platform {platform} -t IMAGE {path})")
+        shown = markup_safe(path)
+        console.print(f"{platform:<14} {shown}  (docker build --platform {platform} -t IMAGE {shown})")

@@ -9,6 +9,7 @@ is exact.
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,6 +51,26 @@ def plain(value: object) -> Text:
 def markup_safe(value: object) -> str:
     """Untrusted text to embed in a rich markup string."""
     return escape(printable(value))
+
+
+class ConsoleLogHandler(logging.Handler):
+    """Log records of edgepack's own modules as one line on stderr: ``warning: <message>``, escaped."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            level = record.levelname.lower()
+            colour = "red" if record.levelno >= logging.ERROR else "yellow"
+            err_console.print(f"[{colour}]{level}:[/] {markup_safe(record.getMessage())}", soft_wrap=True)
+        except Exception:  # a broken message must not break the command
+            self.handleError(record)
+
+
+def log_to_console(debug: bool = False) -> None:
+    """Send the ``packager`` loggers' warnings (everything with ``debug``) to stderr, once."""
+    logger = logging.getLogger("packager")
+    if not any(isinstance(h, ConsoleLogHandler) for h in logger.handlers):
+        logger.addHandler(ConsoleLogHandler())
+    logger.setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 def print_json(data: Any) -> None:

@@ -8,12 +8,11 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from packager.cli.model import json_option, open_workspace
-from packager.cli.output import console, err_console, human_size, print_json
+from packager.cli.output import console, err_console, human_size, markup_safe, print_json
 from packager.registry.names import parse_ref
 
 if TYPE_CHECKING:
@@ -175,7 +174,7 @@ def quantize(
             progress=progress,
         )
     for message in result.report.warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True)
+        err_console.print(f"[yellow]warning:[/] {markup_safe(message)}", soft_wrap=True)
     if as_json:
         print_json({"model": result.model.serialize(), "report": result.report.to_dict()})
     else:

@@ -271,3 +271,18 @@ def test_error_lines_escape_control_characters(run, model_dir: Path) -> None:
     r = run("model", "update", "m:1", "--property", "p\x1b[2J=2")
     _one_error_line(r, 1, "add-only; p\\x1b[2J already set")
     assert _raw_controls(r.err) == []
+
+
+def test_warnings_reach_the_terminal_as_one_prefixed_line(run, tmp_path: Path, monkeypatch) -> None:
+    """A repaired blob is said on stderr as ``warning: repaired blob ...`` (not a bare log line)."""
+    model_file = tmp_path / "m.bin"
+    model_file.write_bytes(b"content " * 64)
+    first = run("model", "register", "-n", "m", "-p", str(model_file), "--json")
+    assert first.code == 0, first.err
+    ws = tmp_path / "ws"
+    (blob,) = [p for p in (ws / "blobs" / "sha256").rglob("*") if p.is_file()]
+    blob.chmod(0o644)
+    blob.write_bytes(bytes(blob.stat().st_size))  # same size, other bytes
+    again = run("model", "register", "-n", "m", "-p", str(model_file))
+    assert again.code == 0, again.err
+    assert again.err.startswith("warning: repaired blob sha256:"), again.err
