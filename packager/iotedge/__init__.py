@@ -1,0 +1,1 @@
+"""IoT Edge: deployment manifests (generate, validate), applying them, and running them locally."""
