@@ -49,7 +49,8 @@ def test_helpers() -> None:
     merged = co.merge(co.binds(["/data:/data:ro"]), co.devices(["/dev/xdma0"]), co.limits(memory_mb=256, cpus=0.5))
     host = merged["HostConfig"]
     assert host["Binds"] == ["/data:/data:ro"]
-    assert host["Devices"] == [{"PathOnHost": "/dev/xdma0", "PathInContainer": "/dev/xdma0", "CgroupPermissions": "rwm"}]
+    device = {"PathOnHost": "/dev/xdma0", "PathInContainer": "/dev/xdma0", "CgroupPermissions": "rwm"}
+    assert host["Devices"] == [device]
     assert host["Memory"] == 256 * 2**20 and host["NanoCpus"] == 500_000_000
     with pytest.raises(InvalidInputError):
         co.devices(["xdma0"])
