@@ -2,6 +2,7 @@
 
     python3 benchmarks/ab.py --base issue11-base -- http_scoring.py --only edgepack --duration 10
     python3 benchmarks/ab.py --base HEAD~3 --rounds 3 -- mqtt_scoring.py --paho 1.6 --duration 10
+    python3 benchmarks/ab.py --base HEAD~3 --copy-script --rounds 5 -- http_inprocess.py
 
 The base revision is checked out into a temporary git worktree (beside a link to ``../shared``, which
 the benchmarks read); the other side is this working tree, uncommitted changes included. Rounds
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,6 +51,11 @@ def main() -> int:
     parser.add_argument("--base", required=True, help="the revision to compare against (a commit, tag or branch)")
     parser.add_argument("--rounds", type=int, default=2, help="runs per side, alternating [2]")
     parser.add_argument("--json", action="store_true", help="print the table's numbers as JSON on stdout")
+    parser.add_argument(
+        "--copy-script",
+        action="store_true",
+        help="run this tree's copy of the script on the base too (a benchmark newer than the base)",
+    )
     parser.add_argument("script", help="a script in benchmarks/ that accepts --json (after --)")
     parser.add_argument("args", nargs=argparse.REMAINDER, help="the script's own arguments")
     opts = parser.parse_args()
@@ -68,6 +75,8 @@ def main() -> int:
         subprocess.run(
             ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(base_tree), base_rev], check=True
         )
+        if opts.copy_script:
+            shutil.copy2(ROOT / "benchmarks" / opts.script, base_tree / "benchmarks" / opts.script)
         try:
             for _ in range(opts.rounds):
                 results["before"].append(run_side(base_tree, opts.script, opts.args))
@@ -80,7 +89,8 @@ def main() -> int:
         line: dict = {"case": " ".join(v for _, v in key)}
         for metric, _ in METRICS:
             for side in ("before", "after"):
-                values = [r[metric] for rows in results[side] for r in rows if identity(r) == key and metric in r]
+                rows_of_side = (r for rows in results[side] for r in rows if identity(r) == key)
+                values = [r[metric] for r in rows_of_side if r.get(metric) is not None]
                 line[f"{metric}_{side}"] = statistics.median(values) if values else None
             b, a = line[f"{metric}_before"], line[f"{metric}_after"]
             line[f"{metric}_ratio"] = round(a / b, 3) if a is not None and b else None
