@@ -193,7 +193,7 @@ def _schema_message(error: Any) -> str | None:
         want = error.validator_value
         want = " or ".join(want) if isinstance(want, list) else want
         return f"must be of type {want}, not {_json_type(error.instance)}"
-    if v == "anyOf" and path[-2:-1] == ["routes"]:
+    if v == "anyOf":  # the schema's one anyOf: a route string or object
         return 'a route is a string ("FROM ... INTO ...") or {"route": "...", "priority": 0-9, "timeToLiveSecs": N}'
     if v in ("minimum", "maximum"):
         bound = "or more" if v == "minimum" else "or less"
@@ -215,8 +215,26 @@ def _json_type(value: Any) -> str:
     return "array" if isinstance(value, list) else "object"
 
 
+def _errors(errors: Iterator[Any]) -> Iterator[Any]:
+    """Errors, with an anyOf replaced by the errors of the branch whose type fits the instance."""
+    for error in errors:
+        if error.validator == "anyOf":
+            kind = _json_type(error.instance)
+            fitting = [e for e in error.context or () if _branch_type(error.validator_value, e) == kind]
+            if fitting:
+                yield from _errors(iter(fitting))
+                continue
+        yield error
+
+
+def _branch_type(branches: list[Any], error: Any) -> str | None:
+    index = error.relative_schema_path[0] if error.relative_schema_path else None
+    branch = branches[index] if isinstance(index, int) and index < len(branches) else {}
+    return branch.get("type") if isinstance(branch, dict) else None
+
+
 def _schema_problems(validator: Any, doc: Any, base: str = "") -> Iterator[Problem]:
-    for error in sorted(validator.iter_errors(doc), key=lambda e: [str(p) for p in e.absolute_path]):
+    for error in sorted(_errors(validator.iter_errors(doc)), key=lambda e: [str(p) for p in e.absolute_path]):
         message = _schema_message(error)
         if message is None:
             continue
@@ -359,15 +377,15 @@ def _twin_size(value: Any) -> int:
     return 0
 
 
-def _check_twin(desired: Any, path: str, depth: int = 0, keys: bool = True) -> Iterator[Problem]:
-    """Keys, string values and depth of desired properties (``keys=False``: ``desired`` is a value)."""
+def _check_twin(desired: Any, path: str, depth: int = 0) -> Iterator[Problem]:
+    """Keys, string values and depth of desired properties (``depth``: levels below properties.desired)."""
     if isinstance(desired, dict):
         if depth > TWIN_MAX_DEPTH:
             yield Problem(path, f"desired properties nest {depth} levels deep: IoT Hub allows {TWIN_MAX_DEPTH}")
             return
         for key, value in desired.items():
             child = _join(path, key)
-            if keys and _BAD_KEY_RE.search(key):
+            if _BAD_KEY_RE.search(key):
                 bad = sorted({c for c in key if _BAD_KEY_RE.fullmatch(c)})
                 shown = ", ".join(repr(c) for c in bad)
                 yield Problem(child, f"{_TWIN_KEY_MESSAGE} {shown}: {_KEY_RULE}")
@@ -537,12 +555,27 @@ def _layered(doc: dict[str, Any]) -> Iterator[Problem]:
                     continue
                 if key == _DESIRED and not isinstance(item, dict):
                     yield Problem(_join(path, key), f"must be an object, not {_json_type(item)}")
-                    continue
-                for segment in key.split(".")[2:]:
-                    if not segment or _BAD_KEY_RE.search(segment) or len(segment.encode()) > TWIN_KEY_MAX_BYTES:
-                        yield Problem(_join(path, key), f"twin property name {segment!r} is not valid: {_KEY_RULE}")
-                yield from _check_twin(item, _join(path, key))
-            yield from _check_twin_size(value, path)
+            yield from _layered_twin(value, path)
+
+
+def _layered_twin(section: dict[str, Any], path: str) -> Iterator[Problem]:
+    """Twin limits for ``properties.desired[.<a>.<b>]`` keys: names, depth and size as IoT Hub merges them."""
+    size = 0
+    for key, item in section.items():
+        if key != _DESIRED and not key.startswith(_DESIRED + "."):
+            continue
+        segments = key.split(".")[2:]
+        for segment in segments:
+            if not segment or _BAD_KEY_RE.search(segment) or len(segment.encode()) > TWIN_KEY_MAX_BYTES:
+                yield Problem(_join(path, key), f"twin property name {segment!r} is not valid: {_KEY_RULE}")
+        yield from _check_twin(item, _join(path, key), depth=len(segments))
+        size += sum(len(_CONTROL_RE.sub("", k)) for k in segments) + _twin_size(item)
+    if size > TWIN_DESIRED_MAX:
+        yield Problem(
+            path,
+            f"desired properties are {size} bytes by IoT Hub's count: a module twin allows {TWIN_DESIRED_MAX} "
+            "(move large values out of the twin)",
+        )
 
 
 def _layered_agent(agent: dict[str, Any], path: str) -> Iterator[Problem]:
@@ -563,8 +596,7 @@ def _layered_agent(agent: dict[str, Any], path: str) -> Iterator[Problem]:
                 "properties.desired.runtime.settings.registryCredentials.<name>; runtime and systemModules "
                 "belong to the base deployment",
             )
-    yield from _check_twin(agent, path, keys=False)
-    yield from _check_twin_size(agent, path)
+    yield from _layered_twin(agent, path)
 
 
 def _layered_hub(hub: dict[str, Any], path: str) -> Iterator[Problem]:
@@ -582,8 +614,7 @@ def _layered_hub(hub: dict[str, Any], path: str) -> Iterator[Problem]:
                 where,
                 f"a layered deployment adds to $edgeHub only properties.desired.routes.<name> (and {_LAYERED_TTL})",
             )
-    yield from _check_twin(hub, path, keys=False)
-    yield from _check_twin_size(hub, path)
+    yield from _layered_twin(hub, path)
 
 
 def validate_file(path: str | os.PathLike[str]) -> list[Problem]:
