@@ -21,11 +21,12 @@ def validate(ctx: click.Context, file: str, as_json: bool) -> None:
     chunks, env values, twin limits and unexpanded ${...} placeholders. Prints "valid" and exits 0,
     or one line per problem (JSON path: what to change) and exits 2. FILE may be - for stdin.
     """
+    from packager.iotedge.validate import validate_file, validate_text
+
     try:
-        from packager.iotedge.validate import validate_file, validate_text
+        problems = validate_text(sys.stdin.buffer) if file == "-" else validate_file(file)
     except ImportError as exc:  # jsonschema comes with the cloud extra
         raise EdgepackError(f"manifest validation needs {exc.name}: pip install 'edgepack[cloud]'") from None
-    problems = validate_text(sys.stdin.buffer) if file == "-" else validate_file(file)
     if as_json:
         print_json([p.to_dict() for p in problems])
     elif not problems:

@@ -176,7 +176,7 @@ def _schema_message(error: Any) -> str | None:
         }
         return f"missing required property {name!r}: add it{hints.get(name, '')}"
     if v == "additionalProperties":
-        if path and path[-1] == "modules":
+        if path[-2:] == [_DESIRED, "modules"]:
             return None  # module names: _check_module_name says which rule and how to rename
         extra = re.findall(r"'([^']+)'", error.message.split("(")[-1])
         allowed = sorted(error.schema.get("properties", {}))
@@ -526,7 +526,7 @@ def _full(doc: dict[str, Any]) -> Iterator[Problem]:
             )
 
 
-_LAYERED_AGENT = re.compile(r"properties\.desired\.modules\.([^.]+)")
+_LAYERED_AGENT = re.compile(r"properties\.desired\.modules\.(.+)")  # a '.' in the name is reported as such
 _LAYERED_CREDENTIALS = re.compile(r"properties\.desired\.runtime\.settings\.registryCredentials\.([^.]+)")
 _LAYERED_ROUTE = re.compile(r"properties\.desired\.routes\.([^.]+)")
 _LAYERED_TTL = "properties.desired.storeAndForwardConfiguration.timeToLiveSecs"
