@@ -10,6 +10,7 @@ API (stable: the local edge runtime routes messages with it)::
     route.accepts("gen", "out", {"kind": "x"}, {"contentType": "application/json",
                   "contentEncoding": "utf-8"}, b'{"t": 25}')         # source and condition -> True
     route.condition.evaluate(app_properties, system_properties, body_json=None)  # -> bool
+    parse_routes(hub_desired["routes"])  # {name: Route} with priority / time_to_live_secs of object routes
 
 Sources (edgeHub's): ``/*`` (everything, twin change notifications too), ``/messages/*`` (telemetry of
 leaf devices and modules), ``/messages/modules/*`` (any module), ``/messages/modules/<id>/*`` and
@@ -48,10 +49,20 @@ import json
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-__all__ = ["UNDEFINED", "Condition", "Route", "RouteError", "Sink", "Source", "parse_condition", "parse_route"]
+__all__ = [
+    "UNDEFINED",
+    "Condition",
+    "Route",
+    "RouteError",
+    "Sink",
+    "Source",
+    "parse_condition",
+    "parse_route",
+    "parse_routes",
+]
 
 
 class RouteError(ValueError):
@@ -59,6 +70,7 @@ class RouteError(ValueError):
 
     def __init__(self, text: str, position: int, expected: str, found: str | None = None) -> None:
         self.text = text
+        self.name: str | None = None  # the route's name, set by parse_routes
         self.position = position
         self.expected = expected
         self.found = (
@@ -710,6 +722,8 @@ class Route:
     source: Source
     condition: Condition | None
     sink: Sink
+    priority: int = 0  # 0 (highest) to 9, $edgeHub schemaVersion 1.1
+    time_to_live_secs: int | None = None  # None: storeAndForwardConfiguration.timeToLiveSecs
 
     def matches_source(self, module: str | None, output: str | None = None, *, twin_change: bool = False) -> bool:
         """Whether a message from ``module`` (None: a leaf device) on ``output`` enters this route."""
@@ -835,3 +849,27 @@ def parse_route(text: str) -> Route:
     if parser.tok.kind != "end":
         raise parser.fail("the end of the route")
     return Route(text, source, condition, sink)
+
+
+def parse_routes(routes: Mapping[str, Any]) -> dict[str, Route]:
+    """$edgeHub ``routes`` (name -> route string, or ``{"route", "priority", "timeToLiveSecs"}``) parsed;
+    a bad one raises :class:`RouteError` whose ``name`` says which."""
+    out: dict[str, Route] = {}
+    for name, spec in routes.items():
+        text = spec.get("route") if isinstance(spec, Mapping) else spec
+        try:
+            route = parse_route(text)
+            if isinstance(spec, Mapping):
+                priority = spec.get("priority", 0)
+                ttl = spec.get("timeToLiveSecs")
+                if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9:
+                    raise RouteError(str(text), 0, "priority 0 to 9", repr(priority))
+                if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0):
+                    raise RouteError(str(text), 0, "timeToLiveSecs 0 or more", repr(ttl))
+                route = replace(route, priority=priority, time_to_live_secs=ttl)
+        except RouteError as exc:
+            exc.name = name
+            exc.args = (f"route {name!r}: {exc.args[0]}",)
+            raise
+        out[name] = route
+    return out

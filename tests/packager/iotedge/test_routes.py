@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from packager.iotedge.routes import UNDEFINED, RouteError, Sink, Source, parse_condition, parse_route
+from packager.iotedge.routes import UNDEFINED, RouteError, Sink, Source, parse_condition, parse_route, parse_routes
 
 JSON = {"contentType": "application/json", "contentEncoding": "utf-8"}
 
@@ -273,3 +273,21 @@ def test_compiled_once_evaluation_is_fast():
         assert cond.evaluate(APP, SYS, BODY)
     per_message = (time.perf_counter() - start) / 10_000
     assert per_message < 200e-6, per_message
+
+
+def test_parse_routes_of_edge_hub():
+    routes = parse_routes(
+        {
+            "a": "FROM /* INTO $upstream",
+            "b": {"route": "FROM /messages/* WHERE x = 1 INTO $upstream", "priority": 2, "timeToLiveSecs": 60},
+        }
+    )
+    assert (routes["a"].priority, routes["a"].time_to_live_secs) == (0, None)
+    assert (routes["b"].priority, routes["b"].time_to_live_secs) == (2, 60)
+    with pytest.raises(RouteError, match="route 'bad': at character 1: expected FROM") as info:
+        parse_routes({"ok": "FROM /* INTO $upstream", "bad": "INTO $upstream"})
+    assert info.value.name == "bad"
+    with pytest.raises(RouteError, match="priority 0 to 9"):
+        parse_routes({"p": {"route": "FROM /* INTO $upstream", "priority": 10}})
+    with pytest.raises(RouteError, match="timeToLiveSecs"):
+        parse_routes({"p": {"route": "FROM /* INTO $upstream", "timeToLiveSecs": -1}})
