@@ -4,7 +4,7 @@
 object is made. :meth:`InferenceConfig.load` reads the v1 CLI's ``inferenceconfig.json`` (or YAML)
 with paths relative to the file's folder. Paths follow v1's rule in one place,
 :func:`edge_module.app_paths.resolve_app_paths`: with a source directory, the entry script and conda
-file are relative to it (an entry script outside it is refused). Its packages become pip
+file are relative to it (an entry script outside it is refused). A config's packages become pip
 requirements with :func:`packager.image.conda.resolve_requirements`; environments are
 :mod:`packager.image.environment`.
 
