@@ -100,6 +100,8 @@ def serve(ctx: click.Context, models: tuple[str, ...], **flags: Any) -> None:
 
     if models and flags["model_dir"]:
         raise InvalidInputError("give either --model (registered models) or --model-dir, not both")
+    if flags["entry_script"]:  # a wrong path fails before any model is downloaded
+        _settings(flags)
     tmp: Path | None = None
     try:
         if models:
@@ -107,10 +109,7 @@ def serve(ctx: click.Context, models: tuple[str, ...], **flags: Any) -> None:
             flags["model_dir"] = resolve_models(ctx, models, tmp)
         if models and not flags["mqtt_service"] and not _env_service():
             flags["mqtt_service"] = parse_ref(models[0])[0]
-        try:
-            settings = app_settings(settings_from_flags(flags))
-        except (SettingsError, AppPathError) as exc:
-            raise InvalidInputError(str(exc)) from None
+        settings = _settings(flags)
         if not settings.entry_script and not settings.model_dir:
             raise InvalidInputError(
                 "nothing to serve: give --model NAME[:VERSION], --model-dir DIR or --entry-script score.py"
@@ -121,6 +120,13 @@ def serve(ctx: click.Context, models: tuple[str, ...], **flags: Any) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     if code:
         ctx.exit(code)
+
+
+def _settings(flags: dict[str, Any]) -> Settings:
+    try:
+        return app_settings(settings_from_flags(flags))
+    except (SettingsError, AppPathError) as exc:
+        raise InvalidInputError(str(exc)) from None
 
 
 def app_settings(settings: Settings) -> Settings:

@@ -211,6 +211,11 @@ def test_serve_entry_script_errors_name_the_places(
         cli, ["--workspace", ws, "serve", "--entry-script", str(tmp_path / "other.py"), "--source-dir", str(app)]
     )
     assert r.exit_code != 0 and f"is outside --source-dir {app}" in str(r.exception)
+    # checked before any model is looked up or downloaded
+    r = CliRunner().invoke(
+        cli, ["--workspace", ws, "serve", "--model", "nosuch", "--entry-script", "x.py", "--source-dir", str(app)]
+    )
+    assert str(r.exception).startswith("entry script 'x.py' not found: looked in")
 
 
 def test_init_failure_is_reported_at_the_terminal(tmp_path: Path) -> None:
