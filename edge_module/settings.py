@@ -113,7 +113,8 @@ class Settings:
         "AZUREML_ENTRY_SCRIPT",
         flag="--entry-script",
         metavar="FILE",
-        help="score.py with init()/run(); without one, ONNX models are served as they are.",
+        help="score.py with init()/run(), relative to --source-dir when given (as in Azure ML v1); without one, "
+        "ONNX models are served as they are.",
     )
     source_dir: str | None = setting(
         None,

@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from edge_module.app_paths import AppPathError, resolve_app_paths
 from packager.cli.model import open_workspace
 from packager.cli.output import RichReporter, console, human_size, markup_safe, print_json
 from packager.errors import InvalidInputError
@@ -27,7 +28,11 @@ def _config(inference_config: str | None, entry_script: str | None, source_dir: 
         raise InvalidInputError("give either --inference-config or --entry-script/--source-dir, not both")
     if inference_config:
         return InferenceConfig.load(inference_config)
-    return InferenceConfig(entry_script=entry_script, source_directory=source_dir)
+    try:  # v1's rule, with the flags' names in the errors
+        paths = resolve_app_paths(entry_script, source_dir)
+    except AppPathError as exc:
+        raise InvalidInputError(str(exc)) from None
+    return InferenceConfig(entry_script=paths.entry_script, source_directory=paths.source_dir)
 
 
 def _labels(items: tuple[str, ...]) -> dict[str, str]:
@@ -57,7 +62,10 @@ def image_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--inference-config", type=click.Path(exists=True, dir_okay=False),
             help="Azure ML v1 inferenceconfig.json (entryScript, sourceDirectory, condaFile, baseImage, ...).",
         ),
-        click.option("--entry-script", type=click.Path(exists=True, dir_okay=False), help="score.py: init(), run()."),
+        click.option(
+            "--entry-script", metavar="FILE",
+            help="score.py with init()/run(); relative to --source-dir when given (as in Azure ML v1).",
+        ),
         click.option("--source-dir", type=click.Path(exists=True, file_okay=False), help="Folder with the app's code."),
         click.option(
             "-r", "--requirement", "requirements", multiple=True, metavar="REQ",

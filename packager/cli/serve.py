@@ -19,6 +19,7 @@ from typing import Any
 
 import click
 
+from edge_module.app_paths import AppPathError, resolve_app_paths
 from edge_module.model_dir import write_model_dir
 from edge_module.settings import Settings, SettingsError, settings_from_flags
 from edge_module.settings_table import Setting, describe, find_row, first_set, table
@@ -29,9 +30,9 @@ from packager.errors import EdgepackError, InvalidInputError, NotFoundError
 from packager.registry import Model
 from packager.registry.names import parse_ref
 
-#: On the host, path flags name the user's files: click checks they exist.
+#: On the host, path flags name the user's files: click checks they exist (the entry script is found
+#: by :func:`edge_module.app_paths.resolve_app_paths`, inside --source-dir as in Azure ML v1).
 HOST_PATHS = {
-    "entry_script": click.Path(exists=True, dir_okay=False),
     "source_dir": click.Path(exists=True, file_okay=False),
     "model_dir": click.Path(exists=True),
 }
@@ -99,8 +100,8 @@ def serve(ctx: click.Context, models: tuple[str, ...], **flags: Any) -> None:
 
     if models and flags["model_dir"]:
         raise InvalidInputError("give either --model (registered models) or --model-dir, not both")
-    if flags["entry_script"]:
-        flags["entry_script"] = os.path.abspath(flags["entry_script"])
+    if flags["entry_script"]:  # a wrong path fails before any model is downloaded
+        _settings(flags)
     tmp: Path | None = None
     try:
         if models:
@@ -108,10 +109,7 @@ def serve(ctx: click.Context, models: tuple[str, ...], **flags: Any) -> None:
             flags["model_dir"] = resolve_models(ctx, models, tmp)
         if models and not flags["mqtt_service"] and not _env_service():
             flags["mqtt_service"] = parse_ref(models[0])[0]
-        try:
-            settings = settings_from_flags(flags)
-        except SettingsError as exc:
-            raise InvalidInputError(str(exc)) from None
+        settings = _settings(flags)
         if not settings.entry_script and not settings.model_dir:
             raise InvalidInputError(
                 "nothing to serve: give --model NAME[:VERSION], --model-dir DIR or --entry-script score.py"
@@ -122,6 +120,25 @@ def serve(ctx: click.Context, models: tuple[str, ...], **flags: Any) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     if code:
         ctx.exit(code)
+
+
+def _settings(flags: dict[str, Any]) -> Settings:
+    try:
+        return app_settings(settings_from_flags(flags))
+    except (SettingsError, AppPathError) as exc:
+        raise InvalidInputError(str(exc)) from None
+
+
+def app_settings(settings: Settings) -> Settings:
+    """``settings`` with the entry script found as Azure ML v1 finds it (relative to --source-dir, which
+    must hold it; else to the working folder) and both made absolute, so the server does not depend on
+    the working folder. Raises :class:`~edge_module.app_paths.AppPathError` naming the places looked in."""
+    if not settings.entry_script:
+        return settings
+    paths = resolve_app_paths(settings.entry_script, settings.source_dir)
+    if paths.source_dir is None:
+        return settings.replace(entry_script=str(paths.entry_script))
+    return settings.replace(entry_script=paths.entry_script_rel, source_dir=str(paths.source_dir))
 
 
 def _env_service() -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import edge_module
+from edge_module.app_paths import AppPathError, AppPaths, resolve_app_paths
 from edge_module.model_dir import model_dir_for, version_dir
 from packager.errors import IntegrityError, InvalidInputError
 from packager.image import tarball
@@ -90,26 +91,22 @@ def stage_models(workspace: Workspace, models: list[Model]) -> LayerSource:
     return LayerSource.of("models", files, cache_key=key.hexdigest(), comment=f"models {names}")
 
 
-def _resolve_entry(entry_script: Path | str, source_dir: Path | None) -> Path:
-    script = Path(entry_script)
-    if not script.is_absolute() and source_dir is not None and (source_dir / script).is_file():
-        return (source_dir / script).resolve()
-    return script.resolve()
+def _app_paths(entry_script: Path | str | None, source_dir: Path | str | None) -> AppPaths:
+    try:
+        return resolve_app_paths(entry_script, source_dir)
+    except AppPathError as exc:
+        raise InvalidInputError(str(exc)) from None
 
 
 def entry_script_path(entry_script: Path | str | None, source_dir: Path | str | None) -> str:
     """The entry script's path relative to :data:`APP_ROOT` (``""`` without one).
 
-    Inside ``source_dir`` it keeps its relative path; outside, it is copied to the app root.
-    A relative ``entry_script`` is looked up in ``source_dir`` first (as Azure ML v1 does), then cwd.
+    Found by :func:`edge_module.app_paths.resolve_app_paths` (v1's rule: relative to ``source_dir``,
+    which must hold it); without a source directory it is copied to the app root under its name.
     """
     if not entry_script:
         return ""
-    src = Path(source_dir).resolve() if source_dir else None
-    script = _resolve_entry(entry_script, src)
-    if src is not None and src in script.parents:
-        return script.relative_to(src).as_posix()
-    return script.name
+    return _app_paths(entry_script, source_dir).entry_script_rel or ""
 
 
 def stage_app(
@@ -124,26 +121,14 @@ def stage_app(
     and the ``exclude`` folders left out, ``.edgepackignore``/``.amlignore``/``.gitignore`` honoured,
     owner-only modes kept).
     """
+    paths = _app_paths(entry_script, source_dir)
     files: list[FileEntry] = []
-    src = None
-    if source_dir:
-        src = Path(source_dir).resolve()
-        if not src.is_dir():
-            raise InvalidInputError(f"source directory {source_dir} is not a folder; pass the folder with your code")
-        files = collect_source_dir(src, APP_ROOT, exclude)
-    if entry_script:
-        script = _resolve_entry(entry_script, src)
-        if not script.is_file():
-            raise InvalidInputError(f"entry script {entry_script} does not exist; pass the path of your score.py")
-        dest = f"{APP_ROOT}/{entry_script_path(entry_script, source_dir)}"
-        inside = src is not None and src in script.parents
-        if not inside and any(f.path == dest for f in files):
-            raise InvalidInputError(
-                f"entry script {script} is outside the source directory and clashes with its {script.name}; "
-                "move the script into the source directory or rename it"
-            )
-        if not any(f.path == dest for f in files):
-            files.append(tarball.host_entry(script, dest, keep_private=True))
+    if paths.source_dir is not None:
+        files = collect_source_dir(paths.source_dir, APP_ROOT, exclude)
+    if paths.entry_script is not None:
+        dest = f"{APP_ROOT}/{paths.entry_script_rel}"
+        if not any(f.path == dest for f in files):  # ignored by an ignore file, or no source directory
+            files.append(tarball.host_entry(paths.entry_script, dest, keep_private=True))
     manifest_path = f"{APP_ROOT}/{IMAGE_MANIFEST}"
     if any(f.path == manifest_path for f in files):
         raise InvalidInputError(

@@ -2,9 +2,11 @@
 
 :class:`InferenceConfig` takes v1's constructor arguments and validates them as v1 did when the
 object is made. :meth:`InferenceConfig.load` reads the v1 CLI's ``inferenceconfig.json`` (or YAML)
-with paths relative to the file's folder; the entry script is looked up in ``sourceDirectory``
-first. Its packages become pip requirements with :func:`packager.image.conda.resolve_requirements`;
-environments are :mod:`packager.image.environment`.
+with paths relative to the file's folder. Paths follow v1's rule in one place,
+:func:`edge_module.app_paths.resolve_app_paths`: with a source directory, the entry script and conda
+file are relative to it (an entry script outside it is refused). A config's packages become pip
+requirements with :func:`packager.image.conda.resolve_requirements`; environments are
+:mod:`packager.image.environment`.
 
 What edgepack does not build is refused with the reason: the ``spark-py`` runtime, GPU images
 (``enableGpu``/``cudaVersion``) and ``Environment.docker.base_dockerfile``. ``extraDockerfileSteps``
@@ -19,9 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from edge_module.app_paths import AppPathError, find_file, resolve_app_paths
 from packager.errors import InvalidInputError
 from packager.image.environment import CondaDependencies, ContainerRegistry, Environment, load_yaml_file
-from packager.image.requirements import resolve_path
 from packager.image.spec import DEFAULT_BASE
 
 #: JSON key -> constructor argument (the v1 CLI's camelCase names).
@@ -40,6 +42,17 @@ JSON_KEYS = {
 }
 
 
+def _json_base(source_dir: Any, file_dir: Path) -> Path:
+    """The folder an ``inferenceconfig.json``'s relative paths start from: the file's own folder (so the
+    config works from any working folder), or the working folder when only it holds ``sourceDirectory``
+    (the v1 CLI, ``az ml model deploy --ic``, read paths from the working folder)."""
+    if not source_dir or not isinstance(source_dir, str | Path) or Path(source_dir).expanduser().is_absolute():
+        return file_dir
+    if (file_dir / source_dir).is_dir() or not (Path.cwd() / source_dir).is_dir():
+        return file_dir
+    return Path.cwd().resolve()
+
+
 def _as_bool(value: Any, key: str) -> bool | None:
     if value is None or isinstance(value, bool):
         return value
@@ -52,7 +65,8 @@ class InferenceConfig:
     """How models are served: v1's ``InferenceConfig`` arguments, validated when made.
 
     With ``source_directory``, a relative ``entry_script`` (and ``conda_file``/``extra_docker_file_steps``)
-    is looked up inside it first, then in the current folder. All arguments are optional: without an
+    is looked up inside it first, then in the current folder; the entry script must be inside it
+    (:func:`edge_module.app_paths.resolve_app_paths`). All arguments are optional: without an
     entry script, ONNX models are served by edge_module's auto-scorer. ``environment`` replaces
     ``runtime``, ``conda_file``, ``extra_docker_file_steps``, ``enable_gpu``, ``base_image``,
     ``base_image_registry`` and ``cuda_version`` (as in v1, giving both is an error).
@@ -72,18 +86,25 @@ class InferenceConfig:
         cuda_version: str | None = None,
         environment: Environment | None = None,
     ):
-        self.source_directory: str | None = None
-        if source_directory:
-            src = Path(source_directory).expanduser().resolve()
-            if not src.is_dir():
-                raise InvalidInputError(
-                    f"source directory {source_directory} is not a folder; pass the folder that holds your code"
-                )
-            self.source_directory = str(src)
-        self.entry_script = self._entry(entry_script)
+        try:
+            paths = resolve_app_paths(entry_script, source_directory, conda_file, source_flag="source_directory")
+            steps = (
+                find_file(extra_docker_file_steps, paths.source_dir, Path.cwd(), "extra Docker steps file",
+                          source_flag="source_directory")
+                if extra_docker_file_steps
+                else None
+            )  # fmt: skip
+        except AppPathError as exc:
+            raise InvalidInputError(str(exc)) from None
+        self._paths = paths
+        self.source_directory: str | None = str(paths.source_dir) if paths.source_dir else None
+        #: Relative to the source directory when there is one (as in the image), else absolute.
+        self.entry_script: str | None = None
+        if paths.entry_script is not None:
+            self.entry_script = paths.entry_script_rel if paths.source_dir else str(paths.entry_script)
         self.runtime = self._runtime(runtime)
-        self.conda_file = self._file(conda_file, "conda file")
-        self.extra_docker_file_steps = self._file(extra_docker_file_steps, "extra Docker steps file")
+        self.conda_file = str(paths.conda_file) if paths.conda_file else None
+        self.extra_docker_file_steps = str(steps) if steps else None
         self.enable_gpu = _as_bool(enable_gpu, "enable_gpu")
         self.cuda_version = None if cuda_version in (None, "") else str(cuda_version)
         self.description = description
@@ -101,35 +122,6 @@ class InferenceConfig:
             )
 
     # ------------------------------------------------------------------ validation
-    def _lookup(self, path: str | Path) -> Path:
-        p = Path(path).expanduser()
-        if not p.is_absolute() and self.source_directory:
-            inside = Path(self.source_directory) / p
-            if inside.exists():
-                return inside.resolve()
-        return p.resolve()
-
-    def _entry(self, entry_script: str | Path | None) -> str | None:
-        if not entry_script:
-            return None
-        script = self._lookup(entry_script)
-        if not script.is_file():
-            where = f" (looked in {self.source_directory} and the current folder)" if self.source_directory else ""
-            raise InvalidInputError(
-                f"entry script {entry_script} does not exist{where}; pass the path of your score.py"
-            )
-        if self.source_directory and Path(self.source_directory) in script.parents:
-            return script.relative_to(self.source_directory).as_posix()
-        return str(script)
-
-    def _file(self, path: str | Path | None, what: str) -> str | None:
-        if not path:
-            return None
-        found = self._lookup(path)
-        if not found.is_file():
-            raise InvalidInputError(f"{what} {path} does not exist; fix the path")
-        return str(found)
-
     @staticmethod
     def _runtime(runtime: str | None) -> str | None:
         if runtime is None or runtime == "":
@@ -192,8 +184,9 @@ class InferenceConfig:
     ) -> InferenceConfig:
         """A config from the v1 CLI's camelCase keys (snake_case names are accepted too).
 
-        Relative paths are resolved against ``base_dir`` (default: the current folder); the entry
-        script, conda file and extra steps file are looked up in ``sourceDirectory`` first.
+        Relative paths are resolved against ``base_dir`` (default: the current folder; the working
+        folder when only it holds ``sourceDirectory``, as the v1 CLI read it); the entry script, conda
+        file and extra steps file are looked up in ``sourceDirectory`` first.
         """
         if not isinstance(doc, Mapping):
             raise InvalidInputError(f"{where} must be a JSON object with keys like entryScript and sourceDirectory")
@@ -205,22 +198,23 @@ class InferenceConfig:
             if arg is None:
                 raise InvalidInputError(f"{where}: unknown key {key!r}; accepted keys: {', '.join(JSON_KEYS)}")
             kwargs[arg] = value
-        src = kwargs.get("source_directory")
-        if src:
-            kwargs["source_directory"] = resolve_path(src, base)
-        src_dir = kwargs.get("source_directory")
-        for arg in ("entry_script", "conda_file", "extra_docker_file_steps"):
-            value = kwargs.get(arg)
-            if value:
-                p = Path(value).expanduser()
-                if not p.is_absolute() and not (src_dir and (Path(src_dir) / p).exists()):
-                    if not (base / p).is_file():
-                        places = f"{src_dir} or {base}" if src_dir else str(base)
-                        raise InvalidInputError(
-                            f"{where}: {arg} {value} does not exist (looked in {places}); fix the path"
-                        )
-                    p = base / p
-                kwargs[arg] = p
+        for arg in ("entry_script", "source_directory", "conda_file", "extra_docker_file_steps"):
+            if kwargs.get(arg) is not None and not isinstance(kwargs[arg], str):
+                raise InvalidInputError(f"{where}: {arg} must be a path (a string)")
+        base = _json_base(kwargs.get("source_directory"), base)
+        try:
+            paths = resolve_app_paths(
+                kwargs.get("entry_script"), kwargs.get("source_directory"), kwargs.get("conda_file"), base,
+                source_flag="sourceDirectory",
+            )  # fmt: skip
+            steps = kwargs.get("extra_docker_file_steps")
+            if steps:
+                kwargs["extra_docker_file_steps"] = find_file(
+                    steps, paths.source_dir, base, "extraDockerfileSteps file", source_flag="sourceDirectory"
+                )
+        except AppPathError as exc:
+            raise InvalidInputError(f"{where}: {exc}") from None
+        kwargs.update(source_directory=paths.source_dir, entry_script=paths.entry_script, conda_file=paths.conda_file)
         if kwargs.get("environment") is not None:
             kwargs["environment"] = Environment.from_dict(kwargs["environment"], base, f"{where}: environment")
         kwargs["enable_gpu"] = _as_bool(kwargs.get("enable_gpu"), "enableGpu")
@@ -237,9 +231,7 @@ class InferenceConfig:
     @property
     def entry_script_file(self) -> Path | None:
         """The entry script on this machine."""
-        if not self.entry_script:
-            return None
-        return self._lookup(self.entry_script)
+        return self._paths.entry_script
 
     @property
     def extra_steps_text(self) -> str | None:

@@ -22,12 +22,14 @@ LAUNCH = (
 class Proc:
     """A server process whose stderr lines are collected by a thread."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, module: bool = False):
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, module: bool = False, cwd: str | None = None
+    ):
         full_env = {**os.environ, **(env or {})}
         full_env.pop("AZUREML_MODEL_DIR", None)
         cmd = [sys.executable, "-m", "edge_module", *args] if module else [sys.executable, "-c", LAUNCH, *args]
         self.p = subprocess.Popen(
-            cmd, cwd=ROOT, env=full_env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            cmd, cwd=cwd or ROOT, env=full_env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
         self.lines: list[str] = []
         self._q: queue.Queue[str] = queue.Queue()

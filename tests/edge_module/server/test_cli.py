@@ -159,6 +159,65 @@ def test_serve_entry_script_with_get_model_path(cli: click.Group, ws_with_model:
         assert proc.stop() == 0
 
 
+@pytest.mark.parametrize("source", ["relative", "absolute"])
+def test_serve_entry_script_inside_source_dir_from_another_folder(
+    ws_with_model: Path, tmp_path: Path, source: str
+) -> None:
+    """The Azure docs' layout (``app/score.py`` beside ``app/env.yml``), served from another working folder with
+    ``--entry-script score.py --source-dir app``: the script is found inside the source directory, as in v1."""
+    app = tmp_path / "proj" / "app"
+    (app / "lib").mkdir(parents=True)
+    (app / "lib" / "__init__.py").write_text("TAG = 'from-app'\n")
+    (app / "score.py").write_text(
+        textwrap.dedent(SCORE_PY).replace('"script": True', '"script": __import__("lib").TAG')
+    )
+    (app / "env.yml").write_text("dependencies:\n  - python=3.11\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    src = "../proj/app" if source == "relative" else str(app)
+    port = free_port()
+    args = ["--workspace", str(ws_with_model), "serve", "--model", "mlp", "--entry-script", "score.py"]
+    proc = Proc(
+        [*args, "--source-dir", src, "--port", str(port), "--host", "127.0.0.1"],
+        env={"PYTHONPATH": ROOT},
+        cwd=str(elsewhere),
+    )
+    try:
+        proc.wait_for(r"ready in")
+        r = requests.post(f"http://127.0.0.1:{port}/score", json={"data": X.tolist()}, timeout=10)
+        assert r.status_code == 200, r.text
+        assert r.json()["script"] == "from-app" and np.asarray(r.json()["scores"]).shape == (1, 10)
+    finally:
+        assert proc.stop() == 0
+
+
+def test_serve_entry_script_errors_name_the_places(
+    cli: click.Group, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    app = tmp_path / "app"
+    app.mkdir()
+    (tmp_path / "other.py").write_text("def init(): pass\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    ws = str(tmp_path / "ws")
+    r = CliRunner().invoke(cli, ["--workspace", ws, "serve", "--entry-script", "score.py", "--source-dir", str(app)])
+    assert r.exit_code != 0
+    assert str(r.exception) == (
+        f"entry script 'score.py' not found: looked in {app}/score.py (inside --source-dir {app}) "
+        f"and {elsewhere}/score.py"
+    )
+    r = CliRunner().invoke(
+        cli, ["--workspace", ws, "serve", "--entry-script", str(tmp_path / "other.py"), "--source-dir", str(app)]
+    )
+    assert r.exit_code != 0 and f"is outside --source-dir {app}" in str(r.exception)
+    # checked before any model is looked up or downloaded
+    r = CliRunner().invoke(
+        cli, ["--workspace", ws, "serve", "--model", "nosuch", "--entry-script", "x.py", "--source-dir", str(app)]
+    )
+    assert str(r.exception).startswith("entry script 'x.py' not found: looked in")
+
+
 def test_init_failure_is_reported_at_the_terminal(tmp_path: Path) -> None:
     (tmp_path / "score.py").write_text(
         "def init():\n    raise FileNotFoundError('weights.bin is missing')\n\ndef run(d):\n    return d\n"

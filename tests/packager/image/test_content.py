@@ -104,22 +104,23 @@ def test_app_with_source_dir_and_entry_script(tmp_path: Path) -> None:
 
 
 def test_app_entry_script_outside_source_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in Azure ML v1, the entry script lives in the source directory: one outside it is refused."""
     (tmp_path / "score.py").write_text("def init(): pass\n")
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "helper.py").write_text("")
     monkeypatch.chdir(tmp_path)
-    layer = content.stage_app("score.py", tmp_path / "src", {})
-    assert [f.path for f in layer.files] == [
-        f"{APP_ROOT}/edgepack-image.json",
-        f"{APP_ROOT}/helper.py",
-        f"{APP_ROOT}/score.py",
-    ]
+    with pytest.raises(InvalidInputError, match=r"entry script 'score.py' \(.*score.py\) is outside --source-dir"):
+        content.stage_app("score.py", tmp_path / "src", {})
+    with pytest.raises(InvalidInputError, match="is outside"):
+        content.stage_app(tmp_path / "score.py", tmp_path / "src", {})
     only_script = content.stage_app(tmp_path / "score.py", None, {})
     assert [f.path for f in only_script.files] == [f"{APP_ROOT}/edgepack-image.json", f"{APP_ROOT}/score.py"]
-    with pytest.raises(InvalidInputError, match="does not exist"):
+    with pytest.raises(InvalidInputError, match=r"entry script '.*missing.py' not found: looked in .*missing.py$"):
         content.stage_app(tmp_path / "missing.py", None, {})
     (tmp_path / "src" / "score.py").write_text("other")
     assert content.entry_script_path("score.py", tmp_path / "src") == "score.py"  # found in the source dir first
+    assert content.entry_script_path("src/score.py", "src") == "score.py"  # named from the working folder
+    assert content.entry_script_path(tmp_path / "src" / "score.py", "src") == "score.py"  # absolute, inside
 
 
 def test_app_key_follows_edits(tmp_path: Path) -> None:

@@ -105,7 +105,9 @@ def test_unknown_key_names_it_and_the_accepted_ones(project: Path):
 
 def test_missing_entry_script_and_bad_json(project: Path):
     with pytest.raises(
-        InvalidInputError, match=r"entry_script nope.py does not exist \(looked in .*src or .*project\)"
+        InvalidInputError,
+        match=r"entry script 'nope.py' not found: looked in .*project/src/nope.py \(inside sourceDirectory .*src\) "
+        r"and .*project/nope.py",
     ):
         InferenceConfig.load(write_config(project, {"entryScript": "nope.py", "sourceDirectory": "src"}))
     bad = project / "bad.json"
