@@ -35,7 +35,8 @@ class _EdgepackGroup(click.Group):
     package or extra becomes a clear error naming the extra to install instead of breaking ``edgepack``.
     """
 
-    _lazy: ClassVar[dict[str, tuple[str, str, str]]] = {"deploy": ("cloud_targets.cli", "deploy", "cloud")}  # name -> (module, attribute, extra)
+    # name -> (module, attribute, extra)
+    _lazy: ClassVar[dict[str, tuple[str, str, str]]] = {"deploy": ("cloud_targets.cli", "deploy", "cloud")}
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self._lazy})
