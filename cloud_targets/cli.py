@@ -30,6 +30,20 @@ def _workspace_dir(ctx: click.Context) -> Path:
     return Path(root.get("workspace") or os.environ.get(ENV_WORKSPACE) or DEFAULT_DIR)
 
 
+def _deployer(ctx: click.Context, env_var: str | None) -> tuple[Any, Any]:
+    from cloud_targets.iothub.connection import resolve_connection_string
+    from cloud_targets.iothub.deployer import IotHubDeployer
+
+    connection = resolve_connection_string(env_var=env_var, workspace=_workspace_dir(ctx))
+    return IotHubDeployer(connection), connection
+
+
+_CS_HELP = (
+    "Environment variable holding the service connection string "
+    "[default EDGEPACK_IOTHUB_CONNECTION_STRING, IOTHUB_CONNECTION_STRING, then <workspace>/iothub.json]."
+)
+
+
 @deploy.command("iotedge")
 @click.option(
     "-f", "--file", "file", required=True, type=click.Path(dir_okay=False), help="Deployment manifest (JSON)."
@@ -44,8 +58,7 @@ def _workspace_dir(ctx: click.Context) -> Path:
 @click.option(
     "--connection-string-env",
     metavar="VAR",
-    help="Environment variable holding the service connection string "
-    "[default EDGEPACK_IOTHUB_CONNECTION_STRING, IOTHUB_CONNECTION_STRING, then <workspace>/iothub.json].",
+    help=_CS_HELP,
 )
 @click.option("--dry-run", is_flag=True, help="Validate and print the content (az's --content shape); send nothing.")
 @click.option(
@@ -82,11 +95,18 @@ def iotedge(
     if output and not dry_run:
         raise click.UsageError("--output goes with --dry-run")
     try:
-        from cloud_targets.iothub.content import deployment_content, device_content, load_manifest, parse_pairs
+        from cloud_targets.iothub.content import (
+            check_device_id,
+            deployment_content,
+            device_content,
+            load_manifest,
+            parse_pairs,
+        )
 
         manifest = load_manifest(file)
         name = os.path.basename(file)
         if device_id:
+            check_device_id(device_id)
             content = device_content(manifest, name=name)
             target = f"device {device_id}"
         else:
@@ -108,11 +128,7 @@ def iotedge(
         _dry_run(content, output, as_json, target)
         return
 
-    from cloud_targets.iothub.connection import resolve_connection_string
-    from cloud_targets.iothub.deployer import IotHubDeployer
-
-    connection = resolve_connection_string(env_var=connection_string_env, workspace=_workspace_dir(ctx))
-    deployer = IotHubDeployer(connection)
+    deployer, connection = _deployer(ctx, connection_string_env)
     result: dict[str, Any] = {"hub": connection.host_name}
     if device_id:
         deployer.apply_to_device(device_id, manifest)
@@ -156,3 +172,41 @@ def _dry_run(content: dict[str, Any], output: str | None, as_json: bool, target:
         print_json({"dryRun": True, "target": target, "file": output})
     else:
         console.print(f"wrote the content for {printable(target)} to {printable(output)} (nothing sent)", markup=False)
+
+
+@deploy.command("iotedge-list")
+@click.option("--top", type=click.IntRange(min=1), help="At most this many (IoT Hub does not page this list).")
+@click.option("--connection-string-env", metavar="VAR", help=_CS_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print IoT Hub's records as JSON.")
+@click.pass_context
+def iotedge_list(ctx: click.Context, top: int | None, connection_string_env: str | None, as_json: bool) -> None:
+    """List the hub's deployments: id, priority, target condition."""
+    deployer, _ = _deployer(ctx, connection_string_env)
+    found = deployer.list_deployments(top)
+    if as_json:
+        print_json(found)
+        return
+    for item in found:
+        line = f"{item.get('id')}  priority {item.get('priority')}  {item.get('targetCondition') or ''}"
+        console.print(printable(line), markup=False, soft_wrap=True)
+
+
+@deploy.command("iotedge-show")
+@click.argument("deployment_id")
+@click.option("--connection-string-env", metavar="VAR", help=_CS_HELP)
+@click.pass_context
+def iotedge_show(ctx: click.Context, deployment_id: str, connection_string_env: str | None) -> None:
+    """Print one deployment as IoT Hub holds it (JSON: content, metrics, etag)."""
+    deployer, _ = _deployer(ctx, connection_string_env)
+    print_json(deployer.get_deployment(deployment_id))
+
+
+@deploy.command("iotedge-delete")
+@click.argument("deployment_id")
+@click.option("--connection-string-env", metavar="VAR", help=_CS_HELP)
+@click.pass_context
+def iotedge_delete(ctx: click.Context, deployment_id: str, connection_string_env: str | None) -> None:
+    """Delete a deployment; its devices fall back to the next deployment that targets them."""
+    deployer, connection = _deployer(ctx, connection_string_env)
+    deployer.delete_deployment(deployment_id)
+    console.print(f"deleted deployment {printable(deployment_id)} on {printable(connection.host_name)}", markup=False)

@@ -21,6 +21,7 @@ from packager.iotedge.validate import MAX_FILE_BYTES, Problem, is_layered, valid
 __all__ = [
     "InvalidManifestError",
     "check_deployment_id",
+    "check_device_id",
     "deployment_content",
     "device_content",
     "load_manifest",
@@ -30,6 +31,8 @@ __all__ = [
 
 # IoT Hub configuration ids: up to 128 lowercase letters, digits and - : + % _ # * ? ! ( ) , = @ ; '
 _DEPLOYMENT_ID_RE = re.compile(r"[a-z0-9\-:+%_#*?!(),=@;']{1,128}")
+# IoT Hub device ids: up to 128 ASCII letters, digits and - . + % _ # * ? ! ( ) , : = @ $ '
+_DEVICE_ID_RE = re.compile(r"[A-Za-z0-9\-.+%_#*?!(),:=@$']{1,128}")
 _METRIC_NAME_RE = re.compile(r"[A-Za-z0-9\-:+%_#*?!(),=@;'.]{1,128}")
 _MAX_LABELS = 64
 _MAX_METRICS = 64  # IoT Hub allows few custom metrics per configuration; bound what we send
@@ -110,6 +113,16 @@ def check_deployment_id(deployment_id: str) -> str:
             "- : + % _ # * ? ! ( ) , = @ ; '"
         )
     return deployment_id
+
+
+def check_device_id(device_id: str) -> str:
+    """IoT Hub's rule for device ids, checked before any request."""
+    if not isinstance(device_id, str) or not _DEVICE_ID_RE.fullmatch(device_id):
+        raise InvalidInputError(
+            f"device id {device_id!r} is not valid: up to 128 ASCII letters, digits and "
+            "- . + % _ # * ? ! ( ) , : = @ $ '"
+        )
+    return device_id
 
 
 def parse_pairs(items: list[str] | tuple[str, ...], what: str) -> dict[str, str]:

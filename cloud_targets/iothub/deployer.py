@@ -16,7 +16,7 @@ import logging
 from typing import Any
 
 from cloud_targets.iothub.connection import ConnectionString, parse_connection_string, redact
-from cloud_targets.iothub.content import check_deployment_id, deployment_content, device_content
+from cloud_targets.iothub.content import check_deployment_id, check_device_id, deployment_content, device_content
 from packager.errors import ConflictError, EdgepackError, InvalidInputError, NotFoundError
 
 __all__ = ["API_VERSION", "DeployError", "IotHubDeployer"]
@@ -133,8 +133,7 @@ class IotHubDeployer:
         """Set a device's modules to a full manifest (``az iot edge set-modules``); returns what was sent."""
         from azure.iot.hub.models import ConfigurationContent
 
-        if not device_id or len(device_id) > 128:
-            raise InvalidInputError("a device id is 1 to 128 characters")
+        check_device_id(device_id)
         content = device_content(manifest)
         log.debug("applying configuration content to device %s on %s", device_id, self.host)
         self._call(

@@ -29,7 +29,7 @@ from cloud_targets.iothub import (
     save_connection_string,
 )
 from packager.cli import main
-from packager.errors import InvalidInputError
+from packager.errors import EdgepackError, InvalidInputError
 from tests.cloud_targets.fake_iothub import KEY, FakeIotHub, check_sas
 from tests.packager.iotedge.test_validate import layered, manifest
 
@@ -290,3 +290,40 @@ def test_workspace_config_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         resolve_connection_string(workspace=other)
     with pytest.raises(InvalidInputError, match="no IoT Hub connection string"):
         resolve_connection_string(workspace=tmp_path / "empty")
+
+
+def test_cli_list_show_delete(hub: FakeIotHub, run, monkeypatch: pytest.MonkeyPatch, deployer: IotHubDeployer):
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(hub.ca))
+    monkeypatch.setenv("IOTHUB_CONNECTION_STRING", hub.connection_string)
+    deployer.create_deployment("iris", manifest(), "tags.env='prod'", 3)
+    code, out, err = run("deploy", "iotedge-list")
+    assert (code, out, err) == (0, "iris  priority 3  tags.env='prod'\n", "")
+    code, out, _ = run("deploy", "iotedge-list", "--json", "--top", "2")
+    assert code == 0 and [c["id"] for c in json.loads(out)] == ["iris"]
+    assert hub.requests[-1].query["top"] == ["2"]
+    code, out, _ = run("deploy", "iotedge-show", "iris")
+    assert code == 0 and json.loads(out)["content"] == {"modulesContent": manifest()["modulesContent"]}
+    code, out, _ = run("deploy", "iotedge-delete", "iris")
+    assert code == 0 and out.startswith("deleted deployment iris")
+    code, _, err = run("deploy", "iotedge-show", "iris")
+    assert code == 1 and "HTTP 404" in err and KEY not in err
+
+
+def test_bad_device_id_sends_nothing(hub: FakeIotHub, deployer: IotHubDeployer, run):
+    with pytest.raises(InvalidInputError, match="device id"):
+        deployer.apply_to_device("edge/1", manifest())
+    assert hub.requests == []
+
+
+def test_missing_sdk_names_the_extra(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "azure.iot.hub", None)  # import fails as if not installed
+    with pytest.raises(EdgepackError, match=r"edgepack\[cloud\]"):
+        IotHubDeployer.from_connection_string(f"HostName=h.net;SharedAccessKeyName=k;SharedAccessKey={KEY}")
+
+
+def test_missing_cloud_targets_names_the_extra(run, monkeypatch: pytest.MonkeyPatch):
+    from packager.cli import cli
+
+    monkeypatch.setitem(type(cli)._lazy, "deploy", ("cloud_targets_not_installed", "deploy", "cloud"))
+    code, _, err = run("deploy", "iotedge", "-f", "x.json", "--device", "d")
+    assert code == 1 and "pip install 'edgepack[cloud]'" in err
