@@ -127,7 +127,14 @@ class IotHubDeployer:
             raise DeployError(f"{what}: IoT Hub {self.host} answered HTTP {status}{detail}", status) from None
         except ClientException as exc:  # connection refused, TLS, timeouts (after the SDK's retries)
             reason = exc.inner_exception or exc
-            raise DeployError(f"{what}: cannot reach IoT Hub {self.host}: {type(reason).__name__}: {reason}") from None
+            hint = (
+                " (the hub's TLS certificate is not trusted: REQUESTS_CA_BUNDLE names a CA file)"
+                if "SSL" in str(reason)
+                else ""
+            )
+            raise DeployError(
+                f"{what}: cannot reach IoT Hub {self.host}{hint}: {type(reason).__name__}: {reason}"
+            ) from None
 
     def apply_to_device(self, device_id: str, manifest: dict[str, Any]) -> dict[str, Any]:
         """Set a device's modules to a full manifest (``az iot edge set-modules``); returns what was sent."""
