@@ -6,9 +6,11 @@ Errors print one line, ``error: <what and how to fix>``, on stderr: exit 2 for b
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 import traceback
+from typing import ClassVar
 
 import click
 
@@ -25,7 +27,40 @@ from packager.errors import EdgepackError
 from packager.workspace import ENV_WORKSPACE
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _EdgepackGroup(click.Group):
+    """The root group, plus command groups that live in other packages, imported only when used.
+
+    ``deploy`` lives in ``cloud_targets.cli``: imports flow cloud_targets -> packager, so packager never imports
+    cloud_targets at import time; the CLI entry point is the one place that reaches up, lazily, and a missing
+    package or extra becomes a clear error naming the extra to install instead of breaking ``edgepack``.
+    """
+
+    # name -> (module, attribute, extra)
+    _lazy: ClassVar[dict[str, tuple[str, str, str]]] = {"deploy": ("cloud_targets.cli", "deploy", "cloud")}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in self._lazy:
+            return command
+        module_name, attribute, extra = self._lazy[cmd_name]
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            missing = exc.name or module_name
+
+            @click.command(cmd_name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+            def unavailable() -> None:
+                raise EdgepackError(f"'edgepack {cmd_name}' needs {missing}: pip install 'edgepack[{extra}]'")
+
+            unavailable.help = f"(needs the {extra} extra: pip install 'edgepack[{extra}]')"
+            return unavailable
+        return getattr(module, attribute)
+
+
+@click.group(cls=_EdgepackGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option(
     "--workspace",
     "-w",
