@@ -71,7 +71,7 @@ class ModuleSpec:
             if value not in allowed:
                 raise InvalidInputError(f"module {self.name}: {label} {value!r}: use one of {', '.join(allowed)}")
         if self.startup_order is not None and (not isinstance(self.startup_order, int) or self.startup_order < 0):
-            raise InvalidInputError(f"module {self.name}: startup order {self.startup_order!r}: use a whole number >= 0")
+            raise InvalidInputError(f"module {self.name}: startup order {self.startup_order!r}: a whole number >= 0")
 
     def to_agent(self) -> dict[str, Any]:
         """The module's entry in ``$edgeAgent``'s ``modules``."""
@@ -256,6 +256,20 @@ def write_manifest(path: str | os.PathLike[str], doc: Mapping[str, Any]) -> Path
     return target
 
 
+def pin_image(image: str, credentials: Any = None) -> str:
+    """``image`` pinned to the digest its tag points at in the registry (``repo@sha256:...``); as is if pinned."""
+    from packager.image.registry import RegistryClient
+
+    ref = ImageRef.parse(image)
+    if ref.digest:
+        return str(ref)
+    with RegistryClient.for_ref(ref, credentials=credentials) as client:
+        digest = client.head_manifest(ref)
+    if not digest:
+        raise InvalidInputError(f"image {ref} is not in its registry: push it first (or give its digest)")
+    return str(ImageRef(ref.registry, ref.repository, None, digest))
+
+
 # ----------------------------------------------------------------------------------------- from a build
 def platform_slug(platform: str | Platform) -> str:
     """``linux/amd64`` → ``amd64``, ``linux/arm64`` → ``arm64``, ``linux/arm/v7`` → ``armv7`` (file names)."""
@@ -331,6 +345,7 @@ __all__ = [
     "has_credentials",
     "manifest_file_names",
     "manifests_from_build",
+    "pin_image",
     "platform_slug",
     "registry_credentials_for",
     "scoring_module",
