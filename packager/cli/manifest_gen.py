@@ -329,6 +329,11 @@ def from_summary(
 )
 @click.option("--platform", help="Platform: of --from-build (linux/amd64), or the template's default (amd64).")
 @click.option("--pin", is_flag=True, help="Pin tagged images to the digest the registry has for them.")
+@click.option(
+    "--build",
+    is_flag=True,
+    help="With -f: build (Docker) and push the modules the template uses first, pinned by digest.",
+)
 @manifest_options
 @click.option(
     "-o",
@@ -348,6 +353,7 @@ def gen(
     images: tuple[str, ...],
     platform: str | None,
     pin: bool,
+    build: bool,
     output: str,
     as_json: bool,
     **flags: Any,
@@ -363,8 +369,10 @@ def gen(
     sources = sum(bool(x) for x in (modules or extra, from_build, template))
     if sources != 1:
         raise InvalidInputError("give one of --module NAME=IMAGE, --from-build FILE or -f deployment.template.json")
+    if build and not template:
+        raise InvalidInputError("--build builds an iotedgedev project: give -f deployment.template.json")
     if template:
-        manifests = {"manifest": _from_template(template, images, platform, pin)}
+        manifests = {"manifest": _from_template(template, images, platform, pin, build)}
     elif from_build:
         manifests = _from_build(from_build, repository, platform, index, flags)
     else:
@@ -373,11 +381,19 @@ def gen(
     report(written, as_json)
 
 
-def _from_template(template: str, images: Sequence[str], platform: str | None, pin: bool) -> dict[str, Any]:
+def _from_template(
+    template: str, images: Sequence[str], platform: str | None, pin: bool, build: bool = False
+) -> dict[str, Any]:
     from packager.iotedge.manifest import pin_image
     from packager.iotedge.template import expand_template
 
     given: dict[str, Any] = {}
+    if build:
+        from packager.cli.output import RichReporter
+        from packager.iotedge.project import build_project
+
+        with RichReporter() as reporter:
+            given.update(build_project(template, default_platform=platform, reporter=reporter))
     for value in images:
         key, sep, image = value.partition("=")
         if not sep or not key or not image:

@@ -37,7 +37,7 @@ _DOTENV_LINE = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_.]*)\s*=\s*(.*
 ImageMap = Mapping[str, str | Mapping[str, str]]
 
 
-def _read_bounded(path: Path, limit: int, what: str) -> str:
+def read_text_bounded(path: Path, limit: int, what: str) -> str:
     try:
         with open(path, "rb") as f:
             data = f.read(limit + 1)
@@ -55,7 +55,7 @@ def _read_bounded(path: Path, limit: int, what: str) -> str:
 
 def _load_json(path: Path, limit: int, what: str) -> Any:
     try:
-        return json.loads(_read_bounded(path, limit, what))
+        return json.loads(read_text_bounded(path, limit, what))
     except json.JSONDecodeError as exc:
         raise InvalidInputError(f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
@@ -66,7 +66,7 @@ def load_dotenv(path: str | os.PathLike[str]) -> dict[str, str]:
     if not p.is_file():
         return {}
     out: dict[str, str] = {}
-    for number, line in enumerate(_read_bounded(p, 2**20, ".env file").splitlines(), 1):
+    for number, line in enumerate(read_text_bounded(p, 2**20, ".env file").splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         m = _DOTENV_LINE.fullmatch(line)

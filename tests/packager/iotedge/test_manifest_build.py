@@ -127,3 +127,38 @@ def test_iotedgedev_project_with_pushed_images_pinned(registry: str, base: str, 
         image = agent(doc)["modules"][module]["settings"]["image"]
         assert image.startswith(f"{server}/{name}@sha256:")
         assert registry_digest(image) == registry_digest(f"{server}/{name}:0.0.1-{arch}")
+
+
+def test_iotedgedev_project_builds_pushes_and_generates_without_edits(registry: str, base: str, tmp_path: Path) -> None:
+    """`manifest gen -f ... --build`: each module's Dockerfile.<platform> built by dockerd, pushed, pinned."""
+    server = f"{registry}/iotedgedev-{uuid.uuid4().hex[:8]}"
+    project = make_project(tmp_path / "solution", registry=server)
+    # Docker 20.10 keeps one local image per name: FROM pins each platform's base by its manifest digest
+    index = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{base}"], capture_output=True, text=True
+    )
+    digests = {m["platform"]["architecture"]: m["digest"] for m in json.loads(index.stdout)["manifests"]}
+    name = base.rsplit(":", 1)[0]
+    for folder in (project / "modules").iterdir():
+        (folder / "main.py").write_text(f"print('{folder.name}')\n")
+        for arch, docker_arch in (("amd64", "amd64"), ("arm64v8", "arm64")):  # as iotedgedev scaffolds them
+            steps = 'WORKDIR /app\nCOPY main.py .\nCMD ["python3", "main.py"]\n'
+            (folder / f"Dockerfile.{arch}").write_text(f"FROM {name}@{digests[docker_arch]}\n{steps}")
+    out = tmp_path / "config" / "deployment.amd64.json"
+    res = edgepack(
+        "manifest", "gen", "-f", str(project / "deployment.template.json"), "--build", "-o", str(out), "--json"
+    )
+    written = json.loads(res.stdout)["manifests"][0]
+    doc = json.loads(out.read_text())
+    assert_valid(doc)
+    for module, name, arch in (("SampleModule", "samplemodule", "amd64"), ("filter", "filter", "arm64v8")):
+        image = agent(doc)["modules"][module]["settings"]["image"]
+        assert written["modules"][module] == image and image.startswith(f"{server}/{name}@sha256:")
+        assert registry_digest(image) == registry_digest(f"{server}/{name}:0.0.1-{arch}")  # iotedgedev's tag
+        inspect = subprocess.run(
+            ["skopeo", "inspect", "--tls-verify=false", f"docker://{image}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert json.loads(inspect.stdout)["Architecture"] == {"amd64": "amd64", "arm64v8": "arm64"}[arch]
