@@ -16,6 +16,7 @@ import click
 from packager.cli.output import console, err_console, print_json, printable
 from packager.errors import InvalidInputError
 
+_IOTEDGEDEV_PLATFORMS = {"linux/amd64": "amd64", "linux/arm64": "arm64v8", "linux/arm/v7": "arm32v7"}
 _ROUTE_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
 
 
@@ -239,9 +240,16 @@ def _split_module(value: str) -> tuple[str, str]:
 
 
 def _from_images(
-    modules: Sequence[str], extra: Sequence[str], pin: bool, flags: Mapping[str, Any]
+    modules: Sequence[str], extra: Sequence[str], pin: bool, platform: str | None, flags: Mapping[str, Any]
 ) -> dict[str, dict[str, Any]]:
-    from packager.iotedge.manifest import ModuleSpec, build_manifest, pin_image, scoring_module
+    from packager.iotedge.manifest import ModuleSpec, build_manifest, platform_slug, scoring_module
+    from packager.iotedge.manifest import pin_image as pin_one
+
+    if platform and not pin:
+        raise InvalidInputError("--platform with --module pins each image to that platform's digest: add --pin")
+
+    def pin_image(image: str) -> str:
+        return pin_one(image, platform)
 
     scoring = [_split_module(v) for v in modules]
     others = [_split_module(v) for v in extra]
@@ -252,7 +260,8 @@ def _from_images(
         for name, image in scoring
     ]
     specs += [ModuleSpec(name, pin_image(image) if pin else image, **per_module[name]) for name, image in others]
-    return {"manifest": build_manifest(specs, **manifest_kwargs(flags, [s.image for s in specs]))}
+    key = platform_slug(platform) if platform else "manifest"
+    return {key: build_manifest(specs, **manifest_kwargs(flags, [s.image for s in specs]))}
 
 
 def _from_build(
@@ -372,11 +381,12 @@ def gen(
     if build and not template:
         raise InvalidInputError("--build builds an iotedgedev project: give -f deployment.template.json")
     if template:
-        manifests = {"manifest": _from_template(template, images, platform, pin, build)}
+        platform = _IOTEDGEDEV_PLATFORMS.get(platform or "", platform)
+        manifests = {platform or "template": _from_template(template, images, platform, pin, build)}
     elif from_build:
         manifests = _from_build(from_build, repository, platform, index, flags)
     else:
-        manifests = _from_images(modules, extra, pin, flags)
+        manifests = _from_images(modules, extra, pin, platform, flags)
     written = check_and_write(manifests, output_files(list(manifests), output))
     report(written, as_json)
 

@@ -256,15 +256,24 @@ def write_manifest(path: str | os.PathLike[str], doc: Mapping[str, Any]) -> Path
     return target
 
 
-def pin_image(image: str, credentials: Any = None) -> str:
-    """``image`` pinned to the digest its tag points at in the registry (``repo@sha256:...``); as is if pinned."""
+def pin_image(image: str, platform: str | Platform | None = None, credentials: Any = None) -> str:
+    """``image`` pinned to the digest its tag points at in the registry (``repo@sha256:...``): the index's,
+    or with ``platform`` that platform's image digest. An image given by digest is kept as it is."""
+    from packager.errors import NotFoundError
     from packager.image.registry import RegistryClient
 
     ref = ImageRef.parse(image)
-    if ref.digest:
+    if ref.digest and platform is None:
         return str(ref)
     with RegistryClient.for_ref(ref, credentials=credentials) as client:
-        digest = client.head_manifest(ref)
+        if platform is None:
+            digest = client.head_manifest(ref)
+        else:
+            wanted = Platform.parse(platform) if isinstance(platform, str) else platform
+            try:
+                digest = client.resolve_platform(ref, wanted)[1]
+            except NotFoundError as exc:
+                raise NotFoundError(str(exc).replace("base image", "image", 1).split(": build for")[0]) from None
     if not digest:
         raise InvalidInputError(f"image {ref} is not in its registry: push it first (or give its digest)")
     return str(ImageRef(ref.registry, ref.repository, None, digest))
@@ -332,8 +341,8 @@ def manifests_from_build(
 
 
 def manifest_file_names(keys: Iterable[str], stem: str = "deployment") -> dict[str, str]:
-    """``deployment.amd64.json`` per platform key; ``deployment.json`` for the index manifest."""
-    return {k: f"{stem}.json" if k == "index" else f"{stem}.{k}.json" for k in keys}
+    """``deployment.amd64.json`` per platform key; ``deployment.json`` for one not for a platform (the index)."""
+    return {k: f"{stem}.json" if k in ("index", "manifest", "template") else f"{stem}.{k}.json" for k in keys}
 
 
 __all__ = [

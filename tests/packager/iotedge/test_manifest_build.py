@@ -162,3 +162,37 @@ def test_iotedgedev_project_builds_pushes_and_generates_without_edits(registry: 
             timeout=120,
         )
         assert json.loads(inspect.stdout)["Architecture"] == {"amd64": "amd64", "arm64v8": "arm64"}[arch]
+
+
+def test_gen_pins_images_by_platform(base: str, tmp_path: Path) -> None:
+    index = subprocess.run(
+        ["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{base}"], capture_output=True, text=True
+    )
+    digests = {m["platform"]["architecture"]: m["digest"] for m in json.loads(index.stdout)["manifests"]}
+    name = ImageRef.parse(base)
+    for platform, arch in (("linux/arm64", "arm64"), ("linux/amd64", "amd64")):
+        args = ("manifest", "gen", "--module", f"scoring={base}", "--platform", platform, "--pin", "-o", str(tmp_path))
+        edgepack(*args)
+        doc = json.loads((tmp_path / f"deployment.{arch}.json").read_text())
+        assert_valid(doc)
+        assert (
+            agent(doc)["modules"]["scoring"]["settings"]["image"]
+            == f"{name.registry}/{name.repository}@{digests[arch]}"
+        )
+    res = edgepack(
+        "manifest",
+        "gen",
+        "--module",
+        f"scoring={base}",
+        "--platform",
+        "linux/arm/v7",
+        "--pin",
+        "-o",
+        str(tmp_path),
+        expect=1,
+    )
+    assert "has no linux/arm/v7 image" in res.stderr
+    res = edgepack(
+        "manifest", "gen", "--module", f"scoring={base}", "--platform", "linux/arm64", "-o", str(tmp_path), expect=2
+    )
+    assert "add --pin" in res.stderr

@@ -106,8 +106,8 @@ def test_cli_gen_from_template_writes_0600_and_prints_no_secret(
     monkeypatch.delenv("CONTAINER_REGISTRY_PASSWORD", raising=False)
     out = tmp_path / "config" / "deployment.amd64.json"
     res = edgepack(
-        "manifest", "gen", "-f", str(project / "deployment.template.json"), "--platform", "amd64",
-        "--image", "filter.arm64v8=127.0.0.1:5000/filter:9", "-o", str(out), "--json",
+        "manifest", "gen", "-f", str(project / "deployment.template.json"), "--platform", "linux/amd64",
+        "--image", "filter.arm64v8=127.0.0.1:5000/filter:9", "-o", str(out.parent), "--json",
     )  # fmt: skip
     written = json.loads(res.stdout)["manifests"][0]
     assert written["private"] is True and written["registries"] == ["myregistry.azurecr.io"]
