@@ -154,7 +154,7 @@ def _write_manifests(doc: dict[str, Any], m: dict[str, Any]) -> list[dict[str, A
     """``--manifest FILE``: one manifest on the index digest; ``-o DIR``: deployment.<platform>.json each."""
     from packager.cli.manifest_gen import check_and_write, from_summary, output_files
 
-    manifests = from_summary(doc, m, index=bool(m["manifest"]), name=m["module_name"])
+    manifests = from_summary(doc, m, index=bool(m["manifest"]), name=m["module_name"], credentials=m["credentials"])
     files = {"index": Path(m["manifest"])} if m["manifest"] else output_files(list(manifests), m["manifest_dir"])
     return check_and_write(manifests, files)
 
@@ -203,6 +203,7 @@ def build_and_push(ctx: click.Context, as_json: bool, **flags: Any) -> None:
     (see `edgepack manifest gen --help` for the module and route flags).
     """
     manifest = {k: flags.pop(k) for k in (*MANIFEST_FLAGS, "manifest", "manifest_dir", "module_name")}
+    manifest["credentials"] = _credentials(flags["username"], flags["password"])  # pull credentials too
     _build(ctx, as_json, {**flags, "push": True, "output": None}, manifest)
 
 

@@ -167,15 +167,19 @@ def scoring_options(flags: Mapping[str, Any], per_module: Mapping[str, Any]) -> 
     return options
 
 
-def manifest_kwargs(flags: Mapping[str, Any], images: Sequence[str]) -> dict[str, Any]:
-    """Keyword arguments of :func:`packager.iotedge.manifest.build_manifest` (credentials looked up here)."""
+def manifest_kwargs(
+    flags: Mapping[str, Any], images: Sequence[str], given: Mapping[str, tuple[str, str]] | None = None
+) -> dict[str, Any]:
+    """Keyword arguments of :func:`packager.iotedge.manifest.build_manifest`: credentials are ``given``
+    (``{registry: (user, password)}``) over docker login's for the images' registries."""
     from packager.iotedge.manifest import registry_credentials_for
 
+    credentials = None if flags.get("no_credentials") else {**registry_credentials_for(images), **(given or {})}
     return {
         "routes": parse_routes(flags.get("routes", ())),
         "runtime_version": flags.get("runtime_version") or "1.5",
         "store_and_forward_ttl": flags.get("store_and_forward_ttl", 7200),
-        "registry_credentials": None if flags.get("no_credentials") else registry_credentials_for(images),
+        "registry_credentials": credentials,
     }
 
 
@@ -284,12 +288,16 @@ def from_summary(
     platform: str | None = None,
     index: bool = False,
     name: str = "scoring",
+    credentials: tuple[str, str] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Manifests for a build summary (``build-and-push`` and ``manifest gen --from-build``)."""
+    """Manifests for a build summary (``build-and-push`` and ``manifest gen --from-build``); ``credentials``
+    (``build-and-push --username/--password``) are for the registry the build was pushed to."""
+    from packager.image.reference import ImageRef
     from packager.iotedge.manifest import manifests_from_build
 
     per_module = module_settings(flags, [name])[name]
     reference = repository or str(summary.get("reference") or "")
+    given = {ImageRef.parse(reference).registry: credentials} if credentials and reference else None
     return manifests_from_build(
         summary,
         repository=repository,
@@ -297,7 +305,7 @@ def from_summary(
         per_platform=not index,
         platforms=[platform] if platform else None,
         module_options=scoring_options(flags, per_module),
-        **manifest_kwargs(flags, [reference] if reference else []),
+        **manifest_kwargs(flags, [reference] if reference else [], given),
     )
 
 

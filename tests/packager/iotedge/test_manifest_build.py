@@ -103,8 +103,19 @@ def test_build_and_push_writes_manifests_for_what_it_pushed(
         image = agent(per)["modules"]["scoring"]["settings"]["image"]
         assert image == f"{repo}@{digest}" and registry_digest(image) == digest
         assert "registryCredentials" not in agent(per)["runtime"]["settings"]
+    # --username/--password push, and are the pull credentials in the manifest too (over docker login's)
+    given = tmp_path / "given.json"
+    res3 = edgepack(
+        "build-and-push", "-m", "digits:1", "--base", base, "-t", f"{repo}:v1", "--manifest", str(given),
+        "--username", "push-user", "--password", SECRET + "2", workspace=ws,
+    )  # fmt: skip
+    creds = agent(json.loads(given.read_text()))["runtime"]["settings"]["registryCredentials"]
+    assert [(c["username"], c["password"], c["address"]) for c in creds.values()] == [
+        ("push-user", SECRET + "2", registry)
+    ]
+    assert stat.S_IMODE(os.stat(given).st_mode) == 0o600
     captured = capfd.readouterr()
-    shown = res.stdout + res.stderr + res2.stdout + res2.stderr + captured.out + captured.err
+    shown = "".join(r.stdout + r.stderr for r in (res, res2, res3)) + captured.out + captured.err
     assert SECRET not in shown and auth not in shown
 
 
