@@ -389,6 +389,7 @@ def gen(
     if build and not template:
         raise InvalidInputError("--build builds an iotedgedev project: give -f deployment.template.json")
     if template:
+        _template_flags_unused(flags)
         platform = _IOTEDGEDEV_PLATFORMS.get(platform or "", platform)
         manifests = {platform or "template": _from_template(template, images, platform, pin, build)}
     elif from_build:
@@ -397,6 +398,18 @@ def gen(
         manifests = _from_images(modules, extra, pin, platform, flags)
     written = check_and_write(manifests, output_files(list(manifests), output))
     report(written, as_json)
+
+
+_DEFAULTS = {"max_batch_size": 1, "runtime_version": "1.5", "store_and_forward_ttl": 7200}
+
+
+def _template_flags_unused(flags: Mapping[str, Any]) -> None:
+    """With -f the template says everything: refuse module/route flags instead of ignoring them."""
+    given = [k for k in MANIFEST_FLAGS if flags.get(k) not in (None, False, (), _DEFAULTS.get(k))]
+    if given:
+        plural = {"routes": "route", "envs": "env", "ports": "port", "binds": "bind", "devices": "device"}
+        flag = "--" + plural.get(given[0], given[0]).replace("_", "-")
+        raise InvalidInputError(f"{flag} does not apply to -f: the template sets routes, modules and twins")
 
 
 def _from_template(

@@ -119,3 +119,8 @@ def test_cli_gen_from_template_writes_0600_and_prints_no_secret(
     (project / "deployment.template.json").write_text('{"modulesContent": {"$edgeAgent": {"x": "${NOPE}"}}}')
     res = edgepack("manifest", "gen", "-f", str(project / "deployment.template.json"), "-o", str(out), expect=2)
     assert "modulesContent.$edgeAgent.x: unexpanded placeholder ${NOPE}" in res.stderr
+    for flag in (["--route", "FROM /messages/* INTO $upstream"], ["--cpus", "2"], ["--no-credentials"]):
+        res = edgepack(
+            "manifest", "gen", "-f", str(project / "deployment.template.json"), *flag, "-o", str(out), expect=2
+        )
+        assert f"{flag[0]} does not apply to -f" in res.stderr
