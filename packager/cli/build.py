@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from edge_module.app_paths import AppPathError, resolve_app_paths
+from packager.cli.manifest_gen import MANIFEST_FLAGS, manifest_options
 from packager.cli.model import open_workspace
 from packager.cli.output import RichReporter, console, human_size, markup_safe, print_json
 from packager.errors import InvalidInputError
@@ -103,6 +104,9 @@ def _report(doc: dict[str, Any], as_json: bool) -> None:
     for kind in ("oci_layout", "docker_archives"):
         if kind in doc:
             console.print(f"wrote {markup_safe(doc[kind])}")
+    for item in doc.get("manifests", ()):
+        note = " (0600: holds registry credentials)" if item["private"] else ""
+        console.print(f"wrote manifest {markup_safe(item['file'])}{note}")
 
 
 def build_request(
@@ -132,11 +136,35 @@ def build_request(
     )  # fmt: skip
 
 
-def _build(ctx: click.Context, as_json: bool, flags: dict[str, Any]) -> None:
+def _build(ctx: click.Context, as_json: bool, flags: dict[str, Any], manifest: dict[str, Any] | None = None) -> None:
     request = build_request(**flags)  # every flag is checked before anything runs
+    if manifest is not None:
+        _check_manifest_flags(manifest)
     with RichReporter() as reporter:
         doc = builder.run(open_workspace(ctx), request, reporter)
+    if manifest is not None and (manifest["manifest"] or manifest["manifest_dir"]):
+        doc["manifests"] = _write_manifests(doc, manifest)
     _report(doc, as_json)
+
+
+def _check_manifest_flags(m: dict[str, Any]) -> None:
+    from packager.cli.manifest_gen import module_settings, parse_routes
+
+    if m["manifest"] and m["manifest_dir"]:
+        raise InvalidInputError("give --manifest FILE (one manifest on the index) or -o DIR (one per platform)")
+    if m["manifest"] and not str(m["manifest"]).endswith(".json"):
+        raise InvalidInputError(f"--manifest {m['manifest']}: name a .json file (or -o DIR for one per platform)")
+    parse_routes(m["routes"])
+    module_settings(m, [m["module_name"]])
+
+
+def _write_manifests(doc: dict[str, Any], m: dict[str, Any]) -> list[dict[str, Any]]:
+    """``--manifest FILE``: one manifest on the index digest; ``-o DIR``: deployment.<platform>.json each."""
+    from packager.cli.manifest_gen import check_and_write, from_summary, output_files
+
+    manifests = from_summary(doc, m, index=bool(m["manifest"]), name=m["module_name"], credentials=m["credentials"])
+    files = {"index": Path(m["manifest"])} if m["manifest"] else output_files(list(manifests), m["manifest_dir"])
+    return check_and_write(manifests, files)
 
 
 @click.command()
@@ -160,10 +188,31 @@ def build(ctx: click.Context, as_json: bool, **flags: Any) -> None:
 @click.option("--backend", type=click.Choice(builder.BACKENDS), default="oci", show_default=True)
 @click.option("--username", envvar="EDGEPACK_REGISTRY_USERNAME", help="Registry user [default: ~/.docker/config.json].")
 @click.option("--password", envvar="EDGEPACK_REGISTRY_PASSWORD", help="Registry password or token.")
+@click.option(
+    "--manifest",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="Also write an IoT Edge deployment manifest for the pushed index digest.",
+)
+@click.option(
+    "-o",
+    "--manifest-dir",
+    type=click.Path(file_okay=False),
+    metavar="DIR",
+    help="Also write deployment.<platform>.json per platform (pinned by platform digest).",
+)
+@click.option("--module-name", default="scoring", show_default=True, help="The module's name in the manifest.")
+@manifest_options
 @click.pass_context
 def build_and_push(ctx: click.Context, as_json: bool, **flags: Any) -> None:
-    """Build the images for every platform, push them with one index, print the digests."""
-    _build(ctx, as_json, {**flags, "push": True, "output": None})
+    """Build the images for every platform, push them with one index, print the digests.
+
+    With --manifest FILE or -o DIR, also write IoT Edge deployment manifests for exactly what was pushed
+    (see `edgepack manifest gen --help` for the module and route flags).
+    """
+    manifest = {k: flags.pop(k) for k in (*MANIFEST_FLAGS, "manifest", "manifest_dir", "module_name")}
+    manifest["credentials"] = _credentials(flags["username"], flags["password"])  # pull credentials too
+    _build(ctx, as_json, {**flags, "push": True, "output": None}, manifest)
 
 
 @click.command()

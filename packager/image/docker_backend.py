@@ -137,6 +137,7 @@ def build_platform(
     log_line: LogFn | None = None,
     docker_client: Any = None,
     pull: bool = False,
+    dockerfile: str = "Dockerfile",
 ) -> str:
     """``docker build --platform <platform> -t <tag>`` of ``context_dir`` (classic builder); the image id.
 
@@ -149,8 +150,8 @@ def build_platform(
     reporter = reporter or NullReporter()
     emit = log_line or (lambda line: log.info("%s", line))
     ctx = Path(context_dir)
-    if not (ctx / "Dockerfile").is_file():
-        raise InvalidInputError(f"{ctx} has no Dockerfile; write the context first")
+    if not (ctx / dockerfile).is_file():
+        raise InvalidInputError(f"{ctx} has no {dockerfile}; write the context first")
     dc = docker_client or client()
     import docker.errors
 
@@ -159,6 +160,7 @@ def build_platform(
     try:
         chunks = dc.api.build(
             path=str(ctx),
+            dockerfile=dockerfile,
             tag=tag,
             platform=str(platform),
             rm=True,
