@@ -76,7 +76,7 @@ def test_model_version_forms() -> None:
         parse_model_version("2", two)
     with pytest.raises(ModelVersionError, match="'other'"):
         parse_model_version("other:1", two)
-    with pytest.raises(ModelVersionError, match="not \"<name>:<version>\""):
+    with pytest.raises(ModelVersionError, match='not "<name>:<version>"'):
         parse_model_version("mlp:2,cnn.v", two)
     with pytest.raises(ModelVersionError, match="must be a version"):
         parse_model_version([1], one)
