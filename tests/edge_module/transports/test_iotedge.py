@@ -11,6 +11,7 @@ and sends desired-property patches on ``$iothub/twin/PATCH/properties/desired/?$
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
 import socket
@@ -36,6 +37,10 @@ from edge_module.transports.settings import HUB_MESSAGE_LIMIT, IotEdgeSettings
 from tests.support.scorers import FunctionApp, make_mlp
 
 MODULE = "scorer"
+# The SDK's twin topics ($iothub/twin/GET, .../res, .../PATCH/properties/desired) name no device: on a
+# shared broker every fake hub answers every module's twin GET and every module gets every desired
+# patch. Tests playing a hub take this lock (across pytest-xdist workers and worktrees) one at a time.
+TWIN_LOCK = Path("/tmp/edgepack-test-iotedge-twin.lock")
 
 
 def _paho_client(client_id: str, clean_session: bool = True) -> Any:
@@ -227,6 +232,8 @@ class Module:
 
     def __init__(self, broker: dict[str, Any], desired: dict | None = None, persistent_hub: bool = False):
         self.broker = broker
+        self._lock = TWIN_LOCK.open("a")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)  # released by close(), or when the process ends
         self.device = f"edgepack-test-{uuid.uuid4().hex[:10]}"
         key = base64.b64encode(os.urandom(32)).decode()
         self.connection_string = (
@@ -256,10 +263,13 @@ class Module:
             t.stop(grace=5)
         self.hub.close()
         # drop the module's persistent session (clean_session=False) from the broker
-        for client_id in (f"{self.device}/{MODULE}", f"fakehub-{self.device}"):
-            c = _paho_client(client_id, clean_session=True)
-            c.connect(self.broker["host"], self.broker["port"])
-            c.disconnect()
+        try:
+            for client_id in (f"{self.device}/{MODULE}", f"fakehub-{self.device}"):
+                c = _paho_client(client_id, clean_session=True)
+                c.connect(self.broker["host"], self.broker["port"])
+                c.disconnect()
+        finally:
+            self._lock.close()  # releases the flock
 
 
 @pytest.fixture
@@ -391,6 +401,7 @@ def test_model_version_goes_to_the_reconfigure_hook(module: Module, tmp_path: Pa
     module.start(OnnxScoringApp(model_dir), reconfigure=reconfigure)
     hub = module.hub
     hub.send({"data": _row(8)}, correlation_id="v1")
+    hub.wait_events(1)  # the SDK hands messages and twin patches over on different threads: no order between them
     hub.patch_desired({"model_version": 2})
     hub.wait_reported(lambda r: r.get("models") == {"mlp": {"version": "2"}})
     hub.send({"data": _row(8)}, correlation_id="v2")
