@@ -31,7 +31,8 @@ def hub_setup(tmp_path: Path):
     keys = {m: base64.b64encode(os.urandom(32)).decode() for m in ("gen", "scorer")}
     routes = parse_routes(
         {
-            "toScorer": 'FROM /messages/modules/gen/outputs/samples INTO BrokeredEndpoint("/modules/scorer/inputs/input1")',
+            "toScorer": "FROM /messages/modules/gen/outputs/samples"
+            ' INTO BrokeredEndpoint("/modules/scorer/inputs/input1")',
             "up": "FROM /messages/modules/scorer/outputs/* WHERE above_threshold = 'true' INTO $upstream",
         }
     )
