@@ -41,7 +41,7 @@ from typing import Any, BinaryIO
 from packager.edge import mqtt
 from packager.iotedge.routes import Route
 
-log = logging.getLogger("edgepack.edge.hub")
+log = logging.getLogger("packager.edge.hub")
 
 DEFAULT_TTL = 7200.0
 _WINDOW = 200  # unacknowledged messages per module connection
@@ -264,6 +264,24 @@ class EdgeHub:
             return apply()
         done = asyncio.run_coroutine_threadsafe(self._call(apply), self._loop)
         return done.result(10)
+
+    def add_module(self, name: str, key: str, desired: Mapping[str, Any]) -> None:
+        """A module deployed while running (``edgepack edge apply``)."""
+        module = _Module(name, base64.b64decode(key), {**copy.deepcopy(dict(desired)), "$version": 1})
+        self._in_loop(lambda: self.modules.setdefault(name, module))
+
+    def set_routes(self, routes: Mapping[str, Route], ttl: float) -> None:
+        """Replace the routes (messages already queued keep their expiry)."""
+
+        def apply() -> None:
+            self.routes, self.ttl = dict(routes), ttl
+
+        self._in_loop(apply)
+
+    def _in_loop(self, fn: Any) -> Any:
+        if self._loop is None or not self._loop.is_running():
+            return fn()
+        return asyncio.run_coroutine_threadsafe(self._call(fn), self._loop).result(10)
 
     @staticmethod
     async def _call(fn: Any) -> Any:
