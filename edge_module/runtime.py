@@ -24,6 +24,10 @@ What transports rely on is declared here, with defaults, and read once when the 
                        outputs cut back per request (see :mod:`edge_module.batching`)
 =====================  ============================================================================
 
+Optional capability, declared by subclassing (transports test ``isinstance``):
+:class:`VersionSelection`, an app that serves several versions of a model and can switch which one
+``/score`` uses while serving (the module twin's ``model_version``).
+
 Transports never import a backend; backends never import a transport. Everything here is
 synchronous: transports decide how to run it (inline, thread, batch).
 """
@@ -214,3 +218,28 @@ class BatchableApp(ScoringApp):
     @abstractmethod
     def respond(self, runtime: ModelRuntime, outputs: Mapping[str, Any], run_ms: float | None = None) -> Response:
         """The ``/score`` answer for ``runtime.predict``'s outputs (``run_ms``: how long scoring took)."""
+
+
+class VersionSelection(ABC):
+    """Declared by a :class:`ScoringApp` that serves several versions of a model and can switch, while
+    serving, which one answers a ``/score`` request that names no version (HTTP, MQTT, the IoT Edge hub).
+
+    Every version stays loaded (they are loaded at start: switching is instant and the memory bound is
+    the sum of the versions); requests that name a version, and V2's versioned paths, keep reaching it.
+    A switch is atomic: a request parsed before it is scored by the version it was parsed for, a request
+    parsed after it by the new one."""
+
+    @abstractmethod
+    def versions(self) -> dict[str, list[str]]:
+        """Every loaded version of each model name (oldest first; a model without versions: ``[]``)."""
+
+    @abstractmethod
+    def served(self) -> dict[str, str | None]:
+        """The version each model name serves by default now (``None``: a model without versions)."""
+
+    @abstractmethod
+    def select(self, selection: Mapping[str, str | None]) -> dict[str, str | None]:
+        """Serve ``selection``'s version of each model it names (``None``, or a name left out: the latest)
+        and return :meth:`served`. All or nothing: a name or version that is not loaded raises
+        :class:`ModelNotFoundError` (naming what is) and nothing changes; :class:`NotReadyError`
+        before the app has loaded."""

@@ -2,12 +2,14 @@
 
 Models come from an ``AZUREML_MODEL_DIR`` layout (see :mod:`edge_module.model_dir`): one model
 (``.../<name>/<version>/<file or folder>``) or several (``<dir>/<name>/<version>/...``, every
-deployed version served, the latest by default). A plain ``.onnx`` file, or a folder of them, works
-too (named after the file). Request bodies::
+deployed version loaded at start and served, the latest by default: :meth:`OnnxScoringApp.select`
+switches the default while serving, e.g. from the module twin's ``model_version``). A plain
+``.onnx`` file, or a folder of them, works too (named after the file). Request bodies::
 
     {"data": [[...]]}                          single-input model
     {"inputs": {"a": [...], "b": [...]}}       any model
-    {"model": "name", "version": "2", ...}     with several models ("version" optional: latest)
+    {"model": "name", "version": "2", ...}     with several models ("version" optional: the one
+                                               selected, by default the latest)
 
 The answer is the outputs by name: ``{"output": [[...]]}``.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -30,6 +33,7 @@ from edge_module.protocol.json_codec import OPT_NUMPY, dumps_result, loads_json
 from edge_module.runtime import (
     BadInputError,
     BatchableApp,
+    ModelNotFoundError,
     ModelRuntime,
     NotReadyError,
     Request,
@@ -37,6 +41,7 @@ from edge_module.runtime import (
     ScoringError,
     TensorSpec,
     UnsupportedMediaTypeError,
+    VersionSelection,
 )
 from edge_module.scoring.onnx_runtime import OnnxRuntime
 from edge_module.scoring.swagger import build_document, swagger_version
@@ -167,8 +172,9 @@ def tensor_example(spec: TensorSpec) -> Any:
     return value
 
 
-class OnnxScoringApp(BatchableApp):
-    """The ``/score`` contract over one or several ONNX models (batchable: ``parse`` / ``respond``)."""
+class OnnxScoringApp(BatchableApp, VersionSelection):
+    """The ``/score`` contract over one or several ONNX models (batchable: ``parse`` / ``respond``),
+    every version loaded, the one a request without ``"version"`` gets switchable (:meth:`select`)."""
 
     inline_safe = True  # no user code: a transport may score on its event loop (cancel() bounds it)
 
@@ -209,6 +215,8 @@ class OnnxScoringApp(BatchableApp):
         for rt in self._runtimes:
             self._by_name.setdefault(rt.name, {})[rt.version] = rt
         self._latest = {name: versions[max(versions, key=_version_key)] for name, versions in self._by_name.items()}
+        self._served: dict[str, OnnxRuntime] = dict(self._latest)  # replaced whole by select(): atomic
+        self._switch_lock = threading.Lock()
         self._single: OnnxRuntime | None = self._runtimes[0] if len(self._runtimes) == 1 else None
         self._swagger: dict[str, dict[str, Any]] = {}
         self.ready = False
@@ -234,6 +242,40 @@ class OnnxScoringApp(BatchableApp):
 
     def models(self) -> list[ModelRuntime]:
         return list(self._runtimes)
+
+    # VersionSelection ----------------------------------------------------------------------
+    def versions(self) -> dict[str, list[str]]:
+        return {
+            name: sorted((v for v in versions if v is not None), key=_version_key)
+            for name, versions in self._by_name.items()
+        }
+
+    def served(self) -> dict[str, str | None]:
+        return {name: rt.version for name, rt in self._served.items()}
+
+    def select(self, selection: Mapping[str, str | None]) -> dict[str, str | None]:
+        """Serve ``selection``'s version of each model it names, the latest of the others (see
+        :class:`~edge_module.runtime.VersionSelection`); every version is already loaded."""
+        if not self.ready:
+            raise NotReadyError("the models are still loading" if self._error is None else str(self._error))
+        with self._switch_lock:
+            served = dict(self._latest)
+            for name, version in selection.items():
+                versions = self._by_name.get(name)
+                if versions is None:
+                    raise ModelNotFoundError(f"no model {name!r}; models: {', '.join(sorted(self._by_name))}")
+                if version is None:
+                    continue
+                runtime = versions.get(str(version))
+                if runtime is None:
+                    have = ", ".join(v for v in self.versions()[name]) or "none"
+                    raise ModelNotFoundError(f"model {name!r} has no version {str(version)!r}; versions: {have}")
+                served[name] = runtime
+            if served != self._served:
+                self._served = served  # one assignment: a request picks the old map or the new one
+                listing = ", ".join(f"{n}:{rt.version}" if rt.version else n for n, rt in sorted(served.items()))
+                logger.info("serving %s by default", listing)
+            return self.served()
 
     def cancel(self) -> None:
         """Stop the model runs in progress (a transport's scoring timeout): they raise a 504."""
@@ -280,11 +322,13 @@ class OnnxScoringApp(BatchableApp):
 
     def swagger(self, version: int | str = 2) -> dict[str, Any]:
         key = swagger_version(version)
-        if key not in self._swagger:
+        served = self._served  # the document describes the versions served now
+        cache_key = f"{key} " + ",".join(f"{n}:{rt.version}" for n, rt in sorted(served.items()))
+        if cache_key not in self._swagger:
             if not self.ready:
                 raise NotReadyError("the models are still loading")
-            self._swagger[key] = self._build_swagger(key)
-        return copy.deepcopy(self._swagger[key])
+            self._swagger[cache_key] = self._build_swagger(key, served)
+        return copy.deepcopy(self._swagger[cache_key])
 
     # request parts -------------------------------------------------------------------------
     def _other_method(self, request: Request) -> Response:
@@ -308,7 +352,7 @@ class OnnxScoringApp(BatchableApp):
             raise BadInputError(f"unknown model {name!r}; models: {listing}")
         version = doc.get("version")
         if version is None:
-            return self._latest[name]
+            return self._served[name]
         runtime = versions.get(str(version))
         if runtime is None:
             served = ", ".join(sorted(str(v) for v in versions))
@@ -386,9 +430,9 @@ class OnnxScoringApp(BatchableApp):
                 logger.debug("no output example for model %s", runtime.name, exc_info=True)
         return input_schema, output_schema
 
-    def _build_swagger(self, version: str) -> dict[str, Any]:
+    def _build_swagger(self, version: str, served: Mapping[str, OnnxRuntime]) -> dict[str, Any]:
         multi = self._single is None
-        latest = [self._latest[name] for name in sorted(self._latest)]
+        latest = [served[name] for name in sorted(served)]
         pairs = [self._model_schemas(rt, multi) for rt in latest]
         if not multi:
             input_schema, output_schema = pairs[0]

@@ -162,10 +162,31 @@ class Server:
 
         try:
             metrics = self.service.metrics.attach()
-            self.transports = start_transports(s, self.app, metrics, load_error, self._transport_failed)
+            self.transports = start_transports(
+                s, self.app, metrics, load_error, self._transport_failed, self._versions_switched
+            )
         except Exception as exc:  # e.g. an unsafe spool folder, or azure-iot-device missing
             log.error("the MQTT / IoT Edge transport could not start", exc_info=True)
             self._transport_failed("MQTT / IoT Edge", f"it could not start: {type(exc).__name__}: {exc}")
+
+    def _versions_switched(self, served: dict[str, str | None]) -> None:
+        """The app switched the versions it serves (the module twin's ``model_version``; called from the
+        transport's thread after ``/score`` switched): point V2's unversioned routes at them too, on the
+        loop, waiting for it (a second at most) so that what is reported next is what HTTP serves."""
+        loop, service = self._loop, self.service
+        if loop is None or service is None:
+            return
+        done = threading.Event()
+
+        def repoint() -> None:
+            try:
+                service.v2.serve_versions(served)
+            finally:
+                done.set()
+
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the server is gone anyway
+            loop.call_soon_threadsafe(repoint)
+            done.wait(1.0)
 
     def _transport_failed(self, name: str, error: str) -> None:
         """A transport stopped for good (called from any thread): not ready, and stop when asked to."""

@@ -71,7 +71,7 @@ class V2Routes:
 
     def add_models(self, runtimes: list[ModelRuntime]) -> None:
         """``/v2/models/<name>/versions/<v>/...`` per runtime, ``/v2/models/<name>/...`` for the latest
-        version of each name."""
+        version of each name (until :meth:`serve_versions` points it at another)."""
         service = self.service
         by_name: dict[str, list[ModelRuntime]] = {}
         for rt in runtimes:
@@ -99,6 +99,21 @@ class V2Routes:
                     service.add_route(base, label, self.h_model_metadata, ("GET",), target=target)
                     service.add_route(base + "/ready", label + "/ready", self.h_model_ready, ("GET",), True, target)
                     service.add_route(base + "/infer", label + "/infer", self.h_infer, ("POST",), target=target)
+
+    def serve_versions(self, served: dict[str, str | None]) -> None:
+        """Point ``/v2/models/<name>/...`` (no version) at the version ``served`` names for each model,
+        after the app switched (the module twin's ``model_version``); on the event loop."""
+        service = self.service
+        for name, version in served.items():
+            if name not in service.runtimes or version is None:
+                continue
+            base = f"/v2/models/{name}"
+            versioned = f"{base}/versions/{version}"
+            if versioned not in service.routes:
+                continue
+            for suffix in ("", "/ready", "/infer"):
+                service.routes[base + suffix] = service.routes[versioned + suffix]
+            service.runtimes[name] = service.routes[versioned].target.runtime
 
     def not_found(self, conn: Connection, req: HttpRequest) -> None:
         """A ``/v2/models/...`` path with no route: which model or version is not served."""

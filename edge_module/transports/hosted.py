@@ -10,6 +10,11 @@ A transport that cannot start (e.g. an unsafe spool folder) or whose thread ends
 runs as a process (``python -m edge_module``, ``edgepack serve``), stops and exits with
 :data:`TRANSPORT_FAILED` (3) so that its supervisor (Docker's restart policy, the IoT Edge agent)
 restarts it. Passing problems (the broker away, a bad message, a damaged spool record) are not failures.
+
+The module twin's ``model_version`` switches the versions the app serves by default, in place, for
+every transport of the process (HTTP ``/score`` included): for an app declaring
+:class:`~edge_module.runtime.VersionSelection` run by one worker; otherwise it is reported as ignored
+with the reason (:func:`~edge_module.transports.model_switch.cannot_switch_reason`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from edge_module.runtime import ScoringApp
 
 if TYPE_CHECKING:  # the settings import the transports' settings: no import back at run time
     from edge_module.settings import Settings
+    from edge_module.transports.model_switch import SwitchCallback
 
 log = logging.getLogger("edgepack.transports")
 
@@ -43,9 +49,11 @@ def start_transports(
     metrics: Any = None,
     load_error: str | None = None,
     on_failure: FailureCallback | None = None,
+    on_switch: SwitchCallback | None = None,
 ) -> list[Transport]:
     """Start the MQTT and IoT Edge transports ``settings`` asks for; ``metrics`` gets their requests,
-    ``on_failure`` hears of a transport whose thread ended for good. Raises what a start raised."""
+    ``on_failure`` hears of a transport whose thread ended for good, ``on_switch(served)`` of a switch
+    of model versions from the twin. Raises what a start raised."""
     started: list[Transport] = []
     try:
         if settings.mqtt is not None:
@@ -57,8 +65,19 @@ def start_transports(
             log.info("scoring over MQTT: %s, requests on %s", settings.mqtt.url, mqtt.request_filter)
         if settings.iotedge is not None:
             from edge_module.transports.iotedge import IotEdgeTransport
+            from edge_module.transports.model_switch import cannot_switch_reason, version_hook
 
-            hub = IotEdgeTransport(app, settings.iotedge, load=False, load_error=load_error, metrics=metrics)
+            reason = cannot_switch_reason(app, settings.workers)
+            hook = version_hook(app, on_switch) if reason is None else None  # type: ignore[arg-type]
+            hub = IotEdgeTransport(
+                app,
+                settings.iotedge,
+                hook,
+                load=False,
+                load_error=load_error,
+                metrics=metrics,
+                cannot_switch=reason,
+            )
             started.append(hub.start())
             log.info(
                 "scoring on the IoT Edge hub: input %r -> output %r",

@@ -33,8 +33,15 @@ Module twin, desired properties (applied without a restart; a ``null`` restores 
                             above_threshold = 'true'``
 ``drop_below_threshold``    true: results under the threshold are counted (``below_threshold``)
                             and not sent (a filter module); default false
-``model_version``           passed to the ``reconfigure`` hook (see :data:`Reconfigure`); without
-                            one (``edgepack serve --iotedge``) reported under ``ignored``
+``model_version``           which version of each model answers (``"2"``, ``"mlp:2"``,
+                            ``{"mlp": "2"}``; ``null``: the latest; see
+                            :mod:`~edge_module.transports.model_switch`), for an app declaring
+                            :class:`~edge_module.runtime.VersionSelection` (the ONNX scorer: every
+                            version in the image is loaded, the switch is instant and also applies
+                            to HTTP ``/score`` in the same process); or passed to a ``reconfigure``
+                            hook (see :data:`Reconfigure`). An unknown model or version is reported
+                            under ``error`` and the previous version keeps serving; for an entry
+                            script it is reported under ``ignored`` with the reason
 ==========================  =====================================================================
 
 Other keys are reported back under ``ignored`` with the reason, as are invalid values.
@@ -73,14 +80,16 @@ from typing import Any
 import numpy as np
 import orjson
 
-from edge_module.runtime import Request, Response, ScoringApp, ScoringError
+from edge_module.runtime import Request, Response, ScoringApp, ScoringError, VersionSelection
 from edge_module.transports.batch_scoring import score_requests
+from edge_module.transports.model_switch import cannot_switch_reason, version_hook
 from edge_module.transports.settings import IotEdgeSettings
 
 log = logging.getLogger("edgepack.iotedge")
 
 _ERROR_TEXT_LIMIT = 4096
 _RESERVED_PROPERTIES = ("max_score", "above_threshold", "error_status")
+_MAX_VERSION_NAMES = 64
 
 Reconfigure = Callable[[dict[str, Any]], ScoringApp | None]
 """The hook for desired ``model_version``: called on the scoring thread (no message is being scored)
@@ -96,14 +105,14 @@ class Tuning:
     max_batch_size: int = 1
     threshold: float | None = None
     drop_below_threshold: bool = False
-    model_version: str | None = None
+    model_version: str | dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "max_batch_size": self.max_batch_size,
             "threshold": self.threshold,
             "drop_below_threshold": self.drop_below_threshold,
-            "model_version": self.model_version,
+            "model_version": copy.deepcopy(self.model_version),
         }
 
 
@@ -174,7 +183,12 @@ class IotEdgeTransport:
     """Serves ``app`` on the IoT Edge hub. ``start()`` returns at once; ``stop()`` drains and disconnects.
 
     ``load=True``: the transport calls ``app.load()`` on its scoring thread (messages wait meanwhile);
-    ``False``: the caller has loaded it (e.g. the HTTP server in the same process did)."""
+    ``False``: the caller has loaded it (e.g. the HTTP server in the same process did).
+
+    ``reconfigure``: the hook for ``model_version``; by default, for an app declaring
+    :class:`~edge_module.runtime.VersionSelection`, a switch of its served versions in place
+    (:func:`~edge_module.transports.model_switch.version_hook`). ``cannot_switch``: the reason a
+    ``model_version`` is ignored instead (no hook is used then)."""
 
     def __init__(
         self,
@@ -185,13 +199,19 @@ class IotEdgeTransport:
         load: bool = True,
         load_error: str | None = None,
         metrics: Any = None,
+        cannot_switch: str | None = None,
     ):
         self.app = app
         self.metrics = metrics
         self._preset_error = load_error
         self._statuses: list[int] = []  # of the batch just handled, for metrics
         self.settings = settings or IotEdgeSettings()
-        self.reconfigure = reconfigure
+        if reconfigure is None and cannot_switch is None:
+            cannot_switch = cannot_switch_reason(app)
+            if cannot_switch is None:
+                reconfigure = version_hook(app)  # type: ignore[arg-type]  # cannot_switch_reason: it is one
+        self.reconfigure = None if cannot_switch is not None else reconfigure
+        self.cannot_switch = cannot_switch
         self.tuning = Tuning(max_batch_size=self.settings.max_batch_size)
         self.client: Any = None
         self._load = load
@@ -492,7 +512,10 @@ class IotEdgeTransport:
         self._loaded.set()
 
     def _models(self) -> dict[str, Any]:
-        return {_twin_key(m.name): {"version": m.version} for m in self.app.models()}
+        app = self.app
+        if isinstance(app, VersionSelection):  # several versions loaded: the one each name serves
+            return {_twin_key(name): {"version": version} for name, version in app.served().items()}
+        return {_twin_key(m.name): {"version": m.version} for m in app.models()}
 
     def _handle(self, batch: list[Any]) -> list[_Outgoing]:
         """The answers to ``batch``, in order (results under the threshold that are dropped: none)."""
@@ -609,14 +632,9 @@ class IotEdgeTransport:
             and (version == current or (not desired.full and version < current))
         ):
             return  # a repeated document, or an older patch (patches can arrive out of order)
-        state = {} if desired.full else dict(self._desired)
-        for key, value in desired.doc.items():
-            if key.startswith("$"):
-                continue
-            if value is None:
-                state.pop(key, None)
-            else:
-                state[key] = value
+        state: dict[str, Any] = {} if desired.full else copy.deepcopy(self._desired)
+        # a patch merges into the desired document as the hub does: objects key by key, null removes
+        _merge(state, {key: value for key, value in desired.doc.items() if not key.startswith("$")})
         self._desired = state
         if isinstance(version, int):
             self._desired_version = version
@@ -659,16 +677,22 @@ class IotEdgeTransport:
             elif key == "model_version":
                 if type(value) in (str, int) and str(value):
                     values[key] = str(value)
+                elif (
+                    isinstance(value, dict)
+                    and 0 < len(value) <= _MAX_VERSION_NAMES
+                    and all(type(v) in (str, int) and str(v) for v in value.values())
+                ):
+                    values[key] = {str(k): str(v) for k, v in value.items()}
                 else:
-                    ignored[key] = f"expected a version (string or number), got {value!r}"
+                    ignored[key] = f'expected a version, "<name>:<version>" or {{"<name>": "<version>"}}, got {value!r}'
             else:
                 ignored[_twin_key(key)] = "unknown setting"
         if "model_version" in values and self.reconfigure is None:
             del values["model_version"]
-            ignored["model_version"] = "this deployment cannot switch models (no reconfigure hook)"
+            ignored["model_version"] = self.cannot_switch or "this deployment cannot switch models (no hook)"
         return Tuning(**values), ignored
 
-    def _switch_model(self, version: str | None) -> str | None:
+    def _switch_model(self, version: str | dict[str, str] | None) -> str | None:
         """Ask the hook for ``version``; the error text when it fails (the current app keeps scoring)."""
         if self.reconfigure is None:
             return None
@@ -687,8 +711,11 @@ class IotEdgeTransport:
 
 
 def _merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """Merge ``patch`` into ``target`` as twin patches merge: objects key by key, ``None`` removes."""
     for key, value in patch.items():
-        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+        if isinstance(value, Mapping):
+            if not isinstance(target.get(key), dict):
+                target[key] = {}
             _merge(target[key], value)
         elif value is None:
             target.pop(key, None)

@@ -675,10 +675,77 @@ def test_the_server_scores_hub_messages_beside_http(module: Module, model_dir: P
         assert http == event.json  # the same model and body both ways
         text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         assert 'edgepack_requests_total{route="iotedge",method="MESSAGE",status="200"} 1' in text
-        # no reconfigure hook here: a desired model_version is reported as ignored, not faked
+        # the image holds version 1 only: a desired model_version 7 is an error, version 1 serves on
         module.hub.patch_desired({"model_version": "7", "max_batch_size": 4})
         reported = module.hub.wait_reported(lambda r: r.get("settings", {}).get("max_batch_size") == 4)
         assert reported["settings"]["model_version"] is None, reported
-        assert "cannot switch models" in reported["ignored"]["model_version"]
+        assert "no version '7'; versions: 1" in reported["error"]
+        assert reported["models"] == {"mlp": {"version": "1"}} and reported["status"] == "ready"
     finally:
         assert proc.stop() == 0
+
+
+@pytest.mark.slow
+def test_the_twin_switches_the_version_http_and_the_hub_serve(module: Module, tmp_path: Path) -> None:
+    """An image with mlp versions 1 and 2 (different weights), served over HTTP and the hub by one
+    server: desired threshold, then model_version 1 -> 2 -> 9 (unknown) apply without a restart."""
+    from edge_module.server.lifecycle import BackgroundServer
+    from edge_module.settings import Settings
+
+    root = tmp_path / "azureml-models"
+    for version, seed in ((1, 1), (2, 2)):
+        path = root / "mlp" / str(version) / "mlp.onnx"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(make_mlp(seed=seed))
+    hub = module.hub
+    rows = _row(11)
+    sent = 0
+
+    def over_http(**extra: Any) -> list[list[float]]:
+        response = requests.post(f"{srv.url}/score", json={"data": rows, **extra}, timeout=10)
+        assert response.status_code == 200, response.text
+        return response.json()["output"]
+
+    def over_the_hub(cid: str) -> Event:
+        nonlocal sent
+        hub.send({"data": rows}, correlation_id=cid)
+        sent += 1
+        event = hub.wait_events(sent)[-1]
+        assert event.system["$.cid"] == cid and event.output == "output1", event
+        return event
+
+    app = OnnxScoringApp(root)
+    with BackgroundServer(app, Settings(port=0, iotedge=module.settings())) as srv:
+        assert srv.wait_ready()
+        server = srv.server
+        v1, v2 = over_http(version="1"), over_http(version="2")
+        assert not np.allclose(v1, v2)
+        reported = hub.wait_reported(lambda r: r.get("status") == "ready" and "desired_version" in r)
+        assert reported["models"] == {"mlp": {"version": "2"}}  # the latest by default
+        np.testing.assert_allclose(over_the_hub("default").json["output"], v2, rtol=1e-6)
+
+        hub.patch_desired({"threshold": 0.0})
+        hub.wait_reported(lambda r: r.get("settings", {}).get("threshold") == 0.0)
+        assert over_the_hub("threshold").custom["above_threshold"] == "true"
+
+        hub.patch_desired({"model_version": "1"})
+        reported = hub.wait_reported(lambda r: r.get("models") == {"mlp": {"version": "1"}})
+        assert reported["settings"]["model_version"] == "1" and not reported.get("error")
+        assert over_http() == v1
+        np.testing.assert_allclose(over_the_hub("v1").json["output"], v1, rtol=1e-6)
+        assert over_http(version="2") == v2  # a request naming a version still gets it
+
+        hub.patch_desired({"model_version": 2})
+        reported = hub.wait_reported(lambda r: r.get("models") == {"mlp": {"version": "2"}})
+        assert reported["settings"]["model_version"] == "2"
+        assert over_http() == v2
+        np.testing.assert_allclose(over_the_hub("v2").json["output"], v2, rtol=1e-6)
+
+        hub.patch_desired({"model_version": "9"})
+        reported = hub.wait_reported(lambda r: "no version '9'" in (r.get("error") or ""))
+        assert reported["status"] == "ready" and reported["settings"]["model_version"] == "2"
+        assert reported["models"] == {"mlp": {"version": "2"}}
+        assert over_http() == v2  # the old version keeps serving
+        np.testing.assert_allclose(over_the_hub("still-v2").json["output"], v2, rtol=1e-6)
+        assert srv.server is server and server.transports  # no restart: the same server and transport
+        assert requests.get(f"{srv.url}/v2/models/mlp", timeout=5).json()["versions"] == ["1", "2"]
