@@ -15,7 +15,10 @@ known module. That is what a shared Mosquitto cannot do: a module's twin topics
   is connected and subscribed to its inputs, and are sent with QoS 1 until it acknowledges them
   (unacknowledged ones are sent again after a reconnect); a message older than its route's
   ``timeToLiveSecs`` (else ``$edgeHub``'s ``storeAndForwardConfiguration.timeToLiveSecs``) is dropped
-  and counted. The queue lives in the hub process (``edgepack edge run``), not on disk.
+  and counted. The queue lives in the hub process (``edgepack edge run``), not on disk. After a
+  (re)connection, input messages wait until the module has read its twin (at most ``twin_hold`` s, default 5):
+  the azure-iot-device client subscribes to its inputs before it reads its twin, so messages stored
+  while a module was down would otherwise be handled before its desired settings (unlike edgeHub).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from packager.iotedge.routes import Route
 log = logging.getLogger("packager.edge.hub")
 
 DEFAULT_TTL = 7200.0
+TWIN_HOLD = 5.0  # seconds a connection's stored input messages wait for the module to read its twin
 _WINDOW = 200  # unacknowledged messages per module connection
 _SYSTEM_KEYS = ("$.mid", "$.cid", "$.ct", "$.ce", "$.uid", "$.exp")
 
@@ -71,6 +75,9 @@ class _Module:
     queue: deque[_Message] = field(default_factory=deque)
     inflight: dict[int, _Message] = field(default_factory=dict)
     next_id: int = 0
+    twin_read: bool = False  # on this connection
+    paused: bool = False  # the module is being stopped: nothing more is sent until it connects again
+    hold_until: float = 0.0
     counts: dict[str, int] = field(
         default_factory=lambda: {"sent": 0, "received": 0, "delivered": 0, "expired": 0, "connects": 0}
     )
@@ -177,6 +184,7 @@ class EdgeHub:
         port: int = 8883,
         hostname: str = "edgepack.local",
         ttl: float = DEFAULT_TTL,
+        twin_hold: float = TWIN_HOLD,
     ) -> None:
         self.device_id, self.hostname, self.host, self.port = device_id, hostname, host, port
         self.modules = {
@@ -184,7 +192,7 @@ class EdgeHub:
             for name, key in keys.items()
         }
         self.routes = dict(routes)
-        self.ttl = ttl
+        self.ttl, self.twin_hold = ttl, twin_hold
         self.upstream_path = upstream
         self.upstream_count = 0
         self._upstream: BinaryIO | None = None
@@ -270,6 +278,16 @@ class EdgeHub:
         module = _Module(name, base64.b64decode(key), {**copy.deepcopy(dict(desired)), "$version": 1})
         self._in_loop(lambda: self.modules.setdefault(name, module))
 
+    def pause(self, name: str) -> None:
+        """Send ``name`` nothing more until it connects again: its container is being stopped. (The SDK
+        acknowledges a message on receipt; one that arrives while the module shuts down would be lost.)"""
+
+        def apply() -> None:
+            if name in self.modules:
+                self.modules[name].paused = True
+
+        self._in_loop(apply)
+
     def set_routes(self, routes: Mapping[str, Route], ttl: float) -> None:
         """Replace the routes (messages already queued keep their expiry)."""
 
@@ -333,6 +351,8 @@ class EdgeHub:
             if connect.clean_session:
                 module.subscriptions.clear()
             module.writer = writer
+            module.twin_read, module.hold_until = False, time.monotonic() + self.twin_hold
+            module.paused = False
             module.counts["connects"] += 1
             writer.write(mqtt.connack(0, session_present=not connect.clean_session))
             self._pump(module)
@@ -445,8 +465,14 @@ class EdgeHub:
 
     def _pump(self, m: _Module) -> None:
         w = m.writer
-        if w is None:
+        if w is None or m.paused:
             return
+        if m.queue:
+            wait = m.hold_until - time.monotonic()
+            if wait > 0:
+                assert self._loop is not None
+                self._loop.call_later(wait + 0.01, self._pump, m)
+                return
         now = time.time()
         while m.queue and len(m.inflight) < _WINDOW:
             msg = m.queue[0]
@@ -482,6 +508,10 @@ class EdgeHub:
         rid = urllib.parse.parse_qs(topic.partition("?")[2]).get("$rid", [""])[0]
         if topic.startswith("$iothub/twin/GET/"):
             self._send(m, f"$iothub/twin/res/200/?$rid={rid}", {"desired": m.desired, "reported": m.reported})
+            if not m.twin_read:  # inputs flow shortly after: the module applies its twin first
+                m.twin_read = True
+                m.hold_until = min(m.hold_until, time.monotonic() + 0.1)
+                self._pump(m)
         elif topic.startswith("$iothub/twin/PATCH/properties/reported/"):
             try:
                 patch = json.loads(payload)

@@ -14,6 +14,9 @@ Supervision (:meth:`EdgeRuntime.supervise`), like the edge agent: a module whose
 started again per ``restartPolicy`` (``always``; ``on-failure``: exit code not 0; ``on-unhealthy``: a
 failing health check or exit code not 0; ``never``), after a back-off that doubles per restart (1 s up
 to 30 s, reset after a minute running). ``status: stopped`` modules are created and not started.
+When Docker reports a module container being stopped (``kill``, ``die``), the hub stops sending to it at
+once: the SDK acknowledges messages on receipt, so what reached a module that is shutting down would
+be lost; held in the hub, it is delivered when the module is back.
 The state (``state.json``: run, hub, per module container state, restarts, twin reported properties,
 hub counts) is rewritten every second for ``edgepack edge status``.
 """
@@ -21,11 +24,13 @@ hub counts) is rewritten every second for ``edgepack edge status``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
 import secrets
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -33,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from packager.edge.certs import ensure_certs
-from packager.edge.containers import container_name, docker_client, remove_labelled, run_kwargs
+from packager.edge.containers import LABEL, container_name, docker_client, remove_labelled, run_kwargs
 from packager.edge.hub import EdgeHub, free_hub_address
 from packager.edge.plan import ModulePlan, Plan
 from packager.fs import write_atomic
@@ -113,6 +118,12 @@ class EdgeRuntime:
             hostname=HOSTNAME,
             ttl=self.plan.ttl,
         ).start()
+        self._events = self.docker.events(
+            decode=True, filters={"label": f"{LABEL}={self.device_id}", "type": "container"}
+        )
+        threading.Thread(
+            target=self._watch_events, args=(self._events,), name="edgepack-edge-events", daemon=True
+        ).start()
         try:
             for module in self.plan.modules.values():
                 self._create(module, start=module.status == "running", wait=wait_running)
@@ -122,8 +133,19 @@ class EdgeRuntime:
             raise
         return self
 
+    def _watch_events(self, events: Any) -> None:
+        """A module container being stopped (``kill``: docker stop's SIGTERM) gets nothing more from the hub."""
+        with contextlib.suppress(Exception):
+            for event in events:
+                module = ((event.get("Actor") or {}).get("Attributes") or {}).get(f"{LABEL}.module")
+                if event.get("Action") in ("kill", "die", "stop") and module and self.hub is not None:
+                    self.hub.pause(module)
+
     def stop(self) -> None:
         """Remove every container this runtime started, stop the hub, mark the state stopped."""
+        if getattr(self, "_events", None) is not None:
+            with contextlib.suppress(Exception):
+                self._events.close()
         if self.docker is not None:
             remove_labelled(self.docker, self.device_id)
         if self.hub is not None:

@@ -37,7 +37,15 @@ def hub_setup(tmp_path: Path):
         }
     )
     hub = EdgeHub(
-        DEVICE, keys, {"scorer": {"threshold": 0.5}}, routes, certs.cert, certs.key, tmp_path / "up.jsonl", host=host
+        DEVICE,
+        keys,
+        {"scorer": {"threshold": 0.5}},
+        routes,
+        certs.cert,
+        certs.key,
+        tmp_path / "up.jsonl",
+        host=host,
+        twin_hold=0.5,
     ).start()
     yield hub, keys, certs, tmp_path
     hub.stop()
