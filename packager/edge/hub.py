@@ -31,6 +31,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import ssl
 import threading
 import time
@@ -70,7 +71,7 @@ class _Module:
     key: bytes
     desired: dict[str, Any]
     reported: dict[str, Any] = field(default_factory=lambda: {"$version": 1})
-    writer: asyncio.StreamWriter | None = None
+    writer: mqtt.BufferedWriter | None = None
     subscriptions: dict[str, int] = field(default_factory=dict)
     queue: deque[_Message] = field(default_factory=deque)
     inflight: dict[int, _Message] = field(default_factory=dict)
@@ -328,22 +329,22 @@ class EdgeHub:
         return asyncio.run_coroutine_threadsafe(self._call(take), self._loop).result(10)
 
     # connections ---------------------------------------------------------------------------------
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, raw: asyncio.StreamWriter) -> None:
         module: _Module | None = None
+        writer = mqtt.BufferedWriter(raw)
         with contextlib.suppress(Exception):
-            sock = writer.get_extra_info("socket")
-            import socket
-
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            raw.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        packets = mqtt.PacketReader(reader)
         try:
-            first = await asyncio.wait_for(mqtt.read_packet(reader), 30)
+            first = await asyncio.wait_for(packets.next(), 30)
             if first.kind != mqtt.CONNECT:
                 raise mqtt.ProtocolError("the first packet is not CONNECT")
             connect = mqtt.parse_connect(first)
             module, rc = self._authenticate(connect)
             if module is None:
                 writer.write(mqtt.connack(rc))
-                await writer.drain()
+                writer.flush()
+                await raw.drain()
                 return
             if module.writer is not None:  # a newer connection of the same module takes over
                 module.writer.close()
@@ -358,12 +359,16 @@ class EdgeHub:
             self._pump(module)
             timeout = connect.keepalive * 1.5 if connect.keepalive else None
             while True:
-                packet = await asyncio.wait_for(mqtt.read_packet(reader), timeout)
+                packet = packets.pending()
+                if packet is None:
+                    writer.flush()
+                    if raw.transport.get_write_buffer_size() > 1 << 20:
+                        await raw.drain()
+                    await asyncio.wait_for(packets.fill(), timeout)
+                    continue
                 if packet.kind == mqtt.DISCONNECT:
                     break
                 self._handle(module, writer, packet)
-                if writer.transport.get_write_buffer_size() > 1 << 20:
-                    await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError, TimeoutError, ssl.SSLError):
             pass
         except mqtt.ProtocolError as e:
@@ -386,7 +391,7 @@ class EdgeHub:
             return None, 4
         return module, 0
 
-    def _handle(self, m: _Module, w: asyncio.StreamWriter, p: mqtt.Packet) -> None:
+    def _handle(self, m: _Module, w: mqtt.BufferedWriter, p: mqtt.Packet) -> None:
         if p.kind == mqtt.PUBLISH:
             msg = mqtt.parse_publish(p)
             self._on_publish(m, msg)

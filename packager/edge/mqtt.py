@@ -67,6 +67,82 @@ async def read_packet(reader: asyncio.StreamReader, max_packet: int = MAX_PACKET
     return Packet(first >> 4, first & 0x0F, body)
 
 
+class PacketReader:
+    """Packets from a stream, read in large chunks (one ``await`` per chunk, not per packet)."""
+
+    def __init__(self, reader: asyncio.StreamReader, max_packet: int = MAX_PACKET) -> None:
+        self.reader, self.max_packet = reader, max_packet
+        self.buf = bytearray()
+        self.pos = 0
+
+    def pending(self) -> Packet | None:
+        """The next whole packet already buffered, else None."""
+        buf, pos = self.buf, self.pos
+        if len(buf) - pos < 2:
+            return None
+        length, shift, i = 0, 0, pos + 1
+        while True:
+            if i >= len(buf):
+                return None
+            byte = buf[i]
+            length |= (byte & 0x7F) << shift
+            i += 1
+            if not byte & 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise ProtocolError("malformed remaining length")
+        if length > self.max_packet:
+            raise ProtocolError(f"packet of {length} bytes is over the limit ({self.max_packet})")
+        if len(buf) - i < length:
+            return None
+        first = buf[pos]
+        packet = Packet(first >> 4, first & 0x0F, bytes(buf[i : i + length]))
+        self.pos = i + length
+        return packet
+
+    async def fill(self) -> None:
+        """Read more (``asyncio.IncompleteReadError`` at the end of the stream)."""
+        if self.pos:
+            del self.buf[: self.pos]
+            self.pos = 0
+        chunk = await self.reader.read(1 << 16)
+        if not chunk:
+            raise asyncio.IncompleteReadError(bytes(self.buf), None)
+        self.buf += chunk
+
+    async def next(self) -> Packet:
+        while (packet := self.pending()) is None:
+            await self.fill()
+        return packet
+
+
+class BufferedWriter:
+    """Writes gathered within one event-loop turn go out as one ``write`` (one TLS record, one syscall)."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.parts: list[bytes] = []
+        self.loop = asyncio.get_running_loop()
+
+    def write(self, data: bytes) -> None:
+        if not self.parts:
+            self.loop.call_soon(self.flush)
+        self.parts.append(data)
+
+    def flush(self) -> None:
+        if self.parts and not self.writer.is_closing():
+            self.writer.write(b"".join(self.parts))
+        self.parts.clear()
+
+    def close(self) -> None:
+        self.flush()
+        self.writer.close()
+
+    def is_closing(self) -> bool:
+        return self.writer.is_closing()
+
+
 def _string(buf: bytes, pos: int) -> tuple[str, int]:
     raw, pos = _binary(buf, pos)
     try:
