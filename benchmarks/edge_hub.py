@@ -338,9 +338,7 @@ def main() -> None:
         if not args.no_scoring:
             model_path = model(work)
             rows["scorer over MQTT"] = scorer_alone(work, model_path, args)
-            rows["end to end"] = end_to_end_case(
-                work, certs, host, model_path.parent, args.scored, args.window, args
-            )
+            rows["end to end"] = end_to_end_case(work, certs, host, model_path.parent, args.scored, args.window, args)
     ratios = {"forwarding / mosquitto": round(rows["hub forwarding"]["per_s"] / rows["mosquitto"]["per_s"], 2)}
     if "end to end" in rows:
         ratios["end to end / scorer over MQTT"] = round(
