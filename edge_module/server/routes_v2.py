@@ -204,8 +204,11 @@ class V2Routes:
             args = (model, body, encoding, header_length)
             service.offload(self._decode_predict, args, service.guard(conn, req, decoded), model.cancel)
             return
-        try:
-            infer = self._decode(model, body, None, header_length)
+        try:  # JSON (the common case) straight to the codec; the binary extension checks its header first
+            if header_length is None:
+                infer = v2.decode_request(body, None, model.specs)
+            else:
+                infer = self._decode(model, body, None, header_length)
         except ScoringError as exc:
             conn.reply(req, exc.status, error_body(str(exc), "error"))
             return
