@@ -10,7 +10,8 @@ input, a failing model) gets an error message on ``error_output`` (``error``): a
 ``{"error": "...", "status": 400, "input": ..., "correlation_id": ..., "message_id": ...}`` with the
 same properties plus ``error_status``. The loop always goes on.
 
-Threads: the SDK's handler threads only queue messages; one scoring thread scores them (several
+Threads: the SDK's MQTT thread only queues input messages (straight from its paho client, without the
+SDK's receive pipeline, see :mod:`~edge_module.transports.iotedge_publish`); one scoring thread scores them (several
 queued messages in one model run for ONNX apps when ``max_batch_size`` > 1) and applies twin
 changes between batches (so a model switch never overlaps scoring); one sender thread publishes the
 answers, in order, straight on the SDK's MQTT connection with up to 256 unacknowledged
@@ -257,6 +258,8 @@ class IotEdgeTransport:
         self.client = self._create_client()
         self._disable_nagle(self.client)
         self._direct = DirectOutputs.attach(self.client, _DIRECT_WINDOW, lambda: self._count("sent"))
+        if self._direct is not None:
+            self._direct.receive_inputs(self._on_message)
         targets = [(self._score_loop, "score"), (self._twin_loop, "twin")]
         senders = 1 if self._direct is not None else self.settings.send_threads  # direct: never blocks on an ack
         targets += [(self._send_loop, f"send-{i}") for i in range(senders)]

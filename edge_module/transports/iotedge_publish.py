@@ -1,4 +1,4 @@
-"""Module outputs published straight on the SDK's MQTT connection, several in flight.
+"""Module inputs and outputs straight on the SDK's MQTT connection, several outputs in flight.
 
 ``send_message_to_output`` runs each message through the SDK's pipeline (a dozen stages, an
 operation, a future and a callback thread) and blocks until edgeHub's PUBACK: in a scorer that
@@ -7,7 +7,9 @@ is most of its CPU per message. :class:`DirectOutputs` publishes on the SDK's ow
 (``mqtt_topic_iothub``), QoS 1, up to ``window`` unacknowledged. A message counts as sent at its
 PUBACK; until then paho keeps it and sends it again after a reconnect (the SDK keeps
 ``clean_session=False``), so results stay at-least-once. The SDK keeps connecting,
-authenticating, the twin and the inputs. Only for azure-iot-device 2.x's layout:
+authenticating, the subscriptions and the twin. Inputs (:meth:`DirectOutputs.receive_inputs`) come
+from paho's callback for the module's input topics, built into ``Message`` objects as the SDK
+builds them, without its receive pipeline and handler threads. Only for azure-iot-device 2.x's layout:
 :meth:`DirectOutputs.attach` returns None otherwise (the caller sends through the SDK).
 """
 
@@ -39,6 +41,7 @@ class DirectOutputs:
         self._topics = mqtt_topic_iothub
         self._base = mqtt_topic_iothub.get_telemetry_topic_for_publish(device_id, module_id)
         self._prefix = self._base.encode("utf-8")
+        self._inputs = mqtt_topic_iothub.get_input_topic_for_subscribe(device_id, module_id)
         self._slots = threading.Semaphore(window)
         self._on_acked = on_acked
         self._unacked = 0
@@ -56,6 +59,23 @@ class DirectOutputs:
                 sdk_on_publish(client, userdata, mid)
 
         paho.on_publish = on_publish
+
+    def receive_inputs(self, handler: Callable[[Any], None]) -> None:
+        """Input messages straight from paho to ``handler`` (an SDK ``Message`` built as the SDK builds it:
+        properties from the topic, ``input_name``), skipping the SDK's receive pipeline and handler threads.
+        The SDK still subscribes; paho acknowledges after ``handler`` returns, as before."""
+        topics = self._topics
+
+        def on_input(client: Any, userdata: Any, mqtt_message: Any) -> None:
+            from azure.iot.device import Message
+
+            topic = mqtt_message.topic
+            message = Message(mqtt_message.payload)
+            topics.extract_message_properties_from_topic(topic, message)
+            message.input_name = topics.get_input_name_from_topic(topic)
+            handler(message)
+
+        self._paho.message_callback_add(self._inputs, on_input)
 
     @classmethod
     def attach(cls, client: Any, window: int, on_acked: Callable[[], None]) -> DirectOutputs | None:
