@@ -10,16 +10,21 @@ input, a failing model) gets an error message on ``error_output`` (``error``): a
 ``{"error": "...", "status": 400, "input": ..., "correlation_id": ..., "message_id": ...}`` with the
 same properties plus ``error_status``. The loop always goes on.
 
-Threads: the SDK's handler threads only queue messages; one scoring thread scores them (several
+Threads: the SDK's MQTT thread only queues input messages (straight from its paho client, without the
+SDK's receive pipeline, see :mod:`~edge_module.transports.iotedge_publish`); one scoring thread scores them (several
 queued messages in one model run for ONNX apps when ``max_batch_size`` > 1) and applies twin
-changes between batches (so a model switch never overlaps scoring); ``send_threads`` sender threads
-send (one keeps the order; more raise throughput, ~1 ms per acknowledged send); a twin thread
-connects, reads the twin and reports.
+changes between batches (so a model switch never overlaps scoring); one sender thread publishes the
+answers, in order, straight on the SDK's MQTT connection with up to 256 unacknowledged
+(:mod:`~edge_module.transports.iotedge_publish`: the SDK's topic and property encoding without its
+per-message pipeline, which cost more CPU than scoring); when the SDK's layout is not the known one,
+``send_threads`` threads use ``send_message_to_output`` (one keeps the order; ~1 ms per acknowledged
+send); a twin thread connects, reads the twin and reports.
 
 Nothing lost across outages: the SDK keeps a persistent session (``clean_session=False``) and
 subscribes with QoS 1, so edgeHub (or an MQTT broker with persistence) keeps the module's messages
 while it is disconnected. Results wait in memory and are sent again until edgeHub acknowledges
-them (at-least-once: a result whose acknowledgement was lost is sent twice). Not covered: messages
+them (at-least-once: a result whose acknowledgement was lost is sent twice; published ones stay in
+the MQTT client's session and go out again after a reconnect; ``sent`` counts acknowledgements). Not covered: messages
 the SDK acknowledged and handed over but not yet answered when the process dies (the SDK acks on
 receipt), or left when ``stop()`` runs out of grace (logged with their count).
 
@@ -82,6 +87,7 @@ import orjson
 
 from edge_module.runtime import Request, Response, ScoringApp, ScoringError, VersionSelection
 from edge_module.transports.batch_scoring import score_requests
+from edge_module.transports.iotedge_publish import DirectOutputs, sdk_transport
 from edge_module.transports.model_switch import cannot_switch_reason, version_hook
 from edge_module.transports.settings import IotEdgeSettings
 
@@ -90,6 +96,7 @@ log = logging.getLogger("edgepack.iotedge")
 _ERROR_TEXT_LIMIT = 4096
 _RESERVED_PROPERTIES = ("max_score", "above_threshold", "error_status")
 _MAX_VERSION_NAMES = 64
+_DIRECT_WINDOW = 256  # results published and not yet acknowledged (direct outputs)
 
 Reconfigure = Callable[[dict[str, Any]], ScoringApp | None]
 """The hook for desired ``model_version``: called on the scoring thread (no message is being scored)
@@ -214,6 +221,7 @@ class IotEdgeTransport:
         self.cannot_switch = cannot_switch
         self.tuning = Tuning(max_batch_size=self.settings.max_batch_size)
         self.client: Any = None
+        self._direct: DirectOutputs | None = None
         self._load = load
         self._inbox: queue.Queue[Any] = queue.Queue()
         self._outbox: queue.Queue[_Outgoing | None] = queue.Queue()
@@ -249,8 +257,12 @@ class IotEdgeTransport:
         """Create the client and start the threads; connecting (with retries) happens in the background."""
         self.client = self._create_client()
         self._disable_nagle(self.client)
+        self._direct = DirectOutputs.attach(self.client, _DIRECT_WINDOW, lambda: self._count("sent"))
+        if self._direct is not None:
+            self._direct.receive_inputs(self._on_message)
         targets = [(self._score_loop, "score"), (self._twin_loop, "twin")]
-        targets += [(self._send_loop, f"send-{i}") for i in range(self.settings.send_threads)]
+        senders = 1 if self._direct is not None else self.settings.send_threads  # direct: never blocks on an ack
+        targets += [(self._send_loop, f"send-{i}") for i in range(senders)]
         for target, name in targets:
             thread = threading.Thread(target=target, name=f"edgepack-iotedge-{name}", daemon=True)
             thread.start()
@@ -271,10 +283,7 @@ class IotEdgeTransport:
         """TCP_NODELAY on the SDK's MQTT socket, at every connect. paho 1.x leaves Nagle on, so a result
         waits for the broker's delayed ACK of the packet before: 40-80 ms per message under a steady
         trickle. Reaches into azure-iot-device 2.x's pipeline; when its layout differs nothing changes."""
-        stage = getattr(getattr(client, "_mqtt_pipeline", None), "_pipeline", None)
-        while stage is not None and getattr(stage, "transport", None) is None:
-            stage = getattr(stage, "next", None)
-        paho = getattr(getattr(stage, "transport", None), "_mqtt_client", None)
+        paho = getattr(sdk_transport(client), "_mqtt_client", None)
         if paho is None or not hasattr(paho, "on_socket_open"):
             log.debug("cannot reach the SDK's MQTT client to set TCP_NODELAY")
             return False
@@ -311,6 +320,8 @@ class IotEdgeTransport:
             self._outbox.put(None)
         for thread in senders:
             thread.join(max(0.0, deadline - time.monotonic()))
+        if self._direct is not None and not self._direct.wait_acked(max(0.0, deadline - time.monotonic())):
+            log.error("stopping with %d result(s) not acknowledged by edgeHub", self._direct.unacked())
         self._abandon.set()
         self._report_wake.set()
         twin.join(max(1.0, deadline - time.monotonic()))
@@ -339,9 +350,12 @@ class IotEdgeTransport:
         self._report_wake.set()
 
     def stats(self) -> dict[str, int]:
-        """The counts, plus the messages waiting to be scored (``queued``) and sent (``unsent``)."""
+        """The counts, plus the messages waiting to be scored (``queued``) and sent or acknowledged (``unsent``)."""
         with self._lock:
-            return {**self._counts, "queued": self._inbox.qsize(), "unsent": self._outbox.qsize()}
+            counts = {**self._counts, "queued": self._inbox.qsize(), "unsent": self._outbox.qsize()}
+        if self._direct is not None:  # published, not yet acknowledged
+            counts["unsent"] += self._direct.unacked()
+        return counts
 
     @property
     def reported(self) -> dict[str, Any]:
@@ -427,10 +441,19 @@ class IotEdgeTransport:
             self._send(item)
 
     def _send(self, out: _Outgoing) -> None:
-        """Send until edgeHub acknowledges (retrying through outages), unless the stop grace ran out."""
+        """Send until edgeHub acknowledges (retrying through outages), unless the stop grace ran out.
+        Direct outputs: queued on the connection (counted at the PUBACK; paho resends it after a reconnect)."""
         attempt = 0
         while True:
             try:
+                if self._direct is not None:
+                    from azure.iot.device.constant import TELEMETRY_MESSAGE_SIZE_LIMIT
+
+                    if out.message.get_size() > TELEMETRY_MESSAGE_SIZE_LIMIT:
+                        raise ValueError("Size of message can not exceed 256 KB.")
+                    if not self._direct.publish(out.message, out.output, self._abandon):
+                        log.error("a message to %r was not sent (stopping)", out.output)
+                    return
                 self.client.send_message_to_output(out.message, out.output)
             except ValueError as exc:  # the SDK's own size check
                 if out.is_error or out.source is None:
