@@ -72,8 +72,12 @@ def run_pub(spec: dict[str, Any]) -> None:
     c = _client(spec)
     acked = threading.Event()
     state = {"acks": 0}
+    # paho keys unacknowledged messages by their 16-bit id: never queue 65,535 or more at once
+    # (a reused id overwrites a queued message, which is then never acknowledged)
+    room = threading.BoundedSemaphore(30_000)
 
     def on_publish(client: Any, userdata: Any, mid: int) -> None:
+        room.release()
         state["acks"] += 1
         if state["acks"] == spec["n"]:
             acked.set()
@@ -88,6 +92,7 @@ def run_pub(spec: dict[str, Any]) -> None:
     sys.stdin.readline()
     t0 = time.time()
     for _ in range(spec["n"]):
+        room.acquire()
         c.publish(spec["topic"], payload, 1)
     acked.wait(600)
     print(json.dumps({"start": t0, "acked": time.time()}), flush=True)
