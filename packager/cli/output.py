@@ -53,14 +53,18 @@ def markup_safe(value: object) -> str:
     return escape(printable(value))
 
 
+def print_warning(message: object, level: str = "warning") -> None:
+    """One line on stderr, ``warning: <message>``, the message escaped (never markup, no control characters)."""
+    colour = "red" if level in ("error", "critical") else "yellow"
+    err_console.print(f"[{colour}]{level}:[/] {markup_safe(message)}", soft_wrap=True)
+
+
 class ConsoleLogHandler(logging.Handler):
-    """Log records of edgepack's own modules as one line on stderr: ``warning: <message>``, escaped."""
+    """Log records of edgepack's own modules as one :func:`print_warning` line on stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            level = record.levelname.lower()
-            colour = "red" if record.levelno >= logging.ERROR else "yellow"
-            err_console.print(f"[{colour}]{level}:[/] {markup_safe(record.getMessage())}", soft_wrap=True)
+            print_warning(record.getMessage(), record.levelname.lower())
         except Exception:  # a broken message must not break the command
             self.handleError(record)
 

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from packager.cli.model import json_option, open_workspace
-from packager.cli.output import console, err_console, human_size, markup_safe, print_json
+from packager.cli.output import console, err_console, human_size, print_json, print_warning
 from packager.registry.names import parse_ref
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ def quantize(
             progress=progress,
         )
     for message in result.report.warnings:
-        err_console.print(f"[yellow]warning:[/] {markup_safe(message)}", soft_wrap=True)
+        print_warning(message)
     if as_json:
         print_json({"model": result.model.serialize(), "report": result.report.to_dict()})
     else:
