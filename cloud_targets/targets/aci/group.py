@@ -74,10 +74,10 @@ def container_group_plan(spec: ServiceSpec, location: str, subnet_id: str | None
             f"no Azure location for ACI service {spec.name!r}: set `location` in the deployment configuration "
             "(e.g. eastus)"
         )
-    if (config.vnet_name or config.subnet_name) and not subnet_id:
-        raise InvalidInputError(
-            "vnetName and subnetName must be given together for an ACI service in a virtual network"
-        )
+    if bool(config.vnet_name) != bool(config.subnet_name):
+        raise InvalidInputError("an ACI service in a virtual network needs both vnetName and subnetName")
+    if config.vnet_name and not subnet_id:
+        raise InvalidInputError(f"vnetName {config.vnet_name!r} is set: pass the subnet's ARM id as subnet_id")
     if subnet_id and config.dns_name_label:
         raise InvalidInputError(
             "dnsNameLabel cannot be used with vnetName/subnetName: ACI gives groups in a virtual network a private "
