@@ -221,8 +221,13 @@ def _from_status(exc: Any, action: str, name: str, where: str) -> EdgepackError:
     error = getattr(exc, "error", None)
     code = getattr(error, "code", None)
     detail = getattr(error, "message", None) or exc.reason or _first_line(exc)
-    said = f"ARM answered {status}{f' {code}' if code else ''}: {detail}"
     subject = f"cannot {action} ACI service {name!r} in {where}"
+    if status is None or status < 400:  # a long-running operation ARM accepted, then reported failed
+        return EdgepackError(
+            f"{subject}: the operation failed{f' ({code})' if code else ''}: {detail}. Read the container's events "
+            "and logs (state, get_logs), fix the cause (image, registry credentials, resources) and deploy again"
+        )
+    said = f"ARM answered {status}{f' {code}' if code else ''}: {detail}"
     if status == 401:
         return EdgepackError(
             f"{subject}: {said}. The credential was refused: sign in again (`az login`) or check the service "

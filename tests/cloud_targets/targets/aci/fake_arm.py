@@ -39,6 +39,7 @@ class FakeArm:
     tls_dir: Path
     asynchronous: bool = False  # PUT answers 201 Creating + Azure-AsyncOperation, polled to Succeeded
     container_state: str = "Running"  # the container's instanceView.currentState.state once provisioned
+    provisioning_result: str = "Succeeded"  # or "Failed": the group's provisioningState once provisioned
     logs: list[str] = field(default_factory=lambda: [f"line {i}" for i in range(1, 11)])
     requests: list[Recorded] = field(default_factory=list)
     groups: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -100,9 +101,12 @@ class FakeArm:
         if path.startswith("/asyncops/") and method == "GET":
             steps = self._operations[path.rsplit("/", 1)[1]]
             status = steps.pop(0) if len(steps) > 1 else steps[0]
-            if status == "Succeeded":
+            if status != "InProgress":
                 self._provisioned(self._operation_group[path.rsplit("/", 1)[1]])
-            return 200, {"status": status}, {"Retry-After": "0"}
+            answer: dict[str, Any] = {"status": status}
+            if status == "Failed":
+                answer["error"] = {"code": "ContainerGroupDeploymentFailed", "message": "image pull failed"}
+            return 200, answer, {"Retry-After": "0"}
         match = GROUP_PATH.match(path)
         if not match or query.get("api-version") != ["2023-05-01"]:
             return 400, arm_error("InvalidRequest", f"unexpected {method} {path}"), {}
@@ -120,7 +124,7 @@ class FakeArm:
             if self.asynchronous:
                 group["properties"]["provisioningState"] = "Creating"
                 op = str(next(self._ids))
-                self._operations[op] = ["InProgress", "Succeeded"]
+                self._operations[op] = ["InProgress", self.provisioning_result]
                 self._operation_group[op] = name
                 headers = {"Azure-AsyncOperation": f"{self.base_url}/asyncops/{op}", "Retry-After": "0"}
                 return 201, self._public(group), headers
@@ -153,7 +157,7 @@ class FakeArm:
         if group is None:
             return
         props = group["properties"]
-        props["provisioningState"] = "Succeeded"
+        props["provisioningState"] = self.provisioning_result
         props["instanceView"] = {"state": "Running" if self.container_state == "Running" else "Pending"}
         for container in props["containers"]:
             container["properties"]["instanceView"] = {

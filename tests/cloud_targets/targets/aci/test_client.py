@@ -138,6 +138,22 @@ def test_states(arm: FakeArm, target: AciTarget) -> None:
     assert target.state("scorer") == FAILED
 
 
+def test_failed_provisioning_is_an_error_with_the_container_events(arm: FakeArm, target: AciTarget) -> None:
+    arm.provisioning_result, arm.container_state = "Failed", "Terminated"
+    with pytest.raises(EdgepackError, match="ACI could not provision 'scorer': Back-off restarting"):
+        target.deploy(spec())
+    assert target.state("scorer") == FAILED
+
+
+def test_failed_long_running_operation(arm: FakeArm, target: AciTarget) -> None:
+    arm.asynchronous, arm.provisioning_result = True, "Failed"
+    with pytest.raises(EdgepackError) as caught:
+        target.deploy(spec())
+    message = str(caught.value)
+    assert "the operation failed (ContainerGroupDeploymentFailed): image pull failed" in message
+    assert "deploy again" in message and "answered 200" not in message
+
+
 def test_update_secrets_redeploys_with_new_secure_values(arm: FakeArm, target: AciTarget) -> None:
     service = spec()
     target.deploy(service)
