@@ -96,19 +96,19 @@ def dotted(path: tuple[str, ...]) -> str:
 def field_paths(compute_type: str) -> dict[str, tuple[str, ...]]:
     """Field name -> its canonical JSON path for one compute type."""
     out: dict[str, tuple[str, ...]] = {}
-    for path, name, _ in BY_COMPUTE_TYPE[compute_type]:
+    for path, name, _ in BY_COMPUTE_TYPE.get(compute_type, []):
         out.setdefault(name, path)
     return out
 
 
 def field_kinds(compute_type: str) -> dict[str, Kind]:
     """Field name -> value kind for one compute type."""
-    return {name: kind for _, name, kind in BY_COMPUTE_TYPE[compute_type]}
+    return {name: kind for _, name, kind in BY_COMPUTE_TYPE.get(compute_type, [])}
 
 
 def label(compute_type: str, name: str) -> str:
     """How errors name a setting: ``autoscale_min_replicas (autoScaler.minReplicas)``."""
-    path = field_paths(compute_type).get(name) if compute_type in BY_COMPUTE_TYPE else None
+    path = field_paths(compute_type).get(name)
     return f"{name} ({dotted(path)})" if path and dotted(path) != name else name
 
 
