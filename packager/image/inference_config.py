@@ -15,7 +15,9 @@ only run with the Docker backend (:attr:`InferenceConfig.needs_docker_backend`).
 
 from __future__ import annotations
 
+import difflib
 import json
+import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +27,8 @@ from edge_module.app_paths import AppPathError, find_file, resolve_app_paths
 from packager.errors import InvalidInputError
 from packager.image.environment import CondaDependencies, ContainerRegistry, Environment, load_yaml_file
 from packager.image.spec import DEFAULT_BASE
+
+log = logging.getLogger(__name__)
 
 #: JSON key -> constructor argument (the v1 CLI's camelCase names).
 JSON_KEYS = {
@@ -40,6 +44,23 @@ JSON_KEYS = {
     "cudaVersion": "cuda_version",
     "environment": "environment",
 }
+
+#: Keys Azure's own sample files still carry that v1 read and ignored -> what to do instead.
+IGNORED_V1_KEYS = {
+    "schemaFile": "the swagger schema comes from the entry script's inference-schema decorators",
+    "dependencies": "files under sourceDirectory go into the image; packages belong in condaFile or environment",
+}
+
+
+def _unknown_key_warning(key: str, where: str) -> str:
+    """The warning for a key ``InferenceConfig`` does not read (v1 ignored those too)."""
+    if key in IGNORED_V1_KEYS:
+        return f"{where}: {key!r} is not used (Azure ML v1 ignored it too: {IGNORED_V1_KEYS[key]}); ignored"
+    camel = {**{arg: k for k, arg in JSON_KEYS.items()}, **{k: k for k in JSON_KEYS}}  # any spelling -> v1 key
+    lower = {name.lower(): name for name in camel}
+    close = [lower[key.lower()]] if key.lower() in lower else difflib.get_close_matches(key, list(camel), 1, 0.7)
+    meant = f"; did you mean {camel[close[0]]!r}?" if close else ""
+    return f"{where}: unknown key {key!r} ignored (Azure ML v1 ignored it too){meant}"
 
 
 def _json_base(source_dir: Any, file_dir: Path) -> Path:
@@ -97,6 +118,8 @@ class InferenceConfig:
         except AppPathError as exc:
             raise InvalidInputError(str(exc)) from None
         self._paths = paths
+        #: Warnings about the config file (keys ignored as v1 ignored them); set by :meth:`from_dict`.
+        self.warnings: list[str] = []
         self.source_directory: str | None = str(paths.source_dir) if paths.source_dir else None
         #: Relative to the source directory when there is one (as in the image), else absolute.
         self.entry_script: str | None = None
@@ -186,17 +209,21 @@ class InferenceConfig:
 
         Relative paths are resolved against ``base_dir`` (default: the current folder; the working
         folder when only it holds ``sourceDirectory``, as the v1 CLI read it); the entry script, conda
-        file and extra steps file are looked up in ``sourceDirectory`` first.
+        file and extra steps file are looked up in ``sourceDirectory`` first. Keys v1 did not read
+        (``schemaFile``, ``dependencies``, typos) are ignored as v1 ignored them, each with a logged
+        warning, also kept in :attr:`warnings`.
         """
         if not isinstance(doc, Mapping):
             raise InvalidInputError(f"{where} must be a JSON object with keys like entryScript and sourceDirectory")
         base = Path(base_dir).resolve() if base_dir is not None else Path.cwd()
         snake = {v: v for v in JSON_KEYS.values()}
         kwargs: dict[str, Any] = {}
+        warnings: list[str] = []
         for key, value in doc.items():
             arg = JSON_KEYS.get(key) or snake.get(key)
             if arg is None:
-                raise InvalidInputError(f"{where}: unknown key {key!r}; accepted keys: {', '.join(JSON_KEYS)}")
+                warnings.append(_unknown_key_warning(str(key), where))
+                continue
             kwargs[arg] = value
         for arg in ("entry_script", "source_directory", "conda_file", "extra_docker_file_steps"):
             if kwargs.get(arg) is not None and not isinstance(kwargs[arg], str):
@@ -225,7 +252,11 @@ class InferenceConfig:
             kwargs["base_image_registry"] = ContainerRegistry.from_value(
                 kwargs["base_image_registry"], f"{where}: baseImageRegistry"
             )
-        return cls(**kwargs)
+        config = cls(**kwargs)
+        for warning in warnings:
+            log.warning("%s", warning)
+        config.warnings = warnings
+        return config
 
     # ------------------------------------------------------------------ views
     @property
@@ -315,4 +346,4 @@ class InferenceConfig:
         return f"InferenceConfig(entry_script={self.entry_script!r}, source_directory={self.source_directory!r})"
 
 
-__all__ = ["JSON_KEYS", "InferenceConfig"]
+__all__ = ["IGNORED_V1_KEYS", "JSON_KEYS", "InferenceConfig"]

@@ -95,12 +95,36 @@ def test_yaml_inference_config(project: Path):
     assert cfg.entry_script == "score.py" and not cfg.needs_docker_backend
 
 
-def test_unknown_key_names_it_and_the_accepted_ones(project: Path):
-    path = write_config(project, {"entryScript": "score.py", "sourceDirectory": "src", "entry_scipt": "x.py"})
-    with pytest.raises(InvalidInputError) as err:
-        InferenceConfig.load(path)
-    msg = str(err.value)
-    assert "'entry_scipt'" in msg and "entryScript" in msg and "condaFile" in msg and "extraDockerfileSteps" in msg
+def test_unknown_keys_are_ignored_with_a_warning_as_v1_did(project: Path, caplog: pytest.LogCaptureFixture):
+    # Azure's own samples still carry schemaFile and dependencies; v1 ignored them, and typos too
+    doc = {
+        "entryScript": "score.py",
+        "sourceDirectory": "src",
+        "schemaFile": "schema.json",
+        "dependencies": ["util.py"],
+        "entry_scipt": "x.py",
+        "CondaFile": "env/conda.yml",
+        "flavour": "x",
+    }
+    with caplog.at_level("WARNING", logger="packager.image.inference_config"):
+        cfg = InferenceConfig.load(write_config(project, doc))
+    assert cfg.entry_script == "score.py" and cfg.conda_file is None
+    assert len(cfg.warnings) == 5 and [r.getMessage() for r in caplog.records] == cfg.warnings
+    by_key = {w.split("'")[1]: w for w in cfg.warnings}
+    assert (
+        "Azure ML v1 ignored it too" in by_key["schemaFile"] and "inference-schema decorators" in by_key["schemaFile"]
+    )
+    assert "condaFile" in by_key["dependencies"]
+    assert by_key["entry_scipt"].endswith("did you mean 'entryScript'?")
+    assert by_key["CondaFile"].endswith("did you mean 'condaFile'?")
+    assert "unknown key 'flavour' ignored" in by_key["flavour"] and "did you mean" not in by_key["flavour"]
+    assert all(w.startswith(f"inference config {project}") for w in cfg.warnings)
+    # a config without unknown keys has no warnings; one made in Python has none either
+    assert (
+        InferenceConfig.load(write_config(project, {"entryScript": "score.py", "sourceDirectory": "src"})).warnings
+        == []
+    )
+    assert InferenceConfig().warnings == []
 
 
 def test_missing_entry_script_and_bad_json(project: Path):
