@@ -10,6 +10,7 @@ are pruned by label.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import time
@@ -46,10 +47,8 @@ class RolloutTimeout(KubernetesError):
 
 def _api_error(action: str, err: ApiException) -> KubernetesError:
     detail = err.reason or ""
-    try:
+    with contextlib.suppress(ValueError, AttributeError):
         detail = json.loads(err.body or "{}").get("message") or detail
-    except (ValueError, AttributeError):
-        pass
     return KubernetesError(f"{action}: the API server answered {err.status}: {detail}")
 
 
@@ -164,7 +163,9 @@ class KubernetesTarget:
     def _delete_one(self, kind: str, item_name: str, namespace: str) -> bool:
         body = client.V1DeleteOptions(propagation_policy="Foreground")
         try:
-            self._delete_fn(kind)(item_name, namespace, body=body)
+            # the raw answer: servers send the object (foreground) or a Status, which the typed client cannot
+            # always read back as the kind's model
+            self._delete_fn(kind)(item_name, namespace, body=body, _preload_content=False).release_conn()
         except ApiException as err:
             if err.status == 404:
                 return False
@@ -198,7 +199,7 @@ class KubernetesTarget:
             raise _api_error(f"listing pods of {name}", err) from err
 
     def state(self, name: str, namespace: str = "default") -> str:
-        """"Transitioning", "Healthy", "Unhealthy" or "Failed" (v1's Webservice states)."""
+        """One of v1's Webservice states: Transitioning, Healthy, Unhealthy or Failed."""
         return service_state(self._deployment(name, namespace), self.pods(name, namespace))
 
     def wait_for_rollout(
@@ -262,7 +263,11 @@ class KubernetesTarget:
         annotations = {SECRETS_REVISION: secrets_revision(name, secrets)}
         try:
             self.core.patch_namespaced_secret(
-                secret_name(name), namespace, {"data": data}, field_manager=self.field_manager, _content_type=MERGE_PATCH
+                secret_name(name),
+                namespace,
+                {"data": data},
+                field_manager=self.field_manager,
+                _content_type=MERGE_PATCH,
             )
             self.apps.patch_namespaced_deployment(
                 name,

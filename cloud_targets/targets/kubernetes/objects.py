@@ -189,7 +189,10 @@ def _annotations(config: AksDeploymentConfig) -> dict[str, str] | None:
 
 
 def _resources(config: AksDeploymentConfig) -> client.V1ResourceRequirements:
-    requests = {"cpu": cpu_quantity(config.cpu_cores, "cpu_cores"), "memory": memory_quantity(config.memory_gb, "memory_gb")}
+    requests = {
+        "cpu": cpu_quantity(config.cpu_cores, "cpu_cores"),
+        "memory": memory_quantity(config.memory_gb, "memory_gb"),
+    }
     limits: dict[str, str] = {}
     if config.cpu_cores_limit is not None:
         if config.cpu_cores_limit < config.cpu_cores:
@@ -347,7 +350,9 @@ def hpa_object(spec: ServiceSpec) -> client.V2HorizontalPodAutoscaler:
         kind="HorizontalPodAutoscaler",
         metadata=_metadata(spec, spec.name),
         spec=client.V2HorizontalPodAutoscalerSpec(
-            scale_target_ref=client.V2CrossVersionObjectReference(api_version="apps/v1", kind="Deployment", name=spec.name),
+            scale_target_ref=client.V2CrossVersionObjectReference(
+                api_version="apps/v1", kind="Deployment", name=spec.name
+            ),
             min_replicas=low,
             max_replicas=high,
             metrics=[
