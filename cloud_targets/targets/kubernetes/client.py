@@ -53,19 +53,23 @@ def _api_error(action: str, err: ApiException) -> KubernetesError:
 
 
 def load_api_client(context: str | None = None, kubeconfig: str | None = None) -> client.ApiClient:
-    """An ApiClient for ``context`` of ``kubeconfig`` ($KUBECONFIG / ~/.kube/config by default); in a pod
-    without a kubeconfig, the pod's service account."""
-    path = kubeconfig or os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or os.path.expanduser("~/.kube/config")
-    if not kubeconfig and not os.path.exists(path) and os.environ.get("KUBERNETES_SERVICE_HOST"):
+    """An ApiClient for ``context`` (default: the current one) of ``kubeconfig``.
+
+    Without ``kubeconfig``: $KUBECONFIG as it is now (a list of files is merged, as kubectl does), else
+    ~/.kube/config; in a pod with neither, the pod's service account.
+    """
+    files = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    present = any(os.path.exists(os.path.expanduser(f)) for f in files.split(os.pathsep) if f)
+    if not kubeconfig and not present and os.environ.get("KUBERNETES_SERVICE_HOST"):
         conf = client.Configuration()
         config.load_incluster_config(client_configuration=conf)
         return client.ApiClient(configuration=conf)
     try:
-        return config.new_client_from_config(config_file=kubeconfig, context=context)
+        return config.new_client_from_config(config_file=files, context=context)
     except ConfigException as err:
         hint = f"context {context!r} of " if context else ""
         raise InvalidInputError(
-            f"cannot use {hint}kubeconfig {path}: {err}; check `kubectl config get-contexts` or pass --context"
+            f"cannot use {hint}kubeconfig {files}: {err}; check `kubectl config get-contexts` or pass --context"
         ) from err
 
 
