@@ -113,11 +113,27 @@ class KubernetesTarget:
             patch = self._patch_fn(kind)
         except KeyError:
             raise InvalidInputError(f"the Kubernetes target does not apply objects of kind {kind!r}") from None
+        if kind == "Namespace":
+            existing = self._existing_namespace(meta["name"])
+            if existing is not None:
+                return existing
         args = (meta["name"],) if kind == "Namespace" else (meta["name"], meta["namespace"])
         try:
             return patch(*args, body, field_manager=self.field_manager, force=True, _content_type=APPLY_PATCH)
         except ApiException as err:
             raise _api_error(f"applying {kind} {meta['name']}", err) from err
+
+    def _existing_namespace(self, name: str) -> Any:
+        """The namespace when it exists (or cannot be read: a namespace-scoped user's), so that it is only
+        created, never patched: it may belong to someone else and needs cluster-wide rights to write."""
+        try:
+            return self.core.read_namespace(name)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            if err.status == 403:
+                return client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
+            raise _api_error(f"reading namespace {name}", err) from err
 
     def apply(self, objects: list[Any], *, prune: bool = True) -> list[Any]:
         """Apply every object in order; then delete the service's objects that are no longer in ``objects``."""

@@ -28,6 +28,7 @@ import hashlib
 import json
 import logging
 import math
+import re
 from typing import Any
 
 import yaml
@@ -50,6 +51,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # v1's AksWebservice defaults when autoscaling is on and a value is not given
 AUTOSCALE_MIN, AUTOSCALE_MAX, AUTOSCALE_TARGET = 1, 10, 70
 
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")  # Service names
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")  # namespaces
 _PRIMARY, _SECONDARY, _TOKEN_SECRET = "EDGEPACK_PRIMARY_KEY", "EDGEPACK_SECONDARY_KEY", "EDGEPACK_TOKEN_SECRET"
 
 
@@ -248,8 +251,25 @@ def _env(spec: ServiceSpec, secrets: dict[str, str]) -> list[client.V1EnvVar]:
 
 
 def namespace_object(spec: ServiceSpec) -> client.V1Namespace:
-    meta = client.V1ObjectMeta(name=namespace_of(spec.config), labels={"app.kubernetes.io/managed-by": "edgepack"})
-    return client.V1Namespace(api_version="v1", kind="Namespace", metadata=meta)
+    """The namespace, bare: it may hold other things, so it carries no label of ours."""
+    return client.V1Namespace(
+        api_version="v1", kind="Namespace", metadata=client.V1ObjectMeta(name=namespace_of(spec.config))
+    )
+
+
+def check_names(spec: ServiceSpec) -> None:
+    """Kubernetes' own rules for the names used (v1's stricter service-name rule is the config's job)."""
+    if not _DNS1035_LABEL.match(spec.name):
+        raise InvalidInputError(
+            f"service name {spec.name!r} is not a valid Kubernetes Service name: use up to 63 lowercase letters, "
+            "digits and dashes, starting with a letter and ending with a letter or digit"
+        )
+    ns = namespace_of(spec.config)
+    if not _DNS1123_LABEL.match(ns):
+        raise InvalidInputError(
+            f"namespace {ns!r} is not a DNS-1123 label: use up to 63 lowercase letters, digits and dashes, "
+            "starting and ending with a letter or digit"
+        )
 
 
 def secret_object(spec: ServiceSpec, secrets: dict[str, str]) -> client.V1Secret:
@@ -375,6 +395,7 @@ def build_objects(spec: ServiceSpec, *, service_type: str = "ClusterIP", service
             f"the Kubernetes target needs an AKS deployment configuration, got {type(config).__name__}; "
             "use computeType AKS in deploymentconfig.json"
         )
+    check_names(spec)
     for note in unhonoured_settings(config):
         log.warning("%s", note)
     secrets = service_secrets(spec)

@@ -11,12 +11,10 @@ TRANSITIONING, HEALTHY, UNHEALTHY, FAILED = "Transitioning", "Healthy", "Unhealt
 STUCK_REASONS = frozenset(
     {
         "CrashLoopBackOff",
-        "ImagePullBackOff",
-        "ErrImagePull",
+        "ImagePullBackOff",  # not ErrImagePull: the first failed pull may be a glitch, the back-off is not
         "InvalidImageName",
         "ErrImageNeverPull",
-        "CreateContainerConfigError",
-        "CreateContainerError",
+        "CreateContainerConfigError",  # e.g. a secretKeyRef to a missing key
     }
 )
 
@@ -30,16 +28,22 @@ class RolloutStatus:
     message: str
 
 
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
 def _get(obj: Any, *path: str) -> Any:
+    """``path`` (snake_case) of a client model, or of its JSON dict (camelCase)."""
     for part in path:
         if obj is None:
             return None
-        obj = obj.get(part) if isinstance(obj, dict) else getattr(obj, part, None)
+        obj = obj.get(_camel(part)) if isinstance(obj, dict) else getattr(obj, part, None)
     return obj
 
 
 def rollout_status(deployment: Any) -> RolloutStatus:
-    """kubectl's ``DeploymentStatusViewer.Status`` over a V1Deployment (or its dict)."""
+    """kubectl's ``DeploymentStatusViewer.Status`` over a V1Deployment (or its JSON dict)."""
     name = _get(deployment, "metadata", "name")
     generation = _get(deployment, "metadata", "generation") or 0
     observed = _get(deployment, "status", "observed_generation") or 0

@@ -62,6 +62,7 @@ class FakeApiServer:
     deployment_status: dict[str, list[dict]] = field(default_factory=dict)  # path -> statuses, one per GET
     pods: dict[str, list[dict]] = field(default_factory=dict)  # namespace -> pods
     pod_logs: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, pod) -> text
+    forbidden: set[str] = field(default_factory=set)  # paths answered 403 (RBAC)
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -119,6 +120,8 @@ class FakeApiServer:
         return code, {**body, "code": code}, "application/json"
 
     def answer(self, req: Request) -> tuple[int, Any, str]:
+        if req.path in self.forbidden:
+            return self._status(403, "Forbidden", f"{req.method} {req.path} is forbidden")
         if req.method == "PATCH":
             return self._patch(req)
         if req.method == "DELETE":

@@ -92,9 +92,24 @@ def test_apply_is_server_side_apply_per_object(server: FakeApiServer, target: Ku
         assert r.body == to_dict(obj)  # the object as built, nothing added or lost on the way
     assert [type(a).__name__ for a in applied] == ["V1Namespace", "V1Secret", "V1Deployment", "V1Service"]
     assert applied[2].spec.replicas == 2 and applied[2].metadata.generation == 1
+    gets = [r for r in server.requests if r.method == "GET"]
+    assert gets[0].path == f"/api/v1/namespaces/{NS}" and gets[0].query == {}  # only created when missing
     # pruning looked for the service's objects by label
-    lists = [r for r in server.requests if r.method == "GET"]
-    assert {r.query.get("labelSelector") for r in lists} == {"edgepack.service=iris"}
+    assert {r.query.get("labelSelector") for r in gets[1:]} == {"edgepack.service=iris"}
+
+
+@pytest.mark.parametrize("answer", [200, 403])
+def test_an_existing_or_unreadable_namespace_is_left_alone(
+    server: FakeApiServer, target: KubernetesTarget, answer: int
+) -> None:
+    ns_path = f"/api/v1/namespaces/{NS}"
+    if answer == 200:
+        server.objects[ns_path] = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}}
+    else:
+        server.forbidden.add(ns_path)  # a user with rights in the namespace only
+    target.apply(build_objects(spec(num_replicas=1)))
+    assert not [r for r in server.requests if r.method == "PATCH" and r.path == ns_path]
+    assert DEPLOYMENT in server.objects
 
 
 def test_reapply_prunes_what_the_new_config_dropped(server: FakeApiServer, target: KubernetesTarget) -> None:

@@ -357,6 +357,16 @@ def test_bad_settings_fail_before_anything_is_built(config: AksDeploymentConfig,
         build_objects(spec_for(config, secrets=secrets))
 
 
+@pytest.mark.parametrize(
+    ("name", "namespace", "message"),
+    [("9lives", None, "not a valid Kubernetes Service name"), ("iris", "Team_A", "not a DNS-1123 label")],
+)
+def test_names_kubernetes_refuses(name: str, namespace: str | None, message: str) -> None:
+    config = AksDeploymentConfig(auth_enabled=False, num_replicas=1, namespace=namespace)
+    with pytest.raises(InvalidInputError, match=message):
+        build_objects(ServiceSpec(name=name, image=IMAGE, config=config))
+
+
 def test_other_compute_types_are_refused() -> None:
     from cloud_targets.config.model import AciDeploymentConfig
 
