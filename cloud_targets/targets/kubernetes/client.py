@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import json
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
@@ -50,6 +52,26 @@ def _api_error(action: str, err: ApiException) -> KubernetesError:
     with contextlib.suppress(ValueError, AttributeError):
         detail = json.loads(err.body or "{}").get("message") or detail
     return KubernetesError(f"{action}: the API server answered {err.status}: {detail}")
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _reaching(method: F) -> F:
+    """Transport failures (refused connection, untrusted certificate...) as a KubernetesError naming the server."""
+
+    @functools.wraps(method)
+    def wrapper(self: KubernetesTarget, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except urllib3.exceptions.HTTPError as err:
+            reason = getattr(err, "reason", None) or err
+            raise KubernetesError(
+                f"cannot reach the Kubernetes API server at {self.host}: {reason}; check the kubeconfig context "
+                "(`kubectl config current-context`, --context), its certificate authority and the network"
+            ) from err
+
+    return wrapper  # type: ignore[return-value]
 
 
 def load_api_client(context: str | None = None, kubeconfig: str | None = None) -> client.ApiClient:
@@ -105,6 +127,7 @@ class KubernetesTarget:
             "HorizontalPodAutoscaler": self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
         }[kind]
 
+    @_reaching
     def apply_one(self, obj: Any) -> Any:
         """Server-side apply of one object; returns the object as the server stored it."""
         body = to_dict(obj)
@@ -135,6 +158,7 @@ class KubernetesTarget:
                 return client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
             raise _api_error(f"reading namespace {name}", err) from err
 
+    @_reaching
     def apply(self, objects: list[Any], *, prune: bool = True) -> list[Any]:
         """Apply every object in order; then delete the service's objects that are no longer in ``objects``."""
         applied = [self.apply_one(o) for o in objects]
@@ -192,6 +216,7 @@ class KubernetesTarget:
             raise _api_error(f"deleting {kind} {item_name}", err) from err
         return True
 
+    @_reaching
     def delete(self, name: str, namespace: str = "default") -> list[str]:
         """Delete every object of the service (foreground: pods go before the Deployment does); the namespace
         stays. Returns ``Kind/name`` of what was deleted."""
@@ -211,6 +236,7 @@ class KubernetesTarget:
                 ) from err
             raise _api_error(f"reading deployment {name}", err) from err
 
+    @_reaching
     def pods(self, name: str, namespace: str = "default") -> list[client.V1Pod]:
         """The service's pods (by label)."""
         try:
@@ -218,10 +244,12 @@ class KubernetesTarget:
         except ApiException as err:
             raise _api_error(f"listing pods of {name}", err) from err
 
+    @_reaching
     def state(self, name: str, namespace: str = "default") -> str:
         """One of v1's Webservice states: Transitioning, Healthy, Unhealthy or Failed."""
         return service_state(self._deployment(name, namespace), self.pods(name, namespace))
 
+    @_reaching
     def wait_for_rollout(
         self,
         name: str,
@@ -257,6 +285,7 @@ class KubernetesTarget:
                 raise RolloutTimeout(f"deployment {name!r} did not roll out within {timeout:g} s: {status.message}")
             time.sleep(min(poll_seconds, max(0.0, deadline - time.monotonic())))
 
+    @_reaching
     def logs(self, name: str, namespace: str = "default", num_lines: int = 5000) -> str:
         """The last ``num_lines`` log lines of each of the service's pods (a header per pod when several)."""
         pods = sorted(self.pods(name, namespace), key=lambda p: p.metadata.name)
@@ -272,6 +301,7 @@ class KubernetesTarget:
         return "\n".join(parts)
 
     # -- keys ------------------------------------------------------------------------------------------------
+    @_reaching
     def update_secret(self, name: str, namespace: str, secrets: dict[str, str]) -> None:
         """Replace the service's Secret data with ``secrets`` and roll its pods so they read the new values."""
         try:
@@ -300,6 +330,7 @@ class KubernetesTarget:
             raise _api_error(f"rotating the keys of {name}", err) from err
 
     # -- addresses ---------------------------------------------------------------------------------------------
+    @_reaching
     def scoring_uri(self, name: str, namespace: str = "default") -> str:
         """``http://<load balancer>/score`` once a LoadBalancer has an address, else the in-cluster DNS name."""
         try:

@@ -8,13 +8,18 @@ changes), merge-patch ``PATCH`` merges (RFC 7386), ``GET`` reads an object or li
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from tests.cloud_targets.fake_iothub import make_tls
 
 LIST_KINDS = {
     "secrets": ("v1", "SecretList"),
@@ -63,6 +68,7 @@ class FakeApiServer:
     pods: dict[str, list[dict]] = field(default_factory=dict)  # namespace -> pods
     pod_logs: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, pod) -> text
     forbidden: set[str] = field(default_factory=set)  # paths answered 403 (RBAC)
+    tls_dir: Path | None = None  # serve HTTPS with a throwaway CA written there (``ca`` is its PEM)
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -99,11 +105,18 @@ class FakeApiServer:
             do_GET = do_PATCH = do_DELETE = do_POST = do_PUT = _handle
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.ca: Path | None = None
+        if self.tls_dir is not None:
+            self.ca, cert, key = make_tls(self.tls_dir)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(cert, key)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        scheme = "https" if self.ca else "http"
+        return f"{scheme}://127.0.0.1:{self.httpd.server_address[1]}"
 
     def start(self) -> FakeApiServer:
         self.thread.start()
@@ -185,15 +198,21 @@ class FakeApiServer:
         return 200, obj, "application/json"
 
 
-def kubeconfig(path: str, contexts: dict[str, tuple[str, str]], current: str) -> str:
-    """Write a kubeconfig with one cluster+user per context: ``{context: (server_url, token)}``."""
+def kubeconfig(path: str, contexts: dict[str, tuple[str, str]], current: str, ca: Path | None = None) -> str:
+    """Write a kubeconfig with one cluster+user per context: ``{context: (server_url, token)}``; ``ca`` goes in
+    as every cluster's ``certificate-authority-data``, as AKS writes it."""
     import yaml
 
+    cluster: dict[str, str] = {}
+    if ca is not None:
+        cluster["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
         "current-context": current,
-        "clusters": [{"name": f"{c}-cluster", "cluster": {"server": url}} for c, (url, _) in contexts.items()],
+        "clusters": [
+            {"name": f"{c}-cluster", "cluster": {"server": url, **cluster}} for c, (url, _) in contexts.items()
+        ],
         "users": [{"name": f"{c}-user", "user": {"token": tok}} for c, (_, tok) in contexts.items()],
         "contexts": [{"name": c, "context": {"cluster": f"{c}-cluster", "user": f"{c}-user"}} for c in contexts],
     }

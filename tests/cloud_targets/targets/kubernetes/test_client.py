@@ -289,3 +289,22 @@ def test_kubeconfig_from_the_environment(server: FakeApiServer, tmp_path: Path, 
     path = kubeconfig(str(tmp_path / "kc"), {"env": (server.url, "env-token")}, "env")
     monkeypatch.setenv("KUBECONFIG", path)
     assert KubernetesTarget().host == server.url
+
+
+def test_https_with_the_clusters_ca(tmp_path: Path) -> None:
+    server = FakeApiServer(tls_dir=tmp_path).start()
+    try:
+        path = kubeconfig(str(tmp_path / "config"), {"aks": (server.url, "aks-token")}, "aks", ca=server.ca)
+        target = KubernetesTarget(kubeconfig=path)
+        assert target.host.startswith("https://127.0.0.1:")
+        target.apply(build_objects(spec(num_replicas=1)))
+        assert DEPLOYMENT in server.objects
+        assert {r.authorization for r in server.requests} == {"Bearer aks-token"}
+        # without the cluster's CA the certificate is refused: a clear error, nothing sent
+        untrusted = kubeconfig(str(tmp_path / "untrusted"), {"aks": (server.url, "aks-token")}, "aks")
+        count = len(server.requests)
+        with pytest.raises(KubernetesError, match=r"cannot reach the Kubernetes API server at https://127\.0\.0\.1"):
+            KubernetesTarget(kubeconfig=untrusted).state("iris", NS)
+        assert len(server.requests) == count
+    finally:
+        server.stop()
