@@ -4,7 +4,8 @@ Every write is standard: objects go in by server-side apply (``PATCH`` with
 ``Content-Type: application/apply-patch+yaml``, ``fieldManager``, ``force=true``), so re-applying is an update
 and fields another manager set on purpose (an HPA's ``replicas``) are left alone. Objects of the service that a
 new apply no longer contains (the HPA when autoscaling is turned off, the pull secret when credentials go away)
-are pruned by label.
+are pruned by label. A namespace is created only when it is missing (never patched: it may be someone else's
+and writing it needs cluster-wide rights) and ``delete`` leaves it in place.
 """
 
 from __future__ import annotations

@@ -166,10 +166,9 @@ def module_env(spec: ServiceSpec) -> dict[str, str]:
     return env
 
 
-def _metadata(spec: ServiceSpec, name: str, *, namespaced: bool = True, **extra: Any) -> client.V1ObjectMeta:
+def _metadata(spec: ServiceSpec, name: str, **extra: Any) -> client.V1ObjectMeta:
     labels = {**sanitize_labels(spec.labels, forbidden_values=_secret_values(spec)), **standard_labels(spec.name)}
-    ns = namespace_of(spec.config) if namespaced else None
-    return client.V1ObjectMeta(name=name, namespace=ns, labels=labels, **extra)
+    return client.V1ObjectMeta(name=name, namespace=namespace_of(spec.config), labels=labels, **extra)
 
 
 def _secret_values(spec: ServiceSpec) -> set[str]:
