@@ -3,7 +3,10 @@
 Precedence: explicit values (CLI flags) > ``EDGEPACK_*`` variables > the Azure ML names that v1
 deployments set (``AZUREML_MODEL_DIR``, ``AZUREML_ENTRY_SCRIPT``, ``AZUREML_SOURCE_DIRECTORY`` /
 ``AML_APP_ROOT``, ``SCORING_TIMEOUT_MS``, ``WORKER_COUNT``, ``AML_CORS_ORIGINS``,
-``AZUREML_LOG_LEVEL``) > defaults.
+``AZUREML_LOG_LEVEL``) > defaults. ``MAX_CONCURRENT_REQUESTS_PER_CONTAINER`` and ``MAX_QUEUE_WAIT_MS``
+are aliases named after v1's deployment settings (``maxConcurrentRequestsPerContainer``,
+``maxQueueWaitMs``); the limit is per replica, every worker process together
+(:mod:`edge_module.server.limits`).
 
 Each field of :class:`Settings` below is the one declaration of its setting: default, variables
 (in precedence order), flag, parser and help (see :mod:`edge_module.settings_table`). The
@@ -106,6 +109,28 @@ class Settings:
         flag="--scoring-timeout",
         metavar="S",
         help="Seconds before a scoring call is answered 504 (SCORING_TIMEOUT_MS: milliseconds).",
+    )
+    max_concurrent_requests: int = setting(
+        0,
+        "EDGEPACK_MAX_CONCURRENT_REQUESTS",
+        "MAX_CONCURRENT_REQUESTS_PER_CONTAINER",
+        parse=integer,
+        flag="--max-concurrent-requests",
+        metavar="N",
+        shown="0: unlimited",
+        help="Most scoring requests (/score, V2 infer) in progress in the whole server, all workers together "
+        "(Azure ML v1's maxConcurrentRequestsPerContainer); the next ones wait, then get 503.",
+    )
+    max_queue_wait_ms: float = setting(
+        500.0,
+        "EDGEPACK_MAX_QUEUE_WAIT_MS",
+        "MAX_QUEUE_WAIT_MS",
+        parse=number,
+        flag="--max-queue-wait-ms",
+        metavar="MS",
+        shown="500",
+        help="With --max-concurrent-requests: how long a scoring request waits for a slot before it is "
+        "answered 503 (v1's maxQueueWaitMs).",
     )
     entry_script: str | None = setting(
         None,
@@ -269,6 +294,12 @@ class Settings:
             raise SettingsError(f"invalid inline max body {self.inline_max_body}: use 0 (always offload) or more")
         if not self.scoring_timeout > 0:
             raise SettingsError(f"invalid scoring timeout {self.scoring_timeout}: use a positive number of seconds")
+        if self.max_concurrent_requests < 0:
+            raise SettingsError(
+                f"invalid max concurrent requests {self.max_concurrent_requests}: use 0 (unlimited) or more"
+            )
+        if not 0 <= self.max_queue_wait_ms < float("inf"):
+            raise SettingsError(f"invalid max queue wait {self.max_queue_wait_ms}: use 0 or more milliseconds")
         if self.max_batch_size < 1:
             raise SettingsError(f"invalid max batch size {self.max_batch_size}: use 1 (off) or more")
         if self.max_batch_wait_ms < 0:

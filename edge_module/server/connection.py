@@ -99,6 +99,7 @@ class HttpRequest:
         "reject",
         "request_id",
         "route",
+        "slot",
         "start",
     )
 
@@ -114,6 +115,7 @@ class HttpRequest:
         self.route = "<unknown>"
         self.reject: Reject | None = None
         self.answered = False
+        self.slot = False  # holds a concurrency slot until answered (limits.ConcurrencyLimit)
 
     def text_headers(self) -> Mapping[str, str]:
         return _Headers(self.headers)
@@ -380,6 +382,8 @@ class Connection(asyncio.Protocol):
             return
         req.answered = True
         service = self.service
+        if req.slot:
+            service.limit.leave()  # type: ignore[union-attr]
         service.metrics.in_flight -= 1
         service.metrics.observe(req.route, req.method, status, perf_counter() - req.start)
         transport = self.transport

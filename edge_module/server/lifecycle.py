@@ -22,6 +22,7 @@ from typing import Any
 
 from edge_module.runtime import ScoringApp
 from edge_module.server.connection import Connection
+from edge_module.server.limits import SharedLimit
 from edge_module.server.metrics import Metrics, SharedSlots
 from edge_module.server.service import Service
 from edge_module.settings import Settings
@@ -104,11 +105,13 @@ class Server:
         shared: SharedSlots | None = None,
         on_state: StateCallback | None = None,
         exit_on_transport_failure: bool = False,
+        shared_limit: SharedLimit | None = None,
     ):
         self.app = app
         self.settings = settings
         self.worker = worker
         self.shared = shared
+        self.shared_limit = shared_limit  # several workers: the concurrency limit they share
         self.on_state = on_state
         # a transport that fails for good: /v2/health/ready answers 503 naming it (transport_error) and,
         # with exit_on_transport_failure (a process of its own), the server stops with exit_code 3
@@ -139,7 +142,8 @@ class Server:
             if self.on_state:
                 self.on_state(state, info)
 
-        self.service = service = Service(self.app, self.settings, loop, Metrics(self.worker, self.shared), on_state)
+        metrics = Metrics(self.worker, self.shared)
+        self.service = service = Service(self.app, self.settings, loop, metrics, on_state, self.shared_limit)
         self._stopped = asyncio.Event()
         if listen_after_load:
             service.start_loading()

@@ -53,6 +53,9 @@ class Metrics:
         self.batch_hist: dict[str, list[float]] = {}
         self.in_flight = 0
         self.timeouts = 0
+        self.queued = 0  # scoring requests that waited for a concurrency slot (limits.ConcurrencyLimit)
+        self.rejected = 0  # ... and were answered 503 when the wait ran out
+        self.waiting = 0  # waiting now
         self.load_seconds: float | None = None
         self.ready = False
         self.load_failed = False
@@ -99,6 +102,9 @@ class Metrics:
             "batch_hist": self.batch_hist,
             "in_flight": self.in_flight,
             "timeouts": self.timeouts,
+            "queued": self.queued,
+            "rejected": self.rejected,
+            "waiting": self.waiting,
             "load_seconds": self.load_seconds,
             "ready": self.ready,
             "load_failed": self.load_failed,
@@ -164,7 +170,7 @@ def render(snapshots: list[dict[str, Any]]) -> bytes:
     counts: dict[tuple[str, str, int], int] = {}
     hist: dict[str, list[float]] = {}
     batch_hist: dict[str, list[float]] = {}
-    in_flight = timeouts = 0
+    in_flight = timeouts = queued = rejected = waiting = 0
     for snap in snapshots:
         for r, m, s, n in snap["counts"]:
             counts[(r, m, s)] = counts.get((r, m, s), 0) + n
@@ -172,6 +178,9 @@ def render(snapshots: list[dict[str, Any]]) -> bytes:
         _merge_hist(batch_hist, snap["batch_hist"])
         in_flight += snap["in_flight"]
         timeouts += snap["timeouts"]
+        queued += snap.get("queued", 0)
+        rejected += snap.get("rejected", 0)
+        waiting += snap.get("waiting", 0)
 
     out = [
         "# HELP edgepack_requests_total Requests answered (HTTP, and routes mqtt/iotedge), by route, method, status.",
@@ -191,6 +200,15 @@ def render(snapshots: list[dict[str, Any]]) -> bytes:
         "# HELP edgepack_scoring_timeouts_total Scoring calls answered 504 because they ran past the timeout.",
         "# TYPE edgepack_scoring_timeouts_total counter",
         f"edgepack_scoring_timeouts_total {timeouts}",
+        "# HELP edgepack_requests_queued_total Scoring requests that waited for a slot (max concurrent requests).",
+        "# TYPE edgepack_requests_queued_total counter",
+        f"edgepack_requests_queued_total {queued}",
+        "# HELP edgepack_requests_rejected_total Scoring requests answered 503 after the max queue wait.",
+        "# TYPE edgepack_requests_rejected_total counter",
+        f"edgepack_requests_rejected_total {rejected}",
+        "# HELP edgepack_requests_waiting Scoring requests waiting for a slot now.",
+        "# TYPE edgepack_requests_waiting gauge",
+        f"edgepack_requests_waiting {waiting}",
     ]
     if batch_hist:
         out += [

@@ -102,7 +102,7 @@ class AmlRoutes:
     def add_routes(self) -> None:
         add = self.service.add_route
         add("/", "/", self.h_root, ("GET",), open=True)
-        add("/score", "/score", self.h_score, ("GET", "POST"))
+        add("/score", "/score", self.h_score, ("GET", "POST"), scoring=True)
         add("/swagger.json", "/swagger.json", self.h_swagger, ("GET",), open=True)
         add("/openapi.json", "/openapi.json", self.h_openapi, ("GET",), open=True)
         add("/metrics", "/metrics", self.h_metrics, ("GET",))

@@ -98,7 +98,9 @@ class V2Routes:
                 for base in bases:
                     service.add_route(base, label, self.h_model_metadata, ("GET",), target=target)
                     service.add_route(base + "/ready", label + "/ready", self.h_model_ready, ("GET",), True, target)
-                    service.add_route(base + "/infer", label + "/infer", self.h_infer, ("POST",), target=target)
+                    service.add_route(
+                        base + "/infer", label + "/infer", self.h_infer, ("POST",), target=target, scoring=True
+                    )
 
     def serve_versions(self, served: dict[str, str | None]) -> None:
         """Point ``/v2/models/<name>/...`` (no version) at the version ``served`` names for each model,

@@ -6,6 +6,8 @@ timeout, ``/score`` batching for a :class:`~edge_module.runtime.BatchableApp`) a
 per model. Routing is one dict lookup on the exact path; limits and auth are early returns before
 any body is read: :meth:`Service.authenticate` runs when a request's headers are complete, for every
 path but the open probes (unknown paths included), before routing, methods or ``100 Continue``.
+With ``max_concurrent_requests`` set, the scoring routes (``add_route(..., scoring=True)``) go
+through :class:`~edge_module.server.limits.ConcurrencyLimit` before their handler runs.
 The handlers live in :mod:`.routes_aml` (Azure ML) and :mod:`.routes_v2` (V2).
 """
 
@@ -29,6 +31,7 @@ from edge_module.server.auth import Authenticator
 from edge_module.server.batching import Batcher
 from edge_module.server.connection import REQUEST_ID_LIMIT, TEXT, Connection, HttpRequest, Reject, error_body
 from edge_module.server.executor import ScoringLane
+from edge_module.server.limits import ConcurrencyLimit, SharedLimit
 from edge_module.server.routes_aml import AmlRoutes
 from edge_module.server.routes_v2 import V2Routes
 from edge_module.settings import Settings
@@ -39,14 +42,23 @@ Handler = Callable[[Connection, HttpRequest, "Route"], None]
 
 
 class Route:
-    __slots__ = ("handler", "label", "methods", "open", "target")
+    __slots__ = ("gated", "handler", "label", "methods", "open", "target")
 
-    def __init__(self, label: str, handler: Handler, methods: tuple[str, ...], open: bool = False, target: Any = None):
+    def __init__(
+        self,
+        label: str,
+        handler: Handler,
+        methods: tuple[str, ...],
+        open: bool = False,
+        target: Any = None,
+        gated: bool = False,
+    ):
         self.label = label
         self.handler = handler
         self.methods = frozenset(methods) | ({"HEAD"} if "GET" in methods else set())
         self.open = open
         self.target = target
+        self.gated = gated  # a scoring route under the concurrency limit (limits.ConcurrencyLimit)
 
 
 class Service:
@@ -59,6 +71,7 @@ class Service:
         loop: asyncio.AbstractEventLoop,
         metrics: metrics_mod.Metrics | None = None,
         on_state: Callable[[str, dict[str, Any]], None] | None = None,
+        shared_limit: SharedLimit | None = None,
     ):
         self.app = app
         self.settings = settings
@@ -99,6 +112,15 @@ class Service:
         self.score_cancel: Callable[[], None] | None = None
         self._batchers: dict[int, Batcher] = {}  # one per model runtime, shared by /score and V2
         self._handoff_wait = settings.handoff_wait_ms / 1000 if settings.scoring_threads == 1 else 0.0
+        self.limit: ConcurrencyLimit | None = None  # with max_concurrent_requests: gates the scoring routes
+        if settings.max_concurrent_requests:
+            self.limit = ConcurrencyLimit(
+                self,
+                settings.max_concurrent_requests,
+                settings.max_queue_wait_ms / 1000,
+                shared_limit,
+                self.metrics.worker,
+            )
         self.runtimes: dict[str, ModelRuntime] = {}  # name -> latest version
         self.versions: dict[str, list[str]] = {}
         self.routes: dict[str, Route] = {}
@@ -206,11 +228,19 @@ class Service:
         return execution == "inline" or (execution == "auto" and bool(scorer.inline_safe))
 
     def add_route(
-        self, path: str, label: str, handler: Handler, methods: tuple[str, ...], open: bool = False, target: Any = None
+        self,
+        path: str,
+        label: str,
+        handler: Handler,
+        methods: tuple[str, ...],
+        open: bool = False,
+        target: Any = None,
+        scoring: bool = False,
     ) -> None:
         """Answer ``path`` with ``handler(conn, req, route)``; ``label`` names it in metrics, ``open``
-        skips auth, ``target`` is what the handler serves (``route.target``)."""
-        self.routes[path] = Route(label, handler, methods, open, target)
+        skips auth, ``target`` is what the handler serves (``route.target``), ``scoring`` puts it
+        under the concurrency limit (when one is set)."""
+        self.routes[path] = Route(label, handler, methods, open, target, scoring and self.limit is not None)
 
     # -- running model calls ----------------------------------------------------------------------------
     def batcher(self, runtime: ModelRuntime) -> Batcher:
@@ -275,7 +305,17 @@ class Service:
                 req.request_id = self.new_request_id()
                 conn.reply(req, 431, error_body(f"x-request-id must not exceed {REQUEST_ID_LIMIT} characters"))
                 return
-            route.handler(conn, req, route)  # auth: checked with the headers (authenticate)
+            if route.gated:
+                self.limit.enter(conn, req, route)  # type: ignore[union-attr]  # now, after a wait, or 503
+            else:
+                route.handler(conn, req, route)  # auth: checked with the headers (authenticate)
+        except Exception:
+            self.internal_error(conn, req)
+
+    def run_route(self, conn: Connection, req: HttpRequest, route: Route) -> None:
+        """Run a request's handler later (it waited for a concurrency slot)."""
+        try:
+            route.handler(conn, req, route)
         except Exception:
             self.internal_error(conn, req)
 
@@ -357,4 +397,6 @@ class Service:
     def close(self) -> None:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
+        if self.limit is not None:
+            self.limit.close()
         self.lane.close()

@@ -3,8 +3,10 @@
 The parent binds the port first (so ``port=0`` resolves to one free port for everyone) without
 listening on it, creates the shared metrics map, and forks the workers; each builds and loads its
 own app and listens on its own ``SO_REUSEPORT`` socket, so the kernel spreads connections across
-them. At start every worker listens at once (liveness answers while models load); a worker
-restarted after one has been ready loads first and joins the port only when it can score.
+them. The concurrency limit (``--max-concurrent-requests``) is the replica's: one semaphore, made
+before the fork, for every worker. At start every worker listens at once (liveness answers while
+models load); a worker restarted after one has been ready loads first and joins the port only when
+it can score.
 Workers report ``listening``/``ready``/``failed`` to the parent over a pipe. A worker that dies is
 restarted with a growing delay; a failed ``load()`` is not a death: that worker stays up,
 alive and not ready, and the failure is reported once instead of looping.
@@ -24,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from edge_module.runtime import ScoringApp
+from edge_module.server.limits import SharedLimit
 from edge_module.server.metrics import SharedSlots
 from edge_module.settings import Settings
 from edge_module.transports.hosted import TRANSPORT_FAILED
@@ -84,6 +87,7 @@ class Supervisor:
                 self.shared,
                 on_state=report,
                 exit_on_transport_failure=True,
+                shared_limit=self.shared_limit,
             )
             server.run(sock, listen_after_load=listen_after_load)
             code = server.exit_code
@@ -175,6 +179,9 @@ class Supervisor:
         reserve = make_socket(self.settings.host, self.settings.port, reuse_port=True, listen=False)
         self.port = reserve.getsockname()[1]
         self.shared = SharedSlots(len(self.workers))
+        limit = self.settings.max_concurrent_requests
+        # the concurrency limit is the replica's: one semaphore for every worker (limits.SharedLimit)
+        self.shared_limit = SharedLimit(limit, len(self.workers)) if limit else None
 
         def stop(signum: int, frame: Any) -> None:
             self.stopping = True

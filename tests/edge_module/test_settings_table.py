@@ -35,6 +35,8 @@ SAMPLES: dict[tuple[type, str], tuple[str, Any, dict[str, str]]] = {
     (Settings, "max_url_size"): ("4KiB", 4 * 2**10, {}),
     (Settings, "inline_max_body"): ("1MB", 1_000_000, {}),
     (Settings, "scoring_timeout"): ("2.5", 2.5, {}),
+    (Settings, "max_concurrent_requests"): ("4", 4, {}),
+    (Settings, "max_queue_wait_ms"): ("250", 250.0, {}),
     (Settings, "entry_script"): ("{tmp}/score.py", "{tmp}/score.py", {}),
     (Settings, "source_dir"): ("{tmp}", "{tmp}", {}),
     (Settings, "model_dir"): ("{tmp}", "{tmp}", {}),

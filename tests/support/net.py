@@ -76,3 +76,21 @@ def send_until_refused(sock: socket.socket, total: int, chunk: bytes) -> int:
     except (BrokenPipeError, ConnectionResetError):
         pass
     return sent
+
+
+def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """One whole response with a Content-Length: status, headers (lower-case names), body; the next
+    response on the connection is left unread."""
+    head = read_head(sock).decode("latin-1")
+    if not head:
+        raise ConnectionError("the server closed the connection without answering")
+    lines = head.split("\r\n")
+    headers = {k.lower(): v for k, _, v in (line.partition(": ") for line in lines[1:] if ": " in line)}
+    body = b""
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = sock.recv(min(65536, length - len(body)))
+        if not chunk:
+            raise ConnectionError("the server closed the connection in the middle of a body")
+        body += chunk
+    return int(lines[0].split()[1]), headers, body

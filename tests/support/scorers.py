@@ -12,6 +12,7 @@ Sockets: :mod:`tests.support.net`.
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -214,3 +215,34 @@ class FunctionApp(ScoringApp):
         if version == 2:
             return {"swagger": "2.0", "info": {"title": "fn", "version": "1"}, "paths": {}}
         return {"openapi": "3.0.3", "info": {"title": "fn", "version": "1"}, "paths": {}}
+
+
+class Gate:
+    """A scoring function that blocks every call until the test lets it through.
+
+    ``wait_entered(n)`` returns once ``n`` more calls have started; ``let_through(n)`` lets ``n``
+    calls return ``{"ok": true}``; ``calls`` counts the calls that started."""
+
+    def __init__(self, hold: float = 30.0):
+        self.hold = hold  # a call the test forgot ends with an error after this long, not never
+        self.calls = 0
+        self._lock = threading.Lock()
+        self._entered = threading.Semaphore(0)
+        self._pass = threading.Semaphore(0)
+
+    def __call__(self, request: Any = None) -> Any:
+        with self._lock:
+            self.calls += 1
+        self._entered.release()
+        if not self._pass.acquire(timeout=self.hold):
+            raise RuntimeError("the test never let this call through")
+        return {"ok": True}
+
+    def wait_entered(self, n: int = 1, timeout: float = 10.0) -> None:
+        for _ in range(n):
+            if not self._entered.acquire(timeout=timeout):
+                raise AssertionError(f"a scoring call did not start within {timeout} s ({self.calls} started)")
+
+    def let_through(self, n: int = 1) -> None:
+        for _ in range(n):
+            self._pass.release()

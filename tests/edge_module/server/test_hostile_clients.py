@@ -16,8 +16,9 @@ import asyncio
 import json
 import socket
 import struct
+import time
 import tracemalloc
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import pytest
@@ -28,8 +29,8 @@ from edge_module.runtime import V2_TO_NUMPY, BadInputError, ModelRuntime, Respon
 from edge_module.server.lifecycle import BackgroundServer
 from edge_module.server.service import Route, Service
 from edge_module.settings import Settings
-from tests.support.net import read_head, read_to_close, request_head, send_until_refused
-from tests.support.scorers import FunctionApp
+from tests.support.net import read_head, read_response, read_to_close, request_head, send_until_refused
+from tests.support.scorers import FunctionApp, Gate
 
 KEY = "hostile-clients-key"
 AUTH = ("Authorization", f"Bearer {KEY}")
@@ -230,6 +231,107 @@ def test_unknown_paths_and_models_behind_auth_are_401(server: BackgroundServer, 
         assert MODEL not in r.text
     r = requests.get(server.url + path, headers=dict([AUTH]), timeout=TIMEOUT)
     assert r.status_code == 404  # with credentials, the usual answer
+
+
+# -- a saturated server (max concurrent requests) ----------------------------------------------------------
+def test_only_scoring_routes_wait_for_a_slot() -> None:
+    loop = asyncio.new_event_loop()
+    app = make_app()
+    service = Service(app, Settings(port=0, primary_key=KEY, max_concurrent_requests=1), loop)
+    try:
+        service.v2.add_models(app.models())
+        assert {p for p, r in service.routes.items() if r.gated} == {"/score", *INFER}
+    finally:
+        service.close()
+        loop.close()
+
+
+@pytest.fixture
+def saturated() -> Iterator[tuple[BackgroundServer, Gate]]:
+    """A server with one slot, taken by a /score call that blocks until the test ends; no queue wait."""
+    gate = Gate()
+    settings = Settings(port=0, primary_key=KEY, max_concurrent_requests=1, max_queue_wait_ms=0, scoring_threads=2)
+    with BackgroundServer(FunctionApp(gate, runtimes=[Strings()]), settings) as srv:
+        assert srv.wait_ready()
+        busy = connect(srv)
+        busy.sendall(request_head("POST", "/score", [AUTH, ("Content-Length", "2")]) + b"{}")
+        gate.wait_entered(1)
+        try:
+            yield srv, gate
+        finally:
+            gate.let_through(100)
+            assert read_head(busy).startswith(b"HTTP/1.1 200 ")
+            busy.close()
+
+
+def test_a_saturated_server_answers_pipelined_requests_in_order_and_keeps_the_connection(
+    saturated: tuple[BackgroundServer, Gate],
+) -> None:
+    """503 for scoring, 200 for health, on one connection: each body was read, so the stream stays in step."""
+    srv, gate = saturated
+    body = b'{"data": "' + b"x" * 200_000 + b'"}'  # more than one read
+    score = request_head("POST", "/score", [AUTH, ("Content-Length", str(len(body)))]) + body
+    infer = request_head("POST", INFER[0], [AUTH, ("Content-Length", "2")]) + b"{}"
+    live = request_head("GET", "/v2/health/live")
+    with connect(srv) as s:
+        s.sendall(score + live + infer + live)
+        answers = [read_response(s) for _ in range(4)]
+        assert [status for status, _, _ in answers] == [503, 200, 503, 200], answers
+        assert answers[0][1]["retry-after"] == "1" and "connection" not in answers[0][1]
+        assert json.loads(answers[0][2])["message"].startswith("the server is busy")
+        assert json.loads(answers[2][2])["error"].startswith("the server is busy")
+        s.sendall(live)  # still open
+        assert read_response(s)[0] == 200
+    assert gate.calls == 1
+
+
+def test_a_saturated_server_still_refuses_unauthenticated_bodies_first(
+    saturated: tuple[BackgroundServer, Gate],
+) -> None:
+    srv, _ = saturated
+    with connect(srv) as s:
+        s.sendall(request_head("POST", "/score", [("Content-Length", str(BIG_BODY))]))
+        data, closed = read_to_close(s)
+        assert data.startswith(b"HTTP/1.1 401 ") and closed
+        assert send_until_refused(s, BIG_BODY, b"x" * 65536) < BIG_BODY
+
+
+def test_a_client_that_leaves_while_waiting_does_not_keep_the_slot() -> None:
+    """Its place in the queue is skipped: the slot goes to the next waiter, and nothing is scored for it."""
+    gate = Gate()
+    settings = Settings(port=0, primary_key=KEY, max_concurrent_requests=1, max_queue_wait_ms=30_000, scoring_threads=2)
+    score = request_head("POST", "/score", [AUTH, ("Content-Length", "2")]) + b"{}"
+    with BackgroundServer(FunctionApp(gate, runtimes=[Strings()]), settings) as srv:
+        assert srv.wait_ready()
+        service = srv.service
+        try:
+            with connect(srv) as busy, connect(srv) as waiting:
+                busy.sendall(score)
+                gate.wait_entered(1)
+                leaver = connect(srv)
+                leaver.sendall(score)
+                _until(lambda: service.metrics.waiting == 1)
+                waiting.sendall(score)
+                _until(lambda: service.metrics.waiting == 2)
+                connections = len(service.connections)
+                leaver.close()
+                _until(lambda: len(service.connections) == connections - 1)
+                gate.let_through(1)
+                assert read_head(busy).startswith(b"HTTP/1.1 200 ")
+                gate.wait_entered(1)  # the waiter's call, not the leaver's
+                gate.let_through(1)
+                assert read_head(waiting).startswith(b"HTTP/1.1 200 ")
+                assert gate.calls == 2 and service.metrics.waiting == 0
+                assert service.limit is not None and service.limit.active == 0
+        finally:
+            gate.let_through(100)
+
+
+def _until(condition: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the server did not get there"
+        time.sleep(0.005)
 
 
 # -- V2 bodies that declare more than they hold -------------------------------------------------------
