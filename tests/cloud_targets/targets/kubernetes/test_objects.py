@@ -342,7 +342,11 @@ def test_unhonoured_settings_are_said(caplog: pytest.LogCaptureFixture) -> None:
     [
         (AksDeploymentConfig(), {}, "no primary key"),
         (AksDeploymentConfig(auth_enabled=False, token_auth_enabled=True), {}, "EDGEPACK_TOKEN_SECRET"),
-        (AksDeploymentConfig(auth_enabled=True, token_auth_enabled=True), {"EDGEPACK_PRIMARY_KEY": PRIMARY}, "cannot both be on"),
+        (
+            AksDeploymentConfig(auth_enabled=True, token_auth_enabled=True),
+            {"EDGEPACK_PRIMARY_KEY": PRIMARY},
+            "cannot both be on",
+        ),
         (AksDeploymentConfig(cpu_cores=1, cpu_cores_limit=0.5), {"EDGEPACK_PRIMARY_KEY": PRIMARY}, "cpu_cores_limit"),
         (AksDeploymentConfig(memory_gb=2, memory_gb_limit=1), {"EDGEPACK_PRIMARY_KEY": PRIMARY}, "memory_gb_limit"),
         (
