@@ -531,6 +531,7 @@ def _deploy_into(
         if rebuild or not record.image:
             built = target.prepare(record.name, models, inference_config)
             record.image, record.image_digest = built["image"], built.get("digest")
+            record.build = {"transfer": built.get("transfer"), "seconds": built.get("seconds", {})}
         port = LocalTarget.pick_port(getattr(config, "port", None), previous.get("port"))
         spec = _spec(record, config, secrets)
         spec.port = port

@@ -74,6 +74,7 @@ class ServiceRecord:
     error: str | None = None
     target: dict[str, Any] = field(default_factory=dict)  # container id, or pid + start time; port
     auth: str = "none"  # none | key | token
+    build: dict[str, Any] = field(default_factory=dict)  # how the last image was made: transfer, seconds
     tags: dict[str, str] = field(default_factory=dict)
     properties: dict[str, str] = field(default_factory=dict)
     description: str | None = None

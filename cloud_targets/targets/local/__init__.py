@@ -103,11 +103,13 @@ class LocalTarget:
             log.warning("process mode runs with this machine's Python packages; not installed: %s", ", ".join(pip))
         if config.needs_docker_backend:
             log.warning("process mode cannot run extraDockerfileSteps: they are ignored")
+        t0 = time.perf_counter()
         content = self.service_dir / CONTENT_DIR / f"{int(time.time() * 1000):x}"
         model_dir, entry = stage_content(self.workspace, models, config, content)
         info = {"model_dir": str(model_dir), "entry_script": entry}
         (content / CONTENT_INFO).write_text(json.dumps(info))
-        return {"image": str(content), "image_id": None, "digest": None, "transfer": "staged"}
+        seconds = {"stage": round(time.perf_counter() - t0, 3)}
+        return {"image": str(content), "image_id": None, "digest": None, "transfer": "staged", "seconds": seconds}
 
     # -- the Target interface ------------------------------------------------------------------------
     def deploy(self, spec: ServiceSpec, previous: Mapping[str, Any] | None = None) -> Deployed:

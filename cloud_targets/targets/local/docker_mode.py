@@ -4,8 +4,9 @@ The image is built by :func:`packager.image.builder.run` for this machine's plat
 a new model version re-tars the models layer alone). It reaches the engine one of two ways:
 
 * ``registry`` (when ``EDGEPACK_LOCAL_REGISTRY`` names a registry the engine can pull from, e.g. the dev
-  registry ``127.0.0.1:5000``): push only the blobs the registry lacks, then ``docker pull``, which
-  fetches only the layers the engine lacks;
+  registry ``127.0.0.1:5000``): push only the blobs the registry lacks to one repository
+  (``edgepack-local/services``, tag ``<service>-<build>``, so services share blobs), then ``docker pull``,
+  which fetches only the layers the engine lacks (the fastest: a model update moves one small layer);
 * ``archive`` (the default): a ``docker load`` tarball per build.
 
 The container runs with ``--network host`` on the service's port (``EDGEPACK_PORT``), named
@@ -39,6 +40,10 @@ from packager.workspace import Workspace
 LABEL = "edgepack.service"
 ENV_REGISTRY = "EDGEPACK_LOCAL_REGISTRY"
 ENV_BASE = "EDGEPACK_BASE_IMAGE"
+REGISTRY_REPO = "edgepack-local/services"
+#: A tag on the newest service image, so deleting every service keeps the shared layers in the engine
+#: (the next deploy then moves only its models and app layers). ``docker rmi`` it to free the space.
+CACHE_REPO = "edgepack-local/layer-cache"
 
 
 def engine() -> Any | None:
@@ -81,7 +86,8 @@ def build_image(
     platform = host_platform_()
     tag = f"{int(time.time() * 1000):x}"
     if registry:
-        repo = f"{registry}/edgepack-local/{name}"
+        repo = f"{registry}/{REGISTRY_REPO}"  # one repository: every service's images share its blobs
+        tag = f"{name}-{tag}"
         request = builder.BuildRequest(
             list(models), builder.Destination.registry(f"{repo}:{tag}"), config, [platform], base=base
         )
@@ -101,6 +107,7 @@ def build_image(
             with open(archive, "rb") as fh:
                 loaded = client.images.load(fh)
         image = loaded[0]
+    image.tag(CACHE_REPO, "latest")  # keeps the base and dependency layers when services are deleted
     digest = doc["platforms"][str(platform)]["digest"]
     return {
         "image": ref,
