@@ -62,9 +62,9 @@ def first_answer(url: str, want: np.ndarray | None, deadline: float) -> float:
     while time.monotonic() < deadline:
         try:
             resp = requests.post(url, data=data, headers={"Content-Type": "application/json"}, timeout=5)
-            if resp.status_code == 200:
-                if want is None or np.allclose(np.array(resp.json()["output"]), want, rtol=1e-5, atol=1e-6):
-                    return time.perf_counter()
+            ok = resp.status_code == 200
+            if ok and (want is None or np.allclose(np.array(resp.json()["output"]), want, rtol=1e-5, atol=1e-6)):
+                return time.perf_counter()
         except requests.RequestException:
             pass
         time.sleep(0.01)
@@ -132,7 +132,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows, indent=2))
         return
-    print(f"{'mode':<16} {'deploy→200 s':>13} {'update→new s':>13} {'delete s':>9} {'goal s':>7}  build/transfer (update)")
+    head = f"{'mode':<16} {'deploy→200 s':>13} {'update→new s':>13} {'delete s':>9} {'goal s':>7}"
+    print(f"{head}  build/transfer (update)")
     for row in rows:
         split = row["all"][-1]["update_build"]
         print(
