@@ -199,12 +199,13 @@ class Webservice:
             return record.state
         status = self._target().state(record.target)
         if status.state != record.state or status.error != record.error:
-            with self._store.lock(self.name):
-                fresh = self._store.read(self.name)
-                if fresh.target == record.target:
-                    fresh.state, fresh.error = status.state, status.error
-                    self._store.write(fresh)
-                self._record = fresh
+            record.state, record.error = status.state, status.error
+            with self._store.lock(self.name, wait=False) as held:  # best effort: never wait on a running update
+                if held:
+                    fresh = self._store.read(self.name)
+                    if fresh.target == record.target:
+                        fresh.state, fresh.error = status.state, status.error
+                        self._store.write(fresh)
         return status.state
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -453,10 +454,9 @@ def _tail(text: str, n: int) -> str:
 def _same_runtime(a: DeploymentConfig, b: DeploymentConfig) -> bool:
     """True when only metadata (tags, properties, description) differ."""
     meta = {"tags": {}, "properties": {}, "description": None}
-    return configs.serialize_config(a) | meta == configs.serialize_config(b) | meta and (
-        a.primary_key,
-        a.secondary_key,
-    ) == (b.primary_key, b.secondary_key)
+    same_settings = {**configs.serialize_config(a), **meta} == {**configs.serialize_config(b), **meta}
+    same_keys = (a.primary_key, a.secondary_key) == (b.primary_key, b.secondary_key)
+    return same_settings and same_keys
 
 
 def _resolve_models(workspace: Workspace, models: Sequence[Model | str]) -> list[Model]:

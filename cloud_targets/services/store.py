@@ -131,8 +131,10 @@ class ServiceStore:
         return (self.service_dir(name) / RECORD_FILE).is_file()
 
     @contextlib.contextmanager
-    def lock(self, name: str, create: bool = False) -> Iterator[Path]:
-        """Hold the service's lock (exclusive flock); yields its folder. ``create`` makes the folder."""
+    def lock(self, name: str, create: bool = False, wait: bool = True) -> Iterator[Path | None]:
+        """Hold the service's lock (exclusive flock); yields its folder. ``create`` makes the folder.
+
+        With ``wait=False`` it yields None at once when another call holds the lock."""
         path = self.service_dir(name)
         if create and not os.path.lexists(path):
             with contextlib.suppress(FileExistsError):
@@ -142,7 +144,11 @@ class ServiceStore:
             raise self.not_found(name)
         fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield None
+                return
             yield path
         finally:
             os.close(fd)  # releases the lock

@@ -9,7 +9,8 @@ a new model version re-tars the models layer alone). It reaches the engine one o
   which fetches only the layers the engine lacks (the fastest: a model update moves one small layer);
 * ``archive`` (the default): a ``docker load`` tarball per build.
 
-The container runs with ``--network host`` on the service's port (``EDGEPACK_PORT``), named
+The container runs with ``--network host`` on the service's port (``EDGEPACK_PORT``), listening on
+127.0.0.1 only (a local service is not reachable from other machines; auth is off by default), named
 ``edgepack-svc-<name>`` and labelled ``edgepack.service=<name>`` so delete and cleanup find it. Keys
 are passed in its environment: ``docker inspect`` shows them to whoever may use the engine (who is
 root-equivalent on this machine anyway); acceptable for a local service, never done on remote targets.
@@ -126,7 +127,7 @@ def run(client: Any, name: str, image: str, port: int, env: Mapping[str, str]) -
         name=container_name(name),
         detach=True,
         network_mode="host",
-        environment={**env, "EDGEPACK_PORT": str(port)},
+        environment={**env, "EDGEPACK_PORT": str(port), "EDGEPACK_HOST": "127.0.0.1"},
         labels={LABEL: name},
     )
     return {"mode": "docker", "container_id": container.id, "image": image, "port": port}
