@@ -159,6 +159,7 @@ class Webservice:
 
     @property
     def image_id(self) -> str | None:
+        """The image reference (Docker and remote targets); in process mode, the staged content folder."""
         return self._record.image
 
     @property
@@ -369,7 +370,7 @@ class Webservice:
             "scoringUri": r.scoring_uri,
             "swaggerUri": r.swagger_uri,
             "models": list(r.models),
-            "imageId": r.image,
+            "imageId": r.image if r.target.get("mode") != "process" else None,  # process mode: no image
             "imageDigest": r.image_digest,
             "authEnabled": r.auth == "key",
             "tokenAuthEnabled": r.auth == "token",
@@ -522,6 +523,8 @@ def _deploy_into(
     if record.compute_type == "LOCAL":
         from cloud_targets.targets.local import LocalTarget, resolve_mode, unsupported_settings
 
+        if deployment_target is not None:
+            log.warning("service %s: deployment_target is ignored for a LOCAL deployment (as in v1)", record.name)
         previous = dict(record.target)
         mode = previous.get("mode") or resolve_mode(config)
         for warning in unsupported_settings(config, mode):
