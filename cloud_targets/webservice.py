@@ -25,7 +25,16 @@ from cloud_targets.config.model import (
 )
 from cloud_targets.services import configs
 from cloud_targets.services.store import ServiceRecord, ServiceSecrets, ServiceStore
-from cloud_targets.targets.base import FAILED, HEALTHY, TRANSITIONING, Deployed, ServiceSpec, module_env, secret_env
+from cloud_targets.targets.base import (
+    CONTAINER_PORT,
+    FAILED,
+    HEALTHY,
+    TRANSITIONING,
+    Deployed,
+    ServiceSpec,
+    module_env,
+    secret_env,
+)
 from packager.errors import EdgepackError, InvalidInputError
 from packager.image.inference_config import InferenceConfig
 from packager.registry import Model
@@ -289,7 +298,7 @@ class Webservice:
             setattr(s, f"{which}_key", set_key or pysecrets.token_urlsafe(32))
             self._store.write_secrets(self.name, s)
             target = _target_for(self.workspace, self._store, record)
-            spec = _spec(record, self.deployment_config, s)
+            spec = _spec(record, configs.deserialize_config(record.deployment_config), s)
             deployed = target.update_secrets(spec, record.target)
             _apply(record, deployed)
             self._store.write(record)
@@ -413,7 +422,9 @@ class LocalWebservice(Webservice):
         with self._store.lock(self.name):
             record = self._store.read(self.name)
             target = _target_for(self.workspace, self._store, record)
-            spec = _spec(record, self.deployment_config, self._store.read_secrets(self.name))
+            spec = _spec(
+                record, configs.deserialize_config(record.deployment_config), self._store.read_secrets(self.name)
+            )
             deployed = target.reload(spec, record.target, _config_of(record.app))
             _apply(record, deployed)
             self._store.write(record)
@@ -494,7 +505,7 @@ def _spec(record: ServiceRecord, config: DeploymentConfig, s: ServiceSecrets) ->
         config=config,
         env=module_env(config, token_auth=record.auth == "token"),
         secrets=secret_env(s.primary_key, s.secondary_key, s.token_secret),
-        port=int(record.target.get("port") or 5001),
+        port=int(record.target.get("port") or CONTAINER_PORT) if record.compute_type == "LOCAL" else CONTAINER_PORT,
         labels={"edgepack.service": record.name},
     )
 
