@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from cloud_targets.config.model import DeploymentConfig
 
@@ -45,3 +47,79 @@ class ServiceSpec:
             f"ServiceSpec(name={self.name!r}, image={self.image!r}, config={type(self.config).__name__}, "
             f"env={sorted(self.env)}, secrets={sorted(self.secrets)})"
         )
+
+
+# -- the interface every target implements ---------------------------------------------------------------
+HEALTHY, UNHEALTHY, TRANSITIONING, FAILED = "Healthy", "Unhealthy", "Transitioning", "Failed"
+STATES = (TRANSITIONING, HEALTHY, UNHEALTHY, FAILED)
+
+
+@dataclass
+class Deployed:
+    """What a target answers to :meth:`Target.deploy`: where the service listens and how to find it again.
+
+    ``handle`` is persisted in the service record (``service.json``): container id, pid and start time,
+    namespace, resource group... never a secret.
+    """
+
+    scoring_uri: str
+    swagger_uri: str | None = None
+    handle: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TargetStatus:
+    """A service's state as its target sees it (one of :data:`STATES`) and, when not healthy, why."""
+
+    state: str
+    error: str | None = None
+
+
+@runtime_checkable
+class Target(Protocol):
+    """A place services run (Local, ACI, Kubernetes). Webservice dispatches every lifecycle call here.
+
+    ``deploy`` creates or replaces the service described by ``spec`` (same ``spec.name``: an update);
+    the others take the ``handle`` :meth:`deploy` returned.
+    """
+
+    compute_type: ClassVar[str]
+
+    def deploy(self, spec: ServiceSpec) -> Deployed: ...
+
+    def state(self, handle: Mapping[str, Any]) -> TargetStatus: ...
+
+    def logs(self, handle: Mapping[str, Any], num_lines: int = 5000) -> str: ...
+
+    def delete(self, handle: Mapping[str, Any]) -> None: ...
+
+    def update_secrets(self, spec: ServiceSpec, handle: Mapping[str, Any]) -> Deployed:
+        """Apply new ``spec.secrets`` (rotated keys); returns the (possibly new) handle."""
+        ...
+
+
+def module_env(config: DeploymentConfig, token_auth: bool = False) -> dict[str, str]:
+    """The scoring module's plain settings for ``config`` (scoring timeout, concurrency, token auth on)."""
+    env: dict[str, str] = {}
+    if config.scoring_timeout_ms is not None:
+        env["SCORING_TIMEOUT_MS"] = str(config.scoring_timeout_ms)
+    if config.replica_max_concurrent_requests is not None:
+        env["EDGEPACK_MAX_CONCURRENT_REQUESTS"] = str(config.replica_max_concurrent_requests)
+    if config.max_request_wait_time is not None:
+        env["EDGEPACK_MAX_QUEUE_WAIT_MS"] = str(config.max_request_wait_time)
+    if token_auth:
+        env["EDGEPACK_TOKEN_AUTH"] = "true"
+    return env
+
+
+def secret_env(primary_key: str | None, secondary_key: str | None, token_secret: str | None) -> dict[str, str]:
+    """The scoring module's secret settings (keys or token secret); put them in a Secret / secure env only."""
+    env = {}
+    if token_secret:
+        env["EDGEPACK_TOKEN_SECRET"] = token_secret
+    else:
+        if primary_key:
+            env["EDGEPACK_PRIMARY_KEY"] = primary_key
+        if secondary_key:
+            env["EDGEPACK_SECONDARY_KEY"] = secondary_key
+    return env

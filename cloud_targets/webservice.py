@@ -1,0 +1,610 @@
+"""Deployed web services, shaped like Azure ML v1's ``azureml.core.webservice.Webservice``.
+
+``Webservice(ws, name)`` loads a service (as its subclass: :class:`LocalWebservice`,
+:class:`AciWebservice`, :class:`AksWebservice`); ``Webservice.list(ws)`` lists them. State lives in
+the workspace (:mod:`cloud_targets.services.store`): the record holds no secret, keys and the token
+secret sit in a 0600 file, and every change runs under the service's lock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import secrets as pysecrets
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from cloud_targets.config.model import (
+    AciDeploymentConfig,
+    AksDeploymentConfig,
+    DeploymentConfig,
+    LocalDeploymentConfig,
+)
+from cloud_targets.services import configs
+from cloud_targets.services.store import ServiceRecord, ServiceSecrets, ServiceStore
+from cloud_targets.targets.base import (
+    CONTAINER_PORT,
+    FAILED,
+    HEALTHY,
+    TRANSITIONING,
+    Deployed,
+    ServiceSpec,
+    module_env,
+    secret_env,
+)
+from packager.errors import EdgepackError, InvalidInputError
+from packager.image.inference_config import InferenceConfig
+from packager.registry import Model
+from packager.workspace import Workspace
+
+log = logging.getLogger("cloud_targets")
+
+DEFAULT_TIMEOUT_S = 600.0
+POLL_S = 0.05
+
+
+class WebserviceException(EdgepackError):
+    """A service operation failed (v1's name); ``logs`` holds the service's last log lines when they matter."""
+
+    def __init__(self, message: str, logs: str = ""):
+        super().__init__(message)
+        self.logs = logs
+
+
+def _app_of(config: InferenceConfig) -> dict[str, Any]:
+    """What reload/update need to rebuild ``config``: absolute paths and the base image."""
+    entry = config.entry_script_file
+    if config.environment is not None:
+        log.warning("inference config environment %s is not kept for reload/update", config.environment.name)
+    return {
+        "entry_script": str(entry) if entry else None,
+        "source_directory": config.source_directory,
+        "conda_file": config.conda_file,
+        "base_image": config.base_image_ref(),
+    }
+
+
+def _config_of(app: Mapping[str, Any]) -> InferenceConfig:
+    return InferenceConfig(
+        entry_script=app.get("entry_script"),
+        source_directory=app.get("source_directory"),
+        conda_file=app.get("conda_file"),
+        base_image=app.get("base_image"),
+    )
+
+
+def _new_secrets(config: DeploymentConfig, mode: str, old: ServiceSecrets | None = None) -> ServiceSecrets:
+    """Keys (given, kept, or generated) for key auth; a signing secret for token auth; nothing otherwise."""
+    old = old or ServiceSecrets()
+    if mode == "key":
+        return ServiceSecrets(
+            primary_key=config.primary_key or old.primary_key or pysecrets.token_urlsafe(32),
+            secondary_key=config.secondary_key or old.secondary_key or pysecrets.token_urlsafe(32),
+        )
+    if mode == "token":
+        return ServiceSecrets(token_secret=old.token_secret or pysecrets.token_urlsafe(32))
+    return ServiceSecrets()
+
+
+class Webservice:
+    """One deployed service. ``Webservice(workspace, name)`` loads it (NotFoundError when there is none)."""
+
+    _compute_type: ClassVar[str] = ""
+    _subclasses: ClassVar[dict[str, type[Webservice]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls._compute_type:
+            Webservice._subclasses[cls._compute_type] = cls
+
+    def __new__(cls, workspace: Workspace, name: str) -> Webservice:
+        if cls is Webservice:
+            record = ServiceStore(workspace).read(name)
+            cls = Webservice._subclasses.get(record.compute_type, Webservice)
+        return super().__new__(cls)
+
+    def __init__(self, workspace: Workspace, name: str):
+        self.workspace = workspace
+        self.name = name
+        self._store = ServiceStore(workspace)
+        self._record = self._store.read(name)
+
+    # -- construction helpers ----------------------------------------------------------------------------
+    @classmethod
+    def _from_record(cls, workspace: Workspace, record: ServiceRecord) -> Webservice:
+        klass = Webservice._subclasses.get(record.compute_type, Webservice)
+        svc = object.__new__(klass)
+        svc.workspace, svc.name, svc._store, svc._record = workspace, record.name, ServiceStore(workspace), record
+        return svc
+
+    @staticmethod
+    def list(
+        workspace: Workspace, compute_type: str | None = None, tags: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> list[Webservice]:
+        """The workspace's services, by name; ``compute_type`` (``LOCAL``...) and ``tags`` (``["k", "k=v"]``
+        or a dict; all must match) filter them."""
+        from packager.registry.names import match_filters
+
+        out = []
+        for record in ServiceStore(workspace).list():
+            if compute_type and record.compute_type != compute_type.upper():
+                continue
+            if tags and not match_filters(record.tags, tags, "tags"):
+                continue
+            out.append(Webservice._from_record(workspace, record))
+        return out
+
+    # -- attributes --------------------------------------------------------------------------------------
+    @property
+    def compute_type(self) -> str:
+        return self._record.compute_type
+
+    @property
+    def scoring_uri(self) -> str | None:
+        return self._record.scoring_uri
+
+    @property
+    def swagger_uri(self) -> str | None:
+        return self._record.swagger_uri
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return dict(self._record.tags)
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return dict(self._record.properties)
+
+    @property
+    def description(self) -> str | None:
+        return self._record.description
+
+    @property
+    def models(self) -> list[str]:
+        return list(self._record.models)
+
+    @property
+    def image_id(self) -> str | None:
+        """The image reference (Docker and remote targets); in process mode, the staged content folder."""
+        return self._record.image
+
+    @property
+    def created_time(self) -> str:
+        return self._record.created_time
+
+    @property
+    def updated_time(self) -> str:
+        return self._record.updated_time
+
+    @property
+    def error(self) -> str | None:
+        return self._record.error
+
+    @property
+    def deployment_config(self) -> DeploymentConfig:
+        return configs.deserialize_config(self._record.deployment_config)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return self._record.auth == "key"
+
+    @property
+    def token_auth_enabled(self) -> bool:
+        return self._record.auth == "token"
+
+    @property
+    def state(self) -> str:
+        """Transitioning / Healthy / Unhealthy / Failed, as the target sees it now."""
+        return self._refresh_state()
+
+    def _target(self) -> Any:
+        return _target_for(self.workspace, self._store, self._record)
+
+    def _refresh_state(self) -> str:
+        record = self._record
+        if not record.target:
+            return record.state
+        status = self._target().state(record.target)
+        if status.state != record.state or status.error != record.error:
+            record.state, record.error = status.state, status.error
+            with self._store.lock(self.name, wait=False) as held:  # best effort: never wait on a running update
+                if held:
+                    fresh = self._store.read(self.name)
+                    if fresh.target == record.target:
+                        fresh.state, fresh.error = status.state, status.error
+                        self._store.write(fresh)
+        return status.state
+
+    # -- lifecycle ---------------------------------------------------------------------------------------
+    def wait_for_deployment(self, show_output: bool = False, timeout_sec: float | None = DEFAULT_TIMEOUT_S) -> None:
+        """Wait until the service is Healthy; raise :class:`WebserviceException` (with its log lines) when it
+        fails or ``timeout_sec`` passes."""
+        deadline = None if timeout_sec is None else time.monotonic() + timeout_sec
+        last = None
+        while True:
+            state = self._refresh_state()
+            if show_output and state != last:
+                print(f"{self.name}: {state}", file=sys.stdout, flush=True)
+                last = state
+            if state == HEALTHY:
+                return
+            if state == FAILED:
+                logs = self.get_logs(200)
+                raise WebserviceException(
+                    f"service {self.name} failed: {self._record.error or 'see the logs'}\n"
+                    f"last log lines:\n{_tail(logs, 50)}",
+                    logs,
+                )
+            if deadline is not None and time.monotonic() > deadline:
+                logs = self.get_logs(200)
+                raise WebserviceException(
+                    f"service {self.name} is still {state} after {timeout_sec:g} s; last log lines:\n{_tail(logs, 50)}",
+                    logs,
+                )
+            time.sleep(POLL_S)
+
+    def get_logs(self, num_lines: int = 5000) -> str:
+        """The last ``num_lines`` lines of the container's or process's output."""
+        if not self._record.target:
+            return ""
+        return self._target().logs(self._record.target, num_lines)
+
+    def run(self, input_data: Any, timeout: float = 60.0) -> Any:
+        """POST ``input_data`` (JSON text, bytes or JSON-able data) to ``scoring_uri`` with the service's
+        key or a fresh token; returns the parsed JSON answer (or the text)."""
+        from edge_module.client import HttpError, score_request
+
+        if not self.scoring_uri:
+            raise WebserviceException(f"service {self.name} has no scoring URI (state {self._record.state})")
+        credential = None
+        if self._record.auth == "key":
+            credential = self.get_keys()[0]
+        elif self._record.auth == "token":
+            credential = self.get_token()[0]
+        try:
+            resp = score_request(self.scoring_uri, input_data, key=credential, timeout=timeout)
+        except HttpError as exc:
+            raise WebserviceException(f"service {self.name}: {exc}") from None
+        except (ConnectionError, TimeoutError) as exc:
+            raise WebserviceException(f"service {self.name}: {exc}") from None
+        try:
+            return resp.json()
+        except ValueError:
+            return resp.text
+
+    def get_keys(self) -> tuple[str, str]:
+        """``(primary, secondary)``; only with key auth."""
+        if self._record.auth != "key":
+            raise WebserviceException(f"service {self.name} does not use key auth (auth_enabled is false)")
+        s = self._store.read_secrets(self.name)
+        return s.primary_key or "", s.secondary_key or ""
+
+    def regen_key(self, key: str, set_key: str | None = None) -> None:
+        """Replace the ``'Primary'`` or ``'Secondary'`` key (with ``set_key`` or a new random one) and restart
+        the service with it: the old key stops working."""
+        which = str(key).strip().lower()
+        if which not in ("primary", "secondary"):
+            raise InvalidInputError(f"key must be 'Primary' or 'Secondary', not {key!r}")
+        if set_key is not None and len(set_key) < 16:
+            raise InvalidInputError("set_key must be at least 16 characters")
+        with self._store.lock(self.name):
+            record = self._store.read(self.name)
+            if record.auth != "key":
+                raise WebserviceException(f"service {self.name} does not use key auth (auth_enabled is false)")
+            s = self._store.read_secrets(self.name)
+            setattr(s, f"{which}_key", set_key or pysecrets.token_urlsafe(32))
+            self._store.write_secrets(self.name, s)
+            target = _target_for(self.workspace, self._store, record)
+            spec = _spec(record, configs.deserialize_config(record.deployment_config), s)
+            deployed = target.update_secrets(spec, record.target)
+            _apply(record, deployed)
+            self._store.write(record)
+            self._record = record
+        self.wait_for_deployment()
+
+    def get_token(self) -> tuple[str, dt.datetime]:
+        """``(token, refresh_after)`` minted with the service's secret; only with token auth."""
+        from edge_module.server.auth import mint_token
+
+        if self._record.auth != "token":
+            raise WebserviceException(f"service {self.name} does not use token auth (token_auth_enabled is false)")
+        secret = self._store.read_secrets(self.name).token_secret
+        if not secret:
+            raise WebserviceException(f"service {self.name} has no token secret stored; deploy it again")
+        token = mint_token(secret, subject=self.name)
+        return token.access_token, dt.datetime.fromtimestamp(token.refresh_after, dt.UTC)
+
+    def update(
+        self,
+        models: Sequence[Model | str] | None = None,
+        inference_config: InferenceConfig | None = None,
+        deployment_config: DeploymentConfig | None = None,
+        **settings: Any,
+    ) -> None:
+        """Change the models, the inference config, or deployment settings (``tags=``, ``auth_enabled=``,
+        ``port=``...). New models or code rebuild (cached layers) and restart; settings alone restart;
+        tags, properties and description only change the record. Call :meth:`wait_for_deployment` after."""
+        with self._store.lock(self.name):
+            record = self._store.read(self.name)
+            old_config = configs.deserialize_config(record.deployment_config)
+            config = deployment_config or old_config
+            if deployment_config is not None and configs.compute_type_of(deployment_config) != record.compute_type:
+                raise InvalidInputError(
+                    f"service {self.name} is {record.compute_type}; a {configs.compute_type_of(deployment_config)} "
+                    "configuration needs a new deployment (Model.deploy(..., overwrite=True))"
+                )
+            config = configs.with_settings(config, settings) if settings else config
+            mode = configs.auth_mode(config)
+            meta_only = models is None and inference_config is None and _same_runtime(old_config, config)
+            record.tags, record.properties = dict(config.tags), dict(config.properties)
+            record.description = config.description
+            record.deployment_config = configs.serialize_config(config)
+            if meta_only:
+                self._store.write(record)
+                self._record = record
+                return
+            resolved = (
+                _resolve_models(self.workspace, models)
+                if models is not None
+                else _resolve_models(self.workspace, record.models)
+            )
+            ic = inference_config or _config_of(record.app)
+            old_secrets = self._store.read_secrets(self.name)
+            keep = old_secrets if record.auth == mode else None
+            new_secrets = _new_secrets(config, mode, keep)
+            self._store.write_secrets(self.name, new_secrets)
+            record.auth = mode
+            _deploy_into(self.workspace, self._store, record, resolved, ic, config, new_secrets,
+                         rebuild=models is not None or inference_config is not None)  # fmt: skip
+            self._record = record
+
+    def delete(self) -> None:
+        """Stop and remove the service: no container or process is left, and its state is removed."""
+        with self._store.lock(self.name):
+            _teardown(self.workspace, self._store, self._store.read(self.name))
+            self._store.remove(self.name)
+
+    # -- views -------------------------------------------------------------------------------------------
+    def serialize(self) -> dict[str, Any]:
+        """The service as a JSON-ready dict (what ``edgepack service show --json`` prints): no secrets."""
+        r = self._record
+        return {
+            "name": r.name,
+            "computeType": r.compute_type,
+            "state": r.state,
+            "error": r.error,
+            "scoringUri": r.scoring_uri,
+            "swaggerUri": r.swagger_uri,
+            "models": list(r.models),
+            "imageId": r.image if r.target.get("mode") != "process" else None,  # process mode: no image
+            "imageDigest": r.image_digest,
+            "authEnabled": r.auth == "key",
+            "tokenAuthEnabled": r.auth == "token",
+            "deploymentConfig": dict(r.deployment_config),
+            "inferenceConfig": dict(r.inference_config),
+            "target": {k: v for k, v in r.target.items() if k != "content"},
+            "tags": dict(r.tags),
+            "properties": dict(r.properties),
+            "description": r.description,
+            "createdTime": r.created_time,
+            "updatedTime": r.updated_time,
+        }
+
+    def __repr__(self) -> str:
+        r = self._record
+        return (
+            f"{type(self).__name__}(workspace={self.workspace!r}, name={r.name!r}, compute_type={r.compute_type!r}, "
+            f"state={r.state!r}, scoring_uri={r.scoring_uri!r})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Webservice) and (other.workspace, other.name) == (self.workspace, self.name)
+
+    def __hash__(self) -> int:
+        return hash((self.workspace, self.name))
+
+
+class LocalWebservice(Webservice):
+    """A service on this machine (Docker engine or a local process)."""
+
+    _compute_type: ClassVar[str] = "LOCAL"
+
+    @staticmethod
+    def deploy_configuration(port: int | None = None, **kwargs: Any) -> LocalDeploymentConfig:
+        """v1's ``LocalWebservice.deploy_configuration(port=None)``."""
+        return LocalDeploymentConfig(port=port, **kwargs)
+
+    def reload(self, wait: bool = True) -> None:
+        """Copy the entry script and source directory again and restart, without rebuilding (v1's ``reload``)."""
+        with self._store.lock(self.name):
+            record = self._store.read(self.name)
+            target = _target_for(self.workspace, self._store, record)
+            spec = _spec(
+                record, configs.deserialize_config(record.deployment_config), self._store.read_secrets(self.name)
+            )
+            deployed = target.reload(spec, record.target, _config_of(record.app))
+            _apply(record, deployed)
+            self._store.write(record)
+            self._record = record
+        if wait:
+            self.wait_for_deployment()
+
+
+class AciWebservice(Webservice):
+    """A service on Azure Container Instances."""
+
+    _compute_type: ClassVar[str] = "ACI"
+
+    @staticmethod
+    def deploy_configuration(**kwargs: Any) -> AciDeploymentConfig:
+        """v1's ``AciWebservice.deploy_configuration(cpu_cores=0.1, memory_gb=0.5, ...)``."""
+        return AciDeploymentConfig(**kwargs)
+
+
+class AksWebservice(Webservice):
+    """A service on AKS or any Kubernetes cluster."""
+
+    _compute_type: ClassVar[str] = "AKS"
+
+    @staticmethod
+    def deploy_configuration(**kwargs: Any) -> AksDeploymentConfig:
+        """v1's ``AksWebservice.deploy_configuration(autoscale_enabled=..., ...)``."""
+        return AksDeploymentConfig(**kwargs)
+
+
+Webservice._subclasses["AKSENDPOINT"] = AksWebservice
+
+
+# -- shared by Model.deploy and Webservice -------------------------------------------------------------------
+def _tail(text: str, n: int) -> str:
+    return "\n".join(text.splitlines()[-n:])
+
+
+def _same_runtime(a: DeploymentConfig, b: DeploymentConfig) -> bool:
+    """True when only metadata (tags, properties, description) differ."""
+    meta = {"tags": {}, "properties": {}, "description": None}
+    same_settings = {**configs.serialize_config(a), **meta} == {**configs.serialize_config(b), **meta}
+    same_keys = (a.primary_key, a.secondary_key) == (b.primary_key, b.secondary_key)
+    return same_settings and same_keys
+
+
+def _resolve_models(workspace: Workspace, models: Sequence[Model | str]) -> list[Model]:
+    from packager.image.builder import resolve_models
+
+    if isinstance(models, Model | str):
+        models = [models]
+    return resolve_models(workspace, list(models))
+
+
+def _target_for(workspace: Workspace, store: ServiceStore, record: ServiceRecord, mode: str | None = None) -> Any:
+    if record.compute_type == "LOCAL":
+        from cloud_targets.targets.local import LocalTarget
+
+        return LocalTarget(workspace, store.service_dir(record.name), mode or record.target.get("mode"))
+    from cloud_targets.targets.registry import remote_target
+
+    return remote_target(record.compute_type, configs.deserialize_config(record.deployment_config))
+
+
+def _teardown(workspace: Workspace, store: ServiceStore, record: ServiceRecord) -> None:
+    """Stop what runs for ``record`` (container or process) and drop its image (call under the lock)."""
+    target = _target_for(workspace, store, record)
+    if record.target:
+        target.delete(record.target)
+    if hasattr(target, "remove_image"):
+        target.remove_image(record.image)
+
+
+def _spec(record: ServiceRecord, config: DeploymentConfig, s: ServiceSecrets) -> ServiceSpec:
+    return ServiceSpec(
+        name=record.name,
+        image=record.image or "",
+        config=config,
+        env=module_env(config, token_auth=record.auth == "token"),
+        secrets=secret_env(s.primary_key, s.secondary_key, s.token_secret),
+        port=int(record.target.get("port") or CONTAINER_PORT) if record.compute_type == "LOCAL" else CONTAINER_PORT,
+        labels={"edgepack.service": record.name},
+    )
+
+
+def _apply(record: ServiceRecord, deployed: Deployed) -> None:
+    record.scoring_uri, record.swagger_uri, record.target = deployed.scoring_uri, deployed.swagger_uri, deployed.handle
+    record.state, record.error = TRANSITIONING, None
+
+
+def _deploy_into(
+    workspace: Workspace,
+    store: ServiceStore,
+    record: ServiceRecord,
+    models: Sequence[Model],
+    inference_config: InferenceConfig,
+    config: DeploymentConfig,
+    secrets: ServiceSecrets,
+    rebuild: bool = True,
+    deployment_target: Any = None,
+) -> None:
+    """Build (when ``rebuild``) and start the service ``record`` describes; writes the record (under the lock)."""
+    record.models = [m.id for m in models]
+    record.inference_config = inference_config.serialize()
+    record.app = _app_of(inference_config)
+    record.deployment_config = configs.serialize_config(config)
+    if record.compute_type == "LOCAL":
+        from cloud_targets.targets.local import LocalTarget, resolve_mode, unsupported_settings
+
+        if deployment_target is not None:
+            log.warning("service %s: deployment_target is ignored for a LOCAL deployment (as in v1)", record.name)
+        previous = dict(record.target)
+        mode = previous.get("mode") or resolve_mode(config)
+        for warning in unsupported_settings(config, mode):
+            log.warning("service %s: %s", record.name, warning)
+        target = LocalTarget(workspace, store.service_dir(record.name), mode)
+        old_image = record.image
+        if rebuild or not record.image:
+            built = target.prepare(record.name, models, inference_config)
+            record.image, record.image_digest = built["image"], built.get("digest")
+            record.build = {"transfer": built.get("transfer"), "seconds": built.get("seconds", {})}
+        port = LocalTarget.pick_port(getattr(config, "port", None), previous.get("port"))
+        spec = _spec(record, config, secrets)
+        spec.port = port
+        try:
+            deployed = target.deploy(spec, previous=previous or None)
+        except Exception as exc:
+            record.state, record.error = FAILED, str(exc)
+            store.write(record)
+            raise
+        _apply(record, deployed)
+        store.write(record)
+        if old_image and old_image != record.image:
+            target.remove_image(old_image)
+        return
+    from cloud_targets.targets.registry import remote_target
+
+    target = remote_target(record.compute_type, config, deployment_target)
+    if rebuild or not record.image:
+        record.image, record.image_digest = _push_image(workspace, record.name, models, inference_config,
+                                                        deployment_target)  # fmt: skip
+    deployed = target.deploy(_spec(record, config, secrets))
+    _apply(record, deployed)
+    store.write(record)
+
+
+def _push_image(
+    workspace: Workspace, name: str, models: Sequence[Model], config: InferenceConfig, deployment_target: Any
+) -> tuple[str, str]:
+    """Remote targets pull from a registry: build for linux/amd64 and push to ``deployment_target.image_registry``
+    or ``$EDGEPACK_IMAGE_REGISTRY``; returns the reference pinned by digest and the digest."""
+    import os
+
+    from packager.image import builder
+    from packager.image.spec import Platform
+
+    registry = getattr(deployment_target, "image_registry", None) or os.environ.get("EDGEPACK_IMAGE_REGISTRY")
+    if not registry:
+        raise InvalidInputError(
+            "remote targets pull the image from a registry: set EDGEPACK_IMAGE_REGISTRY (e.g. myacr.azurecr.io/models)"
+        )
+    tag = f"{int(time.time())}"
+    request = builder.BuildRequest(
+        list(models), builder.Destination.registry(f"{registry.rstrip('/')}/{name}:{tag}"), config,
+        [Platform("linux", "amd64")],
+    )  # fmt: skip
+    doc = builder.run(workspace, request)
+    return f"{registry.rstrip('/')}/{name}@{doc['index_digest']}", doc["index_digest"]
+
+
+def dumps_public(services: Sequence[Webservice]) -> str:
+    """``edgepack service list --json``: every service serialized (no secrets)."""
+    return json.dumps([s.serialize() for s in services], indent=2)
+
+
+__all__ = [
+    "AciWebservice",
+    "AksWebservice",
+    "LocalWebservice",
+    "Webservice",
+    "WebserviceException",
+    "dumps_public",
+]
