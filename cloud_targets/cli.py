@@ -1,7 +1,10 @@
-"""``edgepack deploy``: deploy to cloud targets (IoT Hub today).
+"""``edgepack deploy``: web services (Local, ACI, AKS) and IoT Hub deployments.
 
-This group lives in cloud_targets (imports flow cloud_targets -> packager); ``packager.cli.main`` adds it
-with a lazy import guarded by ImportError, so the core install works without this package's extras.
+``edgepack deploy -n NAME -m MODEL --ic FILE --dc FILE`` deploys a web service (v1's ``az ml model
+deploy``, see :mod:`cloud_targets.commands.deploy`); ``edgepack deploy iotedge ...`` and its siblings
+apply IoT Edge manifests. This group lives in cloud_targets (imports flow cloud_targets -> packager);
+``packager.cli.main`` adds it with a lazy import guarded by ImportError, so the core install works
+without this package's extras.
 """
 
 from __future__ import annotations
@@ -14,15 +17,110 @@ from typing import Any
 
 import click
 
+from cloud_targets.commands.common import inference_options
+from cloud_targets.commands.deploy import REGISTRY_ENV
 from packager.cli.output import console, print_json, printable
 from packager.errors import EdgepackError, InvalidInputError
 from packager.fs import write_atomic
 from packager.workspace import DEFAULT_DIR, ENV_WORKSPACE
 
+_DEPLOY_HELP = """Deploy models as a web service (Local, ACI, AKS), or IoT Edge manifests (subcommands).
 
-@click.group()
-def deploy() -> None:
-    """Deploy packaged modules to cloud targets."""
+\b
+  edgepack deploy -n digits-svc -m digits:1 --ic inferenceconfig.json --dc deploymentconfig.json
+  edgepack deploy -n digits-svc -m digits --es score.py --sd app        # Local on a free port
+  edgepack deploy -n digits-aks -m digits --ic ic.json --dc aks.yml --dry-run   # print the YAML
+  edgepack deploy iotedge -f deployment.json --device edge-1
+
+The flags are Azure ML v1's `az ml model deploy` ones; deploymentconfig.json's computeType picks the
+target (no --dc: Local). Everything is checked before anything is built.
+"""
+
+
+@click.group(invoke_without_command=True, help=_DEPLOY_HELP)
+@click.option("-n", "--name", help="Web service name (3-32 lowercase letters, digits, dashes).")
+@click.option(
+    "-m",
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME[:VERSION]",
+    help="Registered model (repeatable; latest version when none is given).",
+)
+@inference_options
+@click.option(
+    "--dc",
+    "--deploy-config-file",
+    "dc",
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="v1 deploymentconfig.json or YAML (computeType LOCAL, ACI, AKS) [default: Local, a free port].",
+)
+@click.option(
+    "--ct",
+    "--compute-target",
+    "compute_target",
+    metavar="CONTEXT",
+    help="AKS: the kubeconfig context to deploy to [default: the current context].",
+)
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="AKS: kubeconfig file [default: $KUBECONFIG].")
+@click.option(
+    "--subscription-id", envvar="AZURE_SUBSCRIPTION_ID", help="ACI: Azure subscription [env AZURE_SUBSCRIPTION_ID]."
+)
+@click.option(
+    "-g", "--resource-group", envvar="AZURE_RESOURCE_GROUP", help="ACI: resource group [env AZURE_RESOURCE_GROUP]."
+)
+@click.option("--location", help="ACI: Azure region when the config gives none.")
+@click.option(
+    "--image-registry",
+    envvar=REGISTRY_ENV,
+    metavar="REGISTRY/PATH",
+    help=f"ACI/AKS: where the image is pushed, e.g. myacr.azurecr.io/models [env {REGISTRY_ENV}].",
+)
+@click.option("--overwrite", is_flag=True, help="Replace a service of the same name.")
+@click.option("--no-wait", is_flag=True, help="Do not wait for the service to be Healthy.")
+@click.option("--dry-run", is_flag=True, help="Check everything and print what would be deployed; build nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (no secrets).")
+@click.pass_context
+def deploy(
+    ctx: click.Context,
+    name: str | None,
+    models: tuple[str, ...],
+    dc: str | None,
+    overwrite: bool,
+    no_wait: bool,
+    dry_run: bool,
+    as_json: bool,
+    **flags: Any,
+) -> None:
+    if ctx.invoked_subcommand is not None:
+        given = [f for f, v in (("-n", name), ("-m", models), ("--dc", dc), ("--dry-run", dry_run)) if v]
+        given += [f"--{k.replace('_', '-')}" for k, v in flags.items() if v and k not in _ENV_FLAGS]
+        if given:
+            raise click.UsageError(f"{', '.join(given)} deploy a web service; they do not go with "
+                                   f"'deploy {ctx.invoked_subcommand}'")  # fmt: skip
+        return
+    if not name or not models:
+        missing = " and ".join(f for f, v in (("-n NAME", name), ("-m MODEL", models)) if not v)
+        raise click.UsageError(f"give {missing} to deploy a web service, or a subcommand (iotedge, iotedge-list, ...)")
+    from cloud_targets.commands import deploy as impl
+    from cloud_targets.commands.common import Warnings, inference_config, logged_warnings
+
+    target = impl.TargetFlags(**{k: flags.pop(k) for k in _TARGET_FLAGS})
+    warnings = Warnings()
+    with logged_warnings(warnings):
+        ic = inference_config(**flags)
+        if ic is not None:
+            warnings.add(ic.warnings)
+        request = impl.check_request(ctx, name, models, ic, dc, target, overwrite, warnings)
+        if dry_run:
+            impl.dry_run(request, target, as_json, warnings)
+        else:
+            impl.run_deploy(request, not no_wait, as_json, warnings)
+
+
+_TARGET_FLAGS = ("compute_target", "kubeconfig", "subscription_id", "resource_group", "location", "image_registry")
+_ENV_FLAGS = ("subscription_id", "resource_group", "image_registry")  # may come from the environment
 
 
 def _workspace_dir(ctx: click.Context) -> Path:

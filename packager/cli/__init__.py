@@ -31,13 +31,16 @@ from packager.workspace import ENV_WORKSPACE
 class _EdgepackGroup(click.Group):
     """The root group, plus command groups that live in other packages, imported only when used.
 
-    ``deploy`` lives in ``cloud_targets.cli``: imports flow cloud_targets -> packager, so packager never imports
-    cloud_targets at import time; the CLI entry point is the one place that reaches up, lazily, and a missing
+    ``deploy`` and ``service`` live in ``cloud_targets``: imports flow cloud_targets -> packager, so packager
+    never imports cloud_targets at import time; the CLI entry point is the one place that reaches up, lazily, and a missing
     package or extra becomes a clear error naming the extra to install instead of breaking ``edgepack``.
     """
 
     # name -> (module, attribute, extra)
-    _lazy: ClassVar[dict[str, tuple[str, str, str]]] = {"deploy": ("cloud_targets.cli", "deploy", "cloud")}
+    _lazy: ClassVar[dict[str, tuple[str, str, str]]] = {
+        "deploy": ("cloud_targets.cli", "deploy", "cloud"),
+        "service": ("cloud_targets.commands.service", "service", "cloud"),
+    }
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *self._lazy})
