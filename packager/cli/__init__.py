@@ -32,8 +32,8 @@ class _EdgepackGroup(click.Group):
     """The root group, plus command groups that live in other packages, imported only when used.
 
     ``deploy`` and ``service`` live in ``cloud_targets``: imports flow cloud_targets -> packager, so packager
-    never imports cloud_targets at import time; the CLI entry point is the one place that reaches up, lazily, and a missing
-    package or extra becomes a clear error naming the extra to install instead of breaking ``edgepack``.
+    never imports cloud_targets at import time; the CLI entry point is the one place that reaches up, lazily,
+    and a missing package or extra becomes a clear error naming the extra to install instead of breaking ``edgepack``.
     """
 
     # name -> (module, attribute, extra)
