@@ -264,3 +264,12 @@ def test_usage_errors_and_iotedge_still_works(ws: Workspace, tmp_path: Path, run
     r = run("deploy", "-n", "digits", "-m", "mlp", "--dc", tmp_path / "missing.json")
     assert r.code == 2 and "missing.json" in r.err
     assert run("--help").out.count("service") >= 1
+
+
+def test_init_failure_exits_1_with_the_log_lines(ws: Workspace, tmp_path: Path, run: Run) -> None:
+    register(ws, tmp_path, seed=0)
+    ic = write_app(tmp_path, init_extra="raise RuntimeError('model store unreachable: boom-42')")
+    r = run("deploy", "-n", "broken", "-m", "mlp", "--ic", ic)
+    assert r.code == 1
+    assert "boom-42" in r.err and "last log lines" in r.err and "edgepack service logs broken" in r.err
+    assert run("service", "list", "--json").json()[0]["state"] == "Failed"
