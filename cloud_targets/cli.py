@@ -94,7 +94,9 @@ def deploy(
     **flags: Any,
 ) -> None:
     if ctx.invoked_subcommand is not None:
-        given = [f for f, v in (("-n", name), ("-m", models), ("--dc", dc), ("--dry-run", dry_run)) if v]
+        own = (("-n", name), ("-m", models), ("--dc", dc), ("--dry-run", dry_run), ("--overwrite", overwrite),
+               ("--no-wait", no_wait), ("--json", as_json))  # fmt: skip
+        given = [f for f, v in own if v]
         given += [f"--{k.replace('_', '-')}" for k, v in flags.items() if v and k not in _ENV_FLAGS]
         if given:
             raise click.UsageError(f"{', '.join(given)} deploy a web service; they do not go with "
