@@ -37,4 +37,3 @@ def test_stop_ends_the_whole_group(tmp_path: Path) -> None:
 def test_local_target_is_a_target(tmp_path: Path) -> None:
     target = LocalTarget(Workspace.from_path(tmp_path / "ws"), tmp_path / "svc", mode="process")
     assert isinstance(target, Target)
-
