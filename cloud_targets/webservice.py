@@ -208,7 +208,13 @@ class Webservice:
         return self._refresh_state()
 
     def _target(self) -> Any:
-        return _target_for(self.workspace, self._store, self._record)
+        """The service's target, made once per handle (a kubeconfig read or an ARM client is not free)."""
+        key = json.dumps([self._record.compute_type, self._record.target], sort_keys=True, default=str)
+        cached = self.__dict__.get("_target_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, _target_for(self.workspace, self._store, self._record))
+            self._target_cache = cached
+        return cached[1]
 
     def _refresh_state(self) -> str:
         record = self._record

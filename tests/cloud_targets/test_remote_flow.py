@@ -155,7 +155,8 @@ def test_aks_lifecycle(ws: Workspace, tmp_path: Path, remote_env: str, apiserver
 
     service = Model.deploy(ws, name, [model], ic, config, deployment_target=compute)
     assert isinstance(service, AksWebservice)
-    assert any("Application Insights" in w for w in service.warnings)
+    (warning,) = service.warnings  # said once, though the config and the target both know it
+    assert "Application Insights" in warning
     service.wait_for_deployment(timeout_sec=60)  # follows the rollout: 0, 1, then 2 of 2 available
     assert service.state == "Healthy"
     assert service.scoring_uri == f"http://{name}.{NS}.svc.cluster.local/score"
@@ -236,12 +237,18 @@ def test_aks_token_auth_and_a_failed_rollout(
     model = register(ws, tmp_path, seed=0)
     ic = InferenceConfig.load(write_app(tmp_path))
     config = AksWebservice.deploy_configuration(
-        token_auth_enabled=True, namespace=NS, autoscale_enabled=True, autoscale_max_replicas=4
+        token_auth_enabled=True,
+        namespace=NS,
+        autoscale_enabled=True,
+        autoscale_max_replicas=4,
+        autoscale_refresh_seconds=5,
     )
     apiserver.deployment_status[dep] = [status(1, 1, 1)]
     apiserver.pods[NS] = [pod(f"{name}-a", name)]
     service = Model.deploy(ws, name, [model], ic, config, deployment_target=KubernetesCompute(kubeconfig=kubeconf))
     service.wait_for_deployment(timeout_sec=30)
+    (warning,) = service.warnings  # a Kubernetes-only limit
+    assert "horizontal-pod-autoscaler-sync-period" in warning
     assert service.token_auth_enabled and not service.auth_enabled
     token, refresh_after = service.get_token()
     stored = apiserver.objects[f"/api/v1/namespaces/{NS}/secrets/{name}-secrets"]["data"]

@@ -50,7 +50,9 @@ class AciServiceTarget:
                 with contextlib.suppress(Exception):
                     self.aci.delete(spec.name)
             raise
-        self.last_warnings = list(self.aci.last_warnings)
+        # the plan's warnings (TLS, GPU, app insights, data collection) are the ones the config's
+        # unsupported_settings() already gives: nothing ACI-only to add
+        self.last_warnings = []
         return Deployed(scoring, swagger_uri(scoring), self._handle(spec.name))
 
     def state(self, handle: Mapping[str, Any]) -> TargetStatus:
