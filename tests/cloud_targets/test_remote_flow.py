@@ -27,6 +27,7 @@ from cloud_targets.services.store import ServiceStore
 from cloud_targets.targets.aci.service import AciServiceTarget
 from cloud_targets.targets.base import Target
 from cloud_targets.targets.compute import AciCompute, KubernetesCompute
+from cloud_targets.targets.kubernetes.client import KubernetesError
 from cloud_targets.targets.kubernetes.service import AksTarget
 from cloud_targets.targets.pull import pull_credentials
 from cloud_targets.targets.registry import remote_target
@@ -214,6 +215,15 @@ def test_aks_lifecycle(ws: Workspace, tmp_path: Path, remote_env: str, apiserver
     assert apiserver.objects[secret]["data"]["EDGEPACK_PRIMARY_KEY"] == b64(new_primary)
     assert later.warnings == service.warnings  # the same settings are still not honoured
 
+    # a new model version: a new image is pushed and rolled out
+    v2 = register(ws, tmp_path, seed=1)
+    apiserver.deployment_status[dep] = [status(4, 3, 3)]
+    later.update(models=[v2])
+    later.wait_for_deployment(timeout_sec=30)
+    image = apiserver.objects[dep]["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image != container["image"] and image == later.image_id and in_registry(image)
+    assert later.models == ["mlp:2"]
+
     # delete: the service's objects go, the namespace stays
     later.delete()
     left = [p for p in apiserver.objects if name in p]
@@ -273,6 +283,23 @@ def test_aks_token_auth_and_a_failed_rollout(
     assert "boom-17" in info.value.logs
     assert Webservice(ws, name).state == "Unhealthy"
     Webservice(ws, name).delete()
+
+
+@pytest.mark.slow
+def test_a_refused_apply_leaves_nothing_behind(
+    ws: Workspace, tmp_path: Path, remote_env: str, apiserver: FakeApiServer, kubeconf: str
+) -> None:
+    name = "refused"
+    apiserver.forbidden.add(f"/api/v1/namespaces/{NS}/secrets/{name}-secrets")  # RBAC: no rights on that Secret
+    model = register(ws, tmp_path, seed=0)
+    config = AksWebservice.deploy_configuration(num_replicas=1, namespace=NS)
+    compute = KubernetesCompute(kubeconfig=kubeconf, image_registry=remote_env)
+    with pytest.raises(KubernetesError, match="403"):
+        Model.deploy(ws, name, [model], deployment_config=config, deployment_target=compute)
+    applied = [r.path for r in apiserver.requests if r.method == "PATCH"]
+    assert f"/api/v1/namespaces/{NS}/secrets/{name}-registry" in applied  # the pull secret went in first...
+    assert [p for p in apiserver.objects if name in p] == []  # ...and was deleted again
+    assert Webservice.list(ws) == []
 
 
 # -- ACI ----------------------------------------------------------------------------------------------------
