@@ -18,7 +18,9 @@ from cloud_targets.services.store import ServiceRecord, ServiceStore
 from cloud_targets.webservice import (
     Webservice,
     WebserviceException,
+    _config_warnings,
     _deploy_into,
+    _merge,
     _new_secrets,
     _resolve_models,
     _teardown,
@@ -68,14 +70,19 @@ class Model(RegistryModel):
     ) -> Webservice:
         """Deploy ``models`` as the web service ``name``; returns it (call ``wait_for_deployment``).
 
-        ``deployment_config`` picks the target: Local (the default), ACI or AKS. Everything is checked
-        before anything is built: the name (v1's rule), the models, the configuration, an existing
-        service (replaced only with ``overwrite=True``).
+        ``deployment_config`` picks the target: Local (the default), ACI or AKS; ``deployment_target`` says
+        where for ACI and AKS (:class:`~cloud_targets.targets.compute.AciCompute`,
+        :class:`~cloud_targets.targets.compute.KubernetesCompute` or a kube context name; default: the
+        environment). Everything is checked before anything is built: the name and the configuration (v1's
+        rules), the models, an existing service (replaced only with ``overwrite=True``). Settings the target
+        does not honour are logged and listed in the service's ``warnings``.
         """
         check_service_name(name)
         config = deployment_config if deployment_config is not None else LocalDeploymentConfig()
         compute_type = configs.compute_type_of(config)
+        config.validate()
         mode = configs.auth_mode(config)
+        warnings = _config_warnings(name, config)
         resolved = _resolve_models(workspace, models)
         if not resolved:
             raise InvalidInputError("no model to deploy: pass at least one registered model")
@@ -100,13 +107,14 @@ class Model(RegistryModel):
             secrets = _new_secrets(config, mode)
             store.write_secrets(name, secrets)
             try:
-                _deploy_into(workspace, store, record, resolved, inference_config, config, secrets,
-                             deployment_target=deployment_target)  # fmt: skip
+                target_warnings = _deploy_into(workspace, store, record, resolved, inference_config, config,
+                                               secrets, deployment_target=deployment_target)  # fmt: skip
             except Exception:
                 if not record.target:  # nothing runs: leave no half-made service behind
                     store.remove(name)
                 raise
         service = Webservice(workspace, name)
+        service._warnings = _merge(warnings, target_warnings)
         if show_output:
             print(f"{name}: deployed ({compute_type}), {service.scoring_uri}", flush=True)
         return service

@@ -17,12 +17,12 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from cloud_targets.config.model import (
-    AciDeploymentConfig,
-    AksDeploymentConfig,
-    DeploymentConfig,
-    LocalDeploymentConfig,
+from cloud_targets.config.factories import (
+    aci_deploy_configuration,
+    aks_deploy_configuration,
+    local_deploy_configuration,
 )
+from cloud_targets.config.model import DeploymentConfig
 from cloud_targets.services import configs
 from cloud_targets.services.store import ServiceRecord, ServiceSecrets, ServiceStore
 from cloud_targets.targets.base import (
@@ -111,6 +111,7 @@ class Webservice:
         self.name = name
         self._store = ServiceStore(workspace)
         self._record = self._store.read(name)
+        self._warnings: list[str] = []
 
     # -- construction helpers ----------------------------------------------------------------------------
     @classmethod
@@ -118,6 +119,7 @@ class Webservice:
         klass = Webservice._subclasses.get(record.compute_type, Webservice)
         svc = object.__new__(klass)
         svc.workspace, svc.name, svc._store, svc._record = workspace, record.name, ServiceStore(workspace), record
+        svc._warnings = []
         return svc
 
     @staticmethod
@@ -196,12 +198,23 @@ class Webservice:
         return self._record.auth == "token"
 
     @property
+    def warnings(self) -> list[str]:
+        """The settings of the last deploy or update (on this object) the target does not honour, one line each."""
+        return list(self._warnings)
+
+    @property
     def state(self) -> str:
         """Transitioning / Healthy / Unhealthy / Failed, as the target sees it now."""
         return self._refresh_state()
 
     def _target(self) -> Any:
-        return _target_for(self.workspace, self._store, self._record)
+        """The service's target, made once per handle (a kubeconfig read or an ARM client is not free)."""
+        key = json.dumps([self._record.compute_type, self._record.target], sort_keys=True, default=str)
+        cached = self.__dict__.get("_target_cache")
+        if cached is None or cached[0] != key:
+            cached = (key, _target_for(self.workspace, self._store, self._record))
+            self._target_cache = cached
+        return cached[1]
 
     def _refresh_state(self) -> str:
         record = self._record
@@ -223,6 +236,7 @@ class Webservice:
         """Wait until the service is Healthy; raise :class:`WebserviceException` (with its log lines) when it
         fails or ``timeout_sec`` passes."""
         deadline = None if timeout_sec is None else time.monotonic() + timeout_sec
+        self._wait_on_target(show_output, timeout_sec)
         last = None
         while True:
             state = self._refresh_state()
@@ -245,6 +259,27 @@ class Webservice:
                     logs,
                 )
             time.sleep(POLL_S)
+
+    def _wait_on_target(self, show_output: bool, timeout_sec: float | None) -> None:
+        """Targets that follow their own rollout (Kubernetes: ``kubectl rollout status``) wait here first."""
+        if not self._record.target:
+            return
+        target = self._target()
+        wait = getattr(target, "wait", None)
+        if wait is None:
+            return
+
+        def progress(message: str) -> None:
+            if show_output:
+                print(f"{self.name}: {message}", file=sys.stdout, flush=True)
+
+        try:
+            wait(self._record.target, DEFAULT_TIMEOUT_S if timeout_sec is None else timeout_sec, progress)
+        except EdgepackError as exc:
+            logs = self.get_logs(200)
+            raise WebserviceException(
+                f"service {self.name} did not roll out: {exc}\nlast log lines:\n{_tail(logs, 50)}", logs
+            ) from None
 
     def get_logs(self, num_lines: int = 5000) -> str:
         """The last ``num_lines`` lines of the container's or process's output."""
@@ -337,6 +372,8 @@ class Webservice:
                     "configuration needs a new deployment (Model.deploy(..., overwrite=True))"
                 )
             config = configs.with_settings(config, settings) if settings else config
+            config.validate()  # v1's rules, before anything is built or changed
+            warnings = _config_warnings(self.name, config)
             mode = configs.auth_mode(config)
             meta_only = models is None and inference_config is None and _same_runtime(old_config, config)
             record.tags, record.properties = dict(config.tags), dict(config.properties)
@@ -345,6 +382,7 @@ class Webservice:
             if meta_only:
                 self._store.write(record)
                 self._record = record
+                self._warnings = warnings
                 return
             resolved = (
                 _resolve_models(self.workspace, models)
@@ -357,9 +395,10 @@ class Webservice:
             new_secrets = _new_secrets(config, mode, keep)
             self._store.write_secrets(self.name, new_secrets)
             record.auth = mode
-            _deploy_into(self.workspace, self._store, record, resolved, ic, config, new_secrets,
-                         rebuild=models is not None or inference_config is not None)  # fmt: skip
+            target_warnings = _deploy_into(self.workspace, self._store, record, resolved, ic, config, new_secrets,
+                                           rebuild=models is not None or inference_config is not None)  # fmt: skip
             self._record = record
+            self._warnings = _merge(warnings, target_warnings)
 
     def delete(self) -> None:
         """Stop and remove the service: no container or process is left, and its state is removed."""
@@ -412,10 +451,8 @@ class LocalWebservice(Webservice):
 
     _compute_type: ClassVar[str] = "LOCAL"
 
-    @staticmethod
-    def deploy_configuration(port: int | None = None, **kwargs: Any) -> LocalDeploymentConfig:
-        """v1's ``LocalWebservice.deploy_configuration(port=None)``."""
-        return LocalDeploymentConfig(port=port, **kwargs)
+    #: v1's ``LocalWebservice.deploy_configuration(port=None)`` (validated; see the config factories).
+    deploy_configuration = staticmethod(local_deploy_configuration)
 
     def reload(self, wait: bool = True) -> None:
         """Copy the entry script and source directory again and restart, without rebuilding (v1's ``reload``)."""
@@ -438,10 +475,8 @@ class AciWebservice(Webservice):
 
     _compute_type: ClassVar[str] = "ACI"
 
-    @staticmethod
-    def deploy_configuration(**kwargs: Any) -> AciDeploymentConfig:
-        """v1's ``AciWebservice.deploy_configuration(cpu_cores=0.1, memory_gb=0.5, ...)``."""
-        return AciDeploymentConfig(**kwargs)
+    #: v1's ``AciWebservice.deploy_configuration(cpu_cores=0.1, memory_gb=0.5, ...)``: same parameters and order.
+    deploy_configuration = staticmethod(aci_deploy_configuration)
 
 
 class AksWebservice(Webservice):
@@ -449,10 +484,8 @@ class AksWebservice(Webservice):
 
     _compute_type: ClassVar[str] = "AKS"
 
-    @staticmethod
-    def deploy_configuration(**kwargs: Any) -> AksDeploymentConfig:
-        """v1's ``AksWebservice.deploy_configuration(autoscale_enabled=..., ...)``."""
-        return AksDeploymentConfig(**kwargs)
+    #: v1's ``AksWebservice.deploy_configuration(autoscale_enabled=None, ...)``: same parameters and order.
+    deploy_configuration = staticmethod(aks_deploy_configuration)
 
 
 Webservice._subclasses["AKSENDPOINT"] = AksWebservice
@@ -461,6 +494,22 @@ Webservice._subclasses["AKSENDPOINT"] = AksWebservice
 # -- shared by Model.deploy and Webservice -------------------------------------------------------------------
 def _tail(text: str, n: int) -> str:
     return "\n".join(text.splitlines()[-n:])
+
+
+def _merge(*lists: Sequence[str]) -> list[str]:
+    """The warnings of every list, each once, in order."""
+    out: list[str] = []
+    for items in lists:
+        out += [w for w in items if w not in out]
+    return out
+
+
+def _config_warnings(name: str, config: DeploymentConfig) -> list[str]:
+    """The config's settings its target cannot honour (v1 ignored some silently: here they are said)."""
+    warnings = config.unsupported_settings()
+    for warning in warnings:
+        log.warning("service %s: %s", name, warning)
+    return warnings
 
 
 def _same_runtime(a: DeploymentConfig, b: DeploymentConfig) -> bool:
@@ -486,7 +535,9 @@ def _target_for(workspace: Workspace, store: ServiceStore, record: ServiceRecord
         return LocalTarget(workspace, store.service_dir(record.name), mode or record.target.get("mode"))
     from cloud_targets.targets.registry import remote_target
 
-    return remote_target(record.compute_type, configs.deserialize_config(record.deployment_config))
+    return remote_target(
+        record.compute_type, configs.deserialize_config(record.deployment_config), record.target or None
+    )
 
 
 def _teardown(workspace: Workspace, store: ServiceStore, record: ServiceRecord) -> None:
@@ -499,13 +550,20 @@ def _teardown(workspace: Workspace, store: ServiceStore, record: ServiceRecord) 
 
 
 def _spec(record: ServiceRecord, config: DeploymentConfig, s: ServiceSecrets) -> ServiceSpec:
+    remote = record.compute_type != "LOCAL"
+    credentials = None
+    if remote and record.image:
+        from cloud_targets.targets.pull import pull_credentials
+
+        credentials = pull_credentials(record.image)
     return ServiceSpec(
         name=record.name,
         image=record.image or "",
         config=config,
         env=module_env(config, token_auth=record.auth == "token"),
         secrets=secret_env(s.primary_key, s.secondary_key, s.token_secret),
-        port=int(record.target.get("port") or CONTAINER_PORT) if record.compute_type == "LOCAL" else CONTAINER_PORT,
+        port=CONTAINER_PORT if remote else int(record.target.get("port") or CONTAINER_PORT),
+        registry_credentials=credentials,
         labels={"edgepack.service": record.name},
     )
 
@@ -525,8 +583,10 @@ def _deploy_into(
     secrets: ServiceSecrets,
     rebuild: bool = True,
     deployment_target: Any = None,
-) -> None:
-    """Build (when ``rebuild``) and start the service ``record`` describes; writes the record (under the lock)."""
+) -> list[str]:
+    """Build (when ``rebuild``) and start the service ``record`` describes; writes the record (under the lock).
+
+    Returns the target's warnings (settings it does not honour)."""
     record.models = [m.id for m in models]
     record.inference_config = inference_config.serialize()
     record.app = _app_of(inference_config)
@@ -538,7 +598,8 @@ def _deploy_into(
             log.warning("service %s: deployment_target is ignored for a LOCAL deployment (as in v1)", record.name)
         previous = dict(record.target)
         mode = previous.get("mode") or resolve_mode(config)
-        for warning in unsupported_settings(config, mode):
+        warnings = unsupported_settings(config, mode)
+        for warning in warnings:
             log.warning("service %s: %s", record.name, warning)
         target = LocalTarget(workspace, store.service_dir(record.name), mode)
         old_image = record.image
@@ -559,16 +620,26 @@ def _deploy_into(
         store.write(record)
         if old_image and old_image != record.image:
             target.remove_image(old_image)
-        return
+        return warnings
     from cloud_targets.targets.registry import remote_target
 
-    target = remote_target(record.compute_type, config, deployment_target)
+    previous = dict(record.target)
+    where = deployment_target if deployment_target is not None else (previous or None)
+    target = remote_target(record.compute_type, config, where)  # reads the kubeconfig / ids: fails before a build
     if rebuild or not record.image:
         record.image, record.image_digest = _push_image(workspace, record.name, models, inference_config,
-                                                        deployment_target)  # fmt: skip
-    deployed = target.deploy(_spec(record, config, secrets))
+                                                        getattr(target, "compute", where))  # fmt: skip
+    spec = _spec(record, config, secrets)
+    try:
+        deployed = target.deploy(spec, previous=previous or None)  # type: ignore[call-arg]
+    except Exception as exc:
+        if previous:  # an update: the service stays, marked Failed
+            record.state, record.error = FAILED, str(exc)
+            store.write(record)
+        raise
     _apply(record, deployed)
     store.write(record)
+    return list(getattr(target, "last_warnings", []))
 
 
 def _push_image(
@@ -578,18 +649,22 @@ def _push_image(
     or ``$EDGEPACK_IMAGE_REGISTRY``; returns the reference pinned by digest and the digest."""
     import os
 
+    from cloud_targets.targets.compute import image_registry_of
+    from cloud_targets.targets.local.docker_mode import ENV_BASE
     from packager.image import builder
     from packager.image.spec import Platform
 
-    registry = getattr(deployment_target, "image_registry", None) or os.environ.get("EDGEPACK_IMAGE_REGISTRY")
+    registry = image_registry_of(deployment_target)
     if not registry:
         raise InvalidInputError(
-            "remote targets pull the image from a registry: set EDGEPACK_IMAGE_REGISTRY (e.g. myacr.azurecr.io/models)"
+            "remote targets pull the image from a registry: pass deployment_target with image_registry, or set "
+            "EDGEPACK_IMAGE_REGISTRY (e.g. myacr.azurecr.io/models)"
         )
     tag = f"{int(time.time())}"
+    base = None if config.base_image_ref() else os.environ.get(ENV_BASE)
     request = builder.BuildRequest(
         list(models), builder.Destination.registry(f"{registry.rstrip('/')}/{name}:{tag}"), config,
-        [Platform("linux", "amd64")],
+        [Platform("linux", "amd64")], base=base,
     )  # fmt: skip
     doc = builder.run(workspace, request)
     return f"{registry.rstrip('/')}/{name}@{doc['index_digest']}", doc["index_digest"]

@@ -98,6 +98,11 @@ class Target(Protocol):
         ...
 
 
+def swagger_uri(scoring_uri: str) -> str:
+    """The scoring module's swagger document next to its ``/score`` route."""
+    return scoring_uri[: -len("/score")] + "/swagger.json" if scoring_uri.endswith("/score") else scoring_uri
+
+
 def module_env(config: DeploymentConfig, token_auth: bool = False) -> dict[str, str]:
     """The scoring module's plain settings for ``config`` (scoring timeout, concurrency, token auth on)."""
     env: dict[str, str] = {}

@@ -1,8 +1,10 @@
 """Which :class:`~cloud_targets.targets.base.Target` serves a compute type (ACI, AKS...).
 
 Remote targets register a factory here (``register_target("AKS", factory)``); the factory gets the
-deployment configuration and v1's ``deployment_target`` (e.g. a kube context or a compute object) and
-returns a Target. Local is built in (:class:`cloud_targets.targets.local.LocalTarget`).
+deployment configuration and v1's ``deployment_target`` (a :class:`~cloud_targets.targets.compute.KubernetesCompute`
+or :class:`~cloud_targets.targets.compute.AciCompute`, a kube context name, or the handle a service record
+keeps) and returns a Target. Local is built in (:class:`cloud_targets.targets.local.LocalTarget`); AKS
+(and AKSENDPOINT) and ACI are registered here, their SDKs imported only when a target is made.
 """
 
 from __future__ import annotations
@@ -33,5 +35,25 @@ def remote_target(compute_type: str, config: DeploymentConfig, deployment_target
         )
     return factory(config, deployment_target)
 
+
+def _aks(config: DeploymentConfig, deployment_target: Any) -> Target:
+    try:
+        from cloud_targets.targets.kubernetes.service import aks_target
+    except ImportError as exc:
+        raise EdgepackError(
+            f"the AKS target needs the kubernetes client ({exc}): pip install 'edgepack[cloud]'"
+        ) from exc
+    return aks_target(config, deployment_target)
+
+
+def _aci(config: DeploymentConfig, deployment_target: Any) -> Target:
+    from cloud_targets.targets.aci.service import aci_target
+
+    return aci_target(config, deployment_target)
+
+
+register_target("AKS", _aks)
+register_target("AKSENDPOINT", _aks)
+register_target("ACI", _aci)
 
 __all__ = ["TargetFactory", "register_target", "remote_target"]

@@ -226,6 +226,11 @@ class KubernetesTarget:
         ]
 
     # -- status ------------------------------------------------------------------------------------------------
+    @_reaching
+    def deployment(self, name: str, namespace: str = "default") -> client.V1Deployment:
+        """The service's Deployment (NotFoundError when there is none)."""
+        return self._deployment(name, namespace)
+
     def _deployment(self, name: str, namespace: str) -> client.V1Deployment:
         try:
             return self.apps.read_namespaced_deployment(name, namespace)
@@ -329,6 +334,20 @@ class KubernetesTarget:
             )
         except ApiException as err:
             raise _api_error(f"rotating the keys of {name}", err) from err
+
+    @_reaching
+    def roll_pods(self, name: str, namespace: str, annotations: dict[str, str]) -> None:
+        """Set ``annotations`` on the Deployment's pod template: new pods replace the old ones (a rollout)."""
+        try:
+            self.apps.patch_namespaced_deployment(
+                name,
+                namespace,
+                {"spec": {"template": {"metadata": {"annotations": annotations}}}},
+                field_manager=self.field_manager,
+                _content_type=MERGE_PATCH,
+            )
+        except ApiException as err:
+            raise _api_error(f"rolling the pods of {name}", err) from err
 
     # -- addresses ---------------------------------------------------------------------------------------------
     @_reaching

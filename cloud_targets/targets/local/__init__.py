@@ -68,8 +68,6 @@ def unsupported_settings(config: DeploymentConfig, mode: str) -> list[str]:
         value = getattr(config, field_name, None)
         if value not in (None, False, 0, ""):
             out.append(f"{field_name}={value!r} is ignored on a local service: it has no {what}")
-    if getattr(config, "token_auth_enabled", False):
-        out.append("token_auth_enabled is an AKS setting (v1); the local service uses token auth as asked")
     return out
 
 

@@ -18,12 +18,13 @@ import pytest
 import requests
 
 from cloud_targets import LocalWebservice, Model, Webservice, WebserviceException
+from cloud_targets.config.model import LocalDeploymentConfig
 from cloud_targets.services.store import ServiceStore
 from cloud_targets.targets.local import process
 from packager import Workspace
 from packager.errors import ConflictError, InvalidInputError
 from packager.image.inference_config import InferenceConfig
-from tests.cloud_targets.local.support import SAMPLE, body, expected, register, write_app
+from tests.cloud_targets.local.support import body, expected, register, write_app
 
 MODES = [
     pytest.param("process", id="process"),
@@ -176,7 +177,7 @@ def test_overwrite_rules_and_names(ws: Workspace, tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
     model = register(ws, tmp_path, seed=0)
     for bad in ("ab", "Digits", "1digits", "digits_svc", "a" * 33, "digits-"):
-        with pytest.raises(InvalidInputError, match="3 to 32 characters"):
+        with pytest.raises(InvalidInputError, match="between 3 and 32 characters long"):
             Model.deploy(ws, bad, [model])
     assert not (ws.path / "services").exists() or not any((ws.path / "services").iterdir())
 
@@ -194,25 +195,28 @@ def test_overwrite_rules_and_names(ws: Workspace, tmp_path: Path, monkeypatch: p
     assert Webservice.list(ws, compute_type="AKS") == []
 
 
-def test_token_auth_and_metadata_update(ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_metadata_update_and_token_auth_refused(ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
     model = register(ws, tmp_path, seed=0)
-    config = LocalWebservice.deploy_configuration(token_auth_enabled=True, tags={"stage": "dev"})
-    service = Model.deploy(ws, "tokens", [model], deployment_config=config)
+    # v1's rule: token auth is AKS only (tests/cloud_targets/test_remote_flow.py covers it on AKS)
+    with pytest.raises(TypeError):  # not a parameter of v1's LocalWebservice.deploy_configuration
+        LocalWebservice.deploy_configuration(token_auth_enabled=True)
+    with pytest.raises(InvalidInputError, match="only available on AKS"):  # a config made by hand is checked too
+        Model.deploy(ws, "tagged", [model], deployment_config=LocalDeploymentConfig(token_auth_enabled=True))
+    assert Webservice.list(ws) == []
+    config = LocalWebservice.deploy_configuration(auth_enabled=True, tags={"stage": "dev"})
+    service = Model.deploy(ws, "tagged", [model], deployment_config=config)
     service.wait_for_deployment(timeout_sec=60)
-    token, refresh_after = service.get_token()
-    assert refresh_after.tzinfo is not None
-    ok = requests.post(
-        service.scoring_uri, json={"data": SAMPLE.tolist()}, headers={"Authorization": f"Bearer {token}"}, timeout=30
-    )
-    assert ok.status_code == 200
-    assert requests.post(service.scoring_uri, json={"data": SAMPLE.tolist()}, timeout=30).status_code == 401
-    with pytest.raises(WebserviceException, match="key auth"):
-        service.get_keys()
+    with pytest.raises(WebserviceException, match="token auth"):
+        service.get_token()
     pid = service._record.target["pid"]
     service.update(tags={"stage": "prod"}, description="promoted")  # metadata only: no restart
-    assert Webservice(ws, "tokens").tags == {"stage": "prod"}
+    assert Webservice(ws, "tagged").tags == {"stage": "prod"}
     assert Webservice.list(ws, tags=["stage=prod"])[0].description == "promoted"
-    assert Webservice(ws, "tokens")._record.target["pid"] == pid
+    assert Webservice(ws, "tagged")._record.target["pid"] == pid
     with pytest.raises(InvalidInputError, match="no setting cpu_cores"):
         service.update(cpu_cores=2)
+    # a setting that breaks v1's rules is refused before anything changes
+    with pytest.raises(InvalidInputError, match="only available on AKS"):
+        service.update(token_auth_enabled=True)
+    assert Webservice(ws, "tagged")._record.target["pid"] == pid and Webservice(ws, "tagged").auth_enabled

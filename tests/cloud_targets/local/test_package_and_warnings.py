@@ -22,13 +22,15 @@ def test_process_mode_says_what_it_cannot_honour(
     ws = Workspace.from_path(tmp_path / "ws")
     model = register(ws, tmp_path, seed=0)
     ic = InferenceConfig.load(write_app(tmp_path))
-    config = LocalWebservice.deploy_configuration(token_auth_enabled=True)
+    config = LocalWebservice.deploy_configuration(primary_key="p" * 24)  # keys without key auth
     with caplog.at_level(logging.WARNING, logger="cloud_targets"):
         service = Model.deploy(ws, "warned", [model], ic, config)
     try:
         text = caplog.text
         assert "not installed: inference-schema[numpy-support]" in text  # this machine's packages are used
-        assert "token_auth_enabled is an AKS setting" in text
+        (warning,) = service.warnings  # what the CLI prints
+        assert "key auth is off" in warning and warning in text
+        assert "p" * 24 not in text
         service.wait_for_deployment(timeout_sec=60)
     finally:
         service.delete()

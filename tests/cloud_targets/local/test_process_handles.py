@@ -7,14 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
-from cloud_targets import AksWebservice, Model, Webservice
 from cloud_targets.targets.base import Target
 from cloud_targets.targets.local import LocalTarget, process
 from packager import Workspace
-from packager.errors import EdgepackError
-from tests.cloud_targets.local.support import register
 
 
 def test_a_reused_pid_is_left_alone() -> None:
@@ -42,13 +37,3 @@ def test_stop_ends_the_whole_group(tmp_path: Path) -> None:
 def test_local_target_is_a_target(tmp_path: Path) -> None:
     target = LocalTarget(Workspace.from_path(tmp_path / "ws"), tmp_path / "svc", mode="process")
     assert isinstance(target, Target)
-
-
-def test_a_remote_target_that_is_not_installed_fails_before_anything(tmp_path: Path) -> None:
-    ws = Workspace.from_path(tmp_path / "ws")
-    model = register(ws, tmp_path, seed=0)
-    config = AksWebservice.deploy_configuration(num_replicas=1)
-    with pytest.raises(EdgepackError, match="no AKS target is available"):
-        Model.deploy(ws, "on-aks", [model], deployment_config=config)
-    assert Webservice.list(ws) == []
-    assert not (ws.path / "services" / "on-aks").exists()

@@ -30,7 +30,7 @@ def test_records_and_secrets_are_separate_and_private(workspace: Workspace) -> N
     assert [r.name for r in store.list()] == ["svc-a"]
     with pytest.raises(NotFoundError, match="edgepack service list"):
         store.read("svc-b")
-    with pytest.raises(InvalidInputError, match="3 to 32"):
+    with pytest.raises(InvalidInputError, match="between 3 and 32"):
         store.read("../x")
 
 
