@@ -12,7 +12,6 @@ import os
 import secrets as pysecrets
 import sys
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import click
@@ -51,31 +50,23 @@ def deployment_target(compute_type: str, flags: TargetFlags) -> Any:
     """v1's ``deployment_target`` for ``Model.deploy`` from the CLI flags (``None`` for LOCAL).
 
     AKS: ``--ct`` is the kubeconfig context (``--kubeconfig`` the file); ACI: ``--subscription-id``,
-    ``--resource-group``, ``--location``. Both pull from ``--image-registry``. Uses the compute classes
-    of ``cloud_targets`` when installed, else an object with the same attributes.
+    ``--resource-group``, ``--location``. Both pull from ``--image-registry``; what is left out comes from
+    the environment (see :mod:`cloud_targets.targets.compute`).
     """
     if compute_type == "LOCAL":
         return None
-    import cloud_targets
-    from cloud_targets.targets import registry
-
-    def compute_class(name: str) -> Any:
-        return getattr(cloud_targets, name, None) or getattr(registry, name, None) or SimpleNamespace
+    from cloud_targets.targets.compute import AciCompute, KubernetesCompute
 
     if compute_type in ("AKS", "AKSENDPOINT"):
-        kwargs = {
-            "context": flags.compute_target,
-            "kubeconfig": flags.kubeconfig,
-            "image_registry": flags.image_registry,
-        }
-        return compute_class("KubernetesCompute")(**kwargs)
-    kwargs = {
-        "subscription_id": flags.subscription_id,
-        "resource_group": flags.resource_group,
-        "location": flags.location,
-        "image_registry": flags.image_registry,
-    }
-    return compute_class("AciCompute")(**kwargs)
+        return KubernetesCompute(
+            context=flags.compute_target, kubeconfig=flags.kubeconfig, image_registry=flags.image_registry
+        )
+    return AciCompute(
+        subscription_id=flags.subscription_id,
+        resource_group=flags.resource_group,
+        location=flags.location,
+        image_registry=flags.image_registry,
+    )
 
 
 @dataclass
@@ -141,7 +132,7 @@ def run_deploy(req: Request, wait: bool, as_json: bool, warnings: Warnings) -> N
         with stages.stage(f"{req.name}: {where.get(req.compute_type, 'building, pushing and applying')}"):
             service = Model.deploy(req.workspace, req.name, req.models, req.inference_config, req.config,
                                    deployment_target=req.target, overwrite=req.overwrite)  # fmt: skip
-        for message in getattr(service, "warnings", None) or []:  # unsupported settings, when Model.deploy says them
+        for message in service.warnings:  # the settings the target cannot honour
             warnings.add([message])
         if wait:
             with stages.stage(f"{req.name}: waiting for Healthy"):

@@ -124,15 +124,11 @@ def test_token_reload_and_errors(ws: Workspace, tmp_path: Path, run: Run) -> Non
     assert run("service", "list", "--json").json()[0]["name"] == "open-svc"
 
 
-def test_token_auth_service(ws: Workspace, tmp_path: Path, run: Run) -> None:
-    from cloud_targets import LocalWebservice, Model
-
-    model = register(ws, tmp_path, seed=0)
-    svc = Model.deploy(ws, "tokened", [model], None, LocalWebservice.deploy_configuration(token_auth_enabled=True))
-    svc.wait_for_deployment(timeout_sec=120)
-    r = run("service", "token", "tokened", "--json")
-    assert r.code == 0, r.err
-    doc = r.json()
-    assert doc["accessToken"] and "refreshAfter" in doc
-    assert status(svc.scoring_uri, doc["accessToken"]) == 200
-    assert status(svc.scoring_uri, None) == 401
+def test_token_on_a_key_auth_service_is_refused(ws: Workspace, tmp_path: Path, run: Run) -> None:
+    """Token auth is AKS-only (v1's rule); ``service token`` on a key-auth service says so and exits 1."""
+    register(ws, tmp_path, seed=0)
+    dc = tmp_path / "dc.json"
+    dc.write_text(json.dumps({"computeType": "LOCAL", "authEnabled": True}))
+    assert run("deploy", "-n", "keyed-only", "-m", "mlp", "--ic", write_app(tmp_path), "--dc", dc).code == 0
+    r = run("service", "token", "keyed-only")
+    assert r.code == 1 and "token" in r.err.lower(), r.err

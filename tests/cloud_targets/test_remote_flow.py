@@ -469,3 +469,52 @@ def test_v1_file_shapes_map_to_the_remote_configs() -> None:
     )
     assert isinstance(config, AksDeploymentConfig) and config.num_replicas == 2
     assert any("legacyKey" in w for w in warnings)
+
+
+@pytest.mark.slow
+def test_aks_through_the_cli_with_token_auth(
+    tmp_path: Path,
+    remote_env: str,
+    apiserver: FakeApiServer,
+    kubeconf: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``edgepack deploy --dc aks.yml --ct dev`` against the stand-in API server, then ``service token|show|delete``."""
+    from tests.cloud_targets.cli_support import runner
+
+    monkeypatch.setenv("EDGEPACK_WORKSPACE", str(tmp_path / "ws"))
+    run = runner(capsys)
+    name = "cli-aks"
+    dep = f"/apis/apps/v1/namespaces/{NS}/deployments/{name}"
+    register(Workspace.from_path(tmp_path / "ws"), tmp_path, seed=0)
+    dc = tmp_path / "aks.yml"
+    dc.write_text(
+        "computeType: AKS\n"
+        "tokenAuthEnabled: true\n"
+        f"namespace: {NS}\n"
+        "numReplicas: 2\n"
+        "containerResourceRequirements: {cpu: 0.5, memoryInGB: 1}\n"
+        "scoringTimeoutMs: 5000\n"
+    )
+    apiserver.deployment_status[dep] = [status(1, 2, 2)]
+    apiserver.pods[NS] = [pod(f"{name}-a", name)]
+    args = ("deploy", "-n", name, "-m", "mlp", "--ic", write_app(tmp_path), "--dc", dc)
+    r = run(*args, "--ct", "dev", "--kubeconfig", kubeconf, "--image-registry", remote_env, "--json")
+    assert r.code == 0, r.err
+    assert r.json()["state"] == "Healthy"
+    (container,) = apiserver.objects[dep]["spec"]["template"]["spec"]["containers"]
+    assert container["image"].startswith(f"{remote_env}/{name}@sha256:") and in_registry(container["image"])
+    assert apiserver.objects[dep]["spec"]["replicas"] == 2
+    assert {"name": "SCORING_TIMEOUT_MS", "value": "5000"} in container["env"]
+
+    token = run("service", "token", name, "--json").json()["accessToken"]
+    secret = apiserver.objects[f"/api/v1/namespaces/{NS}/secrets/{name}-secrets"]["data"]["EDGEPACK_TOKEN_SECRET"]
+    assert verify_token(base64.b64decode(secret).decode(), token)
+    shown = run("service", "show", name, "--json").out + run("service", "list", "--json").out
+    assert base64.b64decode(secret).decode() not in shown and token not in shown
+    assert run("service", "keys", name).code == 1  # key auth is off
+
+    assert run("service", "delete", name, "-y").code == 0
+    assert dep not in apiserver.objects
+    assert run("service", "list", "--json").json() == []
