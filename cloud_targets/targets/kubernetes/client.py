@@ -10,7 +10,6 @@ and writing it needs cluster-wide rights) and ``delete`` leaves it in place.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import functools
 import json
@@ -25,7 +24,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 
 from cloud_targets.targets.kubernetes.labels import SERVICE_LABEL, selector_string
-from cloud_targets.targets.kubernetes.objects import SECRETS_REVISION, secret_name, secrets_revision, to_dict
+from cloud_targets.targets.kubernetes.objects import to_dict
 from cloud_targets.targets.kubernetes.rollout import RolloutStatus, rollout_status, service_state, stuck_pods
 from packager.errors import EdgepackError, InvalidInputError, NotFoundError
 
@@ -305,35 +304,6 @@ class KubernetesTarget:
                 text = f"(no logs: {_api_error('reading logs', err)})\n"
             parts.append(text if len(pods) == 1 else f"==> pod/{pod.metadata.name} <==\n{text}")
         return "\n".join(parts)
-
-    # -- keys ------------------------------------------------------------------------------------------------
-    @_reaching
-    def update_secret(self, name: str, namespace: str, secrets: dict[str, str]) -> None:
-        """Replace the service's Secret data with ``secrets`` and roll its pods so they read the new values."""
-        try:
-            current = self.core.read_namespaced_secret(secret_name(name), namespace).data or {}
-        except ApiException as err:
-            raise _api_error(f"reading secret {secret_name(name)}", err) from err
-        data: dict[str, str | None] = {k: None for k in current if k not in secrets}
-        data.update({k: base64.b64encode(v.encode()).decode() for k, v in secrets.items()})
-        annotations = {SECRETS_REVISION: secrets_revision(name, secrets)}
-        try:
-            self.core.patch_namespaced_secret(
-                secret_name(name),
-                namespace,
-                {"data": data},
-                field_manager=self.field_manager,
-                _content_type=MERGE_PATCH,
-            )
-            self.apps.patch_namespaced_deployment(
-                name,
-                namespace,
-                {"spec": {"template": {"metadata": {"annotations": annotations}}}},
-                field_manager=self.field_manager,
-                _content_type=MERGE_PATCH,
-            )
-        except ApiException as err:
-            raise _api_error(f"rotating the keys of {name}", err) from err
 
     @_reaching
     def roll_pods(self, name: str, namespace: str, annotations: dict[str, str]) -> None:

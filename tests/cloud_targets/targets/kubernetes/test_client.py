@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -220,34 +219,6 @@ def test_delete_removes_every_object_of_the_service(server: FakeApiServer, targe
     deletes = [r for r in server.requests if r.method == "DELETE"]
     assert all(r.body == {"propagationPolicy": "Foreground"} for r in deletes)
     assert target.delete("iris", NS) == []
-
-
-def test_update_secret_rotates_and_rolls_the_pods(server: FakeApiServer, target: KubernetesTarget) -> None:
-    target.apply(build_objects(spec(num_replicas=1)))
-    before = server.objects[DEPLOYMENT]["spec"]["template"]["metadata"]["annotations"]["edgepack/secrets-revision"]
-    server.requests.clear()
-    target.update_secret("iris", NS, {"EDGEPACK_PRIMARY_KEY": "n" * 32, "EDGEPACK_SECONDARY_KEY": "m" * 32})
-    secret = server.objects[f"/api/v1/namespaces/{NS}/secrets/iris-secrets"]
-    assert {k: base64.b64decode(v).decode() for k, v in secret["data"].items()} == {
-        "EDGEPACK_PRIMARY_KEY": "n" * 32,
-        "EDGEPACK_SECONDARY_KEY": "m" * 32,
-    }
-    patches = [r for r in server.requests if r.method == "PATCH"]
-    assert [r.content_type for r in patches] == ["application/merge-patch+json"] * 2
-    assert patches[1].path == DEPLOYMENT
-    after = server.objects[DEPLOYMENT]["spec"]["template"]["metadata"]["annotations"]["edgepack/secrets-revision"]
-    assert after != before
-    assert server.objects[DEPLOYMENT]["metadata"]["generation"] == 2  # a new pod template: the pods roll
-    # a later full apply with the same keys lands on the same revision: no second restart
-    rotated = spec(num_replicas=1)
-    rotated.secrets = {"EDGEPACK_PRIMARY_KEY": "n" * 32, "EDGEPACK_SECONDARY_KEY": "m" * 32}
-    target.apply(build_objects(rotated))
-    assert (
-        server.objects[DEPLOYMENT]["spec"]["template"]["metadata"]["annotations"]["edgepack/secrets-revision"] == after
-    )
-    # dropping a key removes it from the Secret
-    target.update_secret("iris", NS, {"EDGEPACK_PRIMARY_KEY": "q" * 32})
-    assert set(server.objects[f"/api/v1/namespaces/{NS}/secrets/iris-secrets"]["data"]) == {"EDGEPACK_PRIMARY_KEY"}
 
 
 def test_scoring_uri(server: FakeApiServer, target: KubernetesTarget) -> None:
