@@ -15,7 +15,7 @@ def finite_float64(x: object, name: str) -> np.ndarray:
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
-            f"{name} holds {int(bad.sum())} NaN/inf value(s) (first {array[first]!r} at index {first}); "
+            f"{name} holds {int(bad.sum())} NaN/inf value(s) (first {float(array[first])} at index {first}); "
             "quantization needs finite numbers: clean or clip the tensor first"
         )
     return array

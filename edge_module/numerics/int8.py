@@ -19,7 +19,8 @@ QMIN, QMAX = -128, 127
 
 
 def _finite_float32(x: object, name: str) -> np.ndarray:
-    return finite_float64(x, name).astype(np.float32)
+    limit = np.finfo(np.float32).max  # larger float64 values saturate anyway; clip them before the cast
+    return np.clip(finite_float64(x, name), -limit, limit).astype(np.float32)
 
 
 def _scale_of(amax: np.ndarray, levels: float) -> np.ndarray:
@@ -91,7 +92,8 @@ def quantize(
         axis = block_axis(values.ndim, axis, name)
     scale_b = _broadcast(scale_arr, values.ndim, axis)
     zp_b = _broadcast(np.asarray(zero_point, dtype=np.int32), values.ndim, axis)
-    codes = np.rint(values / scale_b) + zp_b.astype(np.float32)  # inf (from a huge float64) saturates
+    with np.errstate(over="ignore"):  # values beyond scale * 2**127 become inf, then saturate
+        codes = np.rint(values / scale_b) + zp_b.astype(np.float32)
     return np.clip(codes, qmin, qmax).astype(np.int8)
 
 
