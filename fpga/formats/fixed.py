@@ -28,7 +28,7 @@ class FixedPoint(NumberFormat):
     signed: bool = True
 
     prefixes: ClassVar[tuple[str, ...]] = ("fixed", "ufixed", "ap_fixed", "ap_ufixed")
-    examples: ClassVar[tuple[str, ...]] = ("fixed<16,6>", "ap_fixed<16,6,AP_RND,AP_SAT>", "ap_ufixed<8,0>")
+    examples: ClassVar[tuple[str, ...]] = ("fixed<16,6>", "ap_fixed<16,6,AP_RND,AP_SAT>", "ufixed<8,0>")
 
     def __post_init__(self) -> None:
         try:
@@ -41,15 +41,15 @@ class FixedPoint(NumberFormat):
 
     @classmethod
     def parse(cls, text: str) -> FixedPoint:
+        """``fixed<W,I>``, ``ufixed<W,I>``, ``ap_fixed<W,I,Q,O>``, ``ap_ufixed<...>``; modes with or without
+        ``AP_`` (hls4ml writes ``fixed<16,6,RND,SAT,0>``), case-insensitive; a 5th argument N must be 0."""
         prefix, args = split_name(text)
         accepted = "fixed<W,I>, ufixed<W,I>, ap_fixed<W,I[,Q[,O[,0]]]> or ap_ufixed<...>"
         if prefix not in cls.prefixes or not args or not 2 <= len(args) <= 5:
             raise FormatError(f"{text!r} is not a fixed point type: use {accepted}, e.g. ap_fixed<16,6,AP_RND,AP_SAT>")
-        if prefix in ("fixed", "ufixed") and len(args) > 2:
-            raise FormatError(f"{text!r}: {prefix}<W,I> takes two numbers; name modes as ap_{prefix}<W,I,Q,O>")
         width, integer = as_int(args[0], "width W", text), as_int(args[1], "integer bits I", text)
-        rounding = args[2].upper() if len(args) > 2 else DEFAULT_ROUNDING
-        overflow = args[3].upper() if len(args) > 3 else DEFAULT_OVERFLOW
+        rounding = _mode(args[2]) if len(args) > 2 else DEFAULT_ROUNDING
+        overflow = _mode(args[3]) if len(args) > 3 else DEFAULT_OVERFLOW
         if len(args) == 5 and as_int(args[4], "saturation bits N", text) != 0:
             raise FormatError(f"{text!r}: saturation bits N other than 0 are not supported")
         try:
@@ -106,6 +106,11 @@ class FixedPoint(NumberFormat):
 
     def dequantize(self, q: QuantizedTensor) -> np.ndarray:
         return kernels.dequantize(q.codes, self.width, self.integer)
+
+
+def _mode(text: str) -> str:
+    mode = text.strip().upper()
+    return mode if mode.startswith("AP_") else f"AP_{mode}"
 
 
 def _no_params(params: dict, fmt: NumberFormat) -> None:
