@@ -112,7 +112,9 @@ def test_bits_per_value_and_hls_precision() -> None:
     assert get_format("msfp16").to_hls_precision() is None
 
 
-@pytest.mark.parametrize("name", ["fixed<16,6>", "ap_fixed<8,3,AP_RND_CONV,AP_SAT_SYM>", "ap_ufixed<12,4,AP_RND,AP_SAT>"])
+@pytest.mark.parametrize(
+    "name", ["fixed<16,6>", "ap_fixed<8,3,AP_RND_CONV,AP_SAT_SYM>", "ap_ufixed<12,4,AP_RND,AP_SAT>"]
+)
 def test_hls4ml_reads_our_precision_and_we_read_its(name: str) -> None:
     backend = pytest.importorskip("hls4ml.backends.fpga.fpga_backend").FPGABackend
     fmt = get_format(name)
