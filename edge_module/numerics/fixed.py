@@ -89,10 +89,64 @@ def quantize(
     """
     check_params(width, integer, rounding, overflow)
     values = finite_float64(x, name)
-    frac_bits = width - integer
+    code, exact_needed = _round_fast(values, width - integer, rounding)
+    code = _overflow(code, width, signed, overflow)
+    if exact_needed.any():
+        code[exact_needed] = _quantize_exact(values[exact_needed], width, integer, rounding, overflow, signed)
+    return code
+
+
+def _round_fast(values: np.ndarray, frac_bits: int, rounding: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rounded codes in float64 arithmetic, exact where it can be: on magnitudes ``a = |x| * 2**F``,
+    ``floor(a)`` and ``a - floor(a)`` are exact below 2**62. Also returns where it cannot be (huge codes,
+    or nonzero values whose scaled value underflowed to 0), for the exact path."""
+    with np.errstate(over="ignore", invalid="ignore"):  # inf (huge |x| * 2**F) goes to the exact path
+        v = np.ldexp(values, frac_bits)
+        a = np.abs(v)
+        floor = np.floor(a)
+        frac = a - floor
+    negative = v < 0
+    if rounding == "AP_TRN":  # floor of the signed value
+        increment = negative & (frac > 0)
+    elif rounding == "AP_TRN_ZERO":
+        increment = np.zeros(a.shape, bool)
+    else:
+        if rounding == "AP_RND":  # toward +inf: up in magnitude when positive
+            ties_up = ~negative
+        elif rounding == "AP_RND_ZERO":
+            ties_up = False
+        elif rounding == "AP_RND_MIN_INF":
+            ties_up = negative
+        elif rounding == "AP_RND_INF":
+            ties_up = True
+        else:  # AP_RND_CONV: up when the floor is odd
+            ties_up = np.floor(floor * 0.5) * 2 != floor
+        increment = (frac > 0.5) | ((frac == 0.5) & ties_up)
+    exact_needed = (a >= 2.0**62) | ((v == 0) & (values != 0))
+    magnitude = np.where(exact_needed, 0.0, floor + increment)
+    return np.where(negative, -magnitude, magnitude).astype(np.int64), exact_needed
+
+
+def _overflow(code: np.ndarray, width: int, signed: bool, overflow: str) -> np.ndarray:
+    """Exact int64 codes (|code| <= 2**62) brought into the ``width``-bit range by the overflow mode."""
+    if overflow == "AP_WRAP":
+        modulus = np.int64(1) << width
+        code = code & (modulus - 1)
+        return np.where(code >= (modulus >> 1), code - modulus, code) if signed else code
+    low, high = code_range(width, signed, overflow)
+    if overflow == "AP_SAT_ZERO":
+        return np.where((code > high) | (code < low), 0, code)
+    return np.clip(code, low, high)
+
+
+def _quantize_exact(
+    values: np.ndarray, width: int, integer: int, rounding: str, overflow: str, signed: bool
+) -> np.ndarray:
+    """The same conversion on each double's integer mantissa and exponent (``np.frexp``) with int64
+    arithmetic only: exact for every finite double, however large or small."""
     m, e = np.frexp(values)
     mantissa = np.ldexp(m, 53).astype(np.int64)  # exact: |mantissa| < 2**53, value = mantissa * 2**(e-53)
-    shift = e.astype(np.int64) - 53 + frac_bits  # code = mantissa * 2**shift before rounding
+    shift = e.astype(np.int64) - 53 + (width - integer)  # code = mantissa * 2**shift before rounding
     up = shift >= 0
     # Right shifts round; left shifts are exact while |code| < 2**62 (shift <= 9), else surely out of range.
     small_up = up & (shift <= 9)
@@ -101,21 +155,15 @@ def quantize(
     if down.any():
         code = np.where(down, _round_shifted(mantissa, np.where(down, -shift, 1), rounding), code)
     huge = up & (shift > 9) & (mantissa != 0)
-    low, high = code_range(width, signed, overflow)
     if overflow == "AP_WRAP":
         if huge.any():  # the low W bits of mantissa << shift (0 once shift >= 64)
             wide = np.left_shift(mantissa.view(np.uint64), np.where(huge & (shift < 64), shift, 0).astype(np.uint64))
             code = np.where(huge, np.where(shift < 64, wide.view(np.int64), 0), code)
-        modulus = np.int64(1) << width
-        code = code & (modulus - 1)
-        if signed:
-            code = np.where(code >= (modulus >> 1), code - modulus, code)
-        return code
-    above = (code > high) | (huge & (mantissa > 0))
-    below = (code < low) | (huge & (mantissa < 0))
-    if overflow == "AP_SAT_ZERO":
-        return np.where(above | below, 0, code)
-    return np.where(above, high, np.where(below, low, code))
+        return _overflow(code, width, signed, overflow)
+    # a huge code is beyond every range: replace it by a code just beyond it, of its sign
+    beyond = np.int64(1) << 62
+    code = np.where(huge, np.where(mantissa > 0, beyond, -beyond), code)
+    return _overflow(code, width, signed, overflow)
 
 
 def dequantize(codes: object, width: int, integer: int) -> np.ndarray:

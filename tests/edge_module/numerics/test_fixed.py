@@ -166,3 +166,17 @@ def test_matches_qonnx_quant_where_it_defines_the_same_operation() -> None:
             theirs = quant(values, scale, np.float64(0), np.float64(w), signed, narrow, mode)
             ours = fixed.fake_quantize(values, w, i, q, o, signed)
             assert np.array_equal(ours, theirs), (mode, signed, narrow)
+
+
+def test_the_float_path_agrees_with_the_integer_path() -> None:
+    # quantize() rounds in float64 where that is exact and hands the rest to the int64 mantissa path;
+    # on values near ties at every scale, both must agree everywhere.
+    rng = np.random.default_rng(7)
+    base = np.ldexp(rng.integers(-(2**20), 2**20, 4000) + rng.choice([0.5, 0.25, 0.0, 0.5 - 2.0**-30], 4000), -10)
+    nudged = np.concatenate([base, np.nextafter(base, np.inf), np.nextafter(base, -np.inf)])
+    values = np.concatenate([nudged, np.ldexp(rng.uniform(-1, 1, 2000), rng.integers(-1100, 1020, 2000))])
+    for w, i in ((16, 6), (8, 3), (24, -4), (30, 40), (62, 31), (20, 1030), (40, -1000)):
+        for q, o in MODES:
+            for signed in (True, False):
+                ours = fixed.quantize(values, w, i, q, o, signed)
+                assert np.array_equal(ours, fixed._quantize_exact(values, w, i, q, o, signed)), (w, i, q, o, signed)
