@@ -24,7 +24,6 @@ import numpy as np
 from ._checks import block_axis, finite_float64
 
 ROUNDINGS = ("nearest_even", "truncate")
-_NO_EXPONENT = -(1 << 20)  # the exponent of 0: below every clipped shared exponent
 
 
 def check_params(block_size: int, mantissa_bits: int, exponent_bits: int, rounding: str = "nearest_even") -> None:
@@ -62,6 +61,32 @@ def _unblocks(blocks: np.ndarray, n: int, axis: int) -> np.ndarray:
     return np.moveaxis(flat, -1, axis)
 
 
+def _rounded(
+    x: object, axis: int, block_size: int, mantissa_bits: int, exponent_bits: int, rounding: str, name: str
+) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Signed rounded mantissas as float64 ``(..., n_blocks, block_size)``, the shared exponents
+    ``(..., n_blocks)``, the axis and its length. Scaling by powers of two is exact in float64 here (a
+    product that underflows is far below half a step, so it rounds to 0 either way)."""
+    check_params(block_size, mantissa_bits, exponent_bits, rounding)
+    values = finite_float64(x, name)
+    if values.ndim == 0:
+        values, axis = values.reshape(1), 0
+    axis = block_axis(values.ndim, axis, name)
+    blocks, n = _blocks(values, axis, block_size)
+    block_max = np.abs(blocks).max(axis=-1)
+    e_min, e_max = exponent_range(exponent_bits)
+    shared = np.where(block_max > 0, np.frexp(block_max)[1] - 1, e_min)  # floor(log2 max|x|), exact
+    shared = np.clip(shared, e_min, e_max)
+    scaled = blocks * np.ldexp(1.0, mantissa_bits - 1 - shared)[..., None]
+    if rounding == "nearest_even":
+        np.rint(scaled, out=scaled)  # half to even on the magnitude: rint is symmetric
+    else:
+        np.trunc(scaled, out=scaled)
+    limit = float((1 << mantissa_bits) - 1)  # a block maximum rounding up to 2**m saturates
+    np.clip(scaled, -limit, limit, out=scaled)
+    return scaled, shared, axis, n
+
+
 def quantize(
     x: object,
     axis: int = -1,
@@ -73,24 +98,10 @@ def quantize(
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(mantissas, exponents)``: signed magnitudes (int32, ``x``'s shape) and shared exponents (int16,
     ``x``'s shape with ``axis`` cut to the number of blocks)."""
-    check_params(block_size, mantissa_bits, exponent_bits, rounding)
-    values = finite_float64(x, name)
-    if values.ndim == 0:
-        values = values.reshape(1)
-        axis = 0
-    axis = block_axis(values.ndim, axis, name)
-    blocks, n = _blocks(values, axis, block_size)
-    _, e = np.frexp(blocks)
-    e = np.where(blocks == 0, _NO_EXPONENT, e.astype(np.int64) - 1)  # floor(log2|x|), exact
-    e_min, e_max = exponent_range(exponent_bits)
-    shared = np.clip(e.max(axis=-1), e_min, e_max)
-    scaled = np.ldexp(blocks, (mantissa_bits - 1 - shared)[..., None])
-    magnitude = np.rint(np.abs(scaled)) if rounding == "nearest_even" else np.trunc(np.abs(scaled))
-    magnitude = np.minimum(magnitude, (1 << mantissa_bits) - 1)
-    mantissas = np.where(scaled < 0, -magnitude, magnitude).astype(np.int32)
+    scaled, shared, axis, n = _rounded(x, axis, block_size, mantissa_bits, exponent_bits, rounding, name)
+    mantissas = _unblocks(scaled.astype(np.int32), n, axis).reshape(np.shape(x) or (1,))
     exponents = np.moveaxis(shared, -1, axis).astype(np.int16)
-    result = _unblocks(mantissas, n, axis)
-    return (result.reshape(np.shape(x)) if np.ndim(x) == 0 else result), exponents
+    return (mantissas.reshape(()) if np.ndim(x) == 0 else mantissas), exponents
 
 
 def dequantize(
@@ -126,10 +137,10 @@ def fake_quantize(
     dtype: object = None,
 ) -> np.ndarray:
     """``x`` quantized and dequantized, as ``dtype`` (default: ``x``'s float dtype; float32 is exact for
-    ``mantissa_bits <= 23`` with 8 exponent bits)."""
-    mantissas, exponents = quantize(x, axis, block_size, mantissa_bits, exponent_bits, rounding, name)
-    out = dequantize(mantissas, exponents, axis, block_size, mantissa_bits)
+    ``mantissa_bits <= 24`` with 8 exponent bits)."""
+    scaled, shared, axis, n = _rounded(x, axis, block_size, mantissa_bits, exponent_bits, rounding, name)
+    scaled *= np.ldexp(1.0, shared - mantissa_bits + 1)[..., None]
     if dtype is None:
         kind = np.asarray(x).dtype
         dtype = kind if kind.kind == "f" else np.float64
-    return out.astype(dtype, copy=False)
+    return _unblocks(scaled, n, axis).reshape(np.shape(x)).astype(dtype, copy=False)

@@ -12,9 +12,11 @@ overflow: ``AP_WRAP`` keeps the low ``W`` bits; ``AP_SAT`` clips to [min, max]; 
 out-of-range values to 0; ``AP_SAT_SYM`` clips to [-max, max] (signed: the code ``min`` itself also
 becomes ``-max``).
 
-The kernels work on the exact binary value of each float64 (its 53-bit integer mantissa and
-exponent, from ``np.frexp``) with int64 arithmetic, so every finite double converts exactly, including
-subnormals and values far outside the range. ``W`` is limited to 1..62.
+Two paths give the same codes: float64 arithmetic that is exact while ``W <= 52`` and
+``|x| * 2**F < 2**52`` (rounding decided on magnitudes, where ``floor`` and the fraction are exact), the
+common case; otherwise the exact binary value of each float64 (its 53-bit integer mantissa and exponent,
+from ``np.frexp``) with int64 arithmetic, so every finite double converts exactly, including subnormals
+and values far outside the range. ``W`` is limited to 1..62 and ``I`` to -1000..1000.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ def check_params(width: int, integer: int, rounding: str = "AP_TRN", overflow: s
     """ValueError saying what is wrong with a fixed-point type and what is accepted."""
     if isinstance(width, bool) or not isinstance(width, int | np.integer) or not 1 <= width <= MAX_WIDTH:
         raise ValueError(f"fixed point width W={width!r} is not supported: use an integer 1..{MAX_WIDTH}")
-    if isinstance(integer, bool) or not isinstance(integer, int | np.integer):
-        raise ValueError(f"fixed point integer bits I={integer!r} must be an integer (it may be negative or > W)")
+    if isinstance(integer, bool) or not isinstance(integer, int | np.integer) or not -1000 <= integer <= 1000:
+        raise ValueError(
+            f"fixed point integer bits I={integer!r} are not supported: use an integer -1000..1000 "
+            "(it may be negative or above W; the values must fit a float64)"
+        )
     if rounding not in ROUNDING_MODES:
         raise ValueError(f"unknown rounding mode {rounding!r}: use one of {', '.join(ROUNDING_MODES)}")
     if overflow not in OVERFLOW_MODES:
@@ -89,42 +94,61 @@ def quantize(
     """
     check_params(width, integer, rounding, overflow)
     values = finite_float64(x, name)
-    code, exact_needed = _round_fast(values, width - integer, rounding)
-    code = _overflow(code, width, signed, overflow)
-    if exact_needed.any():
-        code[exact_needed] = _quantize_exact(values[exact_needed], width, integer, rounding, overflow, signed)
-    return code
+    codes = _fast_codes(values, width, integer, rounding, overflow, signed)
+    if codes is None:
+        return _quantize_exact(values, width, integer, rounding, overflow, signed)
+    return codes.astype(np.int64)
 
 
-def _round_fast(values: np.ndarray, frac_bits: int, rounding: str) -> tuple[np.ndarray, np.ndarray]:
-    """Rounded codes in float64 arithmetic, exact where it can be: on magnitudes ``a = |x| * 2**F``,
-    ``floor(a)`` and ``a - floor(a)`` are exact below 2**62. Also returns where it cannot be (huge codes,
-    or nonzero values whose scaled value underflowed to 0), for the exact path."""
-    with np.errstate(over="ignore", invalid="ignore"):  # inf (huge |x| * 2**F) goes to the exact path
-        v = np.ldexp(values, frac_bits)
-        a = np.abs(v)
-        floor = np.floor(a)
-        frac = a - floor
-    negative = v < 0
-    if rounding == "AP_TRN":  # floor of the signed value
-        increment = negative & (frac > 0)
+_FAST_LIMIT = 2.0**52  # below it, float64 holds every integer and the half-integers between them
+
+
+def _fast_codes(
+    values: np.ndarray, width: int, integer: int, rounding: str, overflow: str, signed: bool
+) -> np.ndarray | None:
+    """The codes as float64, computed with float64 arithmetic that is exact here; None where it would not
+    be (``width > 52``, some ``|x| * 2**F >= 2**52``, or a nonzero ``x * 2**F`` underflowing to 0)."""
+    frac_bits = width - integer
+    if width > 52:
+        return None
+    if values.size:
+        amax = max(-float(values.min()), float(values.max()))
+        with np.errstate(over="ignore"):
+            limit = np.ldexp(_FAST_LIMIT, -frac_bits)  # inf for very negative F: no limit
+        if not amax < limit:
+            return None
+    v = np.ldexp(values, frac_bits)  # exact but for underflow, checked next
+    if frac_bits < 0 and np.count_nonzero(v) != np.count_nonzero(values):
+        return None
+    if rounding == "AP_TRN":
+        code = np.floor(v)
     elif rounding == "AP_TRN_ZERO":
-        increment = np.zeros(a.shape, bool)
-    else:
-        if rounding == "AP_RND":  # toward +inf: up in magnitude when positive
-            ties_up = ~negative
-        elif rounding == "AP_RND_ZERO":
-            ties_up = False
+        code = np.trunc(v)
+    else:  # round to nearest on magnitudes, where floor(a) and a - floor(a) are exact
+        a = np.abs(v)
+        code = np.floor(a)
+        frac = np.subtract(a, code, out=a)
+        increment = frac > 0.5
+        if rounding == "AP_RND":  # ties toward +inf: up in magnitude when positive
+            increment |= (frac == 0.5) & (v > 0)
         elif rounding == "AP_RND_MIN_INF":
-            ties_up = negative
+            increment |= (frac == 0.5) & (v < 0)
         elif rounding == "AP_RND_INF":
-            ties_up = True
-        else:  # AP_RND_CONV: up when the floor is odd
-            ties_up = np.floor(floor * 0.5) * 2 != floor
-        increment = (frac > 0.5) | ((frac == 0.5) & ties_up)
-    exact_needed = (a >= 2.0**62) | ((v == 0) & (values != 0))
-    magnitude = np.where(exact_needed, 0.0, floor + increment)
-    return np.where(negative, -magnitude, magnitude).astype(np.int64), exact_needed
+            increment |= frac == 0.5
+        elif rounding == "AP_RND_CONV":  # ties to even: up when the floor is odd
+            increment |= (frac == 0.5) & (np.floor(code * 0.5) * 2 != code)
+        code += increment
+        np.copysign(code, v, out=code)
+    low, high = code_range(width, signed, overflow)
+    if overflow == "AP_WRAP":
+        modulus = float(1 << width)
+        code -= np.floor((code - low) / modulus) * modulus
+    elif overflow == "AP_SAT_ZERO":
+        code[(code < low) | (code > high)] = 0
+    else:
+        np.clip(code, low, high, out=code)
+    code += 0.0  # -0.0 -> 0.0
+    return code
 
 
 def _overflow(code: np.ndarray, width: int, signed: bool, overflow: str) -> np.ndarray:
@@ -183,7 +207,13 @@ def fake_quantize(
     dtype: object = None,
 ) -> np.ndarray:
     """``x`` converted to the fixed-point type and back, as ``dtype`` (default: ``x``'s float dtype)."""
-    out = dequantize(quantize(x, width, integer, rounding, overflow, signed, name), width, integer)
+    check_params(width, integer, rounding, overflow)
+    values = finite_float64(x, name)
+    codes = _fast_codes(values, width, integer, rounding, overflow, signed)
+    if codes is None:
+        out = dequantize(_quantize_exact(values, width, integer, rounding, overflow, signed), width, integer)
+    else:
+        out = np.multiply(codes, np.ldexp(1.0, integer - width), out=codes)
     return out.astype(_out_dtype(x, dtype), copy=False)
 
 

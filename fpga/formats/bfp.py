@@ -97,3 +97,21 @@ class BlockFloatingPoint(NumberFormat):
 
     def dequantize(self, q: QuantizedTensor) -> np.ndarray:
         return kernels.dequantize(q.codes, q.exponents, q.axis, self.block_size, self.mantissa_bits)
+
+    def fake_quantize(self, x: object, axis: int, name: str = "tensor") -> np.ndarray:
+        """``x`` as the hardware sees it, as float32 (exact for ``mantissa_bits <= 24``, 8 exponent bits)."""
+        return kernels.fake_quantize(
+            x, axis, self.block_size, self.mantissa_bits, self.exponent_bits, self.rounding, name, np.float32
+        )
+
+    def fake_quantize_weights(
+        self, w: object, channel_axis: int = 0, block_axis: int = 1, name: str = "weight"
+    ) -> np.ndarray:
+        return self.fake_quantize(w, block_axis, name)
+
+    def fake_quantize_activations(
+        self, x: object, block_axis: int = 1, name: str = "activation", **params: object
+    ) -> np.ndarray:
+        if params:
+            raise FormatError(f"{self} takes no activation parameters (got {', '.join(sorted(params))})")
+        return self.fake_quantize(x, block_axis, name)

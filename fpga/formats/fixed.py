@@ -107,6 +107,23 @@ class FixedPoint(NumberFormat):
     def dequantize(self, q: QuantizedTensor) -> np.ndarray:
         return kernels.dequantize(q.codes, self.width, self.integer)
 
+    def fake_quantize(self, x: object, name: str = "tensor") -> np.ndarray:
+        """``x`` as the hardware sees it, as float32 (exact for ``width <= 24`` in float32's range)."""
+        return kernels.fake_quantize(
+            x, self.width, self.integer, self.rounding, self.overflow, self.signed, name, np.float32
+        )
+
+    def fake_quantize_weights(
+        self, w: object, channel_axis: int = 0, block_axis: int = 1, name: str = "weight"
+    ) -> np.ndarray:
+        return self.fake_quantize(w, name)
+
+    def fake_quantize_activations(
+        self, x: object, block_axis: int = 1, name: str = "activation", **params: object
+    ) -> np.ndarray:
+        _no_params(params, self)
+        return self.fake_quantize(x, name)
+
 
 def _mode(text: str) -> str:
     mode = text.strip().upper()

@@ -149,6 +149,8 @@ def test_nan_and_inf_are_refused_naming_the_tensor(bad: float) -> None:
 def test_bad_parameters_say_what_is_accepted() -> None:
     with pytest.raises(ValueError, match=r"width W=0 .* 1\.\.62"):
         fixed.quantize([1.0], 0, 0)
+    with pytest.raises(ValueError, match=r"I=1001 are not supported: use an integer -1000\.\.1000"):
+        fixed.quantize([1.0], 8, 1001)
     with pytest.raises(ValueError, match="use one of AP_TRN"):
         fixed.quantize([1.0], 8, 3, "AP_ROUND")
     with pytest.raises(ValueError, match="AP_WRAP, AP_SAT"):
@@ -169,14 +171,25 @@ def test_matches_qonnx_quant_where_it_defines_the_same_operation() -> None:
 
 
 def test_the_float_path_agrees_with_the_integer_path() -> None:
-    # quantize() rounds in float64 where that is exact and hands the rest to the int64 mantissa path;
-    # on values near ties at every scale, both must agree everywhere.
+    # quantize() rounds in float64 where that is exact (W <= 52, |x| * 2**F < 2**52, no underflow) and uses
+    # the int64 mantissa path otherwise; on values near ties at every scale, both agree.
     rng = np.random.default_rng(7)
     base = np.ldexp(rng.integers(-(2**20), 2**20, 4000) + rng.choice([0.5, 0.25, 0.0, 0.5 - 2.0**-30], 4000), -10)
     nudged = np.concatenate([base, np.nextafter(base, np.inf), np.nextafter(base, -np.inf)])
-    values = np.concatenate([nudged, np.ldexp(rng.uniform(-1, 1, 2000), rng.integers(-1100, 1020, 2000))])
-    for w, i in ((16, 6), (8, 3), (24, -4), (30, 40), (62, 31), (20, 1030), (40, -1000)):
-        for q, o in MODES:
-            for signed in (True, False):
-                ours = fixed.quantize(values, w, i, q, o, signed)
-                assert np.array_equal(ours, fixed._quantize_exact(values, w, i, q, o, signed)), (w, i, q, o, signed)
+    values = np.concatenate([nudged, np.ldexp(rng.uniform(-1, 1, 2000), rng.integers(-1070, 1020, 2000))])
+    used_fast = 0
+    for w, i in ((16, 6), (8, 3), (24, -4), (30, 40), (52, 31), (20, 1000), (40, -1000), (62, 31)):
+        with np.errstate(over="ignore"):
+            scaled = np.abs(np.ldexp(values, w - i))
+        for part in (values, values[(scaled < 2.0**52) & ((values == 0) | (scaled > 0))]):
+            for q, o in MODES:
+                for signed in (True, False):
+                    exact = fixed._quantize_exact(part, w, i, q, o, signed)
+                    fast = fixed._fast_codes(part, w, i, q, o, signed)
+                    if fast is not None:
+                        used_fast += 1
+                        assert np.array_equal(fast, exact), (w, i, q, o, signed)
+                    assert np.array_equal(fixed.quantize(part, w, i, q, o, signed), exact)
+                    fq = fixed.fake_quantize(part, w, i, q, o, signed)
+                    assert np.array_equal(fq, fixed.dequantize(exact, w, i)) and not np.signbit(fq[fq == 0]).any()
+    assert used_fast >= 6 * 56

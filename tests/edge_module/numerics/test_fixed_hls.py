@@ -105,6 +105,11 @@ def test_every_mode_matches_ap_types_bit_for_bit(tmp_path: Path) -> None:
         ours = fixed.quantize(values, w, i, q, o, signed)
         exact = fixed._quantize_exact(values, w, i, q, o, signed)  # the path huge and underflowing values take
         assert np.array_equal(ours, exact), CASES[n]
+        with np.errstate(over="ignore"):
+            scaled = np.abs(np.ldexp(values, w - i))
+        moderate = (scaled < 2.0**52) & ((values == 0) | (scaled > 0))
+        fast = fixed._fast_codes(values[moderate], w, i, q, o, signed)  # the float64 path most tensors take
+        assert w > 52 or np.array_equal(fast, exact[moderate]), CASES[n]
         theirs = [int(c) - (1 << w) if signed and c >> (w - 1) else int(c) for c in hls[:, n]]
         bad = [k for k in range(len(values)) if int(ours[k]) != theirs[k]]
         if bad:
