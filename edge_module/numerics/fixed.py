@@ -30,7 +30,9 @@ OVERFLOW_MODES = ("AP_WRAP", "AP_SAT", "AP_SAT_ZERO", "AP_SAT_SYM")
 MAX_WIDTH = 62
 
 
-def check_params(width: int, integer: int, rounding: str = "AP_TRN", overflow: str = "AP_WRAP") -> None:
+def check_params(
+    width: int, integer: int, rounding: str = "AP_TRN", overflow: str = "AP_WRAP", signed: bool = True
+) -> None:
     """ValueError saying what is wrong with a fixed-point type and what is accepted."""
     if isinstance(width, bool) or not isinstance(width, int | np.integer) or not 1 <= width <= MAX_WIDTH:
         raise ValueError(f"fixed point width W={width!r} is not supported: use an integer 1..{MAX_WIDTH}")
@@ -43,6 +45,8 @@ def check_params(width: int, integer: int, rounding: str = "AP_TRN", overflow: s
         raise ValueError(f"unknown rounding mode {rounding!r}: use one of {', '.join(ROUNDING_MODES)}")
     if overflow not in OVERFLOW_MODES:
         raise ValueError(f"unknown overflow mode {overflow!r}: use one of {', '.join(OVERFLOW_MODES)}")
+    if signed and width == 1 and overflow == "AP_SAT_SYM":
+        raise ValueError("AP_SAT_SYM needs a signed width W >= 2 (a 1-bit signed type has no symmetric range)")
 
 
 def code_range(width: int, signed: bool = True, overflow: str = "AP_SAT") -> tuple[int, int]:
@@ -92,7 +96,7 @@ def quantize(
 
     The defaults are ap_fixed's own (``AP_TRN``, ``AP_WRAP``). ValueError naming ``name`` on NaN/inf.
     """
-    check_params(width, integer, rounding, overflow)
+    check_params(width, integer, rounding, overflow, signed)
     values = finite_float64(x, name)
     codes = _fast_codes(values, width, integer, rounding, overflow, signed)
     if codes is None:
@@ -207,7 +211,7 @@ def fake_quantize(
     dtype: object = None,
 ) -> np.ndarray:
     """``x`` converted to the fixed-point type and back, as ``dtype`` (default: ``x``'s float dtype)."""
-    check_params(width, integer, rounding, overflow)
+    check_params(width, integer, rounding, overflow, signed)
     values = finite_float64(x, name)
     codes = _fast_codes(values, width, integer, rounding, overflow, signed)
     if codes is None:

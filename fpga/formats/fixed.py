@@ -32,7 +32,7 @@ class FixedPoint(NumberFormat):
 
     def __post_init__(self) -> None:
         try:
-            kernels.check_params(self.width, self.integer, self.rounding, self.overflow)
+            kernels.check_params(self.width, self.integer, self.rounding, self.overflow, self.signed)
         except ValueError as exc:
             raise FormatError(f"{self._spell()}: {exc}") from None
 

@@ -71,6 +71,7 @@ def test_every_example_parses() -> None:
         ("ap_fixed<16,6,AP_RND,AP_SAT,2>", "saturation bits N other than 0 are not supported"),
         ("fixed<16,,6>", "empty argument"),
         ("fixed<16,6", "is not a format name"),
+        ("ap_fixed<1,1,AP_TRN,AP_SAT_SYM>", "AP_SAT_SYM needs a signed width W >= 2"),
         ("int8<act=minmax>", "use symmetric or asymmetric"),
         ("int8<bits=4>", r"use int8, int8<act=symmetric> or int8<act=asymmetric>"),
         ("bfp<k=16>", "the mantissa bits m are required"),
