@@ -137,7 +137,7 @@ def fake_quantize(
     dtype: object = None,
 ) -> np.ndarray:
     """``x`` quantized and dequantized, as ``dtype`` (default: ``x``'s float dtype; float32 is exact for
-    ``mantissa_bits <= 24`` with 8 exponent bits)."""
+    ``mantissa_bits <= 23`` with 8 exponent bits)."""
     scaled, shared, axis, n = _rounded(x, axis, block_size, mantissa_bits, exponent_bits, rounding, name)
     scaled *= np.ldexp(1.0, shared - mantissa_bits + 1)[..., None]
     if dtype is None:

@@ -99,7 +99,7 @@ class BlockFloatingPoint(NumberFormat):
         return kernels.dequantize(q.codes, q.exponents, q.axis, self.block_size, self.mantissa_bits)
 
     def fake_quantize(self, x: object, axis: int, name: str = "tensor") -> np.ndarray:
-        """``x`` as the hardware sees it, as float32 (exact for ``mantissa_bits <= 24``, 8 exponent bits)."""
+        """``x`` as the hardware sees it, as float32 (exact for ``mantissa_bits <= 23``, 8 exponent bits)."""
         return kernels.fake_quantize(
             x, axis, self.block_size, self.mantissa_bits, self.exponent_bits, self.rounding, name, np.float32
         )

@@ -143,3 +143,12 @@ def test_errors() -> None:
         bfp.quantize(np.ones((2, 2)), axis=2)
     with pytest.raises(ValueError, match="use one of nearest_even, truncate"):
         bfp.quantize([1.0], rounding="up")
+
+
+@pytest.mark.parametrize("m", [3, 7, 23])
+def test_float32_output_is_exact_with_8_exponent_bits(m: int) -> None:
+    rng = np.random.default_rng(m)
+    for scale in (-140, -126, 0, 100, 126):
+        x = np.ldexp(rng.normal(size=(4, 64)), scale)
+        wide = bfp.fake_quantize(x, 1, 16, m, 8, dtype=np.float64)
+        assert np.array_equal(bfp.fake_quantize(x, 1, 16, m, 8, dtype=np.float32).astype(np.float64), wide)
