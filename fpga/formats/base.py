@@ -75,11 +75,15 @@ class NumberFormat(ABC):
         """The hls4ml precision string (``ap_fixed<16,6>``), or None when hls4ml has no such type."""
         return None
 
-    def fake_quantize_weights(self, w: object, channel_axis: int = 0, block_axis: int = 1, name: str = "weight"):
+    def fake_quantize_weights(
+        self, w: object, channel_axis: int = 0, block_axis: int = 1, name: str = "weight"
+    ) -> np.ndarray:
         """Weights as the hardware sees them, as float32."""
         return self.quantize_weights(w, channel_axis, block_axis, name).dequantize()
 
-    def fake_quantize_activations(self, x: object, block_axis: int = 1, name: str = "activation", **params):
+    def fake_quantize_activations(
+        self, x: object, block_axis: int = 1, name: str = "activation", **params: object
+    ) -> np.ndarray:
         """Activations as the hardware sees them, as float32."""
         return self.quantize_activations(x, block_axis, name, **params).dequantize()
 
