@@ -4,12 +4,16 @@
   inside functions count, ``if TYPE_CHECKING:`` ones do not);
 - no module imports another in a cycle at import time (module-level imports);
 - ``edge_module.protocol`` sits below scoring/, server/ and transports/: it imports only the runtime contract;
-- edge_module imports nothing of packager, fpga or cloud_targets (images carry it alone).
+- edge_module imports nothing of packager, fpga or cloud_targets (images carry it alone);
+- ``edge_module.numerics`` (the number-format kernels) imports only numpy, the standard library and itself,
+  and nothing imports it at import time: the server starts without it.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -146,3 +150,35 @@ def test_edge_module_imports_nothing_of_the_build_side() -> None:
         if name.split(".")[0] in ("packager", "fpga", "cloud_targets")
     ]
     assert offending == []
+
+
+def test_numerics_imports_only_numpy_the_standard_library_and_itself() -> None:
+    sources = sorted((ROOT / "numerics").rglob("*.py"))
+    assert len(sources) >= 4
+    offending = [
+        f"{_module_name(path)} imports {name}"
+        for path in sources
+        for name in _imports(path)
+        if not name.startswith("edge_module.numerics")
+        and name.split(".")[0] not in ("numpy", "__future__", *sys.stdlib_module_names)
+    ]
+    assert offending == []
+
+
+def test_nothing_imports_numerics_at_import_time() -> None:
+    graph = _graph("module", module_level_only=True)
+    eager = sorted(
+        f"{source} -> {target}"
+        for source, targets in graph.items()
+        if not source.startswith("edge_module.numerics")
+        for target in targets
+        if target.startswith("edge_module.numerics")
+    )
+    assert eager == [], "import edge_module.numerics inside the functions that need it"
+    layers = {f"{PACKAGE}.{layer}" for layer in ("server", "runtime", "scoring", "protocol", "transports")}
+    modules = sorted(m for m in _modules() if _layer(m) in layers)
+    code = "; ".join(
+        [*(f"import {m}" for m in modules), "import sys", "print([m for m in sys.modules if 'numerics' in m])"]
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT.parent)
+    assert result.stdout.strip() == "[]"
