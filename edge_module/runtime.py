@@ -136,10 +136,29 @@ class ModelRuntime(_Cancellable, ABC):
 
     ``predict`` gets arrays whose first axis is the batch (when the model has one): a transport may
     concatenate several requests' inputs along it and cut the outputs back (outputs must then keep
-    one row per input row; a runtime whose outputs do not is scored request by request)."""
+    one row per input row; a runtime whose outputs do not is scored request by request).
+
+    Every route and transport scores through this class only (``/score`` and its swagger, V2,
+    MQTT and IoT Edge batches): a subclass implements ``load``, ``inputs``, ``outputs`` and
+    ``predict``; the rest has defaults a runtime may override for speed or detail:
+
+    ======================  =======================================================================
+    ``prepare(inputs)``     check and convert a request's values (nested lists or arrays) against
+                            ``inputs`` (names, dtypes, rank, fixed dimensions; safe casts only)
+    ``prepare_single(v)``   the same for a single-input model's ``{"data": ...}``
+    ``predict_prepared``    score what ``prepare`` returned (default: ``predict``; override to skip
+                            checking twice)
+    ``loaded``              True once ``load()`` has run (default False: apps call ``load()`` once)
+    ``input_names`` ...     ``input_names``/``output_names`` from the specs; ``platform``;
+                            ``output_kind(name)``: ``"sequence"``/``"map"`` for an output that is
+                            not a tensor (for the swagger schema)
+    ======================  =======================================================================
+    """
 
     name: str
     version: str | None = None
+    path: Any = None
+    """Where the model was loaded from (a file or folder), for logs; None when not from a file."""
 
     @abstractmethod
     def load(self) -> None: ...
@@ -161,6 +180,47 @@ class ModelRuntime(_Cancellable, ABC):
     def platform(self) -> str:
         """V2 metadata ``platform`` (e.g. ``onnxruntime``)."""
         return "edgepack"
+
+    # Defaults every route relies on; override for speed -------------------------------------
+    @property
+    def loaded(self) -> bool:
+        """True once :meth:`load` has run (the default False makes an app call ``load()`` itself)."""
+        return False
+
+    @property
+    def input_names(self) -> list[str]:
+        return [spec.name for spec in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [spec.name for spec in self.outputs]
+
+    def prepare(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """A request's values (arrays or nested lists by input name) checked and converted against
+        :attr:`inputs`; :class:`BadInputError` naming the input (see :mod:`edge_module.tensors`)."""
+        return self._input_checker().prepare(inputs)
+
+    def prepare_single(self, value: Any) -> dict[str, np.ndarray]:
+        """:meth:`prepare` for a single-input model given the value alone (``{"data": ...}``)."""
+        return self._input_checker().prepare_single(value)
+
+    def predict_prepared(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Score feeds that :meth:`prepare` returned (default: :meth:`predict`)."""
+        return self.predict(feeds)
+
+    def output_kind(self, name: str) -> str | None:
+        """``"sequence"`` or ``"map"`` for an output that is not a tensor (ONNX ``seq(map(...))``, as
+        classifiers give); None for a tensor. Only the swagger document's schema uses it."""
+        return None
+
+    def _input_checker(self) -> Any:
+        specs = self.inputs
+        cached = self.__dict__.get("_edgepack_checker")
+        if cached is None or (cached[0] is not specs and cached[0] != specs):
+            from edge_module.tensors import InputChecker  # here: that module imports this one
+
+            cached = self.__dict__["_edgepack_checker"] = (specs, InputChecker(self.name, specs))
+        return cached[1]
 
 
 @dataclass
