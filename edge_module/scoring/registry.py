@@ -130,8 +130,8 @@ def _candidates(framework: str | None) -> list[RuntimeKind]:
 
 
 def find_model(entry: Path, framework: str | None = None) -> tuple[RuntimeKind, Path] | None:
-    """The runtime and the file (or folder) to load for what a model was registered as (a file, or a
-    folder holding one); None when no registered runtime serves it. ``framework`` (the registry's,
+    """The runtime and the file (or folder) to load for what a model was registered as (a file, judged
+    by its name, or a folder holding one); None when no registered runtime serves it. ``framework`` (the registry's,
     e.g. ``tflite``) narrows the choice to the runtimes declaring it, when any does.
 
     In a folder: a runtime's match function first, then, per runtime in registration order, the files
@@ -144,10 +144,8 @@ def find_model(entry: Path, framework: str | None = None) -> tuple[RuntimeKind, 
             found = kind.match(entry)
             if found is not None:
                 return kind, Path(found)
-    if entry.is_file():
+    if not entry.is_dir():  # a file, or a name not written yet: by its suffix
         return next(((k, entry) for k in kinds if k.serves_file(entry)), None)
-    if not entry.is_dir():
-        return None
     files = sorted(p for p in entry.rglob("*") if p.is_file())
     for kind in kinds:
         found = [p for p in files if kind.serves_file(p)]
