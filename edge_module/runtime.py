@@ -3,8 +3,9 @@
 Two levels, as in MLServer's split of transport from model runtime:
 
 - :class:`ModelRuntime`: one model; ``load()`` once, ``predict(inputs) -> outputs`` on named
-  numpy arrays, plus metadata (input/output names, datatypes, shapes). The V2 inference protocol
-  and the ONNX auto-scorer use it; other backends (TFLite, the FPGA runtime) implement it.
+  numpy arrays, plus metadata (input/output names, datatypes, shapes). Every route and transport
+  scores through it (``/score``, V2, MQTT and IoT Edge batches); backends implement it (ONNX,
+  TFLite, the FPGA runtime) and register in :mod:`edge_module.scoring.registry`.
 - :class:`ScoringApp`: what a transport serves: the Azure ML ``/score`` contract
   (``score(Request) -> Response``), the swagger documents, and the models for V2.
   :class:`BatchableApp` is a ScoringApp whose ``/score`` splits around the model call
