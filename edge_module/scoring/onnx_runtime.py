@@ -18,8 +18,20 @@ from typing import Any
 
 import numpy as np
 
-from edge_module.runtime import NUMPY_TO_V2, BadInputError, ModelRuntime, NotReadyError, ScoringError, TensorSpec
-from edge_module.tensors import InputCheck, InputChecker, cast, check_input, describe, dims
+from edge_module.runtime import (
+    NUMPY_TO_V2,
+    BadInputError,
+    InputCheck,
+    InputChecker,
+    ModelRuntime,
+    NotReadyError,
+    ScoringError,
+    TensorSpec,
+    cast,
+    check_input,
+    describe,
+    dims,
+)
 
 # ONNX tensor element types (as onnxruntime names them) → numpy.
 ONNX_TO_NUMPY: dict[str, np.dtype] = {
@@ -38,7 +50,7 @@ ONNX_TO_NUMPY: dict[str, np.dtype] = {
     "tensor(string)": np.dtype(np.object_),
 }
 _OTHER_V2 = {"tensor(bfloat16)": "BF16"}
-_describe = describe  # the names this module had before edge_module.tensors
+_describe = describe  # the names this module had before the checks moved to edge_module.runtime
 _dims = dims
 
 
@@ -193,7 +205,7 @@ class OnnxRuntime(ModelRuntime):
             self._cancelled = True
             self._run_options.terminate = True
 
-    # the checks, by the names they had here (edge_module.tensors has them now) ----------------
+    # the checks, by the names they had here (edge_module.runtime has them now) ---------------
     prepare_input = staticmethod(check_input)
     _cast = staticmethod(cast)
 

@@ -31,8 +31,18 @@ from typing import Any
 
 import numpy as np
 
-from edge_module.runtime import NUMPY_TO_V2, BadInputError, ModelRuntime, NotReadyError, ScoringError, TensorSpec
-from edge_module.tensors import InputCheck, InputChecker, check_input, dims
+from edge_module.runtime import (
+    NUMPY_TO_V2,
+    BadInputError,
+    InputCheck,
+    InputChecker,
+    ModelRuntime,
+    NotReadyError,
+    ScoringError,
+    TensorSpec,
+    check_input,
+    dims,
+)
 
 INTEGER_IO = (np.int8, np.uint8, np.int16)
 INSTALL_HINT = (
