@@ -128,9 +128,12 @@ def discover_models(model_dir: str | os.PathLike[str], framework: str | None = N
                 skipped.append(f"{name_dir.name}:{version_dir.name}")
             else:
                 found.append(FoundModel(name_dir.name, version_dir.name, hit[1], hit[0]))
-    if not found:  # a plain folder of model files
-        kinds = registered()
-        for p in sorted(root.iterdir()):
+    if not found:  # a package folder a runtime recognises, or a plain folder of model files
+        kinds = [k for k in registered() if framework and framework.lower() in k.frameworks] or registered()
+        package = next(((k, m) for k in kinds if k.match is not None and (m := k.match(root)) is not None), None)
+        if package is not None:
+            found.append(FoundModel(root.name, None, Path(package[1]), package[0]))
+        for p in sorted(root.iterdir()) if package is None else ():
             kind = next((k for k in kinds if k.serves_file(p)), None) if p.is_file() else None
             if kind is not None:
                 found.append(FoundModel(p.stem, None, p, kind))

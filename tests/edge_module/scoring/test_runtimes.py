@@ -200,6 +200,7 @@ def test_registration_match_functions_and_frameworks(tmp_path: Path, linear_plug
         assert runtime_for(package).name == "pkg" and runtime_for(package / "host.onnx").name == "onnx"
         assert find_model(package, framework="onnx")[0].name == "onnx"  # type: ignore[index]
         assert find_model(package, framework="fpga")[0].name == "pkg"  # type: ignore[index]
+        assert [(m.name, m.kind.name) for m in discover_models(package)] == [("pkg", "pkg")]  # AZUREML_MODEL_DIR
         with pytest.raises(ModelDirError, match="framework tflite"):
             runtime_for(tmp_path / "x.bin", framework="tflite")
     finally:
