@@ -1,8 +1,9 @@
-"""What ``/score`` runs: a v1 entry script, or no-code scoring of ONNX models.
+"""What ``/score`` runs: a v1 entry script, or no-code scoring of the models (ONNX, TFLite...).
 
 ``build_app(entry_script, source_dir, model_dir)`` picks: an :class:`EntryScriptApp` when a script
-is given (or ``AZUREML_ENTRY_SCRIPT`` is set), else an :class:`OnnxScoringApp` over the model
-directory (or ``AZUREML_MODEL_DIR``). Call ``load()`` on the result before serving.
+is given (or ``AZUREML_ENTRY_SCRIPT`` is set), else a :class:`ModelScoringApp` over the model
+directory (or ``AZUREML_MODEL_DIR``), each model on the runtime its files need
+(:mod:`edge_module.scoring.registry`). Call ``load()`` on the result before serving.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import os
 
 from edge_module.runtime import ScoringApp
 from edge_module.scoring.entry_script import ENTRY_SCRIPT_ENV, EntryScriptApp, EntryScriptError
-from edge_module.scoring.onnx_app import ModelDirError, OnnxScoringApp, discover_onnx_models
+from edge_module.scoring.model_app import ModelScoringApp, OnnxScoringApp, discover_models, discover_onnx_models
 from edge_module.scoring.onnx_runtime import OnnxRuntime
+from edge_module.scoring.registry import ModelDirError, RuntimeOptions, register_runtime, runtime_for
 
 
 def build_app(
@@ -32,15 +34,20 @@ def build_app(
     script = entry_script or os.environ.get(ENTRY_SCRIPT_ENV) or None
     if script:
         return EntryScriptApp(script, source_dir, model_dir, serialize_runs=serialize_runs)
-    return OnnxScoringApp(model_dir, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
+    return ModelScoringApp(model_dir, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
 
 
 __all__ = [
     "EntryScriptApp",
     "EntryScriptError",
     "ModelDirError",
+    "ModelScoringApp",
     "OnnxRuntime",
     "OnnxScoringApp",
+    "RuntimeOptions",
     "build_app",
+    "discover_models",
     "discover_onnx_models",
+    "register_runtime",
+    "runtime_for",
 ]

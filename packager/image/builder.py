@@ -166,7 +166,12 @@ def stage(
         raise InvalidInputError("no model to package: pass at least one -m NAME[:VERSION]")
     cache = Path(cache or cache_dir())
     seconds: dict[str, float] = {}
-    requirements = [*resolve_requirements(config).pip, *extra_requirements]
+    model_files = [f.path for m in models for f in m.files]
+    requirements = [
+        *resolve_requirements(config).pip,
+        *extra_requirements,
+        *deps.model_requirements(model_files, config.entry_script),
+    ]
     # Platform checks that need no network come first (e.g. no onnxruntime wheel for arm/v7).
     for platform in platforms:
         deps.platform_tags(platform)

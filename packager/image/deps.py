@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
@@ -50,8 +51,12 @@ NO_WHEELS = {
     ("arm", "v7"): {
         "onnxruntime": "onnxruntime publishes no 32-bit ARM wheels on PyPI",
         "numpy": f"numpy publishes no {cpython_abi()} wheels for 32-bit ARM on PyPI",
+        "ai-edge-litert": "ai-edge-litert (LiteRT, for .tflite models) publishes no 32-bit ARM wheels",
     },
 }
+#: What the no-code app needs beyond :func:`runtime_requirements` to serve a model file, by suffix
+#: (``edge_module.scoring.registry`` picks the runtime); ONNX needs nothing more.
+MODEL_FILE_REQUIREMENTS = {".tflite": "ai-edge-litert>=1.2"}
 #: azure-iot-device 2.14 requires paho-mqtt below 2; PyPI has 1.6.1 as an sdist only.
 PAHO_REQUIREMENT = "paho-mqtt>=1.6.1,<2"
 #: Pure-Python projects without a wheel on PyPI that images need: project -> what to build a wheel of.
@@ -91,6 +96,15 @@ def runtime_requirements() -> list[str]:
         ort = "onnxruntime>=1.31,<1.32"
     transports = [PAHO_REQUIREMENT, "azure-iot-device>=2.14,<3"]
     return ["httptools>=0.6", "numpy>=1.26", ort, "orjson>=3.10", "uvloop>=0.19", *transports]
+
+
+def model_requirements(model_files: Iterable[str], entry_script: str | None = None) -> list[str]:
+    """The runtime libraries the no-code app needs for ``model_files`` (e.g. LiteRT for ``.tflite``);
+    none with an entry script, which lists what it imports in its own environment."""
+    if entry_script:
+        return []
+    wanted = {req for f in model_files for suffix, req in MODEL_FILE_REQUIREMENTS.items() if f.lower().endswith(suffix)}
+    return sorted(wanted)
 
 
 def wheelhouse(requirements: list[str], cache_root: Path) -> Path | None:

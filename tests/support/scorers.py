@@ -4,7 +4,8 @@
   ``cancel()`` through ``RunOptions.terminate``);
 - :class:`OnnxApp`: ``/score`` for a single-input ONNX model, ``{"data": [...]}`` in, outputs by name;
 - :class:`FunctionApp`: ``/score`` calls a Python function (to make ``run()`` raise, hang, answer raw);
-- :func:`make_mlp`: the 64-256-256-10 reference MLP as ONNX bytes.
+- :func:`make_mlp`: the 64-256-256-10 reference MLP as ONNX bytes;
+- :class:`LinearRuntime`: a second (numpy) ``ModelRuntime`` implementing only the abstract methods.
 
 Sockets: :mod:`tests.support.net`.
 """
@@ -246,3 +247,52 @@ class Gate:
     def let_through(self, n: int = 1) -> None:
         for _ in range(n):
             self._pass.release()
+
+
+class LinearRuntime(ModelRuntime):
+    """A second runtime proving the interface: a linear layer ``x @ W + b`` (and its softmax) in numpy.
+
+    It implements only what :class:`ModelRuntime` requires (``load``, ``inputs``, ``outputs``,
+    ``predict``): checking and converting request values, names and everything ``/score``, V2, the
+    swagger document and the MQTT/IoT Edge batches use come from the base class. ``path``: an ``.npz``
+    with ``W`` (features × classes) and ``b``; ``calls`` records the rows of every ``predict``."""
+
+    def __init__(self, path: str | Path, name: str | None = None, version: str | None = None):
+        self.path = Path(path)
+        self.name = name or self.path.name.split(".")[0]
+        self.version = version
+        self.calls: list[int] = []
+        self._w: np.ndarray | None = None
+
+    def load(self) -> None:
+        with np.load(self.path) as npz:
+            self._w, self._b = npz["W"].astype(np.float32), npz["b"].astype(np.float32)
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        assert self._w is not None, "load() first"
+        return [TensorSpec("x", "FP32", (-1, self._w.shape[0]))]
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        assert self._w is not None, "load() first"
+        classes = self._w.shape[1]
+        return [TensorSpec("logits", "FP32", (-1, classes)), TensorSpec("probs", "FP32", (-1, classes))]
+
+    def predict(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = self.prepare(inputs)["x"]  # the base class's checks, as any runtime may call them
+        self.calls.append(len(x))
+        logits = x @ self._w + self._b
+        e = np.exp(logits - logits.max(axis=1, keepdims=True))
+        return {"logits": logits, "probs": e / e.sum(axis=1, keepdims=True)}
+
+    @staticmethod
+    def save(path: Path, features: int = 6, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """Write a random model to ``path`` (an ``.npz``); return ``W`` and ``b``."""
+        rng = np.random.default_rng(seed)
+        w = rng.standard_normal((features, classes)).astype(np.float32)
+        b = rng.standard_normal(classes).astype(np.float32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "wb") as f:
+            np.savez(f, W=w, b=b)
+        return w, b

@@ -271,7 +271,10 @@ def test_discovery_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     (root / "b" / "1" / "model.pkl").write_bytes(b"not onnx")
     assert [(n, v) for n, v, _ in discover_onnx_models(root)] == [("a", "1")]  # b is skipped (logged)
 
-    with pytest.raises(ModelDirError, match=r"'b' version 1 .* is not ONNX.*entry script"):
+    with pytest.raises(
+        ModelDirError,
+        match=r"'b' version 1 .* is not a model file edgepack serves without code \(ONNX \(\*.onnx\), TFLite.*script",
+    ):
         OnnxScoringApp(root / "b" / "1").load()
     with pytest.raises(ModelDirError, match="does not exist"):
         OnnxScoringApp(tmp_path / "missing").load()

@@ -421,3 +421,43 @@ def test_apps_without_parse_score_per_message_and_failures_are_answered(serve: A
         assert orjson.loads(req.replies["c"][0][1]) == {"id": "c", "result": [2]}
     finally:
         req.close()
+
+
+@pytest.mark.slow
+def test_a_second_runtime_is_scored_in_micro_batches(serve: Any, broker: Mosquitto, tmp_path: Path) -> None:
+    """Nothing ONNX-specific in the MQTT path: a numpy ModelRuntime behind the no-code app, its requests
+    merged into one predict (the first call is held until the broker has every message and a moment
+    more, so the rest wait for the model together)."""
+    from edge_module.scoring import ModelScoringApp
+    from tests.support.scorers import LinearRuntime
+
+    w, b = LinearRuntime.save(tmp_path / "lin.npz")
+    runtime = LinearRuntime(tmp_path / "lin.npz", "lin", "1")
+    transport = serve(311, app=ModelScoringApp(runtimes=[runtime]), max_batch=32)
+    n = 12
+    predict = runtime.predict
+
+    req = Requester(broker.url, transport.settings.service, 311)
+
+    def held(inputs: Any) -> Any:
+        if not runtime.calls:
+            deadline = time.monotonic() + 20
+            while req.acked < n and time.monotonic() < deadline:
+                time.sleep(0.01)
+            time.sleep(0.5)
+        return predict(inputs)
+
+    runtime.predict = held  # type: ignore[method-assign]
+    try:
+        req.wait_subscribed()
+        rows = np.random.default_rng(9).standard_normal((n, 6)).astype(np.float32)
+        for i in range(n):
+            req.send(f"r{i}", orjson.dumps({"data": rows[i : i + 1].tolist()}))
+        assert req.wait_for([f"r{i}" for i in range(n)], 20) == set()
+        logits = rows @ w + b
+        for i in range(n):
+            doc = orjson.loads(req.replies[f"r{i}"][0][1])
+            np.testing.assert_allclose(doc["logits"], logits[i : i + 1], rtol=1e-5)
+        assert sum(runtime.calls) == n and max(runtime.calls) > 1, runtime.calls
+    finally:
+        req.close()

@@ -138,3 +138,14 @@ def test_pip_command_shape(tmp_path: Path) -> None:
         assert part in joined
     assert cmd[-1] == "numpy"
     assert subprocess.list2cmdline(cmd).count("--platform") == len(deps.platform_tags(ARM64))
+
+
+def test_model_files_bring_their_runtime_and_armv7_names_litert() -> None:
+    """The no-code app serves .tflite files on LiteRT: images carrying one get ai-edge-litert (amd64 and arm64
+    have wheels; arm/v7 is refused naming it); an entry script brings its own requirements."""
+    assert deps.model_requirements(["m.onnx"]) == []
+    assert deps.model_requirements(["m.onnx", "sub/model.TFLITE"]) == ["ai-edge-litert>=1.2"]
+    assert deps.model_requirements(["model.tflite"], entry_script="score.py") == []
+    deps.check_wheels([*deps.runtime_requirements(), "ai-edge-litert>=1.2"], ARM64, "3.11")
+    with pytest.raises(InvalidInputError, match=r"ai-edge-litert has no wheel for linux/arm/v7"):
+        deps.check_wheels(["ai-edge-litert>=1.2"], ARMV7, "3.11")
