@@ -109,7 +109,7 @@ class Model(RegistryModel):
             try:
                 target_warnings = _deploy_into(workspace, store, record, resolved, inference_config, config,
                                                secrets, deployment_target=deployment_target)  # fmt: skip
-            except Exception:
+            except BaseException:  # Ctrl-C too
                 if not record.target:  # nothing runs: leave no half-made service behind
                     store.remove(name)
                 raise

@@ -612,8 +612,8 @@ def _deploy_into(
         spec.port = port
         try:
             deployed = target.deploy(spec, previous=previous or None)
-        except Exception as exc:
-            record.state, record.error = FAILED, str(exc)
+        except BaseException as exc:  # Ctrl-C too: the record says what runs
+            record.state, record.error = FAILED, str(exc) or type(exc).__name__
             store.write(record)
             raise
         _apply(record, deployed)
@@ -632,9 +632,9 @@ def _deploy_into(
     spec = _spec(record, config, secrets)
     try:
         deployed = target.deploy(spec, previous=previous or None)  # type: ignore[call-arg]
-    except Exception as exc:
+    except BaseException as exc:  # Ctrl-C too
         if previous:  # an update: the service stays, marked Failed
-            record.state, record.error = FAILED, str(exc)
+            record.state, record.error = FAILED, str(exc) or type(exc).__name__
             store.write(record)
         raise
     _apply(record, deployed)

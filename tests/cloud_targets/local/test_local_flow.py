@@ -220,3 +220,32 @@ def test_metadata_update_and_token_auth_refused(ws: Workspace, tmp_path: Path, m
     with pytest.raises(InvalidInputError, match="only available on AKS"):
         service.update(token_auth_enabled=True)
     assert Webservice(ws, "tagged")._record.target["pid"] == pid and Webservice(ws, "tagged").auth_enabled
+
+
+def test_interrupted_overwrite_leaves_no_service_or_process(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the replacement is staged (a KeyboardInterrupt raised from the file copy): the old service
+    is stopped and no half-made record is left (none whose auth disagrees with its secrets)."""
+    import shutil
+
+    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
+    model = register(ws, tmp_path, seed=0)
+    ic = InferenceConfig.load(write_app(tmp_path))
+    service = Model.deploy(ws, "ctrl-c", [model], ic, LocalWebservice.deploy_configuration(auth_enabled=True))
+    service.wait_for_deployment(timeout_sec=60)
+    first = dict(service._record.target)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(shutil, "copyfile", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            Model.deploy(ws, "ctrl-c", [model], ic, LocalWebservice.deploy_configuration(), overwrite=True)
+    assert gone(first)
+    assert Webservice.list(ws) == []
+    assert not (ws.path / "services" / "ctrl-c").exists()
+    again = Model.deploy(ws, "ctrl-c", [model], ic)  # the name is free again
+    again.wait_for_deployment(timeout_sec=60)
+    assert again.run(body())["tag"] == "v1"
