@@ -105,7 +105,6 @@ class Model(RegistryModel):
                 auth=mode,
             )
             secrets = _new_secrets(config, mode)
-            store.write_secrets(name, secrets)
             try:
                 target_warnings = _deploy_into(workspace, store, record, resolved, inference_config, config,
                                                secrets, deployment_target=deployment_target)  # fmt: skip

@@ -392,8 +392,7 @@ class Webservice:
             ic = inference_config or _config_of(record.app)
             old_secrets = self._store.read_secrets(self.name)
             keep = old_secrets if record.auth == mode else None
-            new_secrets = _new_secrets(config, mode, keep)
-            self._store.write_secrets(self.name, new_secrets)
+            new_secrets = _new_secrets(config, mode, keep)  # stored by _deploy_into when the service restarts
             record.auth = mode
             target_warnings = _deploy_into(self.workspace, self._store, record, resolved, ic, config, new_secrets,
                                            rebuild=models is not None or inference_config is not None)  # fmt: skip
@@ -584,7 +583,8 @@ def _deploy_into(
     rebuild: bool = True,
     deployment_target: Any = None,
 ) -> list[str]:
-    """Build (when ``rebuild``) and start the service ``record`` describes; writes the record (under the lock).
+    """Build (when ``rebuild``) and start the service ``record`` describes; writes the record and ``secrets``
+    (under the lock) once the target starts it.
 
     Returns the target's warnings (settings it does not honour)."""
     record.models = [m.id for m in models]
@@ -610,6 +610,7 @@ def _deploy_into(
         port = LocalTarget.pick_port(getattr(config, "port", None), previous.get("port"))
         spec = _spec(record, config, secrets)
         spec.port = port
+        store.write_secrets(record.name, secrets)  # only now: a failed build leaves the running service's keys
         try:
             deployed = target.deploy(spec, previous=previous or None)
         except BaseException as exc:  # Ctrl-C too: the record says what runs
@@ -630,6 +631,7 @@ def _deploy_into(
         record.image, record.image_digest = _push_image(workspace, record.name, models, inference_config,
                                                         getattr(target, "compute", where))  # fmt: skip
     spec = _spec(record, config, secrets)
+    store.write_secrets(record.name, secrets)  # only now: a failed build or push leaves the running service's keys
     try:
         deployed = target.deploy(spec, previous=previous or None)  # type: ignore[call-arg]
     except BaseException as exc:  # Ctrl-C too

@@ -249,3 +249,31 @@ def test_interrupted_overwrite_leaves_no_service_or_process(
     again = Model.deploy(ws, "ctrl-c", [model], ic)  # the name is free again
     again.wait_for_deployment(timeout_sec=60)
     assert again.run(body())["tag"] == "v1"
+
+
+def test_failed_update_keeps_the_running_service_and_its_keys(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An update that fails before anything restarts (here: staging the new code) changes neither the record
+    nor the keys: the old service still answers with the keys `get_keys` gives."""
+    import shutil
+
+    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
+    v1 = register(ws, tmp_path, seed=0)
+    ic = InferenceConfig.load(write_app(tmp_path))
+    service = Model.deploy(ws, "kept", [v1], ic, LocalWebservice.deploy_configuration(auth_enabled=True))
+    service.wait_for_deployment(timeout_sec=60)
+    keys = service.get_keys()
+    v2 = register(ws, tmp_path, seed=1)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    for settings in ({"auth_enabled": False}, {"primary_key": "k" * 20}):
+        with monkeypatch.context() as patch:
+            patch.setattr(shutil, "copyfile", broken)
+            with pytest.raises(OSError, match="No space"):
+                service.update(models=[v2], **settings)
+        again = Webservice(ws, "kept")
+        assert again.auth_enabled and again.get_keys() == keys
+        assert again.run(body())["tag"] == "v1"
