@@ -610,6 +610,7 @@ def _deploy_into(
         port = LocalTarget.pick_port(getattr(config, "port", None), previous.get("port"))
         spec = _spec(record, config, secrets)
         spec.port = port
+        LocalTarget.check_port(port, previous)  # nothing changed yet: the running service and its keys stay
         store.write_secrets(record.name, secrets)  # only now: a failed build leaves the running service's keys
         try:
             deployed = target.deploy(spec, previous=previous or None)

@@ -277,3 +277,31 @@ def test_failed_update_keeps_the_running_service_and_its_keys(
         again = Webservice(ws, "kept")
         assert again.auth_enabled and again.get_keys() == keys
         assert again.run(body())["tag"] == "v1"
+
+
+def test_update_onto_a_busy_port_keeps_the_service(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
+    model = register(ws, tmp_path, seed=0)
+    ic = InferenceConfig.load(write_app(tmp_path))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(InvalidInputError, match=f"port {port} is in use"):
+            Model.deploy(ws, "busy", [model], ic, LocalWebservice.deploy_configuration(port=port))
+        assert Webservice.list(ws) == []
+        service = Model.deploy(ws, "busy", [model], ic)
+        service.wait_for_deployment(timeout_sec=60)
+        pid = service._record.target["pid"]
+        keys = service.get_keys() if service.auth_enabled else None
+        with pytest.raises(InvalidInputError, match=f"port {port} is in use"):
+            service.update(port=port, auth_enabled=True)
+        assert ServiceStore(ws).read("busy").error is None
+        again = Webservice(ws, "busy")
+        assert again.state == "Healthy" and again._record.target["pid"] == pid
+        assert not again.auth_enabled and keys is None  # the refused update changed nothing
+        assert again.run(body())["tag"] == "v1"
