@@ -362,6 +362,11 @@ class Webservice:
         """Change the models, the inference config, or deployment settings (``tags=``, ``auth_enabled=``,
         ``port=``...). New models or code rebuild (cached layers) and restart; settings alone restart;
         tags, properties and description only change the record. Call :meth:`wait_for_deployment` after."""
+        if models is None and inference_config is None and deployment_config is None and not settings:
+            raise WebserviceException(  # as v1
+                f"No parameters provided to update service {self.name}: give models=, inference_config=, "
+                "deployment_config= or settings such as tags="
+            )
         with self._store.lock(self.name):
             record = self._store.read(self.name)
             old_config = configs.deserialize_config(record.deployment_config)

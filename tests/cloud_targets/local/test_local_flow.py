@@ -210,6 +210,8 @@ def test_metadata_update_and_token_auth_refused(ws: Workspace, tmp_path: Path, m
     with pytest.raises(WebserviceException, match="token auth"):
         service.get_token()
     pid = service._record.target["pid"]
+    with pytest.raises(WebserviceException, match="No parameters provided to update"):  # as v1
+        service.update()
     service.update(tags={"stage": "prod"}, description="promoted")  # metadata only: no restart
     assert Webservice(ws, "tagged").tags == {"stage": "prod"}
     assert Webservice.list(ws, tags=["stage=prod"])[0].description == "promoted"
