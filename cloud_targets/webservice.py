@@ -124,10 +124,18 @@ class Webservice:
 
     @staticmethod
     def list(
-        workspace: Workspace, compute_type: str | None = None, tags: Sequence[Any] | Mapping[str, Any] | None = None
+        workspace: Workspace,
+        compute_type: str | None = None,
+        tags: Sequence[Any] | Mapping[str, Any] | None = None,
+        *,
+        model_name: str | None = None,
+        model_id: str | None = None,
+        properties: Sequence[Any] | Mapping[str, Any] | None = None,
+        image_digest: str | None = None,
     ) -> list[Webservice]:
-        """The workspace's services, by name; ``compute_type`` (``LOCAL``...) and ``tags`` (``["k", "k=v"]``
-        or a dict; all must match) filter them."""
+        """The workspace's services, by name, filtered as v1 did: ``compute_type`` (``LOCAL``...), ``tags`` and
+        ``properties`` (``["k", "k=v", [k, v]]`` or a dict; all must match), ``model_name``, ``model_id``
+        (``NAME:VERSION``), ``image_digest``."""
         from packager.registry.names import match_filters
 
         out = []
@@ -135,6 +143,14 @@ class Webservice:
             if compute_type and record.compute_type != compute_type.upper():
                 continue
             if tags and not match_filters(record.tags, tags, "tags"):
+                continue
+            if properties and not match_filters(record.properties, properties, "properties"):
+                continue
+            if model_name and all(m.rpartition(":")[0] != model_name for m in record.models):
+                continue
+            if model_id and model_id not in record.models:
+                continue
+            if image_digest and record.image_digest != image_digest:
                 continue
             out.append(Webservice._from_record(workspace, record))
         return out

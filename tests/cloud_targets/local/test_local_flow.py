@@ -215,6 +215,11 @@ def test_metadata_update_and_token_auth_refused(ws: Workspace, tmp_path: Path, m
     service.update(tags={"stage": "prod"}, description="promoted")  # metadata only: no restart
     assert Webservice(ws, "tagged").tags == {"stage": "prod"}
     assert Webservice.list(ws, tags=["stage=prod"])[0].description == "promoted"
+    # v1's other filters
+    assert [s.name for s in Webservice.list(ws, tags=[["stage", "prod"]], model_name="mlp")] == ["tagged"]
+    assert [s.name for s in Webservice.list(ws, model_id=model.id)] == ["tagged"]
+    assert Webservice.list(ws, model_name="other") == [] and Webservice.list(ws, model_id="mlp:99") == []
+    assert Webservice.list(ws, properties=["missing"]) == [] and Webservice.list(ws, tags={"stage": "dev"}) == []
     assert Webservice(ws, "tagged")._record.target["pid"] == pid
     with pytest.raises(InvalidInputError, match="no setting cpu_cores"):
         service.update(cpu_cores=2)
