@@ -35,7 +35,7 @@ from cloud_targets.targets.base import (
     module_env,
     secret_env,
 )
-from packager.errors import EdgepackError, InvalidInputError
+from packager.errors import EdgepackError, InvalidInputError, NotFoundError
 from packager.image.inference_config import InferenceConfig
 from packager.registry import Model
 from packager.workspace import Workspace
@@ -52,6 +52,24 @@ class WebserviceException(EdgepackError):
     def __init__(self, message: str, logs: str = ""):
         super().__init__(message)
         self.logs = logs
+
+
+class WebserviceNotFoundError(WebserviceException, NotFoundError):
+    """No such service: a :class:`WebserviceException` as in v1 (``except WebserviceException`` still works)."""
+
+
+class WebserviceInputError(WebserviceException, InvalidInputError):
+    """A bad argument to a service operation: a :class:`WebserviceException` as in v1 (exit code 2)."""
+
+
+def _read_record(store: ServiceStore, name: str) -> ServiceRecord:
+    """``store.read(name)``, its errors raised as v1's :class:`WebserviceException` kinds."""
+    try:
+        return store.read(name)
+    except NotFoundError as exc:
+        raise WebserviceNotFoundError(str(exc)) from None
+    except InvalidInputError as exc:  # a name v1 could never have deployed
+        raise WebserviceInputError(str(exc)) from None
 
 
 def _app_of(config: InferenceConfig) -> dict[str, Any]:
@@ -90,7 +108,8 @@ def _new_secrets(config: DeploymentConfig, mode: str, old: ServiceSecrets | None
 
 
 class Webservice:
-    """One deployed service. ``Webservice(workspace, name)`` loads it (NotFoundError when there is none)."""
+    """One deployed service. ``Webservice(workspace, name)`` loads it (a :class:`WebserviceException`, as
+    in v1, when there is none)."""
 
     _compute_type: ClassVar[str] = ""
     _subclasses: ClassVar[dict[str, type[Webservice]]] = {}
@@ -102,7 +121,7 @@ class Webservice:
 
     def __new__(cls, workspace: Workspace, name: str) -> Webservice:
         if cls is Webservice:
-            record = ServiceStore(workspace).read(name)
+            record = _read_record(ServiceStore(workspace), name)
             cls = Webservice._subclasses.get(record.compute_type, Webservice)
         return super().__new__(cls)
 
@@ -110,7 +129,7 @@ class Webservice:
         self.workspace = workspace
         self.name = name
         self._store = ServiceStore(workspace)
-        self._record = self._store.read(name)
+        self._record = _read_record(self._store, name)
         self._warnings: list[str] = []
 
     # -- construction helpers ----------------------------------------------------------------------------
@@ -338,9 +357,9 @@ class Webservice:
         the service with it: the old key stops working."""
         which = str(key).strip().lower()
         if which not in ("primary", "secondary"):
-            raise InvalidInputError(f"key must be 'Primary' or 'Secondary', not {key!r}")
+            raise WebserviceInputError(f"key must be 'Primary' or 'Secondary', not {key!r}")
         if set_key is not None and len(set_key) < 16:
-            raise InvalidInputError("set_key must be at least 16 characters")
+            raise WebserviceInputError("set_key must be at least 16 characters")
         with self._store.lock(self.name):
             record = self._store.read(self.name)
             if record.auth != "key":
@@ -379,7 +398,7 @@ class Webservice:
         ``port=``...). New models or code rebuild (cached layers) and restart; settings alone restart;
         tags, properties and description only change the record. Call :meth:`wait_for_deployment` after."""
         if models is None and inference_config is None and deployment_config is None and not settings:
-            raise WebserviceException(  # as v1
+            raise WebserviceInputError(  # as v1
                 f"No parameters provided to update service {self.name}: give models=, inference_config=, "
                 "deployment_config= or settings such as tags="
             )
@@ -705,5 +724,7 @@ __all__ = [
     "LocalWebservice",
     "Webservice",
     "WebserviceException",
+    "WebserviceInputError",
+    "WebserviceNotFoundError",
     "dumps_public",
 ]

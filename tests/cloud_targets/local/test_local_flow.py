@@ -212,6 +212,13 @@ def test_metadata_update_and_token_auth_refused(ws: Workspace, tmp_path: Path, m
     pid = service._record.target["pid"]
     with pytest.raises(WebserviceException, match="No parameters provided to update"):  # as v1
         service.update()
+    # v1 code catches WebserviceException: a missing service, a bad name, a bad key kind (also exit code 2)
+    for name in ("missing", "Not_A_Name"):
+        with pytest.raises(WebserviceException, match=r"missing|between 3 and 32"):
+            Webservice(ws, name).delete()
+    with pytest.raises(WebserviceException, match="'Primary' or 'Secondary'") as bad_key:
+        service.regen_key("Tertiary")
+    assert isinstance(bad_key.value, InvalidInputError) and bad_key.value.exit_code == 2
     service.update(tags={"stage": "prod"}, description="promoted")  # metadata only: no restart
     assert Webservice(ws, "tagged").tags == {"stage": "prod"}
     assert Webservice.list(ws, tags=["stage=prod"])[0].description == "promoted"
