@@ -141,7 +141,10 @@ def run(ctx: click.Context, name: str, data: str | None, file: str | None, as_js
     """Score: POST the input to the service's /score (with its key or a fresh token) and print the answer."""
     if bool(data) == bool(file):
         raise click.UsageError("give the input with either -d JSON or -f FILE")
-    body = data if data is not None else Path(file or "").read_text(encoding="utf-8")
+    try:
+        body = data if data is not None else Path(file or "").read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"input file {file} is not UTF-8 text ({exc.reason}); give a JSON body") from None
     try:
         json.loads(body)
     except json.JSONDecodeError as exc:

@@ -104,6 +104,10 @@ def test_token_reload_and_errors(ws: Workspace, tmp_path: Path, run: Run) -> Non
     assert r.code == 1 and "key auth" in r.err
     r = run("service", "run", "open-svc", "-d", "{not json")
     assert r.code == 2 and "not valid JSON" in r.err
+    binary = tmp_path / "input.bin"
+    binary.write_bytes(b"\x9e\xff\x00" * 100)
+    r = run("service", "run", "open-svc", "-f", binary)
+    assert r.code == 2 and "input.bin" in r.err and "UTF-8" in r.err, r.err
     r = run("service", "run", "open-svc")
     assert r.code == 2 and "-d JSON or -f FILE" in r.err
     r = run("service", "update", "open-svc")
