@@ -22,6 +22,7 @@ from cloud_targets.webservice import (
     _deploy_into,
     _merge,
     _new_secrets,
+    _preflight,
     _resolve_models,
     _teardown,
 )
@@ -95,6 +96,7 @@ class Model(RegistryModel):
                         f"service {name!r} already exists; pass overwrite=True (--overwrite) to replace it, "
                         "or update it with Webservice.update"
                     )
+                _preflight(workspace, compute_type, config, deployment_target)  # reachable before the old stops
                 _teardown(workspace, store, store.read(name))
             record = ServiceRecord(
                 name=name,

@@ -685,17 +685,22 @@ def _deploy_into(
     return list(getattr(target, "last_warnings", []))
 
 
-def _push_image(
-    workspace: Workspace, name: str, models: Sequence[Model], config: InferenceConfig, deployment_target: Any
-) -> tuple[str, str]:
-    """Remote targets pull from a registry: build for linux/amd64 and push to ``deployment_target.image_registry``
-    or ``$EDGEPACK_IMAGE_REGISTRY``; returns the reference pinned by digest and the digest."""
-    import os
+def _preflight(workspace: Workspace, compute_type: str, config: DeploymentConfig, deployment_target: Any) -> None:
+    """Reach the target a deploy will use (Docker engine, kubeconfig, ARM ids, image registry) before anything
+    is stopped or built: an ``overwrite`` that cannot deploy leaves the running service alone."""
+    if compute_type == "LOCAL":
+        from cloud_targets.targets.local import LocalTarget, resolve_mode
 
+        LocalTarget(workspace, workspace.path, resolve_mode(config))  # docker mode: no engine, no deploy
+        return
+    from cloud_targets.targets.registry import remote_target
+
+    target = remote_target(compute_type, config, deployment_target)
+    _image_registry(getattr(target, "compute", deployment_target))
+
+
+def _image_registry(deployment_target: Any) -> str:
     from cloud_targets.targets.compute import image_registry_of
-    from cloud_targets.targets.local.docker_mode import ENV_BASE
-    from packager.image import builder
-    from packager.image.spec import Platform
 
     registry = image_registry_of(deployment_target)
     if not registry:
@@ -703,6 +708,21 @@ def _push_image(
             "remote targets pull the image from a registry: pass deployment_target with image_registry, or set "
             "EDGEPACK_IMAGE_REGISTRY (e.g. myacr.azurecr.io/models)"
         )
+    return registry
+
+
+def _push_image(
+    workspace: Workspace, name: str, models: Sequence[Model], config: InferenceConfig, deployment_target: Any
+) -> tuple[str, str]:
+    """Remote targets pull from a registry: build for linux/amd64 and push to ``deployment_target.image_registry``
+    or ``$EDGEPACK_IMAGE_REGISTRY``; returns the reference pinned by digest and the digest."""
+    import os
+
+    from cloud_targets.targets.local.docker_mode import ENV_BASE
+    from packager.image import builder
+    from packager.image.spec import Platform
+
+    registry = _image_registry(deployment_target)
     tag = f"{int(time.time())}"
     base = None if config.base_image_ref() else os.environ.get(ENV_BASE)
     request = builder.BuildRequest(

@@ -319,3 +319,26 @@ def test_update_onto_a_busy_port_keeps_the_service(
         assert again.state == "Healthy" and again._record.target["pid"] == pid
         assert not again.auth_enabled and keys is None  # the refused update changed nothing
         assert again.run(body())["tag"] == "v1"
+
+
+def test_overwrite_onto_an_unreachable_target_keeps_the_service(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``overwrite=True`` with an AKS config whose cluster cannot be reached (no kubeconfig) fails before the
+    running LOCAL service is stopped."""
+    from cloud_targets import AksWebservice
+    from packager.errors import EdgepackError
+
+    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.delenv("EDGEPACK_IMAGE_REGISTRY", raising=False)
+    model = register(ws, tmp_path, seed=0)
+    ic = InferenceConfig.load(write_app(tmp_path))
+    service = Model.deploy(ws, "moving", [model], ic)
+    service.wait_for_deployment(timeout_sec=60)
+    pid = service._record.target["pid"]
+    with pytest.raises(EdgepackError, match="kubeconfig"):
+        Model.deploy(ws, "moving", [model], ic, AksWebservice.deploy_configuration(), overwrite=True)
+    again = Webservice(ws, "moving")
+    assert again.compute_type == "LOCAL" and again._record.target["pid"] == pid
+    assert again.state == "Healthy" and again.run(body())["tag"] == "v1"
