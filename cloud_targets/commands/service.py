@@ -55,6 +55,14 @@ def _echo(text: str) -> None:
     console.print(printable(text), markup=False, soft_wrap=True)
 
 
+def _error_line(name: str, error: str | None) -> str | None:
+    """The error's first line (the rest is log lines: ``service logs`` prints them)."""
+    if not error or not error.strip():
+        return None
+    lines = error.strip().splitlines()
+    return lines[0] + (f" (more with `edgepack service logs {name}`)" if len(lines) > 1 else "")
+
+
 @click.group()
 def service() -> None:
     """Manage deployed web services (Local, ACI, AKS): list, show, logs, run, keys, update, delete."""
@@ -103,7 +111,7 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
         ("name", doc["name"]),
         ("compute type", doc["computeType"]),
         ("state", doc["state"]),
-        ("error", doc.get("error")),
+        ("error", _error_line(name, doc.get("error"))),
         ("scoring URI", doc.get("scoringUri")),
         ("swagger URI", doc.get("swaggerUri")),
         ("models", ", ".join(doc.get("models") or [])),

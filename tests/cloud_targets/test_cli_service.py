@@ -136,3 +136,17 @@ def test_token_on_a_key_auth_service_is_refused(ws: Workspace, tmp_path: Path, r
     assert run("deploy", "-n", "keyed-only", "-m", "mlp", "--ic", write_app(tmp_path), "--dc", dc).code == 0
     r = run("service", "token", "keyed-only")
     assert r.code == 1 and "token" in r.err.lower(), r.err
+
+
+def test_show_prints_one_error_line(ws: Workspace, tmp_path: Path, run: Run) -> None:
+    """A service whose process exited keeps its last log lines as its error: ``show`` prints the first line
+    and points to ``logs``."""
+    register(ws, tmp_path, seed=0)
+    ic = write_app(tmp_path, init_extra="print('boom-7', flush=True); import os; os._exit(3)")
+    r = run("deploy", "-n", "broken-svc", "-m", "mlp", "--ic", ic)
+    assert r.code == 1 and "exited" in r.err
+    r = run("service", "show", "broken-svc")
+    error = [line for line in r.out.splitlines() if line.startswith("error")]
+    assert r.code == 0 and len(error) == 1 and "\\n" not in error[0], r.out
+    assert "edgepack service logs broken-svc" in error[0]
+    assert "boom-7" in run("service", "logs", "broken-svc").out
