@@ -146,18 +146,24 @@ def _from_dict(doc: Any, base_dir: str | Path | None) -> tuple[DeploymentConfig,
     return config, warnings + config.unsupported_settings()
 
 
+def _no_constant(name: str) -> Any:
+    raise DeploymentConfigError(f"holds {name}, which is not a number JSON or Azure ML v1 accepts; give a number")
+
+
 def _parse(text: str) -> Any:
-    """v1's ``file_stream_to_object``: YAML first, then JSON."""
+    """v1's ``file_stream_to_object``: YAML first, then JSON. A file that is strict JSON is read as JSON: YAML 1.1
+    would read JSON numbers such as ``1e3`` as strings."""
     import yaml
 
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        json_error = exc
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         pass
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DeploymentConfigError(f"is neither valid YAML nor valid JSON ({exc}); fix the syntax") from None
+    raise DeploymentConfigError(f"is neither valid YAML nor valid JSON ({json_error}); fix the syntax")
 
 
 def load_deployment_config(path: str | Path) -> tuple[DeploymentConfig, list[str]]:

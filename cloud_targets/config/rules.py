@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -54,6 +55,8 @@ def kind_problem(value: Any, kind: Kind, what: str, secret: bool = False) -> str
     """Why ``value`` is not of ``kind`` (``None`` when it is, or is ``None``); secrets are never echoed."""
     if value is None:
         return None
+    if kind in ("int", "float") and isinstance(value, float) and not math.isfinite(value):
+        return f"{what} must be a finite number, not {'a float' if secret else value}"
     ok = {
         "bool": isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),

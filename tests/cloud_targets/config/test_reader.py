@@ -151,6 +151,25 @@ def test_yaml_first_then_json_as_v1(tmp_path: Path):
     # YAML in a .json file is read too (v1 did not look at the extension)
     config, _ = load_deployment_config(write(tmp_path, "yaml.json", "computeType: local\nport: 8890\n"))
     assert isinstance(config, LocalDeploymentConfig) and config.port == 8890
+    # JSON numbers YAML 1.1 reads as strings (an exponent without a dot) are numbers
+    text = '{"computeType": "ACI", "containerResourceRequirements": {"cpu": 5e-1, "memoryInGB": 2E0}}'
+    config, _ = load_deployment_config(write(tmp_path, "exp.json", text))
+    assert (config.cpu_cores, config.memory_gb) == (0.5, 2.0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"computeType": "ACI", "containerResourceRequirements": {"cpu": NaN}}',
+        '{"computeType": "ACI", "containerResourceRequirements": {"cpu": Infinity}}',
+        '{"computeType": "ACI", "containerResourceRequirements": {"cpu": 1e400}}',
+        "computeType: ACI\ncontainerResourceRequirements: {cpu: .nan}\n",
+        "computeType: AKS\nautoScaler: {autoscaleEnabled: true, targetUtilization: .inf}\n",
+    ],
+)
+def test_non_finite_numbers_are_refused(tmp_path: Path, text: str):
+    with pytest.raises(DeploymentConfigError, match=r"(cpu|targetUtilization) must be a finite number|holds (NaN|In)"):
+        load_deployment_config(write(tmp_path, "dc.json", text))
 
 
 @pytest.mark.parametrize("spelling", ["LOCAL", "local", "Local", " local "])
