@@ -384,7 +384,25 @@ class AksDeploymentConfig(DeploymentConfig):
                     problems.append(
                         f"{self._label(name)} provided without enabling autoscaling: set {enable} to true, or remove it"
                     )
+        for name in _INT32_FIELDS:  # Kubernetes stores these as int32: a cluster would refuse the objects
+            value = getattr(self, name)
+            if isinstance(value, int) and value > _INT32_MAX:
+                problems.append(f"{self._label(name)} must be at most {_INT32_MAX} (a Kubernetes int32), not {value}")
         return problems
+
+
+_INT32_MAX = 2**31 - 1
+_INT32_FIELDS = (
+    "num_replicas",
+    "autoscale_min_replicas",
+    "autoscale_max_replicas",
+    "autoscale_refresh_seconds",
+    "period_seconds",
+    "initial_delay_seconds",
+    "timeout_seconds",
+    "success_threshold",
+    "failure_threshold",
+)
 
 
 @dataclass
