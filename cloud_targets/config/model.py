@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from cloud_targets.config.errors import DeploymentConfigError
-from cloud_targets.config.rules import NAMESPACE_REGEX, is_valid_namespace, kind_problem
+from cloud_targets.config.rules import NAMESPACE_REGEX, is_valid_namespace, kind_problem, shown
 from cloud_targets.config.schema import COMPUTE_TYPE_KEY, field_kinds, field_paths, label
 
 _C = TypeVar("_C", bound="DeploymentConfig")
@@ -145,7 +145,7 @@ class DeploymentConfig:
         config, _ = deployment_config_from_dict(doc)
         if not isinstance(config, cls):
             raise DeploymentConfigError(
-                f"computeType {doc.get(COMPUTE_TYPE_KEY)!r} does not describe a {cls.__name__}; "
+                f"computeType {shown(doc.get(COMPUTE_TYPE_KEY))} does not describe a {cls.__name__}; "
                 f"use computeType {cls.compute_type!r}"
             )
         return config
@@ -345,7 +345,7 @@ class AksDeploymentConfig(DeploymentConfig):
         problems = super()._problems() + _resource_problems(self)
         if self.namespace and not is_valid_namespace(self.namespace):
             problems.append(
-                f"{self._label('namespace')} {self.namespace!r} must be a valid Kubernetes namespace: up to 63 "
+                f"{self._label('namespace')} {shown(self.namespace)} must be a valid Kubernetes namespace: up to 63 "
                 "lowercase letters, digits and '-', starting and ending with a letter or digit "
                 f"(regex {NAMESPACE_REGEX})"
             )

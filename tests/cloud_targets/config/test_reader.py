@@ -352,3 +352,28 @@ def test_bad_files(tmp_path: Path):
         load_deployment_config(tmp_path / "binary.json")
     with pytest.raises(DeploymentConfigError, match="does not exist"):
         load_deployment_config(tmp_path)  # a folder
+
+
+@pytest.mark.parametrize("key", ["properties", "description", "namespace", "computeType", "tags"])
+def test_yaml_alias_bombs_are_not_expanded_into_messages(tmp_path: Path, key: str):
+    """safe_load shares aliased nodes (millions of items, little memory); an error message must not expand
+    them (a repr of the value would take minutes and gigabytes)."""
+    lines = ['l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 8)]
+    lines += [] if key == "computeType" else ["computeType: AKS"]
+    lines += [f"{key}: {{x: *l7}}" if key == "tags" else f"{key}: *l7"]
+    with pytest.raises(DeploymentConfigError) as info:
+        load_deployment_config(write(tmp_path, "bomb.yml", "\n".join(lines) + "\n"))
+    assert len(str(info.value)) < 400 and key.split(".")[0] in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["big.json", "big.yml"])
+def test_numbers_too_long_to_read(tmp_path: Path, name: str):
+    digits = "9" * 5000
+    text = (
+        f'{{"computeType": "LOCAL", "port": {digits}}}'
+        if name.endswith("json")
+        else f"computeType: LOCAL\nport: {digits}\n"
+    )
+    with pytest.raises(DeploymentConfigError, match="holds a number too long to read"):
+        load_deployment_config(write(tmp_path, name, text))
