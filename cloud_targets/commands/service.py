@@ -186,11 +186,23 @@ def keys(ctx: click.Context, name: str, as_json: bool) -> None:
     "--set-key",
     envvar="EDGEPACK_SET_KEY",
     metavar="VALUE",
-    help="The new key (at least 16 characters) [default: a random one; env EDGEPACK_SET_KEY].",
+    help="The new key (at least 16 characters); '-' reads it from stdin, which, like EDGEPACK_SET_KEY, keeps it "
+    "out of the process list [default: a random one].",
 )
 @click.pass_context
 def regen_key(ctx: click.Context, name: str, which: str, set_key: str | None) -> None:
     """Replace a key and restart the service with it: the old key stops working."""
+    from click.core import ParameterSource
+
+    from packager.cli.output import print_warning
+
+    if set_key == "-":
+        set_key = sys.stdin.readline().rstrip("\r\n")
+    elif set_key is not None and ctx.get_parameter_source("set_key") == ParameterSource.COMMANDLINE:
+        print_warning(
+            "--set-key VALUE shows the key in the process list while the command runs; "
+            "use `--set-key -` (reads stdin) or EDGEPACK_SET_KEY"
+        )
     svc = _service(ctx, name)
     with Stages() as stages, stages.stage(f"{name}: replacing the {which.capitalize()} key"):
         svc.regen_key(which.capitalize(), set_key=set_key)

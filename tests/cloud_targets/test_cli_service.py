@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,7 @@ def status(url: str, key: str | None) -> int:
     return requests.post(url, data=body(), headers=headers, timeout=30).status_code
 
 
-def test_keys_rotate_and_never_leak(ws: Workspace, tmp_path: Path, run: Run) -> None:
+def test_keys_rotate_and_never_leak(ws: Workspace, tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     register(ws, tmp_path, seed=0)
     ic = write_app(tmp_path)
     dc = tmp_path / "dc.json"
@@ -76,8 +77,18 @@ def test_keys_rotate_and_never_leak(ws: Workspace, tmp_path: Path, run: Run) -> 
     assert (status(url, primary), status(url, new["primaryKey"]), status(url, secondary)) == (401, 200, 200)
     r = run("service", "regen-key", "keyed", "--key", "secondary", "--set-key", "s" * 24)
     assert r.code == 0, r.err
+    assert "process list" in r.err and "--set-key -" in r.err  # a key on the command line is visible to all
     assert run("service", "keys", "keyed", "--json").json()["secondaryKey"] == "s" * 24
     assert (status(url, secondary), status(url, "s" * 24)) == (401, 200)
+    monkeypatch.setattr("sys.stdin", io.StringIO("t" * 24 + "\n"))
+    r = run("service", "regen-key", "keyed", "--key", "secondary", "--set-key", "-")
+    assert r.code == 0 and "process list" not in r.err, r.err
+    assert run("service", "keys", "keyed", "--json").json()["secondaryKey"] == "t" * 24
+    monkeypatch.setenv("EDGEPACK_SET_KEY", "u" * 24)
+    r = run("service", "regen-key", "keyed", "--key", "secondary")
+    assert r.code == 0 and "process list" not in r.err, r.err
+    assert run("service", "keys", "keyed", "--json").json()["secondaryKey"] == "u" * 24
+    monkeypatch.delenv("EDGEPACK_SET_KEY")
     r = run("service", "regen-key", "keyed", "--key", "Primary", "--set-key", "short")
     assert r.code == 2 and "16 characters" in r.err
     r = run("service", "regen-key", "keyed", "--key", "Tertiary")
