@@ -30,8 +30,10 @@ from cloud_targets.targets.base import (
     FAILED,
     HEALTHY,
     TRANSITIONING,
+    UNHEALTHY,
     Deployed,
     ServiceSpec,
+    TargetStatus,
     module_env,
     secret_env,
 )
@@ -256,6 +258,9 @@ class Webservice:
         if not record.target:
             return record.state
         status = self._target().state(record.target)
+        if record.compute_type == "LOCAL" and status.state == TRANSITIONING and record.state in (HEALTHY, UNHEALTHY):
+            # this container/process was Healthy and stopped answering its readiness probe: Unhealthy (v1's word)
+            status = TargetStatus(UNHEALTHY, status.error or "the service stopped answering its readiness probe")
         if status.state != record.state or status.error != record.error:
             record.state, record.error = status.state, status.error
             with self._store.lock(self.name, wait=False) as held:  # best effort: never wait on a running update

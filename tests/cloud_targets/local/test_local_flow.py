@@ -342,3 +342,30 @@ def test_overwrite_onto_an_unreachable_target_keeps_the_service(
     again = Webservice(ws, "moving")
     assert again.compute_type == "LOCAL" and again._record.target["pid"] == pid
     assert again.state == "Healthy" and again.run(body())["tag"] == "v1"
+
+
+def test_a_healthy_service_that_stops_answering_is_unhealthy(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v1's states: a running service that was Healthy and no longer answers is Unhealthy (not Transitioning),
+    and Healthy again when it answers."""
+    import signal
+
+    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
+    model = register(ws, tmp_path, seed=0)
+    service = Model.deploy(ws, "frozen", [model], InferenceConfig.load(write_app(tmp_path)))
+    service.wait_for_deployment(timeout_sec=60)
+    pid = service._record.target["pid"]
+    os.killpg(pid, signal.SIGSTOP)
+    try:
+        assert Webservice(ws, "frozen").state == "Unhealthy"
+        assert Webservice.list(ws)[0].serialize()["state"] == "Unhealthy"  # stored for list/show
+    finally:
+        os.killpg(pid, signal.SIGCONT)
+    assert Webservice(ws, "frozen").state == "Healthy"
+    with pytest.raises(WebserviceException, match="still Unhealthy"):
+        os.killpg(pid, signal.SIGSTOP)
+        try:
+            Webservice(ws, "frozen").wait_for_deployment(timeout_sec=1)
+        finally:
+            os.killpg(pid, signal.SIGCONT)
