@@ -397,16 +397,29 @@ class Webservice:
         models: Sequence[Model | str] | None = None,
         inference_config: InferenceConfig | None = None,
         deployment_config: DeploymentConfig | None = None,
+        wait: bool = False,
         **settings: Any,
     ) -> None:
         """Change the models, the inference config, or deployment settings (``tags=``, ``auth_enabled=``,
         ``port=``...). New models or code rebuild (cached layers) and restart; settings alone restart;
-        tags, properties and description only change the record. Call :meth:`wait_for_deployment` after."""
+        tags, properties and description only change the record. ``wait=True`` (v1's ``LocalWebservice``)
+        waits for Healthy; else call :meth:`wait_for_deployment` after."""
         if models is None and inference_config is None and deployment_config is None and not settings:
             raise WebserviceInputError(  # as v1
                 f"No parameters provided to update service {self.name}: give models=, inference_config=, "
                 "deployment_config= or settings such as tags="
             )
+        self._update(models, inference_config, deployment_config, settings)
+        if wait:
+            self.wait_for_deployment()
+
+    def _update(
+        self,
+        models: Sequence[Model | str] | None,
+        inference_config: InferenceConfig | None,
+        deployment_config: DeploymentConfig | None,
+        settings: dict[str, Any],
+    ) -> None:
         with self._store.lock(self.name):
             record = self._store.read(self.name)
             old_config = configs.deserialize_config(record.deployment_config)

@@ -88,8 +88,8 @@ def test_deploy_run_update_delete(mode: str, ws: Workspace, tmp_path: Path) -> N
     v2 = register(ws, tmp_path, seed=1)
     assert not np.allclose(expected(v1), expected(v2))
     first = dict(service._record.target)
-    service.update(models=[v2])
-    service.wait_for_deployment(timeout_sec=300)
+    service.update(models=[v2], wait=True)  # v1's LocalWebservice.update(..., wait=True)
+    assert service.state == "Healthy"
     got = service.run(body())
     np.testing.assert_allclose(np.array(got["output"]), expected(v2), rtol=1e-5, atol=1e-6)
     assert Webservice(ws, "digits-local").models == ["mlp:2"]
