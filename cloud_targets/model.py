@@ -22,6 +22,7 @@ from cloud_targets.webservice import (
     _deploy_into,
     _merge,
     _new_secrets,
+    _preflight,
     _resolve_models,
     _teardown,
 )
@@ -95,6 +96,7 @@ class Model(RegistryModel):
                         f"service {name!r} already exists; pass overwrite=True (--overwrite) to replace it, "
                         "or update it with Webservice.update"
                     )
+                _preflight(workspace, compute_type, config, deployment_target)  # reachable before the old stops
                 _teardown(workspace, store, store.read(name))
             record = ServiceRecord(
                 name=name,
@@ -105,11 +107,10 @@ class Model(RegistryModel):
                 auth=mode,
             )
             secrets = _new_secrets(config, mode)
-            store.write_secrets(name, secrets)
             try:
                 target_warnings = _deploy_into(workspace, store, record, resolved, inference_config, config,
                                                secrets, deployment_target=deployment_target)  # fmt: skip
-            except Exception:
+            except BaseException:  # Ctrl-C too
                 if not record.target:  # nothing runs: leave no half-made service behind
                     store.remove(name)
                 raise

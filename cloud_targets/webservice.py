@@ -30,12 +30,14 @@ from cloud_targets.targets.base import (
     FAILED,
     HEALTHY,
     TRANSITIONING,
+    UNHEALTHY,
     Deployed,
     ServiceSpec,
+    TargetStatus,
     module_env,
     secret_env,
 )
-from packager.errors import EdgepackError, InvalidInputError
+from packager.errors import EdgepackError, InvalidInputError, NotFoundError
 from packager.image.inference_config import InferenceConfig
 from packager.registry import Model
 from packager.workspace import Workspace
@@ -52,6 +54,24 @@ class WebserviceException(EdgepackError):
     def __init__(self, message: str, logs: str = ""):
         super().__init__(message)
         self.logs = logs
+
+
+class WebserviceNotFoundError(WebserviceException, NotFoundError):
+    """No such service: a :class:`WebserviceException` as in v1 (``except WebserviceException`` still works)."""
+
+
+class WebserviceInputError(WebserviceException, InvalidInputError):
+    """A bad argument to a service operation: a :class:`WebserviceException` as in v1 (exit code 2)."""
+
+
+def _read_record(store: ServiceStore, name: str) -> ServiceRecord:
+    """``store.read(name)``, its errors raised as v1's :class:`WebserviceException` kinds."""
+    try:
+        return store.read(name)
+    except NotFoundError as exc:
+        raise WebserviceNotFoundError(str(exc)) from None
+    except InvalidInputError as exc:  # a name v1 could never have deployed
+        raise WebserviceInputError(str(exc)) from None
 
 
 def _app_of(config: InferenceConfig) -> dict[str, Any]:
@@ -90,7 +110,8 @@ def _new_secrets(config: DeploymentConfig, mode: str, old: ServiceSecrets | None
 
 
 class Webservice:
-    """One deployed service. ``Webservice(workspace, name)`` loads it (NotFoundError when there is none)."""
+    """One deployed service. ``Webservice(workspace, name)`` loads it (a :class:`WebserviceException`, as
+    in v1, when there is none)."""
 
     _compute_type: ClassVar[str] = ""
     _subclasses: ClassVar[dict[str, type[Webservice]]] = {}
@@ -102,7 +123,7 @@ class Webservice:
 
     def __new__(cls, workspace: Workspace, name: str) -> Webservice:
         if cls is Webservice:
-            record = ServiceStore(workspace).read(name)
+            record = _read_record(ServiceStore(workspace), name)
             cls = Webservice._subclasses.get(record.compute_type, Webservice)
         return super().__new__(cls)
 
@@ -110,7 +131,7 @@ class Webservice:
         self.workspace = workspace
         self.name = name
         self._store = ServiceStore(workspace)
-        self._record = self._store.read(name)
+        self._record = _read_record(self._store, name)
         self._warnings: list[str] = []
 
     # -- construction helpers ----------------------------------------------------------------------------
@@ -124,10 +145,18 @@ class Webservice:
 
     @staticmethod
     def list(
-        workspace: Workspace, compute_type: str | None = None, tags: Sequence[Any] | Mapping[str, Any] | None = None
+        workspace: Workspace,
+        compute_type: str | None = None,
+        tags: Sequence[Any] | Mapping[str, Any] | None = None,
+        *,
+        model_name: str | None = None,
+        model_id: str | None = None,
+        properties: Sequence[Any] | Mapping[str, Any] | None = None,
+        image_digest: str | None = None,
     ) -> list[Webservice]:
-        """The workspace's services, by name; ``compute_type`` (``LOCAL``...) and ``tags`` (``["k", "k=v"]``
-        or a dict; all must match) filter them."""
+        """The workspace's services, by name, filtered as v1 did: ``compute_type`` (``LOCAL``...), ``tags`` and
+        ``properties`` (``["k", "k=v", [k, v]]`` or a dict; all must match), ``model_name``, ``model_id``
+        (``NAME:VERSION``), ``image_digest``."""
         from packager.registry.names import match_filters
 
         out = []
@@ -135,6 +164,14 @@ class Webservice:
             if compute_type and record.compute_type != compute_type.upper():
                 continue
             if tags and not match_filters(record.tags, tags, "tags"):
+                continue
+            if properties and not match_filters(record.properties, properties, "properties"):
+                continue
+            if model_name and all(m.rpartition(":")[0] != model_name for m in record.models):
+                continue
+            if model_id and model_id not in record.models:
+                continue
+            if image_digest and record.image_digest != image_digest:
                 continue
             out.append(Webservice._from_record(workspace, record))
         return out
@@ -221,6 +258,9 @@ class Webservice:
         if not record.target:
             return record.state
         status = self._target().state(record.target)
+        if record.compute_type == "LOCAL" and status.state == TRANSITIONING and record.state in (HEALTHY, UNHEALTHY):
+            # this container/process was Healthy and stopped answering its readiness probe: Unhealthy (v1's word)
+            status = TargetStatus(UNHEALTHY, status.error or "the service stopped answering its readiness probe")
         if status.state != record.state or status.error != record.error:
             record.state, record.error = status.state, status.error
             with self._store.lock(self.name, wait=False) as held:  # best effort: never wait on a running update
@@ -322,9 +362,9 @@ class Webservice:
         the service with it: the old key stops working."""
         which = str(key).strip().lower()
         if which not in ("primary", "secondary"):
-            raise InvalidInputError(f"key must be 'Primary' or 'Secondary', not {key!r}")
+            raise WebserviceInputError(f"key must be 'Primary' or 'Secondary', not {key!r}")
         if set_key is not None and len(set_key) < 16:
-            raise InvalidInputError("set_key must be at least 16 characters")
+            raise WebserviceInputError("set_key must be at least 16 characters")
         with self._store.lock(self.name):
             record = self._store.read(self.name)
             if record.auth != "key":
@@ -357,11 +397,29 @@ class Webservice:
         models: Sequence[Model | str] | None = None,
         inference_config: InferenceConfig | None = None,
         deployment_config: DeploymentConfig | None = None,
+        wait: bool = False,
         **settings: Any,
     ) -> None:
         """Change the models, the inference config, or deployment settings (``tags=``, ``auth_enabled=``,
         ``port=``...). New models or code rebuild (cached layers) and restart; settings alone restart;
-        tags, properties and description only change the record. Call :meth:`wait_for_deployment` after."""
+        tags, properties and description only change the record. ``wait=True`` (v1's ``LocalWebservice``)
+        waits for Healthy; else call :meth:`wait_for_deployment` after."""
+        if models is None and inference_config is None and deployment_config is None and not settings:
+            raise WebserviceInputError(  # as v1
+                f"No parameters provided to update service {self.name}: give models=, inference_config=, "
+                "deployment_config= or settings such as tags="
+            )
+        self._update(models, inference_config, deployment_config, settings)
+        if wait:
+            self.wait_for_deployment()
+
+    def _update(
+        self,
+        models: Sequence[Model | str] | None,
+        inference_config: InferenceConfig | None,
+        deployment_config: DeploymentConfig | None,
+        settings: dict[str, Any],
+    ) -> None:
         with self._store.lock(self.name):
             record = self._store.read(self.name)
             old_config = configs.deserialize_config(record.deployment_config)
@@ -392,8 +450,7 @@ class Webservice:
             ic = inference_config or _config_of(record.app)
             old_secrets = self._store.read_secrets(self.name)
             keep = old_secrets if record.auth == mode else None
-            new_secrets = _new_secrets(config, mode, keep)
-            self._store.write_secrets(self.name, new_secrets)
+            new_secrets = _new_secrets(config, mode, keep)  # stored by _deploy_into when the service restarts
             record.auth = mode
             target_warnings = _deploy_into(self.workspace, self._store, record, resolved, ic, config, new_secrets,
                                            rebuild=models is not None or inference_config is not None)  # fmt: skip
@@ -584,7 +641,8 @@ def _deploy_into(
     rebuild: bool = True,
     deployment_target: Any = None,
 ) -> list[str]:
-    """Build (when ``rebuild``) and start the service ``record`` describes; writes the record (under the lock).
+    """Build (when ``rebuild``) and start the service ``record`` describes; writes the record and ``secrets``
+    (under the lock) once the target starts it.
 
     Returns the target's warnings (settings it does not honour)."""
     record.models = [m.id for m in models]
@@ -610,10 +668,12 @@ def _deploy_into(
         port = LocalTarget.pick_port(getattr(config, "port", None), previous.get("port"))
         spec = _spec(record, config, secrets)
         spec.port = port
+        LocalTarget.check_port(port, previous)  # nothing changed yet: the running service and its keys stay
+        store.write_secrets(record.name, secrets)  # only now: a failed build leaves the running service's keys
         try:
             deployed = target.deploy(spec, previous=previous or None)
-        except Exception as exc:
-            record.state, record.error = FAILED, str(exc)
+        except BaseException as exc:  # Ctrl-C too: the record says what runs
+            record.state, record.error = FAILED, str(exc) or type(exc).__name__
             store.write(record)
             raise
         _apply(record, deployed)
@@ -630,16 +690,43 @@ def _deploy_into(
         record.image, record.image_digest = _push_image(workspace, record.name, models, inference_config,
                                                         getattr(target, "compute", where))  # fmt: skip
     spec = _spec(record, config, secrets)
+    store.write_secrets(record.name, secrets)  # only now: a failed build or push leaves the running service's keys
     try:
         deployed = target.deploy(spec, previous=previous or None)  # type: ignore[call-arg]
-    except Exception as exc:
+    except BaseException as exc:  # Ctrl-C too
         if previous:  # an update: the service stays, marked Failed
-            record.state, record.error = FAILED, str(exc)
+            record.state, record.error = FAILED, str(exc) or type(exc).__name__
             store.write(record)
         raise
     _apply(record, deployed)
     store.write(record)
     return list(getattr(target, "last_warnings", []))
+
+
+def _preflight(workspace: Workspace, compute_type: str, config: DeploymentConfig, deployment_target: Any) -> None:
+    """Reach the target a deploy will use (Docker engine, kubeconfig, ARM ids, image registry) before anything
+    is stopped or built: an ``overwrite`` that cannot deploy leaves the running service alone."""
+    if compute_type == "LOCAL":
+        from cloud_targets.targets.local import LocalTarget, resolve_mode
+
+        LocalTarget(workspace, workspace.path, resolve_mode(config))  # docker mode: no engine, no deploy
+        return
+    from cloud_targets.targets.registry import remote_target
+
+    target = remote_target(compute_type, config, deployment_target)
+    _image_registry(getattr(target, "compute", deployment_target))
+
+
+def _image_registry(deployment_target: Any) -> str:
+    from cloud_targets.targets.compute import image_registry_of
+
+    registry = image_registry_of(deployment_target)
+    if not registry:
+        raise InvalidInputError(
+            "remote targets pull the image from a registry: pass deployment_target with image_registry, or set "
+            "EDGEPACK_IMAGE_REGISTRY (e.g. myacr.azurecr.io/models)"
+        )
+    return registry
 
 
 def _push_image(
@@ -649,17 +736,11 @@ def _push_image(
     or ``$EDGEPACK_IMAGE_REGISTRY``; returns the reference pinned by digest and the digest."""
     import os
 
-    from cloud_targets.targets.compute import image_registry_of
     from cloud_targets.targets.local.docker_mode import ENV_BASE
     from packager.image import builder
     from packager.image.spec import Platform
 
-    registry = image_registry_of(deployment_target)
-    if not registry:
-        raise InvalidInputError(
-            "remote targets pull the image from a registry: pass deployment_target with image_registry, or set "
-            "EDGEPACK_IMAGE_REGISTRY (e.g. myacr.azurecr.io/models)"
-        )
+    registry = _image_registry(deployment_target)
     tag = f"{int(time.time())}"
     base = None if config.base_image_ref() else os.environ.get(ENV_BASE)
     request = builder.BuildRequest(
@@ -681,5 +762,7 @@ __all__ = [
     "LocalWebservice",
     "Webservice",
     "WebserviceException",
+    "WebserviceInputError",
+    "WebserviceNotFoundError",
     "dumps_public",
 ]

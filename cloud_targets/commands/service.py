@@ -55,6 +55,14 @@ def _echo(text: str) -> None:
     console.print(printable(text), markup=False, soft_wrap=True)
 
 
+def _error_line(name: str, error: str | None) -> str | None:
+    """The error's first line (the rest is log lines: ``service logs`` prints them)."""
+    if not error or not error.strip():
+        return None
+    lines = error.strip().splitlines()
+    return lines[0] + (f" (more with `edgepack service logs {name}`)" if len(lines) > 1 else "")
+
+
 @click.group()
 def service() -> None:
     """Manage deployed web services (Local, ACI, AKS): list, show, logs, run, keys, update, delete."""
@@ -103,7 +111,7 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
         ("name", doc["name"]),
         ("compute type", doc["computeType"]),
         ("state", doc["state"]),
-        ("error", doc.get("error")),
+        ("error", _error_line(name, doc.get("error"))),
         ("scoring URI", doc.get("scoringUri")),
         ("swagger URI", doc.get("swaggerUri")),
         ("models", ", ".join(doc.get("models") or [])),
@@ -141,7 +149,10 @@ def run(ctx: click.Context, name: str, data: str | None, file: str | None, as_js
     """Score: POST the input to the service's /score (with its key or a fresh token) and print the answer."""
     if bool(data) == bool(file):
         raise click.UsageError("give the input with either -d JSON or -f FILE")
-    body = data if data is not None else Path(file or "").read_text(encoding="utf-8")
+    try:
+        body = data if data is not None else Path(file or "").read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidInputError(f"input file {file} is not UTF-8 text ({exc.reason}); give a JSON body") from None
     try:
         json.loads(body)
     except json.JSONDecodeError as exc:
@@ -175,11 +186,23 @@ def keys(ctx: click.Context, name: str, as_json: bool) -> None:
     "--set-key",
     envvar="EDGEPACK_SET_KEY",
     metavar="VALUE",
-    help="The new key (at least 16 characters) [default: a random one; env EDGEPACK_SET_KEY].",
+    help="The new key (at least 16 characters); '-' reads it from stdin, which, like EDGEPACK_SET_KEY, keeps it "
+    "out of the process list [default: a random one].",
 )
 @click.pass_context
 def regen_key(ctx: click.Context, name: str, which: str, set_key: str | None) -> None:
     """Replace a key and restart the service with it: the old key stops working."""
+    from click.core import ParameterSource
+
+    from packager.cli.output import print_warning
+
+    if set_key == "-":
+        set_key = sys.stdin.readline().rstrip("\r\n")
+    elif set_key is not None and ctx.get_parameter_source("set_key") == ParameterSource.COMMANDLINE:
+        print_warning(
+            "--set-key VALUE shows the key in the process list while the command runs; "
+            "use `--set-key -` (reads stdin) or EDGEPACK_SET_KEY"
+        )
     svc = _service(ctx, name)
     with Stages() as stages, stages.stage(f"{name}: replacing the {which.capitalize()} key"):
         svc.regen_key(which.capitalize(), set_key=set_key)

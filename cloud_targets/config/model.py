@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 from cloud_targets.config.errors import DeploymentConfigError
-from cloud_targets.config.rules import NAMESPACE_REGEX, is_valid_namespace, kind_problem
+from cloud_targets.config.rules import NAMESPACE_REGEX, is_valid_namespace, kind_problem, shown
 from cloud_targets.config.schema import COMPUTE_TYPE_KEY, field_kinds, field_paths, label
 
 _C = TypeVar("_C", bound="DeploymentConfig")
@@ -145,7 +145,7 @@ class DeploymentConfig:
         config, _ = deployment_config_from_dict(doc)
         if not isinstance(config, cls):
             raise DeploymentConfigError(
-                f"computeType {doc.get(COMPUTE_TYPE_KEY)!r} does not describe a {cls.__name__}; "
+                f"computeType {shown(doc.get(COMPUTE_TYPE_KEY))} does not describe a {cls.__name__}; "
                 f"use computeType {cls.compute_type!r}"
             )
         return config
@@ -345,7 +345,7 @@ class AksDeploymentConfig(DeploymentConfig):
         problems = super()._problems() + _resource_problems(self)
         if self.namespace and not is_valid_namespace(self.namespace):
             problems.append(
-                f"{self._label('namespace')} {self.namespace!r} must be a valid Kubernetes namespace: up to 63 "
+                f"{self._label('namespace')} {shown(self.namespace)} must be a valid Kubernetes namespace: up to 63 "
                 "lowercase letters, digits and '-', starting and ending with a letter or digit "
                 f"(regex {NAMESPACE_REGEX})"
             )
@@ -384,7 +384,25 @@ class AksDeploymentConfig(DeploymentConfig):
                     problems.append(
                         f"{self._label(name)} provided without enabling autoscaling: set {enable} to true, or remove it"
                     )
+        for name in _INT32_FIELDS:  # Kubernetes stores these as int32: a cluster would refuse the objects
+            value = getattr(self, name)
+            if isinstance(value, int) and value > _INT32_MAX:
+                problems.append(f"{self._label(name)} must be at most {_INT32_MAX} (a Kubernetes int32), not {value}")
         return problems
+
+
+_INT32_MAX = 2**31 - 1
+_INT32_FIELDS = (
+    "num_replicas",
+    "autoscale_min_replicas",
+    "autoscale_max_replicas",
+    "autoscale_refresh_seconds",
+    "period_seconds",
+    "initial_delay_seconds",
+    "timeout_seconds",
+    "success_threshold",
+    "failure_threshold",
+)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from typing import Any
 
 from cloud_targets.config.errors import DeploymentConfigError
 from cloud_targets.config.model import CONFIG_CLASSES, SECRET_FIELDS, DeploymentConfig
-from cloud_targets.config.rules import coerce
+from cloud_targets.config.rules import coerce, shown
 from cloud_targets.config.schema import BY_COMPUTE_TYPE, COMPUTE_TYPE_KEY, Entry, dotted
 
 log = logging.getLogger(__name__)
@@ -131,7 +131,7 @@ def _from_dict(doc: Any, base_dir: str | Path | None) -> tuple[DeploymentConfig,
     raw_type = doc[COMPUTE_TYPE_KEY]
     compute_type = raw_type.strip().upper() if isinstance(raw_type, str) else None
     if compute_type not in CONFIG_CLASSES:
-        raise DeploymentConfigError(f"unknown computeType {raw_type!r}: use one of {_TYPES} (any case)")
+        raise DeploymentConfigError(f"unknown computeType {shown(raw_type)}: use one of {_TYPES} (any case)")
     entries = BY_COMPUTE_TYPE[compute_type]
     kwargs: dict[str, Any] = {}
     warnings: list[str] = []
@@ -146,18 +146,28 @@ def _from_dict(doc: Any, base_dir: str | Path | None) -> tuple[DeploymentConfig,
     return config, warnings + config.unsupported_settings()
 
 
+def _no_constant(name: str) -> Any:
+    raise DeploymentConfigError(f"holds {name}, which is not a number JSON or Azure ML v1 accepts; give a number")
+
+
 def _parse(text: str) -> Any:
-    """v1's ``file_stream_to_object``: YAML first, then JSON."""
+    """v1's ``file_stream_to_object``: YAML first, then JSON. A file that is strict JSON is read as JSON: YAML 1.1
+    would read JSON numbers such as ``1e3`` as strings."""
     import yaml
 
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as exc:
+        json_error = exc
+    except ValueError as exc:  # Python's limit on integer digits
+        raise DeploymentConfigError(f"holds a number too long to read ({str(exc).split(':')[0]}); fix it") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         pass
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise DeploymentConfigError(f"is neither valid YAML nor valid JSON ({exc}); fix the syntax") from None
+    except ValueError as exc:
+        raise DeploymentConfigError(f"holds a number too long to read ({str(exc).split(':')[0]}); fix it") from None
+    raise DeploymentConfigError(f"is neither valid YAML nor valid JSON ({json_error}); fix the syntax")
 
 
 def load_deployment_config(path: str | Path) -> tuple[DeploymentConfig, list[str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -24,13 +25,24 @@ def _suggest_service_name(name: str) -> str | None:
     return cleaned
 
 
+def shown(value: Any, limit: int = 60) -> str:
+    """``value`` for an error message, kept short: a container by its kind and size (a YAML alias bomb is
+    never expanded), long text cut."""
+    if isinstance(value, Mapping | list | tuple | set):
+        return f"a {type(value).__name__} of {len(value)} items"
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 128:
+        return "a number of more than 38 digits"
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def validate_service_name(name: Any) -> str:
     """``name`` when it is a valid web service name (v1's rule), else :class:`DeploymentConfigError`."""
     if isinstance(name, str) and 3 <= len(name) <= 32 and re.fullmatch(SERVICE_NAME_REGEX, name):
         return name
     hint = _suggest_service_name(name) if isinstance(name, str) else None
     raise DeploymentConfigError(
-        f"service name {name!r} is invalid: it must only consist of lowercase letters, numbers, or dashes, start "
+        f"service name {shown(name)} is invalid: it must only consist of lowercase letters, numbers, or dashes, start "
         "with a letter, end with a letter or number, and be between 3 and 32 characters long (Azure ML v1's rule)"
         + (f"; for example {hint!r}" if hint and hint != name else "")
     )
@@ -54,6 +66,8 @@ def kind_problem(value: Any, kind: Kind, what: str, secret: bool = False) -> str
     """Why ``value`` is not of ``kind`` (``None`` when it is, or is ``None``); secrets are never echoed."""
     if value is None:
         return None
+    if kind in ("int", "float") and isinstance(value, float) and not math.isfinite(value):
+        return f"{what} must be a finite number, not {'a float' if secret else value}"
     ok = {
         "bool": isinstance(value, bool),
         "int": isinstance(value, int) and not isinstance(value, bool),
@@ -63,8 +77,8 @@ def kind_problem(value: Any, kind: Kind, what: str, secret: bool = False) -> str
     }[kind]
     if ok:
         return None
-    shown = f"a {type(value).__name__}" if secret else repr(value)
-    return f"{what} must be {_KIND_WORDS[kind]}, not {shown}"
+    text = f"a {type(value).__name__}" if secret else shown(value)
+    return f"{what} must be {_KIND_WORDS[kind]}, not {text}"
 
 
 def coerce(value: Any, kind: Kind, what: str, secret: bool = False) -> Any:
@@ -99,5 +113,6 @@ __all__ = [
     "coerce",
     "is_valid_namespace",
     "kind_problem",
+    "shown",
     "validate_service_name",
 ]

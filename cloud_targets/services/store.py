@@ -134,21 +134,30 @@ class ServiceStore:
     def lock(self, name: str, create: bool = False, wait: bool = True) -> Iterator[Path | None]:
         """Hold the service's lock (exclusive flock); yields its folder. ``create`` makes the folder.
 
-        With ``wait=False`` it yields None at once when another call holds the lock."""
+        With ``wait=False`` it yields None at once when another call holds the lock. A lock won on a lock
+        file that was removed meanwhile (the holder deleted the service) is retaken on the current one."""
         path = self.service_dir(name)
-        if create and not os.path.lexists(path):
-            with contextlib.suppress(FileExistsError):
-                path.mkdir(mode=0o700)
-            _check_private_dir(path)
-        if not path.is_dir():
-            raise self.not_found(name)
-        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        try:
+        while True:
+            if create and not os.path.lexists(path):
+                with contextlib.suppress(FileExistsError):
+                    path.mkdir(mode=0o700)
+                _check_private_dir(path)
+            if not path.is_dir():
+                raise self.not_found(name)
+            try:
+                fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:  # the folder went away between the check and the open
+                continue
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
+                os.close(fd)
                 yield None
                 return
+            if _same_file(fd, path / LOCK_FILE):
+                break
+            os.close(fd)  # the service was removed while we waited: lock the current file (or none)
+        try:
             yield path
         finally:
             os.close(fd)  # releases the lock
@@ -208,6 +217,16 @@ class ServiceStore:
         path = self.service_dir(name)
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    """True when ``path`` still names the file open as ``fd`` (not removed or replaced)."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
 
 
 def _read_nofollow(path: Path, private: bool = False) -> bytes:

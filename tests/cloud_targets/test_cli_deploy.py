@@ -295,3 +295,36 @@ def test_init_failure_exits_1_with_the_log_lines(ws: Workspace, tmp_path: Path, 
     assert r.code == 1
     assert "boom-42" in r.err and "last log lines" in r.err and "edgepack service logs broken" in r.err
     assert run("service", "list", "--json").json()[0]["state"] == "Failed"
+
+
+def test_two_deploys_of_one_name_at_once(tmp_path: Path) -> None:
+    """Two ``edgepack deploy`` processes for the same name: one deploys, the other is refused cleanly
+    (exit 1, "already exists"); one record, one process, both keys working."""
+    import os
+    import subprocess
+    import sys
+
+    ws = Workspace.from_path(tmp_path / "ws", create=True)
+    register(ws, tmp_path, seed=0)
+    ic = write_app(tmp_path)
+    dc = tmp_path / "dc.json"
+    dc.write_text(json.dumps({"computeType": "LOCAL", "authEnabled": True}))
+    env = {**os.environ, "EDGEPACK_WORKSPACE": str(ws.path), "EDGEPACK_LOCAL_MODE": "process",
+           "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(), os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    cmd = [sys.executable, "-c", "import sys; from packager.cli import main; main(sys.argv[1:])",
+           "deploy", "-n", "racing", "-m", "mlp", "--ic", str(ic), "--dc", str(dc), "--json"]  # fmt: skip
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in "ab"]
+    try:
+        results = sorted((p.wait(120), *p.communicate()) for p in procs)
+        (ok, out, _), (refused, _, err) = results
+        assert (ok, refused) == (0, 1) and "already exists" in err, results
+        services = Webservice.list(ws)
+        assert [s.name for s in services] == ["racing"] and services[0].state == "Healthy"
+        assert json.loads(out)["target"]["pid"] == services[0]._record.target["pid"]
+        primary, secondary = services[0].get_keys()
+        assert primary and secondary and services[0].run(body())["tag"] == "v1"
+    finally:
+        for svc in Webservice.list(ws):
+            handle = dict(svc._record.target)
+            svc.delete()
+            assert process.start_time(handle["pid"]) is None

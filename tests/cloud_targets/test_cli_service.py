@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +38,7 @@ def status(url: str, key: str | None) -> int:
     return requests.post(url, data=body(), headers=headers, timeout=30).status_code
 
 
-def test_keys_rotate_and_never_leak(ws: Workspace, tmp_path: Path, run: Run) -> None:
+def test_keys_rotate_and_never_leak(ws: Workspace, tmp_path: Path, run: Run, monkeypatch: pytest.MonkeyPatch) -> None:
     register(ws, tmp_path, seed=0)
     ic = write_app(tmp_path)
     dc = tmp_path / "dc.json"
@@ -76,8 +77,18 @@ def test_keys_rotate_and_never_leak(ws: Workspace, tmp_path: Path, run: Run) -> 
     assert (status(url, primary), status(url, new["primaryKey"]), status(url, secondary)) == (401, 200, 200)
     r = run("service", "regen-key", "keyed", "--key", "secondary", "--set-key", "s" * 24)
     assert r.code == 0, r.err
+    assert "process list" in r.err and "--set-key -" in r.err  # a key on the command line is visible to all
     assert run("service", "keys", "keyed", "--json").json()["secondaryKey"] == "s" * 24
     assert (status(url, secondary), status(url, "s" * 24)) == (401, 200)
+    monkeypatch.setattr("sys.stdin", io.StringIO("t" * 24 + "\n"))
+    r = run("service", "regen-key", "keyed", "--key", "secondary", "--set-key", "-")
+    assert r.code == 0 and "process list" not in r.err, r.err
+    assert run("service", "keys", "keyed", "--json").json()["secondaryKey"] == "t" * 24
+    monkeypatch.setenv("EDGEPACK_SET_KEY", "u" * 24)
+    r = run("service", "regen-key", "keyed", "--key", "secondary")
+    assert r.code == 0 and "process list" not in r.err, r.err
+    assert run("service", "keys", "keyed", "--json").json()["secondaryKey"] == "u" * 24
+    monkeypatch.delenv("EDGEPACK_SET_KEY")
     r = run("service", "regen-key", "keyed", "--key", "Primary", "--set-key", "short")
     assert r.code == 2 and "16 characters" in r.err
     r = run("service", "regen-key", "keyed", "--key", "Tertiary")
@@ -104,6 +115,10 @@ def test_token_reload_and_errors(ws: Workspace, tmp_path: Path, run: Run) -> Non
     assert r.code == 1 and "key auth" in r.err
     r = run("service", "run", "open-svc", "-d", "{not json")
     assert r.code == 2 and "not valid JSON" in r.err
+    binary = tmp_path / "input.bin"
+    binary.write_bytes(b"\x9e\xff\x00" * 100)
+    r = run("service", "run", "open-svc", "-f", binary)
+    assert r.code == 2 and "input.bin" in r.err and "UTF-8" in r.err, r.err
     r = run("service", "run", "open-svc")
     assert r.code == 2 and "-d JSON or -f FILE" in r.err
     r = run("service", "update", "open-svc")
@@ -132,3 +147,17 @@ def test_token_on_a_key_auth_service_is_refused(ws: Workspace, tmp_path: Path, r
     assert run("deploy", "-n", "keyed-only", "-m", "mlp", "--ic", write_app(tmp_path), "--dc", dc).code == 0
     r = run("service", "token", "keyed-only")
     assert r.code == 1 and "token" in r.err.lower(), r.err
+
+
+def test_show_prints_one_error_line(ws: Workspace, tmp_path: Path, run: Run) -> None:
+    """A service whose process exited keeps its last log lines as its error: ``show`` prints the first line
+    and points to ``logs``."""
+    register(ws, tmp_path, seed=0)
+    ic = write_app(tmp_path, init_extra="print('boom-7', flush=True); import os; os._exit(3)")
+    r = run("deploy", "-n", "broken-svc", "-m", "mlp", "--ic", ic)
+    assert r.code == 1 and "exited" in r.err
+    r = run("service", "show", "broken-svc")
+    error = [line for line in r.out.splitlines() if line.startswith("error")]
+    assert r.code == 0 and len(error) == 1 and "\\n" not in error[0], r.out
+    assert "edgepack service logs broken-svc" in error[0]
+    assert "boom-7" in run("service", "logs", "broken-svc").out

@@ -113,12 +113,9 @@ class LocalTarget:
     def deploy(self, spec: ServiceSpec, previous: Mapping[str, Any] | None = None) -> Deployed:
         """Start the service (stopping ``previous``, the handle of the one it replaces, first)."""
         port = spec.port
+        self.check_port(port, previous)  # before the running service is stopped
         if previous:
             self.delete(previous, keep_content=spec.image)
-        elif port_in_use(port):
-            raise InvalidInputError(
-                f"port {port} is in use: give another one (LocalWebservice.deploy_configuration(port=...))"
-            )
         env = {**spec.env, **spec.secrets}
         if self.mode == "docker":
             handle = docker_mode.run(self._client, spec.name, spec.image, port, env)
@@ -186,6 +183,14 @@ class LocalTarget:
             if self._client is None:
                 raise EdgepackError("the service runs in Docker, but no Docker engine answers: start dockerd")
         return self._client
+
+    @staticmethod
+    def check_port(port: int, previous: Mapping[str, Any] | None = None) -> None:
+        """Refuse a port another program listens on (the service's own current port is fine)."""
+        if (not previous or int(previous.get("port") or 0) != port) and port_in_use(port):
+            raise InvalidInputError(
+                f"port {port} is in use: give another one (LocalWebservice.deploy_configuration(port=...))"
+            )
 
     @staticmethod
     def pick_port(requested: int | None, previous: int | None = None) -> int:

@@ -157,8 +157,21 @@ def tail(service_dir: Path, num_lines: int = 5000) -> str:
     except OSError:
         return ""
     with os.fdopen(fd, "rb") as fh:
-        lines = fh.read().decode("utf-8", "replace").splitlines()
+        data = _read_tail(fh, num_lines)
+    lines = data.decode("utf-8", "replace").splitlines()
     return "\n".join(lines[-num_lines:]) + ("\n" if lines else "")
+
+
+def _read_tail(fh: Any, num_lines: int, block: int = 1 << 16) -> bytes:
+    """The end of ``fh`` holding at least ``num_lines`` lines (the log only grows: never read all of it)."""
+    end = fh.seek(0, os.SEEK_END)
+    pos, data = end, b""
+    while pos > 0 and data.count(b"\n") <= num_lines:
+        step = min(block, pos)
+        pos -= step
+        fh.seek(pos)
+        data = fh.read(step) + data
+    return data if pos == 0 else data[data.index(b"\n") + 1 :]  # drop the partial first line
 
 
 __all__ = ["alive", "log_path", "start", "start_time", "status", "stop", "tail"]

@@ -88,6 +88,18 @@ def test_aks_numbers_must_be_positive(field: str, value: int):
     assert f"{field} (" in msg and f"must be greater than zero, not {value}" in msg
 
 
+@pytest.mark.parametrize(
+    ("field", "extra"),
+    [("num_replicas", {}), ("period_seconds", {}), ("failure_threshold", {}),
+     ("autoscale_max_replicas", {"autoscale_enabled": True})],
+)  # fmt: skip
+def test_aks_int32_fields_are_bounded(field: str, extra: dict):
+    """A cluster stores these as int32: a larger value is refused before an image is built and pushed."""
+    msg = refused(aks_deploy_configuration, **{field: 2**31, **extra})
+    assert f"{field} (" in msg and "must be at most 2147483647" in msg
+    aks_deploy_configuration(**{field: 2**31 - 1, **extra}).validate()
+
+
 @pytest.mark.parametrize("field", ["cpu_cores", "memory_gb", "scoring_timeout_ms", "max_request_wait_time"])
 def test_aci_and_local_numbers_must_be_positive(field: str):
     assert "must be greater than zero, not 0" in refused(aci_deploy_configuration, **{field: 0})

@@ -151,6 +151,25 @@ def test_yaml_first_then_json_as_v1(tmp_path: Path):
     # YAML in a .json file is read too (v1 did not look at the extension)
     config, _ = load_deployment_config(write(tmp_path, "yaml.json", "computeType: local\nport: 8890\n"))
     assert isinstance(config, LocalDeploymentConfig) and config.port == 8890
+    # JSON numbers YAML 1.1 reads as strings (an exponent without a dot) are numbers
+    text = '{"computeType": "ACI", "containerResourceRequirements": {"cpu": 5e-1, "memoryInGB": 2E0}}'
+    config, _ = load_deployment_config(write(tmp_path, "exp.json", text))
+    assert (config.cpu_cores, config.memory_gb) == (0.5, 2.0)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"computeType": "ACI", "containerResourceRequirements": {"cpu": NaN}}',
+        '{"computeType": "ACI", "containerResourceRequirements": {"cpu": Infinity}}',
+        '{"computeType": "ACI", "containerResourceRequirements": {"cpu": 1e400}}',
+        "computeType: ACI\ncontainerResourceRequirements: {cpu: .nan}\n",
+        "computeType: AKS\nautoScaler: {autoscaleEnabled: true, targetUtilization: .inf}\n",
+    ],
+)
+def test_non_finite_numbers_are_refused(tmp_path: Path, text: str):
+    with pytest.raises(DeploymentConfigError, match=r"(cpu|targetUtilization) must be a finite number|holds (NaN|In)"):
+        load_deployment_config(write(tmp_path, "dc.json", text))
 
 
 @pytest.mark.parametrize("spelling", ["LOCAL", "local", "Local", " local "])
@@ -333,3 +352,28 @@ def test_bad_files(tmp_path: Path):
         load_deployment_config(tmp_path / "binary.json")
     with pytest.raises(DeploymentConfigError, match="does not exist"):
         load_deployment_config(tmp_path)  # a folder
+
+
+@pytest.mark.parametrize("key", ["properties", "description", "namespace", "computeType", "tags"])
+def test_yaml_alias_bombs_are_not_expanded_into_messages(tmp_path: Path, key: str):
+    """safe_load shares aliased nodes (millions of items, little memory); an error message must not expand
+    them (a repr of the value would take minutes and gigabytes)."""
+    lines = ['l0: &l0 ["x", "x", "x", "x", "x", "x", "x", "x", "x"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 8)]
+    lines += [] if key == "computeType" else ["computeType: AKS"]
+    lines += [f"{key}: {{x: *l7}}" if key == "tags" else f"{key}: *l7"]
+    with pytest.raises(DeploymentConfigError) as info:
+        load_deployment_config(write(tmp_path, "bomb.yml", "\n".join(lines) + "\n"))
+    assert len(str(info.value)) < 400 and key.split(".")[0] in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["big.json", "big.yml"])
+def test_numbers_too_long_to_read(tmp_path: Path, name: str):
+    digits = "9" * 5000
+    text = (
+        f'{{"computeType": "LOCAL", "port": {digits}}}'
+        if name.endswith("json")
+        else f"computeType: LOCAL\nport: {digits}\n"
+    )
+    with pytest.raises(DeploymentConfigError, match="holds a number too long to read"):
+        load_deployment_config(write(tmp_path, name, text))

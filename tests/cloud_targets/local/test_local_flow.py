@@ -88,8 +88,8 @@ def test_deploy_run_update_delete(mode: str, ws: Workspace, tmp_path: Path) -> N
     v2 = register(ws, tmp_path, seed=1)
     assert not np.allclose(expected(v1), expected(v2))
     first = dict(service._record.target)
-    service.update(models=[v2])
-    service.wait_for_deployment(timeout_sec=300)
+    service.update(models=[v2], wait=True)  # v1's LocalWebservice.update(..., wait=True)
+    assert service.state == "Healthy"
     got = service.run(body())
     np.testing.assert_allclose(np.array(got["output"]), expected(v2), rtol=1e-5, atol=1e-6)
     assert Webservice(ws, "digits-local").models == ["mlp:2"]
@@ -210,9 +210,23 @@ def test_metadata_update_and_token_auth_refused(ws: Workspace, tmp_path: Path, m
     with pytest.raises(WebserviceException, match="token auth"):
         service.get_token()
     pid = service._record.target["pid"]
+    with pytest.raises(WebserviceException, match="No parameters provided to update"):  # as v1
+        service.update()
+    # v1 code catches WebserviceException: a missing service, a bad name, a bad key kind (also exit code 2)
+    for name in ("missing", "Not_A_Name"):
+        with pytest.raises(WebserviceException, match=r"missing|between 3 and 32"):
+            Webservice(ws, name).delete()
+    with pytest.raises(WebserviceException, match="'Primary' or 'Secondary'") as bad_key:
+        service.regen_key("Tertiary")
+    assert isinstance(bad_key.value, InvalidInputError) and bad_key.value.exit_code == 2
     service.update(tags={"stage": "prod"}, description="promoted")  # metadata only: no restart
     assert Webservice(ws, "tagged").tags == {"stage": "prod"}
     assert Webservice.list(ws, tags=["stage=prod"])[0].description == "promoted"
+    # v1's other filters
+    assert [s.name for s in Webservice.list(ws, tags=[["stage", "prod"]], model_name="mlp")] == ["tagged"]
+    assert [s.name for s in Webservice.list(ws, model_id=model.id)] == ["tagged"]
+    assert Webservice.list(ws, model_name="other") == [] and Webservice.list(ws, model_id="mlp:99") == []
+    assert Webservice.list(ws, properties=["missing"]) == [] and Webservice.list(ws, tags={"stage": "dev"}) == []
     assert Webservice(ws, "tagged")._record.target["pid"] == pid
     with pytest.raises(InvalidInputError, match="no setting cpu_cores"):
         service.update(cpu_cores=2)
@@ -220,3 +234,138 @@ def test_metadata_update_and_token_auth_refused(ws: Workspace, tmp_path: Path, m
     with pytest.raises(InvalidInputError, match="only available on AKS"):
         service.update(token_auth_enabled=True)
     assert Webservice(ws, "tagged")._record.target["pid"] == pid and Webservice(ws, "tagged").auth_enabled
+
+
+def test_interrupted_overwrite_leaves_no_service_or_process(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the replacement is staged (a KeyboardInterrupt raised from the file copy): the old service
+    is stopped and no half-made record is left (none whose auth disagrees with its secrets)."""
+    import shutil
+
+    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
+    model = register(ws, tmp_path, seed=0)
+    ic = InferenceConfig.load(write_app(tmp_path))
+    service = Model.deploy(ws, "ctrl-c", [model], ic, LocalWebservice.deploy_configuration(auth_enabled=True))
+    service.wait_for_deployment(timeout_sec=60)
+    first = dict(service._record.target)
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(shutil, "copyfile", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            Model.deploy(ws, "ctrl-c", [model], ic, LocalWebservice.deploy_configuration(), overwrite=True)
+    assert gone(first)
+    assert Webservice.list(ws) == []
+    assert not (ws.path / "services" / "ctrl-c").exists()
+    again = Model.deploy(ws, "ctrl-c", [model], ic)  # the name is free again
+    again.wait_for_deployment(timeout_sec=60)
+    assert again.run(body())["tag"] == "v1"
+
+
+def test_failed_update_keeps_the_running_service_and_its_keys(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An update that fails before anything restarts (here: staging the new code) changes neither the record
+    nor the keys: the old service still answers with the keys `get_keys` gives."""
+    import shutil
+
+    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
+    v1 = register(ws, tmp_path, seed=0)
+    ic = InferenceConfig.load(write_app(tmp_path))
+    service = Model.deploy(ws, "kept", [v1], ic, LocalWebservice.deploy_configuration(auth_enabled=True))
+    service.wait_for_deployment(timeout_sec=60)
+    keys = service.get_keys()
+    v2 = register(ws, tmp_path, seed=1)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    for settings in ({"auth_enabled": False}, {"primary_key": "k" * 20}):
+        with monkeypatch.context() as patch:
+            patch.setattr(shutil, "copyfile", broken)
+            with pytest.raises(OSError, match="No space"):
+                service.update(models=[v2], **settings)
+        again = Webservice(ws, "kept")
+        assert again.auth_enabled and again.get_keys() == keys
+        assert again.run(body())["tag"] == "v1"
+
+
+def test_update_onto_a_busy_port_keeps_the_service(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
+    model = register(ws, tmp_path, seed=0)
+    ic = InferenceConfig.load(write_app(tmp_path))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(InvalidInputError, match=f"port {port} is in use"):
+            Model.deploy(ws, "busy", [model], ic, LocalWebservice.deploy_configuration(port=port))
+        assert Webservice.list(ws) == []
+        service = Model.deploy(ws, "busy", [model], ic)
+        service.wait_for_deployment(timeout_sec=60)
+        pid = service._record.target["pid"]
+        keys = service.get_keys() if service.auth_enabled else None
+        with pytest.raises(InvalidInputError, match=f"port {port} is in use"):
+            service.update(port=port, auth_enabled=True)
+        assert ServiceStore(ws).read("busy").error is None
+        again = Webservice(ws, "busy")
+        assert again.state == "Healthy" and again._record.target["pid"] == pid
+        assert not again.auth_enabled and keys is None  # the refused update changed nothing
+        assert again.run(body())["tag"] == "v1"
+
+
+def test_overwrite_onto_an_unreachable_target_keeps_the_service(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``overwrite=True`` with an AKS config whose cluster cannot be reached (no kubeconfig) fails before the
+    running LOCAL service is stopped."""
+    from cloud_targets import AksWebservice
+    from packager.errors import EdgepackError
+
+    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.delenv("EDGEPACK_IMAGE_REGISTRY", raising=False)
+    model = register(ws, tmp_path, seed=0)
+    ic = InferenceConfig.load(write_app(tmp_path))
+    service = Model.deploy(ws, "moving", [model], ic)
+    service.wait_for_deployment(timeout_sec=60)
+    pid = service._record.target["pid"]
+    with pytest.raises(EdgepackError, match="kubeconfig"):
+        Model.deploy(ws, "moving", [model], ic, AksWebservice.deploy_configuration(), overwrite=True)
+    again = Webservice(ws, "moving")
+    assert again.compute_type == "LOCAL" and again._record.target["pid"] == pid
+    assert again.state == "Healthy" and again.run(body())["tag"] == "v1"
+
+
+def test_a_healthy_service_that_stops_answering_is_unhealthy(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """v1's states: a running service that was Healthy and no longer answers is Unhealthy (not Transitioning),
+    and Healthy again when it answers."""
+    import signal
+
+    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
+    model = register(ws, tmp_path, seed=0)
+    service = Model.deploy(ws, "frozen", [model], InferenceConfig.load(write_app(tmp_path)))
+    service.wait_for_deployment(timeout_sec=60)
+    pid = service._record.target["pid"]
+    os.killpg(pid, signal.SIGSTOP)
+    try:
+        assert Webservice(ws, "frozen").state == "Unhealthy"
+        assert Webservice.list(ws)[0].serialize()["state"] == "Unhealthy"  # stored for list/show
+    finally:
+        os.killpg(pid, signal.SIGCONT)
+    assert Webservice(ws, "frozen").state == "Healthy"
+    with pytest.raises(WebserviceException, match="still Unhealthy"):
+        os.killpg(pid, signal.SIGSTOP)
+        try:
+            Webservice(ws, "frozen").wait_for_deployment(timeout_sec=1)
+        finally:
+            os.killpg(pid, signal.SIGCONT)

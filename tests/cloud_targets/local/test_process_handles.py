@@ -37,3 +37,19 @@ def test_stop_ends_the_whole_group(tmp_path: Path) -> None:
 def test_local_target_is_a_target(tmp_path: Path) -> None:
     target = LocalTarget(Workspace.from_path(tmp_path / "ws"), tmp_path / "svc", mode="process")
     assert isinstance(target, Target)
+
+
+def test_tail_reads_only_the_end_of_a_big_log(tmp_path: Path) -> None:
+    """A long-running service's log only grows: ``logs``/``state`` read its end, not the whole file (a sparse
+    1 GiB file here: reading it all would take a gigabyte of memory)."""
+    log = process.log_path(tmp_path)
+    log.parent.mkdir(mode=0o700)
+    with open(log, "wb") as fh:
+        fh.seek(1 << 30)
+        fh.write(b"".join(f"line {i}\n".encode() for i in range(100_000)))
+    assert process.tail(tmp_path, 3) == "line 99997\nline 99998\nline 99999\n"
+    assert process.tail(tmp_path, 20_000).splitlines()[0] == "line 80000"
+    small = tmp_path / "small"
+    process.log_path(small).parent.mkdir(parents=True)
+    process.log_path(small).write_bytes(b"one\ntwo")
+    assert process.tail(small, 5) == "one\ntwo\n" and process.tail(small, 1) == "two\n"

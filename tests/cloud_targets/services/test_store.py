@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -82,3 +84,33 @@ def test_concurrent_read_modify_write_loses_nothing(workspace: Workspace) -> Non
         p.join(60)
         assert p.exitcode == 0
     assert store.read("counter").properties["n"] == "100"
+
+
+def test_a_lock_held_on_a_removed_service_is_not_shared(workspace: Workspace) -> None:
+    """A deploy that fails removes the service's folder (and its lock file) while another waits on that lock:
+    the waiter must not then run alongside a third call that made a fresh folder and lock."""
+    store = ServiceStore(workspace)
+    waiter_in = threading.Event()
+    waiter_release = threading.Event()
+    result: dict[str, object] = {}
+
+    def waiter() -> None:
+        with store.lock("gone", create=True) as path:
+            result["path"] = path
+            waiter_in.set()
+            waiter_release.wait(10)
+
+    with store.lock("gone", create=True):
+        thread = threading.Thread(target=waiter)
+        thread.start()
+        time.sleep(0.3)  # the waiter blocks on the old lock file
+        store.remove("gone")  # what a failed first deploy does
+    assert waiter_in.wait(10)
+    # the waiter now holds the lock: a third caller must not get it at the same time
+    with store.lock("gone", create=True, wait=False) as third:
+        assert third is None
+    waiter_release.set()
+    thread.join(10)
+    assert result["path"] == store.service_dir("gone") and store.service_dir("gone").is_dir()
+    with store.lock("gone", wait=False) as again:
+        assert again is not None
