@@ -95,7 +95,8 @@ def _check_private_dir(path: Path) -> None:
     try:
         st = os.lstat(path)
     except FileNotFoundError:
-        path.mkdir(mode=0o700)
+        with contextlib.suppress(FileExistsError):  # another call may make it at the same moment
+            path.mkdir(mode=0o700)
         st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         raise EdgepackError(
