@@ -1,0 +1,152 @@
+"""Bit-accurate dot products of quantized layers (numpy only): what a Dense or Conv computes on the
+hardware for each number format. Rows of ``x`` ``(R, K)`` against weights ``(M, K)`` (``K`` the
+dot-product dimension; for a convolution the im2col patch in ``(kh, kw, C)`` order, channels last as
+hls4ml and Brainwave lay it out).
+
+- **fixed** (as hls4ml's Dense/Conv with ``ap_fixed``): every product of an input code and a weight code
+  is exact (``ap_fixed<Wx+Ww, Ix+Iw>``), cast to the accumulator type, and summed into an accumulator
+  that starts at the bias cast to the accumulator type; the sum is cast to the result type with its
+  rounding and overflow modes. Without an accumulator type the accumulator is wide enough to be exact
+  (nothing is rounded or wrapped before the result cast). With ``accum<W,I,Q,O>``: each product and the
+  bias are cast with ``Q``/``O``; ``AP_WRAP`` sums are modular (order free); saturating modes saturate
+  after each addition, in input order ``k = 0..K-1`` as hls4ml's loop does.
+- **int8** (as onnxruntime's QLinearMatMul/QLinearConv): ``acc = sum((x - zx) * w) + bias`` in int32
+  (wrapping), then ``y = clip(round_half_even(float32(acc) * float32(float32(sx * sw) / sy)) + zy)``.
+- **bfp** (MSFP/Brainwave): inputs and weights are quantized in blocks of ``k`` along ``K``; per block the
+  mantissa products are summed exactly as integers and scaled by the two shared exponents; the block
+  results are accumulated in float32 in block order and the float32 bias added last. (Brainwave's
+  vector units work in float16; we accumulate in float32, so results are slightly better than float16
+  hardware would give.)
+
+Integer matrix products run on BLAS in float32 or float64 whenever every partial sum provably fits the
+mantissa (``max|a| * max|b| * K < 2**24`` or ``2**53``), which makes them exact; int64 otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import bfp, fixed
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b.T`` for integer-valued ``a (R, K)`` and ``b (M, K)``, exact, as int64."""
+    k = a.shape[-1]
+    amax = float(np.abs(a).max()) if a.size else 0.0
+    bmax = float(np.abs(b).max()) if b.size else 0.0
+    bound = amax * bmax * max(k, 1)
+    if bound < 2.0**24:
+        return (a.astype(np.float32) @ b.astype(np.float32).T).astype(np.int64)
+    if bound < 2.0**53:
+        return (a.astype(np.float64) @ b.astype(np.float64).T).astype(np.int64)
+    if bound < 2.0**62:
+        return a.astype(np.int64) @ b.astype(np.int64).T
+    raise ValueError(f"integer dot product of {k} terms can reach {bound:.3g}, beyond int64: use narrower formats")
+
+
+def cast_fixed(codes: np.ndarray, frac: int, fmt: dict) -> np.ndarray:
+    """Codes with ``frac`` fractional bits converted to the fixed type ``fmt`` (its rounding and overflow)."""
+    if np.abs(codes).max(initial=0) >= 2**53:
+        raise ValueError("a fixed-point value wider than 53 bits cannot be emulated: use a narrower accumulator")
+    return fixed.quantize(
+        np.ldexp(codes.astype(np.float64), -frac),
+        fmt["width"],
+        fmt["integer"],
+        fmt["rounding"],
+        fmt["overflow"],
+        fmt.get("signed", True),
+    )
+
+
+def frac_bits(fmt: dict) -> int:
+    return int(fmt["width"]) - int(fmt["integer"])
+
+
+def _wrap(codes: np.ndarray, width: int) -> np.ndarray:
+    modulus = np.int64(1) << width
+    codes = codes & (modulus - 1)
+    return np.where(codes >= (modulus >> 1), codes - modulus, codes)
+
+
+def fixed_dot(
+    x: np.ndarray,
+    x_frac: int,
+    w: np.ndarray,
+    w_frac: int,
+    b: np.ndarray,
+    b_frac: int,
+    accum: dict | None = None,
+    chunk: int = 256,
+) -> tuple[np.ndarray, int]:
+    """Accumulator codes ``(R, M)`` and their fractional bits for input codes ``x (R, K)``, weight codes
+    ``w (M, K)`` and bias codes ``b (M,)`` (see the module docstring)."""
+    x = np.asarray(x, np.int64)
+    w = np.asarray(w, np.int64)
+    b = np.asarray(b, np.int64)
+    p_frac = x_frac + w_frac
+    if accum is None:
+        a_frac = max(p_frac, b_frac)
+        return (exact_matmul(x, w) << (a_frac - p_frac)) + (b << (a_frac - b_frac)), a_frac
+    a_frac, width = frac_bits(accum), int(accum["width"])
+    bias = cast_fixed(b, b_frac, accum)
+    if a_frac >= p_frac and accum["overflow"] == "AP_WRAP":
+        return _wrap(bias + (exact_matmul(x, w) << (a_frac - p_frac)), width), a_frac
+    out = np.empty((x.shape[0], w.shape[0]), np.int64)
+    for start in range(0, x.shape[0], chunk):
+        rows = x[start : start + chunk]
+        products = cast_fixed(rows[:, None, :] * w[None, :, :], p_frac, accum)  # (r, M, K)
+        if accum["overflow"] == "AP_WRAP":
+            out[start : start + chunk] = _wrap(bias + products.sum(axis=-1), width)
+            continue
+        acc = np.broadcast_to(bias, products.shape[:2]).copy()
+        for k in range(products.shape[-1]):
+            acc = cast_fixed(acc + products[..., k], a_frac, accum)
+        out[start : start + chunk] = acc
+    return out, a_frac
+
+
+def int8_dot(
+    x: np.ndarray,
+    x_scale: float,
+    x_zero: int,
+    w: np.ndarray,
+    w_scale: np.ndarray,
+    b: np.ndarray | None,
+    y_scale: float,
+    y_zero: int,
+) -> np.ndarray:
+    """int8 output codes ``(R, M)`` as onnxruntime's QLinearMatMul/QLinearConv compute them."""
+    acc = exact_matmul(np.asarray(x, np.int64) - int(x_zero), np.asarray(w, np.int64))
+    if b is not None:
+        acc = acc + np.asarray(b, np.int64)
+    acc = _wrap(acc, 32).astype(np.int32)
+    scale = (np.float32(x_scale) * np.asarray(w_scale, np.float32)) / np.float32(y_scale)
+    y = np.rint(acc.astype(np.float32) * scale.astype(np.float32))
+    return (np.clip(y, -128 - int(y_zero), 127 - int(y_zero)) + int(y_zero)).astype(np.int8)
+
+
+def _blocked(a: np.ndarray, block_size: int) -> np.ndarray:
+    rows, k = a.shape
+    n_blocks = -(-k // block_size)
+    if n_blocks * block_size != k:
+        a = np.concatenate([a, np.zeros((rows, n_blocks * block_size - k), a.dtype)], axis=1)
+    return a.reshape(rows, n_blocks, block_size)
+
+
+def bfp_dot(x: np.ndarray, w_mant: np.ndarray, w_exp: np.ndarray, bias: np.ndarray | None, params: dict) -> np.ndarray:
+    """float32 ``(R, M)``: float inputs ``x (R, K)`` quantized to BFP along ``K``, against weight mantissas
+    ``(M, K)`` and exponents ``(M, n_blocks)`` in the same format (see the module docstring)."""
+    k, m = int(params["block_size"]), int(params["mantissa_bits"])
+    x_mant, x_exp = bfp.quantize(x, -1, k, m, int(params["exponent_bits"]), params.get("rounding", "nearest_even"), "x")
+    xb, wb = _blocked(x_mant, k), _blocked(np.asarray(w_mant), k)
+    exact = np.float32 if float((1 << m) - 1) ** 2 * k < 2.0**24 else np.float64
+    xb, wb = xb.astype(exact), wb.astype(exact)
+    x_exp, w_exp = np.asarray(x_exp, np.int64), np.asarray(w_exp, np.int64)
+    acc = np.zeros((x.shape[0], wb.shape[0]), np.float32)
+    for block in range(xb.shape[1]):
+        partial = (xb[:, block] @ wb[:, block].T).astype(np.float64)
+        shift = x_exp[:, block, None] + w_exp[None, :, block] - 2 * (m - 1)
+        acc += np.ldexp(partial, shift).astype(np.float32)
+    if bias is not None:
+        acc += np.asarray(bias, np.float32)
+    return acc
