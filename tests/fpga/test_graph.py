@@ -18,7 +18,7 @@ def _conv_bn() -> tuple[Builder, object]:
 
 
 def test_batchnorm_folds_into_the_conv_exactly() -> None:
-    b, model = _conv_bn()
+    _, model = _conv_bn()
     graph = load_graph(model)
     assert [(lay.op, lay.source) for lay in graph.layers] == [("Conv", ["conv1", "batchnormalization2"])]
     init = {t.name: onnx_array(t) for t in model.graph.initializer}

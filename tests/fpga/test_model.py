@@ -57,8 +57,8 @@ def test_fixed_precision_follows_the_ranges_and_the_output_is_safe() -> None:
     compiled = compile_onnx(every_op_model(), "fixed<12,4>", calibration=X)
     layers = {lay["name"]: lay for lay in compiled.report["layers"]}
     ranges = compiled.report["ranges"]
-    for name, lay in layers.items():
-        out = compiled.program.spec["layers"][list(layers).index(name)]["output"]
+    for spec in compiled.program.spec["layers"]:
+        name, out = spec["name"], spec["output"]
         fmt = compiled.program.tensors[out]
         amax = max(abs(v) for v in ranges[out])
         assert 2 ** (fmt["integer"] - 1) > amax, (name, fmt, amax)
