@@ -11,7 +11,8 @@ topological order, then normalises it:
 - ``BatchNormalization`` that only follows a ``Conv`` or ``Dense`` is folded into its weights and bias
   (``w * s``, ``(b - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``, in float64, rounded once
   to float32);
-- ``Constant`` nodes become constants of the layers that read them.
+- ``Constant`` nodes become constants of the layers that read them; Identity, inference Dropout and
+  float-to-float Cast nodes are dropped (their readers read their input).
 """
 
 from __future__ import annotations
@@ -85,7 +86,9 @@ def load_graph(model: str | Path | onnx.ModelProto, fold: bool = True) -> Graph:
     proto = load_model(model)
     inferred = shape_inference.infer_shapes(proto)
     shapes: dict[str, tuple[int | str | None, ...]] = {}
+    types: dict[str, int] = {}
     for info in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+        types[info.name] = info.type.tensor_type.elem_type
         dims = info.type.tensor_type.shape.dim
         shapes[info.name] = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in dims)
     constants = {init.name: numpy_helper.to_array(init) for init in proto.graph.initializer}
@@ -105,10 +108,25 @@ def load_graph(model: str | Path | onnx.ModelProto, fold: bool = True) -> Graph:
     graph_inputs = [i.name for i in proto.graph.input if i.name not in constants]
     graph = Graph(layers, graph_inputs, [o.name for o in proto.graph.output], shapes, inferred)
     if fold:
+        _drop_no_ops(graph, types)
         _to_dense(graph)
         _fold_bias_add(graph)
         _fold_batchnorm(graph)
     return graph
+
+
+def _drop_no_ops(graph: Graph, types: dict[str, int]) -> None:
+    """Remove Identity, inference Dropout and float-to-float Cast (skl2onnx starts with one), rewiring
+    their readers to their input; nodes producing a model output stay."""
+    float32 = onnx.TensorProto.FLOAT
+    for layer in list(graph.layers):
+        no_op = layer.op == "Identity" or (layer.op == "Dropout" and not layer.extra_outputs and len(layer.inputs) == 1)
+        no_op |= layer.op == "Cast" and layer.attrs.get("to") == float32 and types.get(layer.inputs[0]) == float32
+        if not no_op or len(layer.inputs) != 1 or layer.output in graph.outputs:
+            continue
+        for reader in graph.layers:
+            reader.inputs = [layer.inputs[0] if name == layer.output else name for name in reader.inputs]
+        graph.layers.remove(layer)
 
 
 def _to_dense(graph: Graph) -> None:
