@@ -126,6 +126,7 @@ def int8_dot(
 
 
 def _blocked(a: np.ndarray, block_size: int) -> np.ndarray:
+    """``(R, K)`` zero-padded and split to ``(R, n_blocks, block_size)``."""
     rows, k = a.shape
     n_blocks = -(-k // block_size)
     if n_blocks * block_size != k:
@@ -133,20 +134,76 @@ def _blocked(a: np.ndarray, block_size: int) -> np.ndarray:
     return a.reshape(rows, n_blocks, block_size)
 
 
-def bfp_dot(x: np.ndarray, w_mant: np.ndarray, w_exp: np.ndarray, bias: np.ndarray | None, params: dict) -> np.ndarray:
-    """float32 ``(R, M)``: float inputs ``x (R, K)`` quantized to BFP along ``K``, against weight mantissas
-    ``(M, K)`` and exponents ``(M, n_blocks)`` in the same format (see the module docstring)."""
+def _bfp_float32(x: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """``bfp.quantize`` of float32 rows in float32 arithmetic, blocked: mantissas ``(R, n_blocks, k)``
+    (float32) and exponents ``(R, n_blocks)``; None when a nonzero block's exponent is below -100
+    (scaling by ``2**(m-1-E)`` could overflow float32: the float64 kernel handles it). Exact: the scalings are by
+    powers of two and ``rint``/``trunc`` are exact in float32, so the codes equal the kernel's."""
+    k, m, e_bits = int(params["block_size"]), int(params["mantissa_bits"]), int(params["exponent_bits"])
+    if not np.isfinite(x).all():
+        return None  # the kernel raises the error naming the problem
+    blocks = _blocked(x, k)
+    block_max = np.abs(blocks).max(axis=-1)
+    e_min, e_max = bfp.exponent_range(e_bits)
+    shared = np.where(block_max > 0, np.frexp(block_max)[1].astype(np.int64) - 1, e_min)
+    shared = np.clip(shared, e_min, e_max)
+    if m > 24 or (shared.size and np.where(block_max > 0, shared, 0).min() < -100):
+        return None
+    step = np.maximum(shared, -100)  # all-zero blocks: any scaling gives zeros
+    scaled = blocks * np.ldexp(np.float32(1), (m - 1 - step).astype(np.int32))[..., None].astype(np.float32)
+    if params.get("rounding", "nearest_even") == "nearest_even":
+        np.rint(scaled, out=scaled)
+    else:
+        np.trunc(scaled, out=scaled)
+    limit = np.float32((1 << m) - 1)
+    np.clip(scaled, -limit, limit, out=scaled)
+    return scaled, shared
+
+
+def bfp_weights(w_mant: np.ndarray, w_exp: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Weights prepared for ``bfp_dot``: mantissas ``(n_blocks, k, M)``, ``2**(E_w - 2(m-1))``
+    ``(n_blocks, 1, M)`` and whether float32 holds those scales exactly."""
     k, m = int(params["block_size"]), int(params["mantissa_bits"])
-    x_mant, x_exp = bfp.quantize(x, -1, k, m, int(params["exponent_bits"]), params.get("rounding", "nearest_even"), "x")
-    xb, wb = _blocked(x_mant, k), _blocked(np.asarray(w_mant), k)
     exact = np.float32 if float((1 << m) - 1) ** 2 * k < 2.0**24 else np.float64
-    xb, wb = xb.astype(exact), wb.astype(exact)
-    x_exp, w_exp = np.asarray(x_exp, np.int64), np.asarray(w_exp, np.int64)
-    acc = np.zeros((x.shape[0], wb.shape[0]), np.float32)
-    for block in range(xb.shape[1]):
-        partial = (xb[:, block] @ wb[:, block].T).astype(np.float64)
-        shift = x_exp[:, block, None] + w_exp[None, :, block] - 2 * (m - 1)
-        acc += np.ldexp(partial, shift).astype(np.float32)
+    blocks = _blocked(np.asarray(w_mant, np.float64), k)  # (M, nb, k)
+    scale = np.ldexp(1.0, np.asarray(w_exp, np.int64) - 2 * (m - 1))  # (M, nb)
+    scale = np.ascontiguousarray(scale.T[:, None, :])
+    fits = exact is np.float32 and bool(np.array_equal(scale.astype(np.float32).astype(np.float64), scale))
+    return np.ascontiguousarray(blocks.transpose(1, 2, 0).astype(exact)), scale, fits
+
+
+def bfp_dot(
+    x: np.ndarray,
+    w_mant: np.ndarray,
+    w_exp: np.ndarray,
+    bias: np.ndarray | None,
+    params: dict,
+    prepared: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """float32 ``(R, M)``: float inputs ``x (R, K)`` quantized to BFP along ``K``, against weight mantissas
+    ``(M, K)`` and exponents ``(M, n_blocks)`` in the same format (see the module docstring).
+    ``prepared``: ``bfp_weights(w_mant, w_exp, params)``, computed once per layer."""
+    k, m = int(params["block_size"]), int(params["mantissa_bits"])
+    w_blocks, w_scale, w_fits = prepared if prepared is not None else bfp_weights(w_mant, w_exp, params)
+    fast = _bfp_float32(x, params) if x.dtype == np.float32 else None
+    if fast is None:
+        x_mant, x_exp = bfp.quantize(
+            x, -1, k, m, int(params["exponent_bits"]), params.get("rounding", "nearest_even"), "x"
+        )
+        x_blocks, x_exp = _blocked(x_mant.astype(np.float64), k), np.asarray(x_exp, np.int64)
+    else:
+        x_blocks, x_exp = fast
+    # per-block integer sums, all blocks in one batched product: (nb, R, k) @ (nb, k, M) -> (nb, R, M)
+    partial = np.matmul(x_blocks.transpose(1, 0, 2).astype(w_blocks.dtype), w_blocks)
+    if fast is not None and w_fits and x_exp.max(initial=0) <= 100:
+        # float32: partial * 2**E_x is exact (|partial| < 2**24, -100 <= E_x <= 100 for nonzero blocks), and
+        # the second power of two rounds once, as the float64 product cast to float32 does
+        scaled = partial * np.ldexp(np.float32(1), x_exp.T.astype(np.int32))[..., None] * w_scale.astype(np.float32)
+    else:
+        scaled = (partial * np.ldexp(1.0, x_exp.T)[..., None] * w_scale).astype(np.float32)  # exact, one rounding
+    acc = scaled[0].copy()
+    for block in range(1, scaled.shape[0]):
+        acc += scaled[block]  # float32, in block order
     if bias is not None:
         acc += np.asarray(bias, np.float32)
     return acc

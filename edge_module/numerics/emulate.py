@@ -133,8 +133,19 @@ class Program:
     def _prepare(self, layer: Mapping) -> dict:
         prepared = dict(layer)
         prepared["data"] = {role: self.arrays[key] for role, key in layer.get("arrays", {}).items()}
-        if layer["scheme"] == "float" and "weight" in prepared["data"]:
-            prepared["data"]["weight"] = prepared["data"]["weight"].astype(np.float32)
+        data = prepared["data"]
+        out_fmt = self.tensors[layer["output"]]
+        in_fmt = self.tensors[layer["inputs"][0]] if layer["inputs"] else None
+        # exact ops whose output keeps the input's format need no conversion
+        prepared["keep"] = layer["op"] in ("relu", "maxpool", "flatten", "reshape") and dict(out_fmt) == dict(in_fmt)
+        if layer["scheme"] == "float" and "weight" in data:
+            data["weight"] = data["weight"].astype(np.float32)
+        elif layer["scheme"] == "bfp":
+            data["prepared"] = dot.bfp_weights(data["weight"], data["weight_exponent"], layer["bfp"])
+        elif layer["scheme"] == "fixed" and "weight" in data and in_fmt is not None and in_fmt["kind"] == "fixed":
+            data["fast"] = _fixed_fast(data, in_fmt, layer)
+        elif layer["scheme"] == "int8" and "weight" in data and in_fmt is not None and in_fmt["kind"] == "int8":
+            data["fast"] = _int8_fast(data, in_fmt, out_fmt)
         return prepared
 
     def run(self, feeds: Mapping[str, np.ndarray] | np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
@@ -155,19 +166,39 @@ class Program:
         return {name: np.asarray(v, np.float32) for name, v in chosen.items()}
 
     def _out(self, layer: Mapping, values: np.ndarray) -> np.ndarray:
+        if layer.get("keep"):
+            return values
         return to_format(values, self.tensors[layer["output"]])
 
+    def _pre(self, layer: Mapping, x: np.ndarray) -> np.ndarray:
+        """The input tensor as the fast dot products read it (before im2col, so once per value): fixed
+        codes in the float type, or int8 codes minus the zero point in float32 (exact integers; zero
+        padding stays the value 0). Unchanged for the other paths."""
+        fast = layer["data"].get("fast")
+        if fast is None:
+            return x
+        if layer["scheme"] == "fixed":
+            return np.ldexp(x, fast[3]).astype(fast[0])
+        return np.divide(x, float(np.float32(self.tensors[layer["inputs"][0]]["scale"]))).astype(fast[-1])
+
     def _matmul(self, layer: Mapping, x: np.ndarray) -> np.ndarray:
-        """The layer's dot products for rows ``x (R, K)``, in its output format."""
+        """The layer's dot products for rows ``x (R, K)`` (as ``_pre`` left them), in its output format."""
         data, scheme = layer["data"], layer["scheme"]
         in_fmt, out_fmt = self.tensors[layer["inputs"][0]], self.tensors[layer["output"]]
         if scheme == "float":
             return self._out(layer, x.astype(np.float32) @ data["weight"].T + data["bias"])
         if scheme == "bfp":
-            return self._out(layer, dot.bfp_dot(x, data["weight"], data["weight_exponent"], data["bias"], layer["bfp"]))
+            y = dot.bfp_dot(x, data["weight"], data["weight_exponent"], data["bias"], layer["bfp"], data["prepared"])
+            return self._out(layer, y)
         if scheme == "fixed":
             if in_fmt["kind"] != "fixed" or out_fmt["kind"] != "fixed":
                 raise ValueError(f"layer {layer['name']}: a fixed-point layer needs fixed-point input and output")
+            fast = data.get("fast")
+            if fast is not None:  # exact accumulator, every partial sum exact in the float type
+                _, wt, bias, _, a_frac = fast
+                acc = x @ wt
+                acc += bias
+                return to_format(np.ldexp(acc.astype(np.float64), -a_frac), out_fmt)
             acc, frac = dot.fixed_dot(
                 codes_of(x, in_fmt),
                 dot.frac_bits(in_fmt),
@@ -181,6 +212,16 @@ class Program:
         if scheme == "int8":
             if in_fmt["kind"] != "int8" or out_fmt["kind"] != "int8":
                 raise ValueError(f"layer {layer['name']}: an int8 layer needs int8 input and output")
+            fast = data.get("fast")
+            if fast is not None:  # the int32 accumulator never wraps; every partial sum is exact
+                wt, bias, scale, low, high, _ = fast
+                acc = x @ wt
+                acc += bias
+                acc = acc.astype(np.float32, copy=False)  # exact integers below 2**31: as int32 -> float32
+                acc *= scale
+                np.rint(acc, out=acc)
+                np.clip(acc, low, high, out=acc)
+                return acc.astype(np.float64) * float(np.float32(out_fmt["scale"]))
             y = dot.int8_dot(
                 codes_of(x, in_fmt),
                 in_fmt["scale"],
@@ -195,12 +236,48 @@ class Program:
         raise ValueError(f"layer {layer['name']}: unknown scheme {scheme!r}")
 
 
+def _fixed_fast(data: Mapping, in_fmt: Mapping, layer: Mapping) -> tuple | None:
+    """Pre-scaled float weights and bias when the accumulator is exact and every partial sum fits a
+    float mantissa (float32 below ``2**24``, float64 below ``2**53``): the float matrix product is then
+    exact, and equal to ``dot.fixed_dot``."""
+    if layer.get("accum") is not None:
+        return None
+    w, b = np.asarray(data["weight"], np.int64), np.asarray(data["bias"], np.int64)
+    x_frac, p_frac = dot.frac_bits(in_fmt), dot.frac_bits(in_fmt) + dot.frac_bits(layer["weight"])
+    b_frac = dot.frac_bits(layer["bias"])
+    a_frac = max(p_frac, b_frac)
+    bound = 2.0 ** (int(in_fmt["width"]) - 1) * float(np.abs(w).max(initial=0)) * w.shape[1] * 2.0 ** (a_frac - p_frac)
+    bound += float(np.abs(b).max(initial=0)) * 2.0 ** (a_frac - b_frac)
+    if bound >= 2.0**53:
+        return None
+    dtype = np.float32 if bound < 2.0**24 else np.float64
+    wt = np.ascontiguousarray(np.ldexp(w.T.astype(np.float64), a_frac - p_frac).astype(dtype))
+    return dtype, wt, np.ldexp(b.astype(np.float64), a_frac - b_frac).astype(dtype), x_frac, a_frac
+
+
+def _int8_fast(data: Mapping, in_fmt: Mapping, out_fmt: Mapping) -> tuple | None:
+    """Float weights, bias and the requantization scale when every partial sum is below ``2**31`` (the
+    int32 accumulator never wraps): float32 below ``2**24``, else float64, where the sums are exact and
+    equal ``dot.int8_dot``'s; the sum then goes to float32 as onnxruntime converts its int32."""
+    w, b = np.asarray(data["weight"], np.int64), data.get("bias")
+    b = np.zeros(w.shape[0], np.int64) if b is None else np.asarray(b, np.int64)
+    reach = (128 + abs(int(in_fmt["zero_point"]))) * float(np.abs(w).max(initial=0)) * w.shape[1]
+    reach += float(np.abs(b).max(initial=0))
+    if reach >= 2.0**31:
+        return None
+    dtype = np.float32 if reach < 2.0**24 else np.float64
+    scale = (np.float32(in_fmt["scale"]) * np.asarray(data["weight_scale"], np.float32)) / np.float32(out_fmt["scale"])
+    zero = int(out_fmt["zero_point"])
+    wt = np.ascontiguousarray(w.T.astype(dtype))
+    return wt, b.astype(dtype), scale.astype(np.float32), np.float32(-128 - zero), np.float32(127 - zero), dtype
+
+
 def _dense(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
-    return program._matmul(layer, inputs[0])
+    return program._matmul(layer, program._pre(layer, inputs[0]))
 
 
 def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
-    x, attrs = inputs[0], layer["attrs"]
+    x, attrs = program._pre(layer, inputs[0]), layer["attrs"]
     kernel = tuple(attrs["kernel_shape"])
     pad_value = 0.0
     patches = windows(x, kernel, _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]), pad_value)
@@ -216,6 +293,11 @@ def _pool_windows(x: np.ndarray, attrs: Mapping, pad_value: float) -> np.ndarray
 
 
 def _maxpool(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
+    x, attrs = inputs[0], layer["attrs"]
+    (kh, kw), (sh, sw) = attrs["kernel_shape"], attrs["strides"]
+    n, c, h, w = x.shape
+    if (kh, kw) == (sh, sw) and not any(_pads(attrs)) and h % kh == 0 and w % kw == 0:  # tiles
+        return program._out(layer, x.reshape(n, c, h // kh, kh, w // kw, kw).max(axis=(3, 5)))
     y = _pool_windows(inputs[0], layer["attrs"], -np.inf).max(axis=3).transpose(0, 3, 1, 2)
     return program._out(layer, y)
 

@@ -162,3 +162,40 @@ def test_errors_name_the_problem() -> None:
         conv_program("fixed", fx(8, 3), fx(8, 3), arrays, {"weight": fx(8, 1), "bias": fx(8, 1)}).run(
             np.full((1, 1, 4, 4), np.nan)
         )
+
+
+@pytest.mark.parametrize("k", [24, 2048])  # partial sums below 2**24 (float32 path) and above (float64 path)
+def test_int8_dense_matches_onnxruntime_on_both_fast_paths(k) -> None:
+    from .test_dot import _qlinear_matmul
+
+    rng = np.random.default_rng(k)
+    x = rng.integers(-128, 128, (32, k))
+    w = rng.integers(-127, 128, (6, k))
+    ws = rng.uniform(0.001, 0.01, 6).astype(np.float32)
+    xs, ys, yz = 0.02, 0.03 * np.sqrt(k), 1
+    layer = {
+        "name": "fc",
+        "op": "dense",
+        "inputs": ["x"],
+        "output": "y",
+        "attrs": {},
+        "scheme": "int8",
+        "arrays": {"weight": "w", "weight_scale": "ws"},
+    }
+    spec = {
+        "format_version": 1,
+        "inputs": ["x"],
+        "outputs": ["y"],
+        "layers": [layer],
+        "tensors": {
+            "x": {"kind": "int8", "scale": xs, "zero_point": 0},
+            "y": {"kind": "int8", "scale": ys, "zero_point": yz},
+        },
+    }
+    program = Program(spec, {"w": w.astype(np.int8), "ws": ws})
+    assert program._prepared[0]["data"]["fast"][-1] == (np.float32 if k == 24 else np.float64)
+    y = program.run(x * float(np.float32(xs)))["y"]
+    codes = np.rint(y.astype(np.float64) / float(np.float32(ys))).astype(np.int64) + yz
+    want = _qlinear_matmul(x, xs, 0, w.T, ws, ys, yz)
+    assert np.array_equal(codes, want)
+    assert len(np.unique(want)) > 20
