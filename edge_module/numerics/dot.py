@@ -178,32 +178,67 @@ def bfp_dot(
     w_exp: np.ndarray,
     bias: np.ndarray | None,
     params: dict,
-    prepared: tuple[np.ndarray, np.ndarray] | None = None,
+    prepared: tuple[np.ndarray, np.ndarray, bool] | None = None,
 ) -> np.ndarray:
     """float32 ``(R, M)``: float inputs ``x (R, K)`` quantized to BFP along ``K``, against weight mantissas
     ``(M, K)`` and exponents ``(M, n_blocks)`` in the same format (see the module docstring).
     ``prepared``: ``bfp_weights(w_mant, w_exp, params)``, computed once per layer."""
-    k, m = int(params["block_size"]), int(params["mantissa_bits"])
-    w_blocks, w_scale, w_fits = prepared if prepared is not None else bfp_weights(w_mant, w_exp, params)
+    prepared = prepared if prepared is not None else bfp_weights(w_mant, w_exp, params)
     fast = _bfp_float32(x, params) if x.dtype == np.float32 else None
     if fast is None:
+        k, m = int(params["block_size"]), int(params["mantissa_bits"])
         x_mant, x_exp = bfp.quantize(
             x, -1, k, m, int(params["exponent_bits"]), params.get("rounding", "nearest_even"), "x"
         )
-        x_blocks, x_exp = _blocked(x_mant.astype(np.float64), k), np.asarray(x_exp, np.int64)
-    else:
-        x_blocks, x_exp = fast
-    # per-block integer sums, all blocks in one batched product: (nb, R, k) @ (nb, k, M) -> (nb, R, M)
-    partial = np.matmul(x_blocks.transpose(1, 0, 2).astype(w_blocks.dtype), w_blocks)
-    if fast is not None and w_fits and x_exp.max(initial=0) <= 100:
-        # float32: partial * 2**E_x is exact (|partial| < 2**24, -100 <= E_x <= 100 for nonzero blocks), and
+        return bfp_dot_blocks(_blocked(x_mant.astype(np.float64), k), np.asarray(x_exp, np.int64), prepared, bias)
+    return bfp_dot_blocks(fast[0], fast[1], prepared, bias, float32_inputs=True)
+
+
+def bfp_dot_blocks(
+    x_blocks: np.ndarray,
+    x_exp: np.ndarray,
+    prepared: tuple[np.ndarray, np.ndarray, bool],
+    bias: np.ndarray | None,
+    float32_inputs: bool = False,
+) -> np.ndarray:
+    """``bfp_dot`` on inputs already quantized: mantissas ``(R, n_blocks, k)`` and exponents
+    ``(R, n_blocks)``. ``float32_inputs``: they came from the float32 quantizer (nonzero blocks have
+    exponents >= -100), which allows exact float32 scaling."""
+    w_blocks, w_scale, w_fits = prepared
+    x_blocks = x_blocks.astype(w_blocks.dtype, copy=False)
+    in_float32 = float32_inputs and w_fits and x_exp.max(initial=0) <= 100
+    if in_float32:
+        # partial * 2**E_x is exact in float32 (|partial| < 2**24, -100 <= E_x <= 100 for nonzero blocks) and
         # the second power of two rounds once, as the float64 product cast to float32 does
-        scaled = partial * np.ldexp(np.float32(1), x_exp.T.astype(np.int32))[..., None] * w_scale.astype(np.float32)
+        x_scale, w_scale = np.ldexp(np.float32(1), x_exp.astype(np.int32)), w_scale.astype(np.float32)
     else:
-        scaled = (partial * np.ldexp(1.0, x_exp.T)[..., None] * w_scale).astype(np.float32)  # exact, one rounding
-    acc = scaled[0].copy()
-    for block in range(1, scaled.shape[0]):
-        acc += scaled[block]  # float32, in block order
+        x_scale = np.ldexp(1.0, x_exp)
+    acc = np.zeros((x_blocks.shape[0], w_blocks.shape[2]), np.float32)
+    for block in range(x_blocks.shape[1]):
+        partial = x_blocks[:, block] @ w_blocks[block]  # exact integer sums of mantissa products
+        if in_float32:
+            partial *= x_scale[:, block, None]
+            partial *= w_scale[block]
+        else:
+            partial = (partial * x_scale[:, block, None] * w_scale[block]).astype(np.float32)  # exact, one rounding
+        acc += partial  # float32, in block order
     if bias is not None:
         acc += np.asarray(bias, np.float32)
     return acc
+
+
+def bfp_quantize_channels(x: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """BFP mantissas (float32, NCHW) and exponents ``(N, C/k, H, W)`` of a float32 NCHW tensor blocked
+    along its channels, or None unless ``C`` is a multiple of ``k`` (and the float32 quantizer applies).
+    With ``C % k == 0`` every block of a convolution's ``(kh, kw, C)`` patch is one pixel's channel
+    block, so quantizing the tensor once and then taking patches gives the per-patch codes (padding:
+    zero mantissas with the all-zero block's exponent)."""
+    n, c, h, w = x.shape
+    k = int(params["block_size"])
+    if c % k or x.dtype != np.float32:
+        return None
+    fast = _bfp_float32(x.transpose(0, 2, 3, 1).reshape(-1, c), params)
+    if fast is None:
+        return None
+    mant, exps = fast
+    return mant.reshape(n, h, w, c).transpose(0, 3, 1, 2), exps.reshape(n, h, w, c // k).transpose(0, 3, 1, 2)

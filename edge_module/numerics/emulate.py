@@ -280,10 +280,28 @@ def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndar
     x, attrs = program._pre(layer, inputs[0]), layer["attrs"]
     kernel = tuple(attrs["kernel_shape"])
     pad_value = 0.0
+    if layer["scheme"] == "bfp":
+        channels = dot.bfp_quantize_channels(x, layer["bfp"])
+        if channels is not None:  # quantized once per value, not once per patch: the same codes
+            return _bfp_conv(program, layer, *channels)
     patches = windows(x, kernel, _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]), pad_value)
     n, oh, ow = patches.shape[:3]
     y = program._matmul(layer, patches.reshape(n * oh * ow, -1))
     return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
+
+
+def _bfp_conv(program: Program, layer: Mapping, mant: np.ndarray, exps: np.ndarray) -> np.ndarray:
+    attrs, data = layer["attrs"], layer["data"]
+    geometry = (tuple(attrs["kernel_shape"]), _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]))
+    e_min = -((1 << (int(layer["bfp"]["exponent_bits"]) - 1)) - 1)
+    m_patches = windows(mant, *geometry)
+    e_patches = windows(exps.astype(np.float32), *geometry, pad_value=float(e_min))
+    n, oh, ow = m_patches.shape[:3]
+    k = int(layer["bfp"]["block_size"])
+    x_blocks = m_patches.reshape(n * oh * ow, -1, k)
+    x_exp = e_patches.reshape(n * oh * ow, -1).astype(np.int64)
+    y = dot.bfp_dot_blocks(x_blocks, x_exp, data["prepared"], data["bias"], float32_inputs=True)
+    return program._out(layer, y).reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
 
 
 def _pool_windows(x: np.ndarray, attrs: Mapping, pad_value: float) -> np.ndarray:

@@ -199,3 +199,40 @@ def test_int8_dense_matches_onnxruntime_on_both_fast_paths(k) -> None:
     want = _qlinear_matmul(x, xs, 0, w.T, ws, ys, yz)
     assert np.array_equal(codes, want)
     assert len(np.unique(want)) > 20
+
+
+@pytest.mark.parametrize("channels", [16, 32, 5])  # blocks = channel blocks (quantized once) / spanning pixels
+def test_bfp_conv_matches_the_per_patch_dot_product(channels) -> None:
+    from edge_module.numerics import bfp, dot
+    from edge_module.numerics.emulate import windows
+
+    rng = np.random.default_rng(channels)
+    x = (rng.standard_normal((2, channels, 6, 5)) * np.exp(rng.uniform(-3, 3, (2, channels, 6, 5)))).astype(np.float32)
+    x[0, :, 0, 0] = 0  # an all-zero block
+    w = rng.standard_normal((3, 6 * channels)).astype(np.float32)
+    params = {"block_size": 16, "mantissa_bits": 5, "exponent_bits": 8, "rounding": "nearest_even"}
+    w_mant, w_exp = bfp.quantize(w, 1, 16, 5)
+    bias = rng.standard_normal(3).astype(np.float32)
+    layer = {
+        "name": "conv",
+        "op": "conv",
+        "inputs": ["x"],
+        "output": "y",
+        "scheme": "bfp",
+        "bfp": params,
+        "attrs": ATTRS,
+        "arrays": {"weight": "w", "weight_exponent": "e", "bias": "b"},
+    }
+    spec = {
+        "format_version": 1,
+        "inputs": ["x"],
+        "outputs": ["y"],
+        "layers": [layer],
+        "tensors": {"x": {"kind": "float"}, "y": {"kind": "float"}},
+    }
+    program = Program(spec, {"w": w_mant, "e": w_exp, "b": bias})
+    got = program.run(x)["y"]
+    patches = windows(x, (3, 2), tuple(ATTRS["pads"]), tuple(ATTRS["strides"]), tuple(ATTRS["dilations"]))
+    n, oh, ow = patches.shape[:3]
+    want = dot.bfp_dot(patches.reshape(n * oh * ow, -1).astype(np.float64), w_mant, w_exp, bias, params)
+    assert np.array_equal(got, want.reshape(n, oh, ow, 3).transpose(0, 3, 1, 2))
