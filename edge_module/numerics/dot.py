@@ -213,15 +213,24 @@ def bfp_dot_blocks(
         x_scale, w_scale = np.ldexp(np.float32(1), x_exp.astype(np.int32)), w_scale.astype(np.float32)
     else:
         x_scale = np.ldexp(1.0, x_exp)
-    acc = np.zeros((x_blocks.shape[0], w_blocks.shape[2]), np.float32)
-    for block in range(x_blocks.shape[1]):
-        partial = x_blocks[:, block] @ w_blocks[block]  # exact integer sums of mantissa products
-        if in_float32:
-            partial *= x_scale[:, block, None]
-            partial *= w_scale[block]
-        else:
-            partial = (partial * x_scale[:, block, None] * w_scale[block]).astype(np.float32)  # exact, one rounding
-        acc += partial  # float32, in block order
+    rows, n_blocks, m_out = x_blocks.shape[0], x_blocks.shape[1], w_blocks.shape[2]
+    if rows * n_blocks * m_out <= 1 << 18:  # small: all blocks in one batched product, fewer numpy calls
+        partial = np.matmul(x_blocks.transpose(1, 0, 2), w_blocks)  # (nb, R, M), exact integer sums
+        scaled = partial * x_scale.T[..., None] * w_scale  # float32 exact / float64 exact
+        scaled = scaled.astype(np.float32, copy=False)
+        acc = scaled[0].copy()
+        for block in range(1, n_blocks):
+            acc += scaled[block]  # float32, in block order
+    else:  # large: one block at a time keeps the temporaries in cache
+        acc = np.zeros((rows, m_out), np.float32)
+        for block in range(n_blocks):
+            partial = x_blocks[:, block] @ w_blocks[block]  # exact integer sums of mantissa products
+            if in_float32:
+                partial *= x_scale[:, block, None]
+                partial *= w_scale[block]
+            else:
+                partial = (partial * x_scale[:, block, None] * w_scale[block]).astype(np.float32)  # one rounding
+            acc += partial  # float32, in block order
     if bias is not None:
         acc += np.asarray(bias, np.float32)
     return acc

@@ -165,3 +165,15 @@ def test_bfp_dot_matches_a_per_block_loop(k, m) -> None:
     want = ref_bfp_dot(x, w_mant, w_exp, bias, k, m)
     assert got.dtype == np.float32
     assert np.array_equal(got, want)
+
+
+def test_bfp_dot_gives_the_same_on_large_inputs_block_by_block() -> None:
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((4096, 160)) * np.exp(rng.uniform(-5, 5, (4096, 160)))).astype(np.float32)
+    w = rng.standard_normal((8, 160)).astype(np.float32)
+    params = {"block_size": 16, "mantissa_bits": 7, "exponent_bits": 8}
+    w_mant, w_exp = bfp.quantize(w, 1, 16, 7)
+    whole = dot.bfp_dot(x, w_mant, w_exp, None, params)  # above the batched-product size
+    pieces = np.concatenate([dot.bfp_dot(x[i : i + 64], w_mant, w_exp, None, params) for i in range(0, 4096, 64)])
+    assert np.array_equal(whole, pieces)
+    assert np.array_equal(whole[:5], ref_bfp_dot(x[:5], w_mant, w_exp, np.zeros(8, np.float32), 16, 7))
