@@ -52,9 +52,11 @@ class CompiledModel:
         """Every model output: the accelerator part emulated, then the host part in onnxruntime."""
         if not isinstance(feeds, Mapping):
             feeds = {self.inputs[0]: feeds}
-        feeds = {name: np.asarray(value, np.float32) for name, value in feeds.items()}
-        values = dict(feeds)
-        values.update(self.program.run({name: feeds[name] for name in self.program.inputs}))
+        missing = [name for name in self.inputs if name not in feeds]
+        if missing:
+            raise ValueError(f"missing model input(s) {missing}; the model takes {self.inputs}")
+        values = dict(feeds)  # the host part gets the inputs as given
+        values.update(self.program.run({name: np.asarray(feeds[name], np.float32) for name in self.program.inputs}))
         session = self._session()
         if session is not None:
             host_in = {i.name: values[i.name] for i in session.get_inputs()}
