@@ -251,3 +251,34 @@ def bfp_quantize_channels(x: np.ndarray, params: dict) -> tuple[np.ndarray, np.n
         return None
     mant, exps = fast
     return mant.reshape(n, h, w, c).transpose(0, 3, 1, 2), exps.reshape(n, h, w, c // k).transpose(0, 3, 1, 2)
+
+
+def fixed_codes_of_scaled(t: np.ndarray, fmt: dict) -> np.ndarray:
+    """Codes (float64, exact integers) of the fixed type ``fmt`` for ``t = value * 2**F`` given as float64
+    multiples of a power of two with ``|t| < 2**51`` (sums from the exact accumulators): the rounding
+    and overflow modes in a few exact float64 operations, equal to ``fixed.quantize``."""
+    rounding, overflow = fmt["rounding"], fmt["overflow"]
+    if rounding == "AP_TRN":
+        code = np.floor(t)
+    elif rounding == "AP_TRN_ZERO":
+        code = np.trunc(t)
+    elif rounding == "AP_RND_CONV":
+        code = np.rint(t)
+    elif rounding == "AP_RND":
+        code = np.floor(t + 0.5)
+    elif rounding == "AP_RND_MIN_INF":
+        code = np.ceil(t - 0.5)
+    elif rounding == "AP_RND_INF":
+        code = np.copysign(np.floor(np.abs(t) + 0.5), t)
+    else:  # AP_RND_ZERO
+        code = np.copysign(np.ceil(np.abs(t) - 0.5), t)
+    low, high = fixed.code_range(int(fmt["width"]), fmt.get("signed", True), overflow)
+    if overflow == "AP_WRAP":
+        modulus = float(1 << int(fmt["width"]))
+        code -= np.floor((code - low) / modulus) * modulus
+    elif overflow == "AP_SAT_ZERO":
+        code[(code < low) | (code > high)] = 0
+    else:
+        np.clip(code, low, high, out=code)
+    code += 0.0  # -0.0 -> 0.0
+    return code

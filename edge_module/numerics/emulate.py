@@ -198,7 +198,9 @@ class Program:
                 _, wt, bias, _, a_frac = fast
                 acc = x @ wt
                 acc += bias
-                return to_format(np.ldexp(acc.astype(np.float64), -a_frac), out_fmt)
+                out_frac = dot.frac_bits(out_fmt)
+                codes = dot.fixed_codes_of_scaled(np.ldexp(acc.astype(np.float64), out_frac - a_frac), out_fmt)
+                return np.ldexp(codes, -out_frac, out=codes)
             acc, frac = dot.fixed_dot(
                 codes_of(x, in_fmt),
                 dot.frac_bits(in_fmt),
@@ -248,7 +250,7 @@ def _fixed_fast(data: Mapping, in_fmt: Mapping, layer: Mapping) -> tuple | None:
     a_frac = max(p_frac, b_frac)
     bound = 2.0 ** (int(in_fmt["width"]) - 1) * float(np.abs(w).max(initial=0)) * w.shape[1] * 2.0 ** (a_frac - p_frac)
     bound += float(np.abs(b).max(initial=0)) * 2.0 ** (a_frac - b_frac)
-    if bound >= 2.0**53:
+    if bound >= 2.0**51:  # dot.fixed_codes_of_scaled's range
         return None
     dtype = np.float32 if bound < 2.0**24 else np.float64
     wt = np.ascontiguousarray(np.ldexp(w.T.astype(np.float64), a_frac - p_frac).astype(dtype))

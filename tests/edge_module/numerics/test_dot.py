@@ -177,3 +177,20 @@ def test_bfp_dot_gives_the_same_on_large_inputs_block_by_block() -> None:
     pieces = np.concatenate([dot.bfp_dot(x[i : i + 64], w_mant, w_exp, None, params) for i in range(0, 4096, 64)])
     assert np.array_equal(whole, pieces)
     assert np.array_equal(whole[:5], ref_bfp_dot(x[:5], w_mant, w_exp, np.zeros(8, np.float32), 16, 7))
+
+
+MODES = ["AP_TRN", "AP_TRN_ZERO", "AP_RND", "AP_RND_ZERO", "AP_RND_INF", "AP_RND_MIN_INF", "AP_RND_CONV"]
+
+
+@pytest.mark.parametrize("overflow", ["AP_WRAP", "AP_SAT", "AP_SAT_ZERO", "AP_SAT_SYM"])
+@pytest.mark.parametrize("rounding", MODES)
+def test_fixed_codes_of_scaled_equal_the_kernel(rounding: str, overflow: str) -> None:
+    from edge_module.numerics import fixed
+
+    rng = np.random.default_rng(9)
+    acc = np.concatenate([rng.integers(-(2**20), 2**20, 4000), np.arange(-40, 41)]).astype(np.float64)
+    t = np.ldexp(acc, -3)  # ties (x.5) included
+    fmt = fx(12, 4, rounding, overflow)
+    got = dot.fixed_codes_of_scaled(t, fmt)
+    want = fixed.quantize(np.ldexp(t, -8), 12, 4, rounding, overflow)
+    assert np.array_equal(got, want)
