@@ -1,0 +1,284 @@
+"""Bit-accurate dot products of quantized layers (numpy only): what a Dense or Conv computes on the
+hardware for each number format. Rows of ``x`` ``(R, K)`` against weights ``(M, K)`` (``K`` the
+dot-product dimension; for a convolution the im2col patch in ``(kh, kw, C)`` order, channels last as
+hls4ml and Brainwave lay it out).
+
+- **fixed** (as hls4ml's Dense/Conv with ``ap_fixed``): every product of an input code and a weight code
+  is exact (``ap_fixed<Wx+Ww, Ix+Iw>``), cast to the accumulator type, and summed into an accumulator
+  that starts at the bias cast to the accumulator type; the sum is cast to the result type with its
+  rounding and overflow modes. Without an accumulator type the accumulator is wide enough to be exact
+  (nothing is rounded or wrapped before the result cast). With ``accum<W,I,Q,O>``: each product and the
+  bias are cast with ``Q``/``O``; ``AP_WRAP`` sums are modular (order free); saturating modes saturate
+  after each addition, in input order ``k = 0..K-1`` as hls4ml's loop does.
+- **int8** (as onnxruntime's QLinearMatMul/QLinearConv): ``acc = sum((x - zx) * w) + bias`` in int32
+  (wrapping), then ``y = clip(round_half_even(float32(acc) * float32(float32(sx * sw) / sy)) + zy)``.
+- **bfp** (MSFP/Brainwave): inputs and weights are quantized in blocks of ``k`` along ``K``; per block the
+  mantissa products are summed exactly as integers and scaled by the two shared exponents; the block
+  results are accumulated in float32 in block order and the float32 bias added last. (Brainwave's
+  vector units work in float16; we accumulate in float32, so results are slightly better than float16
+  hardware would give.)
+
+Integer matrix products run on BLAS in float32 or float64 whenever every partial sum provably fits the
+mantissa (``max|a| * max|b| * K < 2**24`` or ``2**53``), which makes them exact; int64 otherwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import bfp, fixed
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b.T`` for integer-valued ``a (R, K)`` and ``b (M, K)``, exact, as int64."""
+    k = a.shape[-1]
+    amax = float(np.abs(a).max()) if a.size else 0.0
+    bmax = float(np.abs(b).max()) if b.size else 0.0
+    bound = amax * bmax * max(k, 1)
+    if bound < 2.0**24:
+        return (a.astype(np.float32) @ b.astype(np.float32).T).astype(np.int64)
+    if bound < 2.0**53:
+        return (a.astype(np.float64) @ b.astype(np.float64).T).astype(np.int64)
+    if bound < 2.0**62:
+        return a.astype(np.int64) @ b.astype(np.int64).T
+    raise ValueError(f"integer dot product of {k} terms can reach {bound:.3g}, beyond int64: use narrower formats")
+
+
+def cast_fixed(codes: np.ndarray, frac: int, fmt: dict) -> np.ndarray:
+    """Codes with ``frac`` fractional bits converted to the fixed type ``fmt`` (its rounding and overflow)."""
+    if np.abs(codes).max(initial=0) >= 2**53:
+        raise ValueError("a fixed-point value wider than 53 bits cannot be emulated: use a narrower accumulator")
+    return fixed.quantize(
+        np.ldexp(codes.astype(np.float64), -frac),
+        fmt["width"],
+        fmt["integer"],
+        fmt["rounding"],
+        fmt["overflow"],
+        fmt.get("signed", True),
+    )
+
+
+def frac_bits(fmt: dict) -> int:
+    return int(fmt["width"]) - int(fmt["integer"])
+
+
+def _wrap(codes: np.ndarray, width: int) -> np.ndarray:
+    modulus = np.int64(1) << width
+    codes = codes & (modulus - 1)
+    return np.where(codes >= (modulus >> 1), codes - modulus, codes)
+
+
+def fixed_dot(
+    x: np.ndarray,
+    x_frac: int,
+    w: np.ndarray,
+    w_frac: int,
+    b: np.ndarray,
+    b_frac: int,
+    accum: dict | None = None,
+    chunk: int = 256,
+) -> tuple[np.ndarray, int]:
+    """Accumulator codes ``(R, M)`` and their fractional bits for input codes ``x (R, K)``, weight codes
+    ``w (M, K)`` and bias codes ``b (M,)`` (see the module docstring)."""
+    x = np.asarray(x, np.int64)
+    w = np.asarray(w, np.int64)
+    b = np.asarray(b, np.int64)
+    p_frac = x_frac + w_frac
+    if accum is None:
+        a_frac = max(p_frac, b_frac)
+        return (exact_matmul(x, w) << (a_frac - p_frac)) + (b << (a_frac - b_frac)), a_frac
+    a_frac, width = frac_bits(accum), int(accum["width"])
+    bias = cast_fixed(b, b_frac, accum)
+    if a_frac >= p_frac and accum["overflow"] == "AP_WRAP":
+        return _wrap(bias + (exact_matmul(x, w) << (a_frac - p_frac)), width), a_frac
+    out = np.empty((x.shape[0], w.shape[0]), np.int64)
+    for start in range(0, x.shape[0], chunk):
+        rows = x[start : start + chunk]
+        products = cast_fixed(rows[:, None, :] * w[None, :, :], p_frac, accum)  # (r, M, K)
+        if accum["overflow"] == "AP_WRAP":
+            out[start : start + chunk] = _wrap(bias + products.sum(axis=-1), width)
+            continue
+        acc = np.broadcast_to(bias, products.shape[:2]).copy()
+        for k in range(products.shape[-1]):
+            acc = cast_fixed(acc + products[..., k], a_frac, accum)
+        out[start : start + chunk] = acc
+    return out, a_frac
+
+
+def int8_dot(
+    x: np.ndarray,
+    x_scale: float,
+    x_zero: int,
+    w: np.ndarray,
+    w_scale: np.ndarray,
+    b: np.ndarray | None,
+    y_scale: float,
+    y_zero: int,
+) -> np.ndarray:
+    """int8 output codes ``(R, M)`` as onnxruntime's QLinearMatMul/QLinearConv compute them."""
+    acc = exact_matmul(np.asarray(x, np.int64) - int(x_zero), np.asarray(w, np.int64))
+    if b is not None:
+        acc = acc + np.asarray(b, np.int64)
+    acc = _wrap(acc, 32).astype(np.int32)
+    scale = (np.float32(x_scale) * np.asarray(w_scale, np.float32)) / np.float32(y_scale)
+    y = np.rint(acc.astype(np.float32) * scale.astype(np.float32))
+    return (np.clip(y, -128 - int(y_zero), 127 - int(y_zero)) + int(y_zero)).astype(np.int8)
+
+
+def _blocked(a: np.ndarray, block_size: int) -> np.ndarray:
+    """``(R, K)`` zero-padded and split to ``(R, n_blocks, block_size)``."""
+    rows, k = a.shape
+    n_blocks = -(-k // block_size)
+    if n_blocks * block_size != k:
+        a = np.concatenate([a, np.zeros((rows, n_blocks * block_size - k), a.dtype)], axis=1)
+    return a.reshape(rows, n_blocks, block_size)
+
+
+def _bfp_float32(x: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """``bfp.quantize`` of float32 rows in float32 arithmetic, blocked: mantissas ``(R, n_blocks, k)``
+    (float32) and exponents ``(R, n_blocks)``; None when a nonzero block's exponent is below -100
+    (scaling by ``2**(m-1-E)`` could overflow float32: the float64 kernel handles it). Exact: the scalings are by
+    powers of two and ``rint``/``trunc`` are exact in float32, so the codes equal the kernel's."""
+    k, m, e_bits = int(params["block_size"]), int(params["mantissa_bits"]), int(params["exponent_bits"])
+    if not np.isfinite(x).all():
+        return None  # the kernel raises the error naming the problem
+    blocks = _blocked(x, k)
+    block_max = np.abs(blocks).max(axis=-1)
+    e_min, e_max = bfp.exponent_range(e_bits)
+    shared = np.where(block_max > 0, np.frexp(block_max)[1].astype(np.int64) - 1, e_min)
+    shared = np.clip(shared, e_min, e_max)
+    if m > 24 or (shared.size and np.where(block_max > 0, shared, 0).min() < -100):
+        return None
+    step = np.maximum(shared, -100)  # all-zero blocks: any scaling gives zeros
+    scaled = blocks * np.ldexp(np.float32(1), (m - 1 - step).astype(np.int32))[..., None].astype(np.float32)
+    if params.get("rounding", "nearest_even") == "nearest_even":
+        np.rint(scaled, out=scaled)
+    else:
+        np.trunc(scaled, out=scaled)
+    limit = np.float32((1 << m) - 1)
+    np.clip(scaled, -limit, limit, out=scaled)
+    return scaled, shared
+
+
+def bfp_weights(w_mant: np.ndarray, w_exp: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Weights prepared for ``bfp_dot``: mantissas ``(n_blocks, k, M)``, ``2**(E_w - 2(m-1))``
+    ``(n_blocks, 1, M)`` and whether float32 holds those scales exactly."""
+    k, m = int(params["block_size"]), int(params["mantissa_bits"])
+    exact = np.float32 if float((1 << m) - 1) ** 2 * k < 2.0**24 else np.float64
+    blocks = _blocked(np.asarray(w_mant, np.float64), k)  # (M, nb, k)
+    scale = np.ldexp(1.0, np.asarray(w_exp, np.int64) - 2 * (m - 1))  # (M, nb)
+    scale = np.ascontiguousarray(scale.T[:, None, :])
+    fits = exact is np.float32 and bool(np.array_equal(scale.astype(np.float32).astype(np.float64), scale))
+    return np.ascontiguousarray(blocks.transpose(1, 2, 0).astype(exact)), scale, fits
+
+
+def bfp_dot(
+    x: np.ndarray,
+    w_mant: np.ndarray,
+    w_exp: np.ndarray,
+    bias: np.ndarray | None,
+    params: dict,
+    prepared: tuple[np.ndarray, np.ndarray, bool] | None = None,
+) -> np.ndarray:
+    """float32 ``(R, M)``: float inputs ``x (R, K)`` quantized to BFP along ``K``, against weight mantissas
+    ``(M, K)`` and exponents ``(M, n_blocks)`` in the same format (see the module docstring).
+    ``prepared``: ``bfp_weights(w_mant, w_exp, params)``, computed once per layer."""
+    prepared = prepared if prepared is not None else bfp_weights(w_mant, w_exp, params)
+    fast = _bfp_float32(x, params) if x.dtype == np.float32 else None
+    if fast is None:
+        k, m = int(params["block_size"]), int(params["mantissa_bits"])
+        x_mant, x_exp = bfp.quantize(
+            x, -1, k, m, int(params["exponent_bits"]), params.get("rounding", "nearest_even"), "x"
+        )
+        return bfp_dot_blocks(_blocked(x_mant.astype(np.float64), k), np.asarray(x_exp, np.int64), prepared, bias)
+    return bfp_dot_blocks(fast[0], fast[1], prepared, bias, float32_inputs=True)
+
+
+def bfp_dot_blocks(
+    x_blocks: np.ndarray,
+    x_exp: np.ndarray,
+    prepared: tuple[np.ndarray, np.ndarray, bool],
+    bias: np.ndarray | None,
+    float32_inputs: bool = False,
+) -> np.ndarray:
+    """``bfp_dot`` on inputs already quantized: mantissas ``(R, n_blocks, k)`` and exponents
+    ``(R, n_blocks)``. ``float32_inputs``: they came from the float32 quantizer (nonzero blocks have
+    exponents >= -100), which allows exact float32 scaling."""
+    w_blocks, w_scale, w_fits = prepared
+    x_blocks = x_blocks.astype(w_blocks.dtype, copy=False)
+    in_float32 = float32_inputs and w_fits and x_exp.max(initial=0) <= 100
+    if in_float32:
+        # partial * 2**E_x is exact in float32 (|partial| < 2**24, -100 <= E_x <= 100 for nonzero blocks) and
+        # the second power of two rounds once, as the float64 product cast to float32 does
+        x_scale, w_scale = np.ldexp(np.float32(1), x_exp.astype(np.int32)), w_scale.astype(np.float32)
+    else:
+        x_scale = np.ldexp(1.0, x_exp)
+    rows, n_blocks, m_out = x_blocks.shape[0], x_blocks.shape[1], w_blocks.shape[2]
+    if rows * n_blocks * m_out <= 1 << 18:  # small: all blocks in one batched product, fewer numpy calls
+        partial = np.matmul(x_blocks.transpose(1, 0, 2), w_blocks)  # (nb, R, M), exact integer sums
+        scaled = partial * x_scale.T[..., None] * w_scale  # float32 exact / float64 exact
+        scaled = scaled.astype(np.float32, copy=False)
+        acc = scaled[0].copy()
+        for block in range(1, n_blocks):
+            acc += scaled[block]  # float32, in block order
+    else:  # large: one block at a time keeps the temporaries in cache
+        acc = np.zeros((rows, m_out), np.float32)
+        for block in range(n_blocks):
+            partial = x_blocks[:, block] @ w_blocks[block]  # exact integer sums of mantissa products
+            if in_float32:
+                partial *= x_scale[:, block, None]
+                partial *= w_scale[block]
+            else:
+                partial = (partial * x_scale[:, block, None] * w_scale[block]).astype(np.float32)  # one rounding
+            acc += partial  # float32, in block order
+    if bias is not None:
+        acc += np.asarray(bias, np.float32)
+    return acc
+
+
+def bfp_quantize_channels(x: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """BFP mantissas (float32, NCHW) and exponents ``(N, C/k, H, W)`` of a float32 NCHW tensor blocked
+    along its channels, or None unless ``C`` is a multiple of ``k`` (and the float32 quantizer applies).
+    With ``C % k == 0`` every block of a convolution's ``(kh, kw, C)`` patch is one pixel's channel
+    block, so quantizing the tensor once and then taking patches gives the per-patch codes (padding:
+    zero mantissas with the all-zero block's exponent)."""
+    n, c, h, w = x.shape
+    k = int(params["block_size"])
+    if c % k or x.dtype != np.float32:
+        return None
+    fast = _bfp_float32(x.transpose(0, 2, 3, 1).reshape(-1, c), params)
+    if fast is None:
+        return None
+    mant, exps = fast
+    return mant.reshape(n, h, w, c).transpose(0, 3, 1, 2), exps.reshape(n, h, w, c // k).transpose(0, 3, 1, 2)
+
+
+def fixed_codes_of_scaled(t: np.ndarray, fmt: dict) -> np.ndarray:
+    """Codes (float64, exact integers) of the fixed type ``fmt`` for ``t = value * 2**F`` given as float64
+    multiples of a power of two with ``|t| < 2**51`` (sums from the exact accumulators): the rounding
+    and overflow modes in a few exact float64 operations, equal to ``fixed.quantize``."""
+    rounding, overflow = fmt["rounding"], fmt["overflow"]
+    if rounding == "AP_TRN":
+        code = np.floor(t)
+    elif rounding == "AP_TRN_ZERO":
+        code = np.trunc(t)
+    elif rounding == "AP_RND_CONV":
+        code = np.rint(t)
+    elif rounding == "AP_RND":
+        code = np.floor(t + 0.5)
+    elif rounding == "AP_RND_MIN_INF":
+        code = np.ceil(t - 0.5)
+    elif rounding == "AP_RND_INF":
+        code = np.copysign(np.floor(np.abs(t) + 0.5), t)
+    else:  # AP_RND_ZERO
+        code = np.copysign(np.ceil(np.abs(t) - 0.5), t)
+    low, high = fixed.code_range(int(fmt["width"]), fmt.get("signed", True), overflow)
+    if overflow == "AP_WRAP":
+        modulus = float(1 << int(fmt["width"]))
+        code -= np.floor((code - low) / modulus) * modulus
+    elif overflow == "AP_SAT_ZERO":
+        code[(code < low) | (code > high)] = 0
+    else:
+        np.clip(code, low, high, out=code)
+    code += 0.0  # -0.0 -> 0.0
+    return code

@@ -1,0 +1,379 @@
+"""Run a compiled accelerator graph bit-accurately on the CPU (numpy only; ``fpga.compiled`` writes it).
+
+A program is ``program.json`` plus ``program.npz``::
+
+    {"format_version": 1,
+     "inputs": ["x"], "outputs": ["logits"],
+     "tensors": {"x": FORMAT, "t1": FORMAT, ...},        # the format every tensor is held in
+     "layers": [{"name", "op", "inputs", "output", "attrs", "scheme",
+                 "weight": FORMAT, "bias": FORMAT, "accum": FORMAT|null, "bfp": BFP, "arrays": {role: key}}]}
+
+``FORMAT`` is ``{"kind": "float"}``, ``{"kind": "fixed", "width", "integer", "rounding", "overflow",
+"signed"}`` or ``{"kind": "int8", "scale", "zero_point"}``; ``BFP`` is ``{"block_size", "mantissa_bits",
+"exponent_bits", "rounding"}``. Ops: ``dense``, ``conv`` (weights ``(M, K)``, ``K`` in ``(kh, kw, C)``
+order), ``relu``, ``maxpool``, ``avgpool``, ``gap``, ``add``, ``concat``, ``flatten``, ``reshape``.
+A layer's ``scheme`` (``fixed``, ``int8``, ``bfp``, ``float``) says how its dot products run
+(``edge_module.numerics.dot``); arrays hold weight codes (fixed codes, int8 codes with per-channel
+``weight_scale``, BFP mantissas with ``weight_exponent``, or float32) and bias codes.
+
+Tensors are carried as the values their codes stand for (float64 for fixed and int8, exact; float32
+otherwise). Every layer's result is converted to its output tensor's format: a no-op for exact ops
+(relu, max pooling, reshapes) whose output keeps the input's format. Element-wise arithmetic other than
+the dot products (average pooling, Add) is computed in float64 (fixed, int8) or float32 and then
+converted once, so those layers are exact only up to that one rounding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+
+from . import dot, fixed, int8
+
+FORMAT_VERSION = 1
+PROGRAM_JSON, PROGRAM_NPZ = "program.json", "program.npz"
+
+
+def to_format(values: np.ndarray, fmt: Mapping) -> np.ndarray:
+    """``values`` converted to a tensor format, as the values of the codes (float64 or float32)."""
+    kind = fmt["kind"]
+    if kind == "fixed":
+        return fixed.fake_quantize(
+            values,
+            fmt["width"],
+            fmt["integer"],
+            fmt["rounding"],
+            fmt["overflow"],
+            fmt.get("signed", True),
+            dtype=np.float64,
+        )
+    if kind == "int8":
+        codes = int8.quantize(values, fmt["scale"], fmt["zero_point"])
+        return from_int8(codes, fmt)
+    if kind == "float":
+        return np.asarray(values, np.float32)
+    raise ValueError(f"unknown tensor format kind {kind!r} in the program: recompile it with this version")
+
+
+def from_int8(codes: np.ndarray, fmt: Mapping) -> np.ndarray:
+    return (codes.astype(np.float64) - int(fmt["zero_point"])) * float(np.float32(fmt["scale"]))
+
+
+def codes_of(values: np.ndarray, fmt: Mapping) -> np.ndarray:
+    """Integer codes of values already in the tensor format ``fmt`` (exact)."""
+    if fmt["kind"] == "fixed":
+        return np.ldexp(values, dot.frac_bits(fmt)).astype(np.int64)
+    if fmt["kind"] == "int8":
+        return (np.rint(values / float(np.float32(fmt["scale"]))) + int(fmt["zero_point"])).astype(np.int64)
+    raise ValueError(f"a {fmt['kind']} tensor has no integer codes")
+
+
+def _pads(attrs: Mapping) -> tuple[int, int, int, int]:
+    pads = list(attrs.get("pads", [0, 0, 0, 0]))
+    return int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3])
+
+
+def windows(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    strides: tuple[int, int],
+    dilations: tuple[int, int] = (1, 1),
+    pad_value: float = 0.0,
+) -> np.ndarray:
+    """Patches ``(N, OH, OW, kh, kw, C)`` of an NCHW tensor (ONNX ``pads``: top, left, bottom, right)."""
+    n, c, h, w = x.shape
+    kh, kw = kernel
+    top, left, bottom, right = pads
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=pad_value).transpose(0, 2, 3, 1)
+    sh, sw = strides
+    dh, dw = dilations
+    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    out = np.empty((n, oh, ow, kh, kw, c), xp.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, :, i, j, :] = xp[
+                :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw
+            ]
+    return out
+
+
+class Program:
+    """A compiled accelerator graph; ``run`` executes it layer by layer."""
+
+    def __init__(self, spec: Mapping, arrays: Mapping[str, np.ndarray]) -> None:
+        version = spec.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(f"program format version {version!r} is not {FORMAT_VERSION}: recompile the model")
+        self.spec = spec
+        self.arrays = {key: np.asarray(arrays[key]) for key in arrays}
+        self.tensors: dict[str, Mapping] = spec["tensors"]
+        self.inputs: list[str] = list(spec["inputs"])
+        self.outputs: list[str] = list(spec["outputs"])
+        self._prepared = [self._prepare(layer) for layer in spec["layers"]]
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Program:
+        directory = Path(directory)
+        spec = json.loads((directory / PROGRAM_JSON).read_text())
+        with np.load(directory / PROGRAM_NPZ) as data:
+            arrays = {key: data[key] for key in data.files}
+        return cls(spec, arrays)
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / PROGRAM_JSON).write_text(json.dumps(self.spec, indent=1))
+        np.savez(directory / PROGRAM_NPZ, **self.arrays)
+
+    def _prepare(self, layer: Mapping) -> dict:
+        prepared = dict(layer)
+        prepared["data"] = {role: self.arrays[key] for role, key in layer.get("arrays", {}).items()}
+        data = prepared["data"]
+        out_fmt = self.tensors[layer["output"]]
+        in_fmt = self.tensors[layer["inputs"][0]] if layer["inputs"] else None
+        # exact ops whose output keeps the input's format need no conversion
+        prepared["keep"] = layer["op"] in ("relu", "maxpool", "flatten", "reshape") and dict(out_fmt) == dict(in_fmt)
+        if layer["scheme"] == "float" and "weight" in data:
+            data["weight"] = data["weight"].astype(np.float32)
+        elif layer["scheme"] == "bfp":
+            data["prepared"] = dot.bfp_weights(data["weight"], data["weight_exponent"], layer["bfp"])
+        elif layer["scheme"] == "fixed" and "weight" in data and in_fmt is not None and in_fmt["kind"] == "fixed":
+            data["fast"] = _fixed_fast(data, in_fmt, layer)
+        elif layer["scheme"] == "int8" and "weight" in data and in_fmt is not None and in_fmt["kind"] == "int8":
+            data["fast"] = _int8_fast(data, in_fmt, out_fmt)
+        return prepared
+
+    def run(self, feeds: Mapping[str, np.ndarray] | np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
+        """Outputs (float32) for the inputs (a dict by name, or one array for a one-input program);
+        ``keep_all``: every tensor."""
+        if not isinstance(feeds, Mapping):
+            if len(self.inputs) != 1:
+                raise ValueError(f"the program has inputs {self.inputs}: pass a dict of arrays")
+            feeds = {self.inputs[0]: feeds}
+        missing = [name for name in self.inputs if name not in feeds]
+        if missing:
+            raise ValueError(f"missing program input(s) {missing}; it takes {self.inputs}")
+        values = {name: to_format(np.asarray(feeds[name]), self.tensors[name]) for name in self.inputs}
+        for layer in self._prepared:
+            out = _OPS[layer["op"]](self, layer, [values[name] for name in layer["inputs"]])
+            values[layer["output"]] = out
+        chosen = values if keep_all else {name: values[name] for name in self.outputs}
+        return {name: np.asarray(v, np.float32) for name, v in chosen.items()}
+
+    def _out(self, layer: Mapping, values: np.ndarray) -> np.ndarray:
+        if layer.get("keep"):
+            return values
+        return to_format(values, self.tensors[layer["output"]])
+
+    def _pre(self, layer: Mapping, x: np.ndarray) -> np.ndarray:
+        """The input tensor as the fast dot products read it (before im2col, so once per value): fixed
+        codes in the float type, or int8 codes minus the zero point in float32 (exact integers; zero
+        padding stays the value 0). Unchanged for the other paths."""
+        fast = layer["data"].get("fast")
+        if fast is None:
+            return x
+        if layer["scheme"] == "fixed":
+            return np.ldexp(x, fast[3]).astype(fast[0])
+        return np.divide(x, float(np.float32(self.tensors[layer["inputs"][0]]["scale"]))).astype(fast[-1])
+
+    def _matmul(self, layer: Mapping, x: np.ndarray) -> np.ndarray:
+        """The layer's dot products for rows ``x (R, K)`` (as ``_pre`` left them), in its output format."""
+        data, scheme = layer["data"], layer["scheme"]
+        in_fmt, out_fmt = self.tensors[layer["inputs"][0]], self.tensors[layer["output"]]
+        if scheme == "float":
+            return self._out(layer, x.astype(np.float32) @ data["weight"].T + data["bias"])
+        if scheme == "bfp":
+            y = dot.bfp_dot(x, data["weight"], data["weight_exponent"], data["bias"], layer["bfp"], data["prepared"])
+            return self._out(layer, y)
+        if scheme == "fixed":
+            if in_fmt["kind"] != "fixed" or out_fmt["kind"] != "fixed":
+                raise ValueError(f"layer {layer['name']}: a fixed-point layer needs fixed-point input and output")
+            fast = data.get("fast")
+            if fast is not None:  # exact accumulator, every partial sum exact in the float type
+                _, wt, bias, _, a_frac = fast
+                acc = x @ wt
+                acc += bias
+                out_frac = dot.frac_bits(out_fmt)
+                codes = dot.fixed_codes_of_scaled(np.ldexp(acc.astype(np.float64), out_frac - a_frac), out_fmt)
+                return np.ldexp(codes, -out_frac, out=codes)
+            acc, frac = dot.fixed_dot(
+                codes_of(x, in_fmt),
+                dot.frac_bits(in_fmt),
+                data["weight"],
+                dot.frac_bits(layer["weight"]),
+                data["bias"],
+                dot.frac_bits(layer["bias"]),
+                layer.get("accum"),
+            )
+            return fixed.dequantize(dot.cast_fixed(acc, frac, out_fmt), out_fmt["width"], out_fmt["integer"])
+        if scheme == "int8":
+            if in_fmt["kind"] != "int8" or out_fmt["kind"] != "int8":
+                raise ValueError(f"layer {layer['name']}: an int8 layer needs int8 input and output")
+            fast = data.get("fast")
+            if fast is not None:  # the int32 accumulator never wraps; every partial sum is exact
+                wt, bias, scale, low, high, _ = fast
+                acc = x @ wt
+                acc += bias
+                acc = acc.astype(np.float32, copy=False)  # exact integers below 2**31: as int32 -> float32
+                acc *= scale
+                np.rint(acc, out=acc)
+                np.clip(acc, low, high, out=acc)
+                return acc.astype(np.float64) * float(np.float32(out_fmt["scale"]))
+            y = dot.int8_dot(
+                codes_of(x, in_fmt),
+                in_fmt["scale"],
+                in_fmt["zero_point"],
+                data["weight"],
+                data["weight_scale"],
+                data.get("bias"),
+                out_fmt["scale"],
+                out_fmt["zero_point"],
+            )
+            return from_int8(y, out_fmt)
+        raise ValueError(f"layer {layer['name']}: unknown scheme {scheme!r}")
+
+
+def _fixed_fast(data: Mapping, in_fmt: Mapping, layer: Mapping) -> tuple | None:
+    """Pre-scaled float weights and bias when the accumulator is exact and every partial sum fits a
+    float mantissa (float32 below ``2**24``, float64 below ``2**53``): the float matrix product is then
+    exact, and equal to ``dot.fixed_dot``."""
+    if layer.get("accum") is not None:
+        return None
+    w, b = np.asarray(data["weight"], np.int64), np.asarray(data["bias"], np.int64)
+    x_frac, p_frac = dot.frac_bits(in_fmt), dot.frac_bits(in_fmt) + dot.frac_bits(layer["weight"])
+    b_frac = dot.frac_bits(layer["bias"])
+    a_frac = max(p_frac, b_frac)
+    bound = 2.0 ** (int(in_fmt["width"]) - 1) * float(np.abs(w).max(initial=0)) * w.shape[1] * 2.0 ** (a_frac - p_frac)
+    bound += float(np.abs(b).max(initial=0)) * 2.0 ** (a_frac - b_frac)
+    if bound >= 2.0**51:  # dot.fixed_codes_of_scaled's range
+        return None
+    dtype = np.float32 if bound < 2.0**24 else np.float64
+    wt = np.ascontiguousarray(np.ldexp(w.T.astype(np.float64), a_frac - p_frac).astype(dtype))
+    return dtype, wt, np.ldexp(b.astype(np.float64), a_frac - b_frac).astype(dtype), x_frac, a_frac
+
+
+def _int8_fast(data: Mapping, in_fmt: Mapping, out_fmt: Mapping) -> tuple | None:
+    """Float weights, bias and the requantization scale when every partial sum is below ``2**31`` (the
+    int32 accumulator never wraps): float32 below ``2**24``, else float64, where the sums are exact and
+    equal ``dot.int8_dot``'s; the sum then goes to float32 as onnxruntime converts its int32."""
+    w, b = np.asarray(data["weight"], np.int64), data.get("bias")
+    b = np.zeros(w.shape[0], np.int64) if b is None else np.asarray(b, np.int64)
+    reach = (128 + abs(int(in_fmt["zero_point"]))) * float(np.abs(w).max(initial=0)) * w.shape[1]
+    reach += float(np.abs(b).max(initial=0))
+    if reach >= 2.0**31:
+        return None
+    dtype = np.float32 if reach < 2.0**24 else np.float64
+    scale = (np.float32(in_fmt["scale"]) * np.asarray(data["weight_scale"], np.float32)) / np.float32(out_fmt["scale"])
+    zero = int(out_fmt["zero_point"])
+    wt = np.ascontiguousarray(w.T.astype(dtype))
+    return wt, b.astype(dtype), scale.astype(np.float32), np.float32(-128 - zero), np.float32(127 - zero), dtype
+
+
+def _dense(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
+    return program._matmul(layer, program._pre(layer, inputs[0]))
+
+
+def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
+    x, attrs = program._pre(layer, inputs[0]), layer["attrs"]
+    kernel = tuple(attrs["kernel_shape"])
+    pad_value = 0.0
+    if layer["scheme"] == "bfp":
+        channels = dot.bfp_quantize_channels(x, layer["bfp"])
+        if channels is not None:  # quantized once per value, not once per patch: the same codes
+            return _bfp_conv(program, layer, *channels)
+    patches = windows(x, kernel, _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]), pad_value)
+    n, oh, ow = patches.shape[:3]
+    y = program._matmul(layer, patches.reshape(n * oh * ow, -1))
+    return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
+
+
+def _bfp_conv(program: Program, layer: Mapping, mant: np.ndarray, exps: np.ndarray) -> np.ndarray:
+    attrs, data = layer["attrs"], layer["data"]
+    geometry = (tuple(attrs["kernel_shape"]), _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]))
+    e_min = -((1 << (int(layer["bfp"]["exponent_bits"]) - 1)) - 1)
+    m_patches = windows(mant, *geometry)
+    e_patches = windows(exps.astype(np.float32), *geometry, pad_value=float(e_min))
+    n, oh, ow = m_patches.shape[:3]
+    k = int(layer["bfp"]["block_size"])
+    x_blocks = m_patches.reshape(n * oh * ow, -1, k)
+    x_exp = e_patches.reshape(n * oh * ow, -1).astype(np.int64)
+    y = dot.bfp_dot_blocks(x_blocks, x_exp, data["prepared"], data["bias"], float32_inputs=True)
+    return program._out(layer, y).reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
+
+
+def _pool_windows(x: np.ndarray, attrs: Mapping, pad_value: float) -> np.ndarray:
+    patches = windows(x, tuple(attrs["kernel_shape"]), _pads(attrs), tuple(attrs["strides"]), (1, 1), pad_value)
+    n, oh, ow, kh, kw, c = patches.shape
+    return patches.reshape(n, oh, ow, kh * kw, c)
+
+
+def _maxpool(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
+    x, attrs = inputs[0], layer["attrs"]
+    (kh, kw), (sh, sw) = attrs["kernel_shape"], attrs["strides"]
+    n, c, h, w = x.shape
+    if (kh, kw) == (sh, sw) and not any(_pads(attrs)) and h % kh == 0 and w % kw == 0:  # tiles
+        return program._out(layer, x.reshape(n, c, h // kh, kh, w // kw, kw).max(axis=(3, 5)))
+    y = _pool_windows(inputs[0], layer["attrs"], -np.inf).max(axis=3).transpose(0, 3, 1, 2)
+    return program._out(layer, y)
+
+
+def _wide(x: np.ndarray) -> np.ndarray:
+    return x.astype(np.float64) if x.dtype == np.float64 else x.astype(np.float32)
+
+
+def _avgpool(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
+    x, attrs = _wide(inputs[0]), layer["attrs"]
+    total = _pool_windows(x, attrs, 0.0).sum(axis=3)
+    if attrs.get("count_include_pad", 0):
+        count = float(np.prod(attrs["kernel_shape"]))
+    else:
+        ones = np.ones((1, 1, *x.shape[2:]), x.dtype)
+        count = _pool_windows(ones, attrs, 0.0).sum(axis=3)
+    return program._out(layer, (total / count).transpose(0, 3, 1, 2))
+
+
+def _gap(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
+    x = _wide(inputs[0])
+    return program._out(layer, x.mean(axis=(2, 3), keepdims=True))
+
+
+def _relu(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
+    return program._out(layer, np.maximum(inputs[0], 0))
+
+
+def _add(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
+    return program._out(layer, _wide(inputs[0]) + _wide(inputs[1]))
+
+
+def _concat(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
+    return program._out(layer, np.concatenate(inputs, axis=int(layer["attrs"].get("axis", 1))))
+
+
+def _flatten(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
+    x = inputs[0]
+    return program._out(layer, x.reshape(x.shape[0], -1))
+
+
+def _reshape(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
+    x = inputs[0]
+    shape = [x.shape[i] if s == 0 else int(s) for i, s in enumerate(layer["attrs"]["shape"])]
+    return program._out(layer, x.reshape(shape))
+
+
+_OPS = {
+    "dense": _dense,
+    "conv": _conv,
+    "relu": _relu,
+    "maxpool": _maxpool,
+    "avgpool": _avgpool,
+    "gap": _gap,
+    "add": _add,
+    "concat": _concat,
+    "flatten": _flatten,
+    "reshape": _reshape,
+}

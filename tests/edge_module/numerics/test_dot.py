@@ -1,0 +1,196 @@
+"""The bit-accurate dot products against slow references: pure-Python integers following hls4ml's
+loops (fixed), onnxruntime's QLinearMatMul (int8), a per-block Python loop (bfp)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from edge_module.numerics import bfp, dot
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+
+def _round(v: Fraction, rounding: str) -> int:
+    floor = v.numerator // v.denominator
+    rest = v - floor
+    if rounding == "AP_TRN":
+        return floor
+    if rounding == "AP_TRN_ZERO":
+        return floor + (1 if rest and v < 0 else 0)
+    if rest != Fraction(1, 2):
+        return floor + (1 if rest > Fraction(1, 2) else 0)
+    if rounding == "AP_RND":
+        return floor + 1
+    assert rounding == "AP_RND_CONV"
+    return floor + (floor & 1)
+
+
+def ref_cast(v: Fraction, fmt: dict) -> int:
+    """The code of ``v`` in ``fmt`` (AP_TRN/AP_TRN_ZERO/AP_RND/AP_RND_CONV; AP_WRAP/AP_SAT), pure Python."""
+    code = _round(v * 2 ** (fmt["width"] - fmt["integer"]), fmt["rounding"])
+    low, high = -(1 << (fmt["width"] - 1)), (1 << (fmt["width"] - 1)) - 1
+    if fmt["overflow"] == "AP_SAT":
+        return min(max(code, low), high)
+    assert fmt["overflow"] == "AP_WRAP"
+    return (code - low) % (1 << fmt["width"]) + low
+
+
+def fx(width: int, integer: int, rounding: str = "AP_TRN", overflow: str = "AP_WRAP") -> dict:
+    return {"kind": "fixed", "width": width, "integer": integer, "rounding": rounding, "overflow": overflow}
+
+
+def ref_fixed_dense(x, x_frac, w, w_frac, b, b_frac, accum, result):
+    """hls4ml's dense_latency: mult = (accum_t)(x * w); acc = (accum_t)bias; acc += mult (in input order);
+    res = (res_t)acc. Without accum_t: the exact sum."""
+    out = np.zeros((len(x), len(w)), np.int64)
+    for r, row in enumerate(x.tolist()):
+        for m, weights in enumerate(w.tolist()):
+            if accum is None:
+                total = Fraction(int(b[m]), 2**b_frac) + sum(
+                    Fraction(a * c, 2 ** (x_frac + w_frac)) for a, c in zip(row, weights, strict=True)
+                )
+            else:
+                scale = 2 ** (accum["width"] - accum["integer"])
+                acc = ref_cast(Fraction(int(b[m]), 2**b_frac), accum)
+                for a, c in zip(row, weights, strict=True):
+                    product = ref_cast(Fraction(a * c, 2 ** (x_frac + w_frac)), accum)
+                    acc = ref_cast(Fraction(acc + product, scale), accum)
+                total = Fraction(acc, scale)
+            out[r, m] = ref_cast(total, result)
+    return out
+
+
+ACCUMULATORS = [
+    None,
+    fx(40, 20),  # wide, wrap: the fast path
+    fx(18, 8, "AP_TRN", "AP_WRAP"),  # fewer fractional bits than the products: each product truncated, wraps
+    fx(14, 7, "AP_RND", "AP_SAT"),  # saturates after each addition
+    fx(16, 9, "AP_RND_CONV", "AP_SAT"),
+]
+
+
+@pytest.mark.parametrize(
+    "accum", ACCUMULATORS, ids=lambda a: "exact" if a is None else f"{a['width']},{a['integer']},{a['overflow']}"
+)
+@pytest.mark.parametrize("result", [fx(8, 4, "AP_RND_CONV", "AP_SAT"), fx(10, 3)])
+def test_fixed_dot_matches_hls4ml_loops(accum, result) -> None:
+    rng = np.random.default_rng(3)
+    x = rng.integers(-128, 128, (6, 21))
+    w = rng.integers(-128, 128, (5, 21))
+    b = rng.integers(-2000, 2000, 5)
+    acc, frac = dot.fixed_dot(x, 5, w, 6, b, 9, accum)
+    got = dot.cast_fixed(acc, frac, result)
+    assert np.array_equal(got, ref_fixed_dense(x, 5, w, 6, b, 9, accum, result))
+
+
+def test_exact_matmul_is_exact_on_every_path() -> None:
+    rng = np.random.default_rng(0)
+    for high in (100, 2**20, 2**28):
+        a = rng.integers(-high, high, (4, 33))
+        b = rng.integers(-high, high, (3, 33))
+        want = np.array([[sum(int(p) * int(q) for p, q in zip(r, c, strict=True)) for c in b] for r in a])
+        assert np.array_equal(dot.exact_matmul(a, b), want)
+    with pytest.raises(ValueError, match="beyond int64"):
+        dot.exact_matmul(np.full((1, 4), 2**40), np.full((1, 4), 2**40))
+
+
+def _qlinear_matmul(x, xs, xz, w_km, ws, ys, yz) -> np.ndarray:
+    inits = [
+        numpy_helper.from_array(np.float32(xs), "xs"),
+        numpy_helper.from_array(np.int8(xz), "xz"),
+        numpy_helper.from_array(w_km.astype(np.int8), "w"),
+        numpy_helper.from_array(np.asarray(ws, np.float32), "ws"),
+        numpy_helper.from_array(np.zeros(np.shape(ws), np.int8), "wz"),
+        numpy_helper.from_array(np.float32(ys), "ys"),
+        numpy_helper.from_array(np.int8(yz), "yz"),
+    ]
+    node = helper.make_node("QLinearMatMul", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.INT8, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.INT8, None)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x.astype(np.int8)})[0]
+
+
+@pytest.mark.parametrize("per_column", [False, True])
+@pytest.mark.parametrize("x_zero", [0, -7])
+def test_int8_dot_matches_onnxruntime_qlinearmatmul(per_column, x_zero) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.integers(-128, 128, (64, 48))
+    w = rng.integers(-127, 128, (10, 48))
+    ws = rng.uniform(0.002, 0.02, 10).astype(np.float32) if per_column else np.float32(0.0071)
+    xs, ys, yz = 0.031, 0.9, 3
+    want = _qlinear_matmul(x, xs, x_zero, w.T, ws, ys, yz)
+    got = dot.int8_dot(x, xs, x_zero, w, np.broadcast_to(ws, 10), None, ys, yz)
+    assert np.array_equal(got, want)
+    assert len(np.unique(got)) > 20  # the outputs span the range: not a trivially saturated comparison
+
+
+def ref_bfp_dot(x, w_mant, w_exp, bias, k, m) -> np.ndarray:
+    x_mant, x_exp = bfp.quantize(x, -1, k, m)
+    out = np.zeros((len(x), len(w_mant)), np.float32)
+    n_blocks = x_exp.shape[1]
+    for r in range(len(x)):
+        for c in range(len(w_mant)):
+            acc = np.float32(0)
+            for blk in range(n_blocks):
+                s = sum(
+                    int(a) * int(b)
+                    for a, b in zip(x_mant[r, blk * k : (blk + 1) * k], w_mant[c, blk * k : (blk + 1) * k], strict=True)
+                )
+                acc = np.float32(acc + np.float32(s * 2.0 ** (int(x_exp[r, blk]) + int(w_exp[c, blk]) - 2 * (m - 1))))
+            out[r, c] = np.float32(acc + bias[c])
+    return out
+
+
+@pytest.mark.parametrize(("k", "m"), [(16, 3), (16, 7), (8, 5), (32, 12)])
+def test_bfp_dot_matches_a_per_block_loop(k, m) -> None:
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((5, 40)) * np.exp(rng.uniform(-4, 4, (5, 40)))).astype(np.float32)
+    w = rng.standard_normal((4, 40)).astype(np.float32)
+    bias = rng.standard_normal(4).astype(np.float32)
+    w_mant, w_exp = bfp.quantize(w, 1, k, m)
+    got = dot.bfp_dot(x, w_mant, w_exp, bias, {"block_size": k, "mantissa_bits": m, "exponent_bits": 8})
+    want = ref_bfp_dot(x, w_mant, w_exp, bias, k, m)
+    assert got.dtype == np.float32
+    assert np.array_equal(got, want)
+
+
+def test_bfp_dot_gives_the_same_on_large_inputs_block_by_block() -> None:
+    rng = np.random.default_rng(4)
+    x = (rng.standard_normal((4096, 160)) * np.exp(rng.uniform(-5, 5, (4096, 160)))).astype(np.float32)
+    w = rng.standard_normal((8, 160)).astype(np.float32)
+    params = {"block_size": 16, "mantissa_bits": 7, "exponent_bits": 8}
+    w_mant, w_exp = bfp.quantize(w, 1, 16, 7)
+    whole = dot.bfp_dot(x, w_mant, w_exp, None, params)  # above the batched-product size
+    pieces = np.concatenate([dot.bfp_dot(x[i : i + 64], w_mant, w_exp, None, params) for i in range(0, 4096, 64)])
+    assert np.array_equal(whole, pieces)
+    assert np.array_equal(whole[:5], ref_bfp_dot(x[:5], w_mant, w_exp, np.zeros(8, np.float32), 16, 7))
+
+
+MODES = ["AP_TRN", "AP_TRN_ZERO", "AP_RND", "AP_RND_ZERO", "AP_RND_INF", "AP_RND_MIN_INF", "AP_RND_CONV"]
+
+
+@pytest.mark.parametrize("overflow", ["AP_WRAP", "AP_SAT", "AP_SAT_ZERO", "AP_SAT_SYM"])
+@pytest.mark.parametrize("rounding", MODES)
+def test_fixed_codes_of_scaled_equal_the_kernel(rounding: str, overflow: str) -> None:
+    from edge_module.numerics import fixed
+
+    rng = np.random.default_rng(9)
+    acc = np.concatenate([rng.integers(-(2**20), 2**20, 4000), np.arange(-40, 41)]).astype(np.float64)
+    t = np.ldexp(acc, -3)  # ties (x.5) included
+    fmt = fx(12, 4, rounding, overflow)
+    got = dot.fixed_codes_of_scaled(t, fmt)
+    want = fixed.quantize(np.ldexp(t, -8), 12, 4, rounding, overflow)
+    assert np.array_equal(got, want)

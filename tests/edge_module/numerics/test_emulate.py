@@ -1,0 +1,238 @@
+"""The emulator on hand-written programs: a fixed-point Conv against a pure-Python loop in hls4ml's
+order, an int8 Conv against onnxruntime's QLinearConv, save/load, clear errors."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from edge_module.numerics.emulate import Program
+
+from .test_dot import fx, ref_cast
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+ATTRS = {"kernel_shape": [3, 2], "pads": [1, 0, 1, 2], "strides": [2, 1], "dilations": [1, 2]}
+
+
+def conv_program(scheme: str, x_fmt: dict, y_fmt: dict, arrays: dict, extra: dict) -> Program:
+    layer = {
+        "name": "conv",
+        "op": "conv",
+        "inputs": ["x"],
+        "output": "y",
+        "attrs": ATTRS,
+        "scheme": scheme,
+        "arrays": {role: f"0.{role}" for role in arrays},
+        **extra,
+    }
+    spec = {
+        "format_version": 1,
+        "inputs": ["x"],
+        "outputs": ["y"],
+        "tensors": {"x": x_fmt, "y": y_fmt},
+        "layers": [layer],
+    }
+    return Program(spec, {f"0.{role}": value for role, value in arrays.items()})
+
+
+def ref_fixed_conv(x, x_frac, w, w_frac, b, b_frac, accum, result) -> np.ndarray:
+    """Loop over output pixels; each dot product in (kh, kw, C) order, as hls4ml's channels-last conv."""
+    n, c, h, wd = x.shape
+    m, _, kh, kw = w.shape
+    top, left, bottom, right = ATTRS["pads"]
+    (sh, sw), (dh, dw) = ATTRS["strides"], ATTRS["dilations"]
+    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + left + right - dw * (kw - 1) - 1) // sw + 1
+    out = np.zeros((n, m, oh, ow), np.int64)
+    for img in range(n):
+        for f in range(m):
+            for r in range(oh):
+                for q in range(ow):
+                    terms = [
+                        int(xp[img, ch, r * sh + i * dh, q * sw + j * dw]) * int(w[f, ch, i, j])
+                        for i in range(kh)
+                        for j in range(kw)
+                        for ch in range(c)
+                    ]
+                    if accum is None:
+                        total = Fraction(int(b[f]), 2**b_frac) + Fraction(sum(terms), 2 ** (x_frac + w_frac))
+                    else:
+                        scale = 2 ** (accum["width"] - accum["integer"])
+                        acc = ref_cast(Fraction(int(b[f]), 2**b_frac), accum)
+                        for t in terms:
+                            acc = ref_cast(
+                                Fraction(acc + ref_cast(Fraction(t, 2 ** (x_frac + w_frac)), accum), scale), accum
+                            )
+                        total = Fraction(acc, scale)
+                    out[img, f, r, q] = ref_cast(total, result)
+    return out
+
+
+@pytest.mark.parametrize("accum", [None, fx(13, 6, "AP_RND", "AP_SAT")], ids=["exact", "saturating"])
+def test_fixed_conv_matches_a_loop_in_hls4ml_order(accum) -> None:
+    rng = np.random.default_rng(5)
+    x_codes = rng.integers(-128, 128, (2, 3, 6, 5))
+    w_codes = rng.integers(-128, 128, (4, 3, 3, 2))
+    b_codes = rng.integers(-300, 300, 4)
+    x_fmt, y_fmt, w_fmt, b_fmt = fx(8, 3), fx(10, 5, "AP_RND_CONV", "AP_SAT"), fx(8, 1), fx(12, 4)
+    arrays = {"weight": w_codes.transpose(0, 2, 3, 1).reshape(4, -1), "bias": b_codes}
+    program = conv_program("fixed", x_fmt, y_fmt, arrays, {"weight": w_fmt, "bias": b_fmt, "accum": accum})
+    y = program.run(np.ldexp(x_codes.astype(np.float64), -5))["y"]
+    want = ref_fixed_conv(x_codes, 5, w_codes, 7, b_codes, 8, accum, y_fmt)
+    assert np.array_equal(np.ldexp(y.astype(np.float64), 5).astype(np.int64), want)
+
+
+def _qlinear_conv(x, xs, xz, w, ws, b, ys, yz) -> np.ndarray:
+    inits = [
+        numpy_helper.from_array(np.float32(xs), "xs"),
+        numpy_helper.from_array(np.int8(xz), "xz"),
+        numpy_helper.from_array(w.astype(np.int8), "w"),
+        numpy_helper.from_array(ws.astype(np.float32), "ws"),
+        numpy_helper.from_array(np.zeros(len(ws), np.int8), "wz"),
+        numpy_helper.from_array(np.float32(ys), "ys"),
+        numpy_helper.from_array(np.int8(yz), "yz"),
+        numpy_helper.from_array(b.astype(np.int32), "b"),
+    ]
+    node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"], **ATTRS)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.INT8, list(x.shape))],
+        [helper.make_tensor_value_info("y", TensorProto.INT8, None)],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        None, {"x": x.astype(np.int8)}
+    )[0]
+
+
+@pytest.mark.parametrize("x_zero", [0, 5])
+def test_int8_conv_matches_onnxruntime_qlinearconv(x_zero) -> None:
+    rng = np.random.default_rng(6)
+    x = rng.integers(-128, 128, (3, 4, 7, 6))
+    w = rng.integers(-127, 128, (5, 4, 3, 2))
+    ws = rng.uniform(0.001, 0.01, 5).astype(np.float32)
+    b = rng.integers(-5000, 5000, 5)
+    xs, ys, yz = 0.05, 0.4, -2
+    arrays = {
+        "weight": w.transpose(0, 2, 3, 1).reshape(5, -1).astype(np.int8),
+        "weight_scale": ws,
+        "bias": b.astype(np.int32),
+    }
+    program = conv_program(
+        "int8",
+        {"kind": "int8", "scale": xs, "zero_point": x_zero},
+        {"kind": "int8", "scale": ys, "zero_point": yz},
+        arrays,
+        {},
+    )
+    values = (x.astype(np.float64) - x_zero) * float(np.float32(xs))
+    y = program.run(values)["y"]
+    codes = np.rint(y.astype(np.float64) / float(np.float32(ys))).astype(np.int64) + yz
+    want = _qlinear_conv(x, xs, x_zero, w, ws, b, ys, yz)
+    assert np.array_equal(codes, want)
+    assert len(np.unique(want)) > 50
+
+
+def test_a_program_saves_and_loads(tmp_path) -> None:
+    arrays = {"weight": np.arange(24, dtype=np.float32).reshape(4, 6) / 10, "bias": np.ones(4, np.float32)}
+    program = conv_program("float", {"kind": "float"}, {"kind": "float"}, arrays, {})
+    x = np.random.default_rng(0).standard_normal((1, 1, 5, 5)).astype(np.float32)
+    program.save(tmp_path)
+    again = Program.load(tmp_path)
+    assert np.array_equal(again.run(x)["y"], program.run(x)["y"])
+
+
+def test_errors_name_the_problem() -> None:
+    arrays = {"weight": np.zeros((4, 6), np.float32), "bias": np.zeros(4, np.float32)}
+    program = conv_program("float", {"kind": "float"}, {"kind": "float"}, arrays, {})
+    with pytest.raises(ValueError, match="missing program input"):
+        program.run({"other": np.zeros(1)})
+    with pytest.raises(ValueError, match="version"):
+        Program({**program.spec, "format_version": 99}, program.arrays)
+    with pytest.raises(ValueError, match="NaN"):
+        conv_program("fixed", fx(8, 3), fx(8, 3), arrays, {"weight": fx(8, 1), "bias": fx(8, 1)}).run(
+            np.full((1, 1, 4, 4), np.nan)
+        )
+
+
+@pytest.mark.parametrize("k", [24, 2048])  # partial sums below 2**24 (float32 path) and above (float64 path)
+def test_int8_dense_matches_onnxruntime_on_both_fast_paths(k) -> None:
+    from .test_dot import _qlinear_matmul
+
+    rng = np.random.default_rng(k)
+    x = rng.integers(-128, 128, (32, k))
+    w = rng.integers(-127, 128, (6, k))
+    ws = rng.uniform(0.001, 0.01, 6).astype(np.float32)
+    xs, ys, yz = 0.02, 0.03 * np.sqrt(k), 1
+    layer = {
+        "name": "fc",
+        "op": "dense",
+        "inputs": ["x"],
+        "output": "y",
+        "attrs": {},
+        "scheme": "int8",
+        "arrays": {"weight": "w", "weight_scale": "ws"},
+    }
+    spec = {
+        "format_version": 1,
+        "inputs": ["x"],
+        "outputs": ["y"],
+        "layers": [layer],
+        "tensors": {
+            "x": {"kind": "int8", "scale": xs, "zero_point": 0},
+            "y": {"kind": "int8", "scale": ys, "zero_point": yz},
+        },
+    }
+    program = Program(spec, {"w": w.astype(np.int8), "ws": ws})
+    assert program._prepared[0]["data"]["fast"][-1] == (np.float32 if k == 24 else np.float64)
+    y = program.run(x * float(np.float32(xs)))["y"]
+    codes = np.rint(y.astype(np.float64) / float(np.float32(ys))).astype(np.int64) + yz
+    want = _qlinear_matmul(x, xs, 0, w.T, ws, ys, yz)
+    assert np.array_equal(codes, want)
+    assert len(np.unique(want)) > 20
+
+
+@pytest.mark.parametrize("channels", [16, 32, 5])  # blocks = channel blocks (quantized once) / spanning pixels
+def test_bfp_conv_matches_the_per_patch_dot_product(channels) -> None:
+    from edge_module.numerics import bfp, dot
+    from edge_module.numerics.emulate import windows
+
+    rng = np.random.default_rng(channels)
+    x = (rng.standard_normal((2, channels, 6, 5)) * np.exp(rng.uniform(-3, 3, (2, channels, 6, 5)))).astype(np.float32)
+    x[0, :, 0, 0] = 0  # an all-zero block
+    w = rng.standard_normal((3, 6 * channels)).astype(np.float32)
+    params = {"block_size": 16, "mantissa_bits": 5, "exponent_bits": 8, "rounding": "nearest_even"}
+    w_mant, w_exp = bfp.quantize(w, 1, 16, 5)
+    bias = rng.standard_normal(3).astype(np.float32)
+    layer = {
+        "name": "conv",
+        "op": "conv",
+        "inputs": ["x"],
+        "output": "y",
+        "scheme": "bfp",
+        "bfp": params,
+        "attrs": ATTRS,
+        "arrays": {"weight": "w", "weight_exponent": "e", "bias": "b"},
+    }
+    spec = {
+        "format_version": 1,
+        "inputs": ["x"],
+        "outputs": ["y"],
+        "layers": [layer],
+        "tensors": {"x": {"kind": "float"}, "y": {"kind": "float"}},
+    }
+    program = Program(spec, {"w": w_mant, "e": w_exp, "b": bias})
+    got = program.run(x)["y"]
+    patches = windows(x, (3, 2), tuple(ATTRS["pads"]), tuple(ATTRS["strides"]), tuple(ATTRS["dilations"]))
+    n, oh, ow = patches.shape[:3]
+    want = dot.bfp_dot(patches.reshape(n * oh * ow, -1).astype(np.float64), w_mant, w_exp, bias, params)
+    assert np.array_equal(got, want.reshape(n, oh, ow, 3).transpose(0, 3, 1, 2))
