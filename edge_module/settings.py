@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,8 @@ from edge_module.settings_table import (
     upper,
 )
 from edge_module.transports.settings import IotEdgeSettings, MqttSettings
+
+_DRIVER_RE = re.compile(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?")
 
 __all__ = ["MB", "Settings", "SettingsError", "parse_size", "settings_from_flags"]
 
@@ -234,6 +237,22 @@ class Settings:
         metavar="N",
         help="onnxruntime intra-op threads per worker (0: onnxruntime's default).",
     )
+    fpga_device: str | None = setting(
+        None,
+        "EDGEPACK_FPGA_DEVICE",
+        flag="--fpga-device",
+        metavar="PATH",
+        help="FPGA packages: the card's device (/dev/xdma0), passed to the vendor driver.",
+    )
+    fpga_driver: str | None = setting(
+        None,
+        "EDGEPACK_FPGA_DRIVER",
+        flag="--fpga-driver",
+        metavar="MODULE:FACTORY",
+        shown="none: the bit-accurate emulator",
+        help="FPGA packages: a vendor driver, factory(package_dir, device) -> object with run(x) for the "
+        "accelerator part (see edge_module.scoring.fpga_runtime).",
+    )
     keepalive_timeout: float = setting(
         75.0,
         "EDGEPACK_KEEPALIVE_TIMEOUT",
@@ -312,6 +331,10 @@ class Settings:
             raise SettingsError(f"invalid handoff wait {self.handoff_wait_ms}: use 0 or more milliseconds")
         if self.onnx_threads is not None and self.onnx_threads < 0:
             raise SettingsError(f"invalid onnx threads {self.onnx_threads}: use 0 (onnxruntime's default) or more")
+        if self.fpga_driver is not None and not _DRIVER_RE.fullmatch(self.fpga_driver):
+            raise SettingsError(
+                f"invalid FPGA driver {self.fpga_driver!r}: give a Python module and factory, pkg.module:factory"
+            )
         if not self.read_timeout > 0:
             raise SettingsError(f"invalid read timeout {self.read_timeout}: use a positive number of seconds")
         if self.secondary_key and not self.primary_key:

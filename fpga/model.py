@@ -1,5 +1,7 @@
 """``compile_onnx``: partition, calibrate and compile an ONNX model; ``CompiledModel`` runs the emulated
-accelerator part then the host part in onnxruntime, and saves/loads itself."""
+accelerator part then the host part in onnxruntime (through the serving runtime's
+:class:`~edge_module.scoring.fpga_runtime.FpgaPipeline`: one implementation), and saves/loads itself as
+the package folder that runtime serves."""
 
 from __future__ import annotations
 
@@ -9,9 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
+from onnx import helper
 
 from edge_module.numerics.emulate import Program
+from edge_module.runtime import NUMPY_TO_V2
+from edge_module.scoring.fpga_runtime import ACCEL_ONNX, HOST_ONNX, MANIFEST, FpgaPipeline, read_manifest
 
 from .calibrate import collect_ranges, describe, plan_formats
 from .compiled import build_program, float_plan
@@ -19,7 +23,27 @@ from .formats import NumberFormat, get_format
 from .graph import load_graph
 from .partition import partition
 
-MANIFEST, HOST_ONNX, ACCEL_ONNX = "fpga.json", "host.onnx", "accelerator.onnx"
+__all__ = ["ACCEL_ONNX", "HOST_ONNX", "MANIFEST", "CompiledModel", "compile_onnx", "signature"]
+
+
+def signature(model: onnx.ModelProto) -> dict[str, list[dict]]:
+    """The model's inputs and outputs as V2 tensor specs (``{"name", "datatype", "shape"}``, -1 for a
+    free dimension), from its (shape-inferred) value infos: what the serving runtime checks requests with."""
+
+    def spec(info: onnx.ValueInfoProto) -> dict:
+        tensor = info.type.tensor_type
+        try:
+            datatype = NUMPY_TO_V2.get(np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)), "BYTES")
+        except (KeyError, TypeError, ValueError):
+            datatype = "BYTES"
+        shape = [d.dim_value if d.HasField("dim_value") else -1 for d in tensor.shape.dim]
+        return {"name": info.name, "datatype": datatype, "shape": shape}
+
+    constants = {init.name for init in model.graph.initializer}
+    return {
+        "inputs": [spec(i) for i in model.graph.input if i.name not in constants],
+        "outputs": [spec(o) for o in model.graph.output],
+    }
 
 
 class CompiledModel:
@@ -33,6 +57,7 @@ class CompiledModel:
         inputs: list[str],
         outputs: list[str],
         accelerator: onnx.ModelProto | bytes | None = None,
+        signature: Mapping[str, list] | None = None,
     ) -> None:
         self.program = program
         self.host_bytes = host.SerializeToString() if isinstance(host, onnx.ModelProto) else host
@@ -41,28 +66,12 @@ class CompiledModel:
         )
         self.report = report
         self.inputs, self.outputs = inputs, outputs
-        self._host: ort.InferenceSession | None = None
-
-    def _session(self) -> ort.InferenceSession | None:
-        if self._host is None and self.host_bytes is not None:
-            self._host = ort.InferenceSession(self.host_bytes, providers=["CPUExecutionProvider"])
-        return self._host
+        self.signature = dict(signature) if signature else None
+        self.pipeline = FpgaPipeline(program, self.host_bytes, inputs, outputs)
 
     def run(self, feeds: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
         """Every model output: the accelerator part emulated, then the host part in onnxruntime."""
-        if not isinstance(feeds, Mapping):
-            feeds = {self.inputs[0]: feeds}
-        missing = [name for name in self.inputs if name not in feeds]
-        if missing:
-            raise ValueError(f"missing model input(s) {missing}; the model takes {self.inputs}")
-        values = dict(feeds)  # the host part gets the inputs as given
-        values.update(self.program.run({name: np.asarray(feeds[name], np.float32) for name in self.program.inputs}))
-        session = self._session()
-        if session is not None:
-            host_in = {i.name: values[i.name] for i in session.get_inputs()}
-            names = [o.name for o in session.get_outputs()]
-            values.update(zip(names, session.run(names, host_in), strict=True))
-        return {name: values[name] for name in self.outputs}
+        return self.pipeline.run(feeds)
 
     def predict(self, x: np.ndarray | Mapping[str, np.ndarray]) -> np.ndarray:
         """The first model output."""
@@ -79,6 +88,7 @@ class CompiledModel:
             "inputs": self.inputs,
             "outputs": self.outputs,
             "host": HOST_ONNX if self.host_bytes else None,
+            "signature": self.signature,
             "report": self.report,
         }
         (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
@@ -87,7 +97,7 @@ class CompiledModel:
     @classmethod
     def load(cls, directory: str | Path) -> CompiledModel:
         directory = Path(directory)
-        manifest = json.loads((directory / MANIFEST).read_text())
+        manifest = read_manifest(directory)
         host = (directory / manifest["host"]).read_bytes() if manifest.get("host") else None
         accel = directory / ACCEL_ONNX
         return cls(
@@ -97,6 +107,7 @@ class CompiledModel:
             manifest["inputs"],
             manifest["outputs"],
             accel.read_bytes() if accel.exists() else None,
+            manifest.get("signature"),
         )
 
 
@@ -142,5 +153,11 @@ def compile_onnx(
     if ranges is not None:
         report["ranges"] = {name: [r.lo, r.hi] for name, r in ranges.items()}
     return CompiledModel(
-        program, part.host_model(), report, list(graph.inputs), list(graph.outputs), part.accelerator_model()
+        program,
+        part.host_model(),
+        report,
+        list(graph.inputs),
+        list(graph.outputs),
+        part.accelerator_model(),
+        signature(graph.model),
     )

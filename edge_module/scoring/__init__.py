@@ -25,16 +25,25 @@ def build_app(
     intra_op_threads: int | None = None,
     inter_op_threads: int | None = None,
     serialize_runs: bool = False,
+    fpga_device: str | None = None,
+    fpga_driver: str | None = None,
 ) -> ScoringApp:
     """The scoring app for a deployment (not loaded yet).
 
     ``intra_op_threads``/``inter_op_threads`` size onnxruntime's thread pools for the ONNX app
     (None: onnxruntime's defaults; 1 is fastest for small models under concurrent requests);
-    ``serialize_runs`` makes an entry script's ``run()`` one at a time."""
+    ``serialize_runs`` makes an entry script's ``run()`` one at a time; ``fpga_device``/``fpga_driver``
+    go to FPGA packages' runtime (:mod:`edge_module.scoring.fpga_runtime`)."""
     script = entry_script or os.environ.get(ENTRY_SCRIPT_ENV) or None
     if script:
         return EntryScriptApp(script, source_dir, model_dir, serialize_runs=serialize_runs)
-    return ModelScoringApp(model_dir, intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads)
+    return ModelScoringApp(
+        model_dir,
+        intra_op_threads=intra_op_threads,
+        inter_op_threads=inter_op_threads,
+        fpga_device=fpga_device,
+        fpga_driver=fpga_driver,
+    )
 
 
 __all__ = [

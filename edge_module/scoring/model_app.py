@@ -201,12 +201,15 @@ class ModelScoringApp(BatchableApp, VersionSelection):
         intra_op_threads: int | None = None,
         inter_op_threads: int | None = None,
         framework: str | None = None,
+        fpga_device: str | None = None,
+        fpga_driver: str | None = None,
     ):
         """``intra_op_threads``: onnxruntime's intra-op pool per model (None or 0: onnxruntime's default,
         a spinning thread per core). 1 suits servers running requests side by side on small models: for
         the 64-256-256-10 MLP at batch 1 a run takes ~12 µs with 1 thread and ~30 µs with the default
         pool on 2 cores. The server's ``onnx_threads`` setting (default 1) passes it (LiteRT gets it
-        as ``num_threads``). ``framework`` (the registry's) picks among runtimes serving the same files."""
+        as ``num_threads``). ``framework`` (the registry's) picks among runtimes serving the same files;
+        ``fpga_device``/``fpga_driver`` go to FPGA packages (:class:`RuntimeOptions`)."""
         self._error: Exception | None = None
         self._runtimes: list[ModelRuntime] = list(runtimes or [])
         if not self._runtimes:
@@ -216,7 +219,12 @@ class ModelScoringApp(BatchableApp, VersionSelection):
                     raise ModelDirError(
                         f"no model directory: pass one or set {MODEL_DIR_ENV} (or give an entry script)"
                     )
-                options = RuntimeOptions(threads=intra_op_threads, inter_op_threads=inter_op_threads)
+                options = RuntimeOptions(
+                    threads=intra_op_threads,
+                    inter_op_threads=inter_op_threads,
+                    fpga_device=fpga_device,
+                    fpga_driver=fpga_driver,
+                )
                 self._runtimes = [
                     m.kind.create(m.path, m.name, m.version, options) for m in discover_models(where, framework)
                 ]

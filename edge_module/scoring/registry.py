@@ -1,10 +1,11 @@
 """Which :class:`~edge_module.runtime.ModelRuntime` serves a model: runtimes registered by name with
 the file types (or a match function) and frameworks they serve, as MLServer picks a runtime per model.
 
-Built in, in this order: ``onnx`` (``*.onnx``, onnxruntime) and ``tflite`` (``*.tflite``, LiteRT).
+Built in, in this order: ``onnx`` (``*.onnx``, onnxruntime), ``tflite`` (``*.tflite``, LiteRT) and
+``fpga`` (package folders ``edgepack fpga compile`` makes: emulator or vendor driver + onnxruntime).
 Another runtime registers itself the same way when its module is imported::
 
-    register_runtime("fpga", FpgaRuntime.create, match=fpga_package, frameworks=("fpga",))
+    register_runtime("openvino", OpenVinoRuntime.create, suffixes=(".xml",), frameworks=("openvino",))
 
 A factory is called ``factory(path, name, version, options)`` (:class:`RuntimeOptions`) and returns
 the runtime, not loaded yet; it should import its heavy libraries in ``load()``, so that the
@@ -36,6 +37,11 @@ class RuntimeOptions:
     library's default."""
     inter_op_threads: int | None = None
     """onnxruntime's inter-op pool (None: its default)."""
+    fpga_device: str | None = None
+    """The FPGA runtime's device path (``/dev/xdma0``) for its vendor driver (None: ``EDGEPACK_FPGA_DEVICE``)."""
+    fpga_driver: str | None = None
+    """The FPGA runtime's vendor driver, ``pkg.module:factory`` (None: ``EDGEPACK_FPGA_DRIVER``, else the
+    emulator); see :mod:`edge_module.scoring.fpga_runtime`."""
 
 
 Factory = Callable[[Path, str, "str | None", RuntimeOptions], ModelRuntime]
@@ -188,5 +194,18 @@ def _tflite(path: Path, name: str, version: str | None, options: RuntimeOptions)
     return TfliteRuntime(path, name, version, num_threads=options.threads)
 
 
+def _fpga(path: Path, name: str, version: str | None, options: RuntimeOptions) -> ModelRuntime:
+    from edge_module.scoring.fpga_runtime import FpgaRuntime
+
+    return FpgaRuntime.create(path, name, version, options)
+
+
+def _fpga_package(entry: Path) -> Path | None:
+    from edge_module.scoring.fpga_runtime import fpga_package
+
+    return fpga_package(entry)
+
+
 register_runtime("onnx", _onnx, suffixes=(".onnx",), frameworks=("onnx",), label="ONNX")
 register_runtime("tflite", _tflite, suffixes=(".tflite",), frameworks=("tflite",), label="TFLite")
+register_runtime("fpga", _fpga, match=_fpga_package, frameworks=("fpga",), label="FPGA")

@@ -30,6 +30,8 @@ def app_factory(settings: Settings) -> Callable[[], ScoringApp]:
         if settings.onnx_threads:  # 0: onnxruntime's default (one spinning thread per core)
             kwargs["intra_op_threads"] = settings.onnx_threads
             kwargs["inter_op_threads"] = 1
+        if settings.fpga_device or settings.fpga_driver:
+            kwargs.update(fpga_device=settings.fpga_device, fpga_driver=settings.fpga_driver)
         return build_app(settings.entry_script, settings.source_dir, settings.model_dir, **kwargs)
 
     return build

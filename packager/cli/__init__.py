@@ -18,6 +18,7 @@ from packager import __version__
 from packager.cli.build import build, build_and_push, package
 from packager.cli.convert import convert
 from packager.cli.edge import edge
+from packager.cli.fpga import fpga
 from packager.cli.manifest import manifest
 from packager.cli.model import model
 from packager.cli.mqtt import mqtt
@@ -92,6 +93,7 @@ cli.add_command(build_and_push)
 cli.add_command(package)
 cli.add_command(manifest)
 cli.add_command(edge)
+cli.add_command(fpga)
 
 
 def _error(message: str) -> None:

@@ -51,6 +51,8 @@ SAMPLES: dict[tuple[type, str], tuple[str, Any, dict[str, str]]] = {
     (Settings, "scoring_threads"): ("2", 2, {}),
     (Settings, "handoff_wait_ms"): ("1.5", 1.5, {}),
     (Settings, "onnx_threads"): ("0", 0, {}),
+    (Settings, "fpga_device"): ("/dev/xdma0", "/dev/xdma0", {}),
+    (Settings, "fpga_driver"): ("vendor.card:open_card", "vendor.card:open_card", {}),
     (Settings, "keepalive_timeout"): ("5", 5.0, {}),
     (Settings, "read_timeout"): ("7.5", 7.5, {}),
     (Settings, "log_level"): ("debug", "DEBUG", {}),

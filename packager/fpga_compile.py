@@ -1,0 +1,316 @@
+"""Compile a registered model for an FPGA (``fpga.compile_onnx``), measure it and register the package.
+
+``compile_registered(ws, "digits", format="int8", calibration="cal.npz", labels="test.npz")`` loads
+the model (a non-ONNX model is first converted with ``packager.convert`` and registered as
+``<name>-onnx``), compiles it, compares float onnxruntime with the emulated accelerator on the
+evaluation rows (accuracy with labels, prediction agreement always) and registers ``<name>-fpga``
+(framework ``fpga``) as a folder the serving runtime (``edge_module.scoring.fpga_runtime``) serves::
+
+    fpga.json, program.json, program.npz, host.onnx, accelerator.onnx   the package
+    report.json                                                         this module's report
+    export/   QONNX / QDQ files (when ``fpga.export`` is available)
+    hls/      the HLS project (``--hls``; ``fpga.hls.export_hls``)
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from packager.errors import EdgepackError, InvalidInputError
+from packager.quantize import data as qdata
+from packager.quantize import measure
+from packager.registry import Model
+from packager.registry.names import validate_name
+from packager.workspace import Workspace
+
+HLS_BACKENDS = ("vivado", "vitis")
+IO_TYPES = ("parallel", "stream")
+REPORT_JSON = "report.json"
+EVAL_BATCH = 256
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class FpgaCompileResult:
+    model: Model  # the registered <name>-fpga package
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model.serialize(), "report": self.report}
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    """``["fc1=fixed<18,8>", ...]`` → ``{"fc1": "fixed<18,8>"}``."""
+    found: dict[str, str] = {}
+    for item in items:
+        layer, sep, fmt = item.partition("=")
+        if not sep or not layer.strip() or not fmt.strip():
+            raise InvalidInputError(f"invalid --override {item!r}: use LAYER=FORMAT, e.g. fc1=fixed<18,8>")
+        found[layer.strip()] = fmt.strip()
+    return found
+
+
+def _onnx_source(workspace: Workspace, name: str, version: int | None, notes: list[str]) -> Model:
+    """The registered model, or its ONNX conversion (registered as ``<name>-onnx``) for other frameworks."""
+    source = Model(workspace, name, version=version)
+    framework = source.model_framework
+    if framework == Model.Framework.FPGA:
+        raise InvalidInputError(f"model {source.id} is already an FPGA package; compile the model it came from")
+    if framework == Model.Framework.ONNX:
+        return source
+    from packager.convert import ConvertOptions, convert_model
+
+    try:
+        converted = convert_model(workspace, source.name, source.version, options=ConvertOptions(target="onnx"))
+    except EdgepackError as exc:
+        raise type(exc)(
+            f"model {source.id} is a {framework} model and converting it to ONNX failed ({exc}); run "
+            f"`edgepack convert {source.id} --to onnx` with the options it needs (--input-shape, --sample), then "
+            f"compile the ONNX model it registers"
+        ) from None
+    notes.append(f"{source.id} ({framework}) was converted to ONNX first: registered {converted.model.id}")
+    return converted.model
+
+
+def _find_onnx(model: Model) -> str:
+    paths = [f.path for f in model.files if f.path.lower().endswith(".onnx")]
+    if len(paths) != 1:
+        raise InvalidInputError(
+            f"model {model.id} has {len(paths)} .onnx files ({', '.join(paths) or 'none'}); register the ONNX "
+            "model to compile on its own"
+        )
+    return paths[0]
+
+
+def _batched(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], data: qdata.Dataset) -> list[list[np.ndarray]]:
+    n = qdata.rows(data)
+    return [run({k: v[i : i + EVAL_BATCH] for k, v in data.items()}) for i in range(0, n, EVAL_BATCH)]
+
+
+def _evaluate(
+    float_run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+    emulated_run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
+    outputs: list[str],
+    data: qdata.Dataset,
+    labels: np.ndarray | None,
+    what: str,
+) -> dict[str, Any]:
+    """Float vs emulated on ``data``: prediction agreement, accuracy with labels, output differences."""
+    ref, got = _batched(float_run, data), _batched(emulated_run, data)
+    result: dict[str, Any] = {"rows": qdata.rows(data), "data": what, "float": None, "emulated": None, "csim": None}
+    index = measure.class_output(outputs, ref[0])
+    if index is not None:
+        want, have = measure.predictions(ref, index), measure.predictions(got, index)
+        result["output"] = outputs[index]
+        result["agreement"] = float(np.mean(want == have))
+        if labels is not None:
+            result["float"] = measure.accuracy(want, labels)
+            result["emulated"] = measure.accuracy(have, labels)
+    result["outputs"] = [d.to_dict() for d in measure.output_diffs(outputs, ref, got)]
+    return result
+
+
+def _split(compile_report: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "accelerator": [{"name": lay["name"], "op": lay["op"]} for lay in compile_report.get("accelerator", [])],
+        "host": [
+            {"name": op["name"], "op": op["op"], "reason": op.get("reason", "")}
+            for op in compile_report.get("host", [])
+        ],
+        "boundary": list(compile_report.get("boundary", [])),
+    }
+
+
+def _exports(compiled: Any, model_path: Path, target: Path, notes: list[str]) -> dict[str, Any]:
+    """QONNX and QDQ files through ``fpga.export`` when this version has it."""
+    try:
+        export = import_module("fpga.export")
+    except ImportError:
+        return {"available": False}
+    target.mkdir(parents=True, exist_ok=True)
+    done: dict[str, Any] = {"available": True}
+    for kind, func, filename in (
+        ("qonnx", "export_qonnx", "model.qonnx.onnx"),
+        ("qdq", "export_qdq", "model.qdq.onnx"),
+    ):
+        writer = getattr(export, func, None)
+        if writer is None:
+            continue
+        try:
+            writer(compiled, target / filename)
+            done[kind] = f"{target.name}/{filename}"
+        except Exception as exc:  # an export that fails does not stop the package
+            notes.append(f"{kind} export failed: {type(exc).__name__}: {exc}")
+            done[kind] = None
+    return done
+
+
+def _hls(
+    compiled: Any, model_path: Path, target: Path, backend: str, io: str, reuse: int, data: qdata.Dataset | None
+) -> dict[str, Any]:
+    """The HLS project via ``fpga.hls.export_hls``; a clear error when this install has no HLS export."""
+    try:
+        hls = import_module("fpga.hls")
+        export_hls = hls.export_hls
+    except (ImportError, AttributeError) as exc:
+        raise EdgepackError(
+            f"--hls {backend}: this install has no HLS export (fpga.hls: {exc}); install hls4ml "
+            "(pip install 'edgepack[hls]') with an edgepack that has fpga.hls, or compile without --hls"
+        ) from None
+    result = export_hls(
+        compiled, target, backend=backend, io_type=f"io_{io}", reuse_factor=reuse, onnx_model=model_path, data=data
+    )
+    return dict(result) if isinstance(result, Mapping) else {"project": str(target.name)}
+
+
+def compile_registered(
+    workspace: Workspace,
+    name: str,
+    version: int | None = None,
+    *,
+    format: str = "fixed<16,6>",
+    calibration: qdata.DataSource | None = None,
+    labels: Any = None,
+    overrides: Mapping[str, str] | None = None,
+    hls: str | None = None,
+    io: str = "parallel",
+    reuse: int = 1,
+    output_name: str | None = None,
+    progress: Progress | None = None,
+) -> FpgaCompileResult:
+    """Compile registered model ``name`` for an FPGA and register ``<name>-fpga`` (see the module doc).
+
+    ``calibration``: calibration (and, without labelled inputs, evaluation) rows as for ``edgepack
+    quantize`` (default: the registered sample input); ``labels``: a .npy of labels for those rows or an
+    .npz with ``x`` and ``y``. Format errors (``fpga.formats.FormatError``) raise :class:`InvalidInputError`."""
+    import onnx
+
+    from fpga import compile_onnx
+    from fpga.formats import FormatError
+
+    if hls is not None and hls not in HLS_BACKENDS:
+        raise InvalidInputError(f"unknown HLS backend {hls!r}: choose {' or '.join(HLS_BACKENDS)}")
+    if io not in IO_TYPES:
+        raise InvalidInputError(f"unknown io type {io!r}: choose {' or '.join(IO_TYPES)}")
+    if reuse < 1:
+        raise InvalidInputError(f"invalid reuse factor {reuse}: use 1 or more")
+    step = progress or (lambda stage: None)
+    notes: list[str] = []
+    source = _onnx_source(workspace, name, version, notes)
+    target_name = output_name or f"{name}-fpga"
+    validate_name(target_name)
+    onnx_rel = _find_onnx(source)
+
+    with tempfile.TemporaryDirectory(prefix="edgepack-fpga-") as tmp:
+        work = Path(tmp)
+        source.download(work / "src")
+        model_path = work / "src" / onnx_rel
+        try:
+            float_session = measure.session(model_path, 1)
+        except Exception as exc:
+            raise InvalidInputError(f"model {source.id}: onnxruntime cannot load {onnx_rel}: {exc}") from None
+        specs = [qdata.InputSpec.from_ort(i) for i in float_session.get_inputs()]
+        outputs = [o.name for o in float_session.get_outputs()]
+
+        cal: qdata.Dataset | None = None
+        if calibration is not None:
+            cal = qdata.to_dataset(calibration, specs, "calibration")
+        else:
+            sample = qdata.sample_to_source(source.load_sample_input())
+            if sample is not None:
+                cal = qdata.to_dataset(sample, specs, "registered sample input")
+        eval_data, y, what = cal, None, "calibration data" if calibration is not None else "registered sample input"
+        if labels is not None:
+            y, labelled = qdata.load_labels(labels, specs)
+            if labelled is not None:
+                eval_data, what = labelled, "labels file"
+            if eval_data is None:
+                raise InvalidInputError("--labels without inputs: give --calibration FILE.npz, or an .npz with x and y")
+            if len(y) != qdata.rows(eval_data):
+                raise InvalidInputError(
+                    f"labels have {len(y)} rows but the {what} has {qdata.rows(eval_data)}; give one label per row"
+                )
+
+        step("compile")
+        try:
+            compiled = compile_onnx(onnx.load(str(model_path)), format, calibration=cal, overrides=overrides)
+        except FormatError as exc:
+            hint = "; give --calibration FILE.npz" if cal is None and "calibration" in str(exc) else ""
+            raise InvalidInputError(f"{exc}{hint}") from None
+        except ValueError as exc:
+            raise InvalidInputError(f"model {source.id} cannot be compiled for the FPGA: {exc}") from None
+
+        package = work / target_name
+        compiled.save(package)
+        step("evaluate")
+        evaluation = None
+        if eval_data is not None:
+
+            def float_run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+                return float_session.run(outputs, feeds)
+
+            def emulated_run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+                result = compiled.run(feeds)
+                return [result[n] for n in outputs]
+
+            evaluation = _evaluate(float_run, emulated_run, outputs, eval_data, y, what)
+        else:
+            notes.append("no evaluation data: give --calibration (and --labels) to compare float and emulated")
+        step("export")
+        exports = _exports(compiled, model_path, package / "export", notes)
+        hls_report = None
+        if hls is not None:
+            step("hls")
+            hls_report = _hls(compiled, model_path, package / "hls", hls, io, reuse, eval_data)
+        split = _split(compiled.report)
+        if split["host"]:
+            ops = ", ".join(f"{op['name']} ({op['op']})" for op in split["host"])
+            notes.append(f"on the host (onnxruntime), not the accelerator: {ops}")
+        report = {
+            "source": source.id,
+            "target": None,
+            "format": compiled.report.get("format", format),
+            "calibrated": cal is not None,
+            "overrides": dict(overrides or {}),
+            "accuracy": evaluation,
+            "split": split,
+            "layers": compiled.report.get("layers", []),
+            "exports": exports,
+            "hls": hls_report,
+            "estimates": (hls_report or {}).get("estimates"),
+            "notes": notes,
+        }
+        (package / REPORT_JSON).write_text(json.dumps(report, indent=1, default=str))
+
+        step("register")
+        properties = {
+            "derived_from": source.id,
+            "fpga_format": str(report["format"]),
+            "accelerator_layers": str(len(split["accelerator"])),
+            "host_ops": ",".join(op["op"] for op in split["host"]) or "none",
+        }
+        if evaluation and evaluation.get("float") is not None:
+            properties["accuracy_float"] = f"{evaluation['float']:.4f}"
+            properties["accuracy_emulated"] = f"{evaluation['emulated']:.4f}"
+        sample = source.load_sample_input()
+        registered = Model.register(
+            workspace,
+            package,
+            target_name,
+            tags=dict(source.tags),
+            properties=properties,
+            description=f"FPGA package of {source.id} ({report['format']}, emulated bit-accurately)",
+            model_framework=Model.Framework.FPGA,
+            sample_input=sample if sample is not None and not isinstance(sample, bytes) else None,
+        )
+    report["target"] = registered.id
+    return FpgaCompileResult(registered, report)
