@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from packager.cli.model import json_option, open_workspace
-from packager.cli.output import console, err_console, plain, print_json, print_warning
+from packager.cli.output import console, err_console, markup_safe, plain, print_json, print_warning
 from packager.registry.names import parse_ref
 
 
@@ -48,9 +48,14 @@ def _print_report(report: dict[str, Any]) -> None:
     split_table = Table("part", "layer / op", "op", "why", box=None, pad_edge=False)
     for lay in split["accelerator"]:
         split_table.add_row("accelerator", plain(lay["name"]), lay["op"], "")
+    supported = ""
     for op in split["host"]:
-        split_table.add_row("[yellow]host[/]", plain(op["name"]), op["op"], plain(op["reason"]))
+        reason, _, rest = op["reason"].partition(" (supported: ")
+        supported = supported or rest.rstrip(")")
+        split_table.add_row("[yellow]host[/]", plain(op["name"]), op["op"], plain(reason))
     console.print(split_table)
+    if supported:
+        console.print(f"accelerator ops: {markup_safe(supported)}")
     if report.get("estimates"):
         console.print("estimates (not synthesis results):", plain(report["estimates"]))
 

@@ -63,3 +63,37 @@ def run_onnx(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.nd
 
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
+
+
+def digits_split() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """sklearn's bundled digits scaled to [0, 1] (float32): x_train, x_test, y_train, y_test."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    x, y = load_digits(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split((x / 16).astype(np.float32), y, test_size=0.3, random_state=0)
+    return x_train, x_test, y_train, y_test
+
+
+def digits_mlp(x_train: np.ndarray, y_train: np.ndarray, hidden: int = 32) -> onnx.ModelProto:
+    """An sklearn MLPClassifier trained on digits, as ONNX (skl2onnx, no ZipMap: label and probabilities)."""
+    import warnings
+
+    from skl2onnx import to_onnx
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier((hidden,), max_iter=200, random_state=0).fit(x_train, y_train)
+    return to_onnx(clf, x_train[:1], options={id(clf): {"zipmap": False}}, target_opset=13)
+
+
+def sin_mlp() -> onnx.ModelProto:
+    """Gemm -> Relu -> Gemm -> Sin -> Softmax on 64 inputs: Sin is no accelerator op, so it and what
+    follows run on the host."""
+    b = Builder(5)
+    h = b.node("Relu", [b.node("Gemm", ["x", b.rand(16, 64), b.rand(16)], name="fc1", transB=1)], name="relu1")
+    logits = b.node("Gemm", [h, b.rand(10, 16), b.rand(10)], name="fc2", transB=1)
+    probs = b.node("Softmax", [b.node("Sin", [logits], name="wave")], name="softmax", axis=1)
+    return b.model({"x": [64]}, [probs])
