@@ -46,6 +46,8 @@ def manifest_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--port", "ports", multiple=True, metavar="[MODULE=]CONTAINER:HOST", help="Publish a port."),
         click.option("--bind", "binds", multiple=True, metavar="[MODULE=]SRC:DST[:ro]", help="Bind mount."),
         click.option("--device", "devices", multiple=True, metavar="[MODULE=]/dev/X[:/dev/Y]", help="Device."),
+        click.option("--fpga-device", "fpga_devices", multiple=True, metavar="[MODULE=]/dev/X[:/dev/Y]",
+                     help="FPGA card: mapped like --device, and EDGEPACK_FPGA_DEVICE set to its path in the module."),
         click.option("--memory", "memory", multiple=True, metavar="[MODULE=]MIB", help="Memory limit in MiB."),
         click.option("--cpus", "cpus", multiple=True, metavar="[MODULE=]N", help="CPU limit."),
     ]  # fmt: skip
@@ -57,7 +59,7 @@ def manifest_options(func: Callable[..., Any]) -> Callable[..., Any]:
 MANIFEST_FLAGS = (
     "routes", "runtime_version", "store_and_forward_ttl", "no_credentials", "envs", "desired", "threshold",
     "max_batch_size", "drop_below_threshold", "model_version", "host_network", "ports", "binds", "devices",
-    "memory", "cpus",
+    "fpga_devices", "memory", "cpus",
 )  # fmt: skip
 
 
@@ -143,6 +145,11 @@ def module_settings(flags: Mapping[str, Any], names: Sequence[str]) -> dict[str,
     for value in flags.get("devices", ()):
         name, rest = _for_module(value, names, "--device")
         add(name, co.devices([rest]))
+    for value in flags.get("fpga_devices", ()):
+        name, rest = _for_module(value, names, "--fpga-device")
+        add(name, co.devices([rest]))
+        host, _, inside = rest.partition(":")
+        out[name]["env"].setdefault("EDGEPACK_FPGA_DEVICE", inside or host)
     for value in flags.get("memory", ()):
         name, rest = _for_module(value, names, "--memory")
         add(name, co.limits(memory_mb=_number(rest, "--memory", int)))
@@ -407,7 +414,10 @@ def _template_flags_unused(flags: Mapping[str, Any]) -> None:
     """With -f the template says everything: refuse module/route flags instead of ignoring them."""
     given = [k for k in MANIFEST_FLAGS if flags.get(k) not in (None, False, (), _DEFAULTS.get(k))]
     if given:
-        plural = {"routes": "route", "envs": "env", "ports": "port", "binds": "bind", "devices": "device"}
+        plural = {
+            "routes": "route", "envs": "env", "ports": "port", "binds": "bind", "devices": "device",
+            "fpga_devices": "fpga-device",
+        }  # fmt: skip
         flag = "--" + plural.get(given[0], given[0]).replace("_", "-")
         raise InvalidInputError(f"{flag} does not apply to -f: the template sets routes, modules and twins")
 

@@ -55,7 +55,8 @@ NO_WHEELS = {
     },
 }
 #: What the no-code app needs beyond :func:`runtime_requirements` to serve a model file, by suffix
-#: (``edge_module.scoring.registry`` picks the runtime); ONNX needs nothing more.
+#: (``edge_module.scoring.registry`` picks the runtime); ONNX needs nothing more, and neither do FPGA
+#: packages (``fpga.json``: the emulator in ``edge_module.numerics`` is numpy, the host part onnxruntime).
 MODEL_FILE_REQUIREMENTS = {".tflite": "ai-edge-litert>=1.2"}
 #: azure-iot-device 2.14 requires paho-mqtt below 2; PyPI has 1.6.1 as an sdist only.
 PAHO_REQUIREMENT = "paho-mqtt>=1.6.1,<2"

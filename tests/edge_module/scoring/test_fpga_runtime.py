@@ -17,15 +17,15 @@ import requests
 if importlib.util.find_spec("skl2onnx") is None:
     pytest.skip("skl2onnx is not installed: pip install -e '.[sklearn]'", allow_module_level=True)
 
-from edge_module.runtime import BadInputError  # noqa: E402
-from edge_module.scoring import ModelScoringApp, build_app, runtime_for  # noqa: E402
-from edge_module.scoring.fpga_runtime import FpgaPackageError, FpgaRuntime, fpga_package  # noqa: E402
-from edge_module.scoring.model_app import discover_models  # noqa: E402
-from edge_module.server.lifecycle import BackgroundServer  # noqa: E402
-from edge_module.server.main import app_factory  # noqa: E402
-from edge_module.settings import Settings, SettingsError  # noqa: E402
-from fpga import CompiledModel, compile_onnx  # noqa: E402
-from tests.fpga.models import digits_mlp, digits_split, run_onnx  # noqa: E402
+from edge_module.runtime import BadInputError
+from edge_module.scoring import ModelScoringApp, build_app, runtime_for
+from edge_module.scoring.fpga_runtime import FpgaPackageError, FpgaRuntime, fpga_package
+from edge_module.scoring.model_app import discover_models
+from edge_module.server.lifecycle import BackgroundServer
+from edge_module.server.main import app_factory
+from edge_module.settings import Settings, SettingsError
+from fpga import CompiledModel, compile_onnx
+from tests.fpga.models import digits_mlp, digits_split, run_onnx
 
 DRIVER = '''
 """A stand-in vendor driver: the accelerator part in float on onnxruntime, the device recorded."""
@@ -171,7 +171,7 @@ def test_a_vendor_driver_replaces_the_emulator(package, digits, driver_module: s
 
 def test_clear_errors(package, tmp_path: Path, driver_module: str) -> None:
     folder, _ = package
-    with pytest.raises(FpgaPackageError, match="cannot import 'no_such_vendor'.*EDGEPACK_FPGA_DRIVER"):
+    with pytest.raises(FpgaPackageError, match=r"cannot import 'no_such_vendor'.*EDGEPACK_FPGA_DRIVER"):
         FpgaRuntime(folder, driver="no_such_vendor:open").load()
     with pytest.raises(FpgaPackageError, match="has no callable 'nope'"):
         FpgaRuntime(folder, driver=f"{driver_module}:nope").load()
@@ -184,5 +184,5 @@ def test_clear_errors(package, tmp_path: Path, driver_module: str) -> None:
         FpgaRuntime(bad, driver=f"{driver_module}:open_card", device="/dev/x").load()  # no accelerator.onnx
     with pytest.raises(FpgaPackageError, match="not a package folder"):
         FpgaRuntime(tmp_path).load()
-    with pytest.raises(SettingsError, match="pkg.module:factory"):
+    with pytest.raises(SettingsError, match=r"pkg\.module:factory"):
         Settings(fpga_driver="/usr/lib/libvendor.so")

@@ -146,6 +146,8 @@ def test_model_files_bring_their_runtime_and_armv7_names_litert() -> None:
     assert deps.model_requirements(["m.onnx"]) == []
     assert deps.model_requirements(["m.onnx", "sub/model.TFLITE"]) == ["ai-edge-litert>=1.2"]
     assert deps.model_requirements(["model.tflite"], entry_script="score.py") == []
+    fpga_package = ["p/fpga.json", "p/program.json", "p/program.npz", "p/host.onnx", "p/accelerator.onnx"]
+    assert deps.model_requirements(fpga_package) == []  # numpy and onnxruntime are in every image
     deps.check_wheels([*deps.runtime_requirements(), "ai-edge-litert>=1.2"], ARM64, "3.11")
     with pytest.raises(InvalidInputError, match=r"ai-edge-litert has no wheel for linux/arm/v7"):
         deps.check_wheels(["ai-edge-litert>=1.2"], ARMV7, "3.11")

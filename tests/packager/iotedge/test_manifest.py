@@ -220,6 +220,33 @@ def test_cli_gen_from_images_with_flags(tmp_path: Path, monkeypatch: pytest.Monk
     assert hub(doc)["routes"]["route2"]["priority"] == 1
 
 
+def test_cli_gen_maps_an_fpga_device_and_tells_the_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--fpga-device: HostConfig.Devices like --device, and EDGEPACK_FPGA_DEVICE (the path inside the
+    container) for the FPGA runtime's vendor driver; valid against the schema."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "none"))
+    out = tmp_path / "deployment.json"
+    edgepack(
+        "manifest", "gen", "--module", f"scoring={IMAGE}", "--fpga-device", "/dev/xdma0",
+        "--env", "EDGEPACK_FPGA_DRIVER=vendor.card:open_card", "-o", str(out),
+    )  # fmt: skip
+    doc = json.loads(out.read_text())
+    assert_valid(doc)
+    module = agent(doc)["modules"]["scoring"]
+    devices = co.from_settings(module["settings"])["HostConfig"]["Devices"]
+    assert devices == [{"PathOnHost": "/dev/xdma0", "PathInContainer": "/dev/xdma0", "CgroupPermissions": "rwm"}]
+    assert module["env"]["EDGEPACK_FPGA_DEVICE"] == {"value": "/dev/xdma0"}
+    assert module["env"]["EDGEPACK_FPGA_DRIVER"] == {"value": "vendor.card:open_card"}
+    edgepack("manifest", "gen", "--module", f"scoring={IMAGE}", "--extra-module", "cam=127.0.0.1:5000/cam:1",
+             "--fpga-device", "scoring=/dev/xdma1:/dev/fpga0", "-o", str(out))  # fmt: skip
+    module = agent(json.loads(out.read_text()))["modules"]["scoring"]
+    assert co.from_settings(module["settings"])["HostConfig"]["Devices"][0]["PathInContainer"] == "/dev/fpga0"
+    assert module["env"]["EDGEPACK_FPGA_DEVICE"] == {"value": "/dev/fpga0"}
+    res = edgepack(
+        "manifest", "gen", "--module", f"scoring={IMAGE}", "--fpga-device", "/tmp/x", "-o", str(out), expect=2
+    )
+    assert "/dev/" in res.stderr
+
+
 def test_cli_gen_from_build_json_writes_one_file_per_platform(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "none"))
     build = tmp_path / "build.json"
