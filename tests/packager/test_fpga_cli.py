@@ -1,0 +1,214 @@
+"""``edgepack fpga compile``: a digits MLP (sklearn, trained here) compiled and registered as
+``digits-fpga`` with its report (accuracy float vs emulated, the split with reasons), a model with an
+unsupported op (Sin) compiled with it on the host, a scikit-learn pickle converted first, clear
+errors; then ``edgepack serve --model digits-fpga`` answering /score, V2 (and MQTT on the dev broker)
+with exactly ``CompiledModel.predict``'s values."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pickle
+import uuid
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+import requests
+
+if importlib.util.find_spec("skl2onnx") is None:
+    pytest.skip("skl2onnx is not installed: pip install -e '.[sklearn]'", allow_module_level=True)
+
+from edge_module.transports.mqtt import mqtt_request
+from fpga import CompiledModel, compile_onnx
+from packager import Model, Workspace
+from tests.fpga.models import digits_mlp, digits_split, sin_mlp
+from tests.packager.image.support import edgepack
+from tests.support.net import free_port
+from tests.support.procs import Proc
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A workspace with ``digits`` (the MLP's ONNX, sample = 300 training rows) and ``sin`` registered,
+    the calibration and labelled test files, and ``digits-fpga`` compiled once (int8)."""
+    root = tmp_path_factory.mktemp("fpga-cli")
+    x_train, x_test, y_train, y_test = digits_split()
+    model = digits_mlp(x_train, y_train)
+    onnx.save(model, root / "mlp.onnx")
+    onnx.save(sin_mlp(), root / "sin.onnx")
+    np.save(root / "sample.npy", x_train[:300])
+    np.savez(root / "cal.npz", x=x_train)
+    np.savez(root / "test.npz", x=x_test, y=y_test)
+    ws = root / "ws"
+    edgepack(
+        ws,
+        "model",
+        "register",
+        "-n",
+        "digits",
+        "-p",
+        str(root / "mlp.onnx"),
+        "--sample-input",
+        str(root / "sample.npy"),
+    )
+    edgepack(
+        ws, "model", "register", "-n", "sin", "-p", str(root / "sin.onnx"), "--sample-input", str(root / "sample.npy")
+    )
+    res = edgepack(
+        ws, "fpga", "compile", "digits", "--format", "int8", "--calibration", str(root / "cal.npz"),
+        "--labels", str(root / "test.npz"), "--json",
+    )  # fmt: skip
+    package = Path(Model(Workspace.from_path(ws), "digits-fpga").download(root / "dl"))
+    return {
+        "root": root, "ws": ws, "model": model, "x_train": x_train, "x_test": x_test, "y_test": y_test,
+        "out": json.loads(res.stdout), "package": package,
+    }  # fmt: skip
+
+
+def test_compile_registers_the_package_and_its_report(setup) -> None:
+    out, package = setup["out"], setup["package"]
+    assert out["model"]["id"] == "digits-fpga:1" and out["model"]["framework"] == "fpga"
+    assert out["model"]["properties"]["derived_from"] == "digits:1"
+    report = out["report"]
+    assert report["target"] == "digits-fpga:1" and report["format"] == "int8" and report["calibrated"]
+    acc = report["accuracy"]
+    assert acc["rows"] == len(setup["y_test"]) and acc["data"] == "labels file" and acc["csim"] is None
+    assert acc["float"] > 0.9 and acc["emulated"] >= acc["float"] - 0.01  # int8 within 1 point
+    assert acc["agreement"] >= 0.98 and acc["output"] == "probabilities"
+    assert [lay["op"] for lay in report["split"]["accelerator"]] == ["Dense", "Relu", "Dense"]
+    host = {op["op"]: op["reason"] for op in report["split"]["host"]}
+    assert "no accelerator kernel" in host["Softmax"] and "ArgMax" in host
+    assert report["exports"] == {"available": False} or report["exports"]["available"]
+    assert report["hls"] is None and report["estimates"] is None
+    assert {p.name for p in package.iterdir()} >= {
+        "fpga.json", "program.json", "program.npz", "host.onnx", "accelerator.onnx", "report.json"
+    }  # fmt: skip
+    assert json.loads((package / "report.json").read_text())["accuracy"] == acc
+    # the registered package is what compile_onnx gives for the same model, format and calibration
+    again = compile_onnx(setup["model"], "int8", calibration=setup["x_train"])
+    x = setup["x_test"]
+    assert np.array_equal(CompiledModel.load(package).predict(x), again.predict(x))
+
+
+def test_the_table_and_output_name(setup) -> None:
+    root = setup["root"]
+    res = edgepack(
+        setup["ws"], "fpga", "compile", "digits:1", "--format", "msfp16", "--calibration", str(root / "cal.npz"),
+        "--labels", str(root / "test.npz"), "--output-name", "digits-msfp16",
+    )  # fmt: skip
+    assert "Registered digits-msfp16:1 from digits:1 (msfp16, calibrated" in " ".join(res.stdout.split())
+    for text in ("accuracy (540 rows, labels file)", "predictions equal to float", "accelerator", "Softmax"):
+        assert text in res.stdout
+    assert "note: on the host (onnxruntime), not the accelerator:" in " ".join(res.stderr.split())
+
+
+def test_an_unsupported_op_stays_on_the_host_and_the_cli_says_so(setup) -> None:
+    ws = setup["ws"]
+    res = edgepack(ws, "fpga", "compile", "sin", "--format", "fixed<16,6>")
+    said = " ".join((res.stdout + res.stderr).split())
+    assert "wave (Sin)" in said and "op type Sin has no accelerator kernel" in said
+    report = json.loads(edgepack(ws, "fpga", "compile", "sin", "--format", "msfp16", "--json").stdout)["report"]
+    assert [op["op"] for op in report["split"]["host"]] == ["Sin", "Softmax"]
+    assert [lay["name"] for lay in report["split"]["accelerator"]] == ["fc1", "relu1", "fc2"]
+    assert report["accuracy"]["data"] == "registered sample input" and report["accuracy"]["float"] is None
+    assert report["accuracy"]["agreement"] > 0.9
+
+
+@pytest.mark.filterwarnings("ignore:Stochastic Optimizer")
+def test_a_scikit_learn_model_is_converted_first(setup, tmp_path: Path) -> None:
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier((16,), max_iter=30, random_state=0).fit(setup["x_train"], np.arange(len(setup["x_train"])) % 3)
+    path = tmp_path / "clf.pkl"
+    path.write_bytes(pickle.dumps(clf))
+    ws = setup["ws"]
+    sample = setup["root"] / "sample.npy"
+    edgepack(ws, "model", "register", "-n", "skl", "-p", str(path), "--sample-input", str(sample))
+    res = edgepack(ws, "fpga", "compile", "skl", "--format", "msfp16", "--json")
+    report = json.loads(res.stdout)["report"]
+    assert report["source"] == "skl-onnx:1" and report["target"] == "skl-fpga:1"
+    assert any("converted to ONNX first: registered skl-onnx:1" in note for note in report["notes"])
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["digits", "--format", "float16"], 2, "unknown number format 'float16': use one of"),
+        (["digits", "--format", "fixed<70,3>"], 2, "use an integer 1..62"),
+        (["digits", "--override", "nope=fixed<8,3>"], 2, "overrides name unknown accelerator layers"),
+        (["digits", "--override", "MatMul"], 2, "use LAYER=FORMAT"),
+        (["digits", "--labels", "{root}/sample.npy"], 2, "labels must be one class label per row"),
+        (["digits-fpga", "--format", "int8"], 2, "already an FPGA package"),
+        (["nope"], 1, "no model named 'nope'"),
+    ],
+)
+def test_clear_errors(setup, args: list[str], code: int, message: str) -> None:
+    args = [a.format(root=setup["root"]) for a in args]
+    res = edgepack(setup["ws"], "fpga", "compile", *args, expect=code)
+    assert message in " ".join(res.stderr.split())
+
+
+def test_int8_without_calibration_data_names_the_option(tmp_path: Path, setup) -> None:
+    ws = tmp_path / "ws"
+    edgepack(ws, "model", "register", "-n", "bare", "-p", str(setup["root"] / "mlp.onnx"))
+    res = edgepack(ws, "fpga", "compile", "bare", "--format", "int8", expect=2)
+    assert "int8 needs calibration data" in res.stderr and "--calibration FILE.npz" in res.stderr
+
+
+def test_hls_without_the_hls_export_fails_clearly(setup) -> None:
+    if importlib.util.find_spec("fpga.hls") is not None:
+        pytest.skip("fpga.hls is here: the HLS tests cover --hls")
+    res = edgepack(
+        setup["ws"], "fpga", "compile", "digits", "--hls", "vitis", "--io", "stream", "--reuse", "4", expect=1
+    )
+    assert "--hls vitis: this install has no HLS export" in " ".join(res.stderr.split())
+
+
+def _serve(setup, *extra: str) -> tuple[Proc, str]:
+    port = free_port()
+    args = ["--workspace", str(setup["ws"]), "serve", "--model", "digits-fpga", "--port", str(port)]
+    proc = Proc([*args, "--host", "127.0.0.1", *extra])
+    proc.wait_for(r"ready in [0-9.]+ s; V2 models: digits-fpga", timeout=60)
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def test_edgepack_serve_answers_with_the_emulated_predictions(setup) -> None:
+    compiled = CompiledModel.load(setup["package"])
+    x = setup["x_test"][:33]
+    want = compiled.run(x)
+    proc, url = _serve(setup)
+    try:
+        r = requests.post(url + "/score", json={"data": x.tolist()}, timeout=30)
+        assert r.status_code == 200, r.text
+        assert np.array_equal(np.asarray(r.json()["probabilities"], np.float32), want["probabilities"])
+        assert r.json()["label"] == compiled.predict(x).tolist()
+        meta = requests.get(url + "/v2/models/digits-fpga", timeout=10).json()
+        assert meta["platform"] == "fpga-emulator" and meta["inputs"][0]["shape"] == [-1, 64]
+        doc = {"inputs": [{"name": "X", "datatype": "FP32", "shape": list(x.shape), "data": x.ravel().tolist()}]}
+        outs = {
+            o["name"]: o
+            for o in requests.post(url + "/v2/models/digits-fpga/infer", json=doc, timeout=30).json()["outputs"]
+        }
+        probs = np.reshape(np.asarray(outs["probabilities"]["data"], np.float32), outs["probabilities"]["shape"])
+        assert np.array_equal(probs, want["probabilities"]) and outs["label"]["data"] == want["label"].tolist()
+    finally:
+        assert proc.stop() == 0
+
+
+@pytest.mark.slow
+def test_mqtt_answers_with_the_emulated_predictions(setup, dev_services: dict[str, str]) -> None:
+    broker = f"mqtt://{dev_services['EDGEPACK_TEST_MQTT_HOST']}:{dev_services['EDGEPACK_TEST_MQTT_PORT']}"
+    service = f"fpga-{uuid.uuid4().hex[:8]}"
+    compiled = CompiledModel.load(setup["package"])
+    x = setup["x_test"][:5]
+    proc, _ = _serve(setup, "--mqtt", broker, "--mqtt-service", service)
+    try:
+        proc.wait_seen(f"subscribed to edgepack/{service}/score/request", timeout=30)
+        doc = mqtt_request(broker, f"edgepack/{service}/score/request", {"data": x.tolist()}, timeout=30)
+        assert doc["label"] == compiled.predict(x).tolist()  # predict: the first output
+        assert np.array_equal(np.asarray(doc["probabilities"], np.float32), compiled.run(x)["probabilities"])
+    finally:
+        assert proc.stop() == 0
