@@ -55,7 +55,7 @@ def _file_framework(rel: str, path: Path) -> str | None:
     suffix = Path(name).suffix
     if name == "saved_model.pb":
         return TENSORFLOW
-    if name in ("hls4ml_config.yml", "hls4ml_config.yaml") or suffix in (".xclbin", ".bit", ".xmodel"):
+    if name in ("hls4ml_config.yml", "hls4ml_config.yaml", "fpga.json") or suffix in (".xclbin", ".bit", ".xmodel"):
         return FPGA
     if suffix in (".keras", ".h5", ".hdf5"):
         return TFKERAS

@@ -89,6 +89,7 @@ def test_child_paths_pick_files(workspace: Workspace, tmp_path: Path) -> None:
     [
         ("m.onnx", b"\x08\x07", "onnx"),
         ("q.onnx", b"...qonnx.custom_op.general...", "fpga"),
+        ("fpga.json", b"{}", "fpga"),  # an edgepack FPGA package (edgepack fpga compile)
         ("m.tflite", b"TFL3", "tflite"),
         ("m.keras", b"PK", "tfkeras"),
         ("m.h5", b"\x89HDF", "tfkeras"),
