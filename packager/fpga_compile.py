@@ -130,46 +130,55 @@ def _split(compile_report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _exports(compiled: Any, model_path: Path, target: Path, notes: list[str]) -> dict[str, Any]:
-    """QONNX and QDQ files through ``fpga.export`` when this version has it."""
+def _exports(model_path: Path, fmt: str, cal: qdata.Dataset | None, target: Path, notes: list[str]) -> dict[str, Any]:
+    """QONNX (fixed point) and QDQ (int8) files through ``fpga.export`` when this version has it; a
+    failed export is a note, not a failure of the package."""
     try:
         export = import_module("fpga.export")
     except ImportError:
         return {"available": False}
-    target.mkdir(parents=True, exist_ok=True)
     done: dict[str, Any] = {"available": True}
-    for kind, func, filename in (
-        ("qonnx", "export_qonnx", "model.qonnx.onnx"),
-        ("qdq", "export_qdq", "model.qdq.onnx"),
-    ):
-        writer = getattr(export, func, None)
-        if writer is None:
-            continue
+    x = next(iter(cal.values())) if cal else None
+    jobs = []
+    if fmt.startswith(("fixed<", "ap_fixed<", "ufixed<")):
+        jobs.append(("qonnx", "model.qonnx.onnx", lambda: export.export_qonnx(str(model_path), default=fmt)))
+    if fmt.startswith("int8") and x is not None:
+        jobs.append(("qdq", "model.qdq.onnx", lambda: export.export_qdq(str(model_path), x, fmt)))
+    for kind, filename, make in jobs:
         try:
-            writer(compiled, target / filename)
+            target.mkdir(parents=True, exist_ok=True)
+            make().save(target / filename)
             done[kind] = f"{target.name}/{filename}"
-        except Exception as exc:  # an export that fails does not stop the package
+        except Exception as exc:
             notes.append(f"{kind} export failed: {type(exc).__name__}: {exc}")
             done[kind] = None
     return done
 
 
-def _hls(
-    compiled: Any, model_path: Path, target: Path, backend: str, io: str, reuse: int, data: qdata.Dataset | None
-) -> dict[str, Any]:
-    """The HLS project via ``fpga.hls.export_hls``; a clear error when this install has no HLS export."""
+def _hls(model_path: Path, target: Path, backend: str, io: str, reuse: int, fmt: str) -> dict[str, Any]:
+    """The HLS project via ``fpga.hls.export_hls`` (written, not compiled: C simulation and estimates are
+    wired where ``fpga.hls`` lands); a clear error when this install has no HLS export."""
     try:
-        hls = import_module("fpga.hls")
-        export_hls = hls.export_hls
+        export_hls = import_module("fpga.hls").export_hls
     except (ImportError, AttributeError) as exc:
         raise EdgepackError(
             f"--hls {backend}: this install has no HLS export (fpga.hls: {exc}); install hls4ml "
             "(pip install 'edgepack[hls]') with an edgepack that has fpga.hls, or compile without --hls"
         ) from None
-    result = export_hls(
-        compiled, target, backend=backend, io_type=f"io_{io}", reuse_factor=reuse, onnx_model=model_path, data=data
+    precision = {"default_precision": fmt} if fmt.startswith(("fixed<", "ap_fixed<")) else {}
+    project = export_hls(
+        str(model_path), target, backend=backend.capitalize(), io_type=f"io_{io}", reuse_factor=reuse, **precision
     )
-    return dict(result) if isinstance(result, Mapping) else {"project": str(target.name)}
+    write = getattr(project, "write", None)
+    if callable(write):
+        write()
+    return {
+        "project": target.name,
+        "backend": backend,
+        "io_type": f"io_{io}",
+        "reuse_factor": reuse,
+        "notes": list(getattr(project, "notes", []) or []),
+    }
 
 
 def compile_registered(
@@ -266,11 +275,11 @@ def compile_registered(
         else:
             notes.append("no evaluation data: give --calibration (and --labels) to compare float and emulated")
         step("export")
-        exports = _exports(compiled, model_path, package / "export", notes)
+        exports = _exports(model_path, str(compiled.report.get("format", format)), cal, package / "export", notes)
         hls_report = None
         if hls is not None:
             step("hls")
-            hls_report = _hls(compiled, model_path, package / "hls", hls, io, reuse, eval_data)
+            hls_report = _hls(model_path, package / "hls", hls, io, reuse, format)
         split = _split(compiled.report)
         if split["host"]:
             ops = ", ".join(f"{op['name']} ({op['op']})" for op in split["host"])
