@@ -189,27 +189,33 @@ def export_hls(
     precisions: dict[str, dict[str, str]] = {}
     post_results: dict[str, str] = {}  # MatMul node -> Dense result precision, set after conversion
 
+    # A QONNX model carries its precisions in Quant nodes: hls4ml derives the rest ("auto": exact sums).
+    has_quant = any(n.op_type in ("Quant", "BipolarQuant") for n in graph.node)
+    fill = "auto" if has_quant else default
+    if has_quant:
+        notes.append("QONNX model: precisions come from its Quant nodes; other layers are hls4ml's exact 'auto'")
     for node in graph.node:
-        if node.name in bias_of or node.name not in layers:
+        if node.name in bias_of or node.name not in layers or node.op_type in ("Quant", "BipolarQuant"):
             continue
         spec = specs.get(node.name, {})
         prec = layers[node.name].setdefault("Precision", {})
         chosen: dict[str, str] = {}
         if node.op_type in ("MatMul", "Conv") and any(t in inits for t in node.input[1:]):
             for k in ("weight", "bias"):
-                chosen[k] = prec[k] = spec.get(k, default)
+                chosen[k] = prec[k] = spec.get(k, fill)
             if "accum" in spec:
                 chosen["accum"] = prec["accum"] = spec["accum"]
-            chosen["result"] = spec.get("result", default)
+            chosen["result"] = spec.get("result", fill)
             if node.op_type == "MatMul":  # the bias Add fuses into the Dense only while its result is "auto"
-                post_results[node.name] = chosen["result"]
+                if chosen["result"] != "auto":
+                    post_results[node.name] = chosen["result"]
                 prec["result"] = "auto"
             else:
                 prec["result"] = chosen["result"]
-        elif node.op_type == "Softmax":
-            prec["result"] = chosen["result"] = spec.get("result", default)
         else:
-            prec["result"] = chosen["result"] = spec.get("result", default)
+            prec["result"] = chosen["result"] = spec.get("result", fill)
+            if "accum" in spec and "accum" in prec:
+                chosen["accum"] = prec["accum"] = spec["accum"]
         precisions[node.name] = chosen
     if input_name in layers:
         layers[input_name].setdefault("Precision", {})["result"] = specs.get(input_name, {}).get("result", default)
@@ -292,7 +298,7 @@ def _fix_softmax(graph, outputs, bias_of, specs, precisions, post_results, layer
             notes.append(f"softmax {node.name}: the layer feeding it ({src}) keeps the given result {given}")
         else:
             precisions[src]["result"] = SOFTMAX_INPUT
-            if src in post_results:
+            if src in post_results or src in bias_of.values():  # a Dense with its bias fused: set after
                 post_results[src] = SOFTMAX_INPUT
             else:
                 layers[src]["Precision"]["result"] = SOFTMAX_INPUT
