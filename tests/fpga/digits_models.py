@@ -51,10 +51,15 @@ def _mlp_graph(weights: list[np.ndarray], biases: list[np.ndarray], softmax: boo
 
 @functools.cache
 def _sklearn_mlp() -> tuple:
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
     x_tr, y_tr, _, _ = digits()
-    clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, random_state=0).fit(x_tr, y_tr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=300, random_state=0).fit(x_tr, y_tr)
     return tuple(clf.coefs_), tuple(clf.intercepts_)
 
 
