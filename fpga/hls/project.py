@@ -302,7 +302,12 @@ def _fix_softmax(graph, outputs, bias_of, specs, precisions, post_results, layer
                 post_results[src] = SOFTMAX_INPUT
             else:
                 layers[src]["Precision"]["result"] = SOFTMAX_INPUT
-            why = f"the given {given} is wider than {SOFTMAX_MAX_INPUT_WIDTH} bits" if given else "none was given"
+            if not given:
+                why = "none was given"
+            elif width is None:
+                why = f"the given {given} lets hls4ml pick a full-width type"
+            else:
+                why = f"the given {given} is wider than {SOFTMAX_MAX_INPUT_WIDTH} bits"
             notes.append(
                 f"softmax fix: the layer feeding softmax {node.name} ({src}) outputs {SOFTMAX_INPUT} ({why}); "
                 "hls4ml's fixed-point softmax silently gives ~10 % accuracy on a wider input"
