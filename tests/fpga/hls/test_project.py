@@ -25,11 +25,16 @@ def _compile(project) -> float:
     return seconds
 
 
-@pytest.mark.parametrize(("backend", "io_type"), [("Vitis", "io_parallel"), ("Vivado", "io_stream")])
-def test_mlp_csim_agrees_with_float(tmp_path, backend, io_type):
+@pytest.mark.parametrize(
+    ("backend", "io_type", "reuse"),
+    [("Vitis", "io_parallel", 1), ("Vivado", "io_stream", 1), ("Vitis", "io_parallel", 4)],
+)
+def test_mlp_csim_agrees_with_float(tmp_path, backend, io_type, reuse):
     model = torch_mlp_onnx()
     _, _, x, _ = digits()
-    project = export_hls(model, tmp_path / "prj", backend=backend, io_type=io_type)
+    project = export_hls(model, tmp_path / "prj", backend=backend, io_type=io_type, reuse_factor=reuse)
+    dense = next(layer for layer in project.hls_model.get_layers() if layer.class_name == "Dense")
+    assert dense.get_attr("reuse_factor") == reuse
     assert any(note.startswith("softmax fix") for note in project.notes)
     assert project.precisions["MatMul_1"]["result"] == SOFTMAX_INPUT
     _compile(project)
