@@ -15,6 +15,7 @@ evaluation rows (accuracy with labels, prediction agreement always) and register
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -96,26 +97,29 @@ def _batched(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], data: qda
     return [run({k: v[i : i + EVAL_BATCH] for k, v in data.items()}) for i in range(0, n, EVAL_BATCH)]
 
 
+Run = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
+
+
 def _evaluate(
-    float_run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
-    emulated_run: Callable[[dict[str, np.ndarray]], list[np.ndarray]],
-    outputs: list[str],
-    data: qdata.Dataset,
-    labels: np.ndarray | None,
-    what: str,
+    runs: Mapping[str, Run], outputs: list[str], data: qdata.Dataset, labels: np.ndarray | None, what: str
 ) -> dict[str, Any]:
-    """Float vs emulated on ``data``: prediction agreement, accuracy with labels, output differences."""
-    ref, got = _batched(float_run, data), _batched(emulated_run, data)
+    """Float vs emulated (vs C-sim when ``runs`` has ``csim``) on ``data``: accuracy with labels, how often
+    the predictions agree, the emulated outputs' differences from float."""
+    results = {name: _batched(run, data) for name, run in runs.items()}
+    ref = results["float"]
     result: dict[str, Any] = {"rows": qdata.rows(data), "data": what, "float": None, "emulated": None, "csim": None}
     index = measure.class_output(outputs, ref[0])
     if index is not None:
-        want, have = measure.predictions(ref, index), measure.predictions(got, index)
+        pred = {name: measure.predictions(got, index) for name, got in results.items()}
         result["output"] = outputs[index]
-        result["agreement"] = float(np.mean(want == have))
+        result["agreement"] = float(np.mean(pred["emulated"] == pred["float"]))
+        if "csim" in pred:
+            result["csim_agreement_float"] = float(np.mean(pred["csim"] == pred["float"]))
+            result["csim_agreement_emulated"] = float(np.mean(pred["csim"] == pred["emulated"]))
         if labels is not None:
-            result["float"] = measure.accuracy(want, labels)
-            result["emulated"] = measure.accuracy(have, labels)
-    result["outputs"] = [d.to_dict() for d in measure.output_diffs(outputs, ref, got)]
+            for name, p in pred.items():
+                result[name] = measure.accuracy(p, labels)
+    result["outputs"] = [d.to_dict() for d in measure.output_diffs(outputs, ref, results["emulated"])]
     return result
 
 
@@ -142,6 +146,7 @@ def _exports(model_path: Path, fmt: str, cal: qdata.Dataset | None, target: Path
     jobs = []
     if fmt.startswith(("fixed<", "ap_fixed<", "ufixed<")):
         jobs.append(("qonnx", "model.qonnx.onnx", lambda: export.export_qonnx(str(model_path), default=fmt)))
+        done["qonnx_formats"] = f"{fmt} on every tensor (the calibrated per-layer precisions are in the HLS project)"
     if fmt.startswith("int8") and x is not None:
         jobs.append(("qdq", "model.qdq.onnx", lambda: export.export_qdq(str(model_path), x, fmt)))
     for kind, filename, make in jobs:
@@ -155,30 +160,110 @@ def _exports(model_path: Path, fmt: str, cal: qdata.Dataset | None, target: Path
     return done
 
 
-def _hls(model_path: Path, target: Path, backend: str, io: str, reuse: int, fmt: str) -> dict[str, Any]:
-    """The HLS project via ``fpga.hls.export_hls`` (written, not compiled: C simulation and estimates are
-    wired where ``fpga.hls`` lands); a clear error when this install has no HLS export."""
+class _CsimAccelerator:
+    """The hls4ml C simulation in the accelerator's place (one input, one boundary tensor)."""
+
+    def __init__(self, project: Any, program: Any) -> None:
+        self.project, self.inputs, self.outputs = project, list(program.inputs), list(program.outputs)
+        self.program = program
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        x = feeds[self.inputs[0]]
+        shape = self.program.run({self.inputs[0]: x[:1]})[self.outputs[0]].shape[1:]
+        return {self.outputs[0]: np.asarray(self.project.predict(x), np.float32).reshape(len(x), *shape)}
+
+
+def _layer_precisions(report: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """The compiled fixed-point formats per layer (and the input's), for hls4ml."""
+    out: dict[str, dict[str, str]] = {}
+    for lay in report.get("layers", []):
+        if lay.get("scheme") != "fixed":
+            return {}
+        out[lay["name"]] = {k: lay[k] for k in ("weight", "bias", "result", "accum") if lay.get(k)}
+    return out
+
+
+def _without_no_ops(model: Any) -> Any:
+    """The float accelerator part as hls4ml's ONNX front end takes it: no Identity, no float-to-float
+    Cast (skl2onnx starts with one; the compiler folded them), no repeated value infos."""
+    from onnx import TensorProto, helper
+
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    for node in list(graph.node):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        no_op = node.op_type == "Identity" or (node.op_type == "Cast" and attrs.get("to") == TensorProto.FLOAT)
+        if not no_op or node.output[0] in outputs:
+            continue
+        for other in graph.node:
+            other.input[:] = [node.input[0] if t == node.output[0] else t for t in other.input]
+        graph.node.remove(node)
+    del graph.value_info[:]  # the extracted part repeats its inputs there, which qonnx refuses
+    return model
+
+
+def _hls(
+    compiled: Any, work: Path, target: Path, backend: str, io: str, reuse: int, simulate: bool
+) -> tuple[dict[str, Any], Run | None]:
+    """The accelerator part as an hls4ml project (``fpga.hls.export_hls``) in ``target``: its report (the
+    estimates among it) and, when ``simulate``, a run function of the model with the compiled C
+    simulation in the accelerator's place. A clear error when hls4ml or ``fpga.hls`` is missing."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hls4ml imports TensorFlow: keep its banner off stderr
     try:
-        export_hls = import_module("fpga.hls").export_hls
-    except (ImportError, AttributeError) as exc:
+        from fpga.hls import HlsError, export_hls
+    except ImportError as exc:
         raise EdgepackError(
-            f"--hls {backend}: this install has no HLS export (fpga.hls: {exc}); install hls4ml "
-            "(pip install 'edgepack[hls]') with an edgepack that has fpga.hls, or compile without --hls"
+            f"--hls {backend}: this install has no HLS export ({exc}); install hls4ml (pip install 'edgepack[hls]') "
+            "or compile without --hls"
         ) from None
-    precision = {"default_precision": fmt} if fmt.startswith(("fixed<", "ap_fixed<")) else {}
-    project = export_hls(
-        str(model_path), target, backend=backend.capitalize(), io_type=f"io_{io}", reuse_factor=reuse, **precision
-    )
-    write = getattr(project, "write", None)
-    if callable(write):
-        write()
-    return {
-        "project": target.name,
-        "backend": backend,
-        "io_type": f"io_{io}",
-        "reuse_factor": reuse,
-        "notes": list(getattr(project, "notes", []) or []),
-    }
+    if compiled.accelerator_bytes is None:
+        raise EdgepackError("--hls: the compiled model has no accelerator part to export")
+    import onnx
+
+    accelerator = _without_no_ops(onnx.load_from_string(compiled.accelerator_bytes))
+    source = work / "accelerator.onnx"
+    onnx.save(accelerator, str(source))
+    fmt = str(compiled.report.get("format", ""))
+    precisions = _layer_precisions(compiled.report)
+    options: dict[str, Any] = {"layer_precision": precisions} if precisions else {}
+    input_format = compiled.report.get("tensors", {}).get(compiled.inputs[0]) if precisions else None
+    if isinstance(input_format, str) and "fixed<" in input_format:
+        options["default_precision"] = input_format  # every layer is named: the default is the input's
+    elif fmt.startswith(("fixed<", "ap_fixed<")):
+        options["default_precision"] = fmt
+    try:
+        project = export_hls(str(source), target, backend=backend, io_type=f"io_{io}", reuse_factor=reuse, **options)
+        project.write()
+        if simulate:
+            project.compile()
+    except ImportError as exc:
+        raise EdgepackError(f"--hls {backend} needs hls4ml: pip install 'edgepack[hls]' ({exc})") from None
+    except HlsError as exc:
+        raise EdgepackError(f"--hls {backend}: {exc}") from None
+    report = project.report()
+    report["files"] = target.name
+    if not precisions:
+        report["notes"] = [
+            *report.get("notes", []),
+            f"{fmt} has no fixed-point equivalent: the HLS project uses hls4ml's default fixed point, so the "
+            "C simulation may differ from the emulator",
+        ]
+    run = None
+    if simulate:
+        if len(compiled.program.inputs) != 1 or len(compiled.program.outputs) != 1:
+            report["notes"].append("C simulation not compared: the accelerator has several inputs or outputs")
+        else:
+            from edge_module.scoring.fpga_runtime import FpgaPipeline
+
+            pipeline = FpgaPipeline(
+                _CsimAccelerator(project, compiled.program), compiled.host_bytes, compiled.inputs, compiled.outputs
+            )
+
+            def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+                result = pipeline.run(feeds)
+                return [result[n] for n in compiled.outputs]
+
+    return report, run
 
 
 def compile_registered(
@@ -260,6 +345,10 @@ def compile_registered(
 
         package = work / target_name
         compiled.save(package)
+        hls_report, csim_run = None, None
+        if hls is not None:
+            step("hls")
+            hls_report, csim_run = _hls(compiled, work, package / "hls", hls, io, reuse, eval_data is not None)
         step("evaluate")
         evaluation = None
         if eval_data is not None:
@@ -271,15 +360,14 @@ def compile_registered(
                 result = compiled.run(feeds)
                 return [result[n] for n in outputs]
 
-            evaluation = _evaluate(float_run, emulated_run, outputs, eval_data, y, what)
+            runs: dict[str, Run] = {"float": float_run, "emulated": emulated_run}
+            if csim_run is not None:
+                runs["csim"] = csim_run
+            evaluation = _evaluate(runs, outputs, eval_data, y, what)
         else:
             notes.append("no evaluation data: give --calibration (and --labels) to compare float and emulated")
         step("export")
         exports = _exports(model_path, str(compiled.report.get("format", format)), cal, package / "export", notes)
-        hls_report = None
-        if hls is not None:
-            step("hls")
-            hls_report = _hls(model_path, package / "hls", hls, io, reuse, format)
         split = _split(compiled.report)
         if split["host"]:
             ops = ", ".join(f"{op['name']} ({op['op']})" for op in split["host"])

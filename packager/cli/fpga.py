@@ -40,7 +40,10 @@ def _print_report(report: dict[str, Any]) -> None:
                 f"{drop:+.2f} pt",
             )
         if acc.get("agreement") is not None:
-            table.add_row(f"predictions equal to float ({acc['output']})", "", _pct(acc["agreement"]), "", "")
+            csim = _pct(acc.get("csim_agreement_float")) if "csim_agreement_float" in acc else ""
+            table.add_row(f"predictions equal to float ({acc['output']})", "", _pct(acc["agreement"]), csim, "")
+        if "csim_agreement_emulated" in acc:
+            table.add_row("C-sim predictions equal to emulated", "", "", _pct(acc["csim_agreement_emulated"]), "")
         for d in acc.get("outputs", []):
             if d.get("max_abs_diff") is not None and d.get("mismatch_rate") is None:
                 table.add_row(f"max abs diff {d['name']}", "", f"{d['max_abs_diff']:.3g}", "", "")
@@ -56,8 +59,23 @@ def _print_report(report: dict[str, Any]) -> None:
     console.print(split_table)
     if supported:
         console.print(f"accelerator ops: {markup_safe(supported)}")
+    hls = report.get("hls")
+    if hls:
+        console.print(
+            f"HLS project [bold]{markup_safe(hls['files'])}/[/] ({hls['backend']}, {hls['io_type']}, reuse factor "
+            f"{hls['reuse_factor']})"
+        )
+        for note in hls.get("notes", []):
+            console.print(f"  note: {markup_safe(note)}")
     if report.get("estimates"):
-        console.print("estimates (not synthesis results):", plain(report["estimates"]))
+        try:
+            from fpga.hls import format_estimates
+
+            text = format_estimates(report["estimates"])
+        except ImportError:
+            text = str(report["estimates"])
+        for line in text.splitlines():
+            console.print(plain(line))
 
 
 @click.group()

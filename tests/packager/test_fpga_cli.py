@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pickle
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -158,13 +159,43 @@ def test_int8_without_calibration_data_names_the_option(tmp_path: Path, setup) -
     assert "int8 needs calibration data" in res.stderr and "--calibration FILE.npz" in res.stderr
 
 
-def test_hls_without_the_hls_export_fails_clearly(setup) -> None:
-    if importlib.util.find_spec("fpga.hls") is not None:
-        pytest.skip("fpga.hls is here: the HLS tests cover --hls")
+def test_hls_without_hls4ml_fails_clearly(setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "fpga.hls", None)  # as in an install without hls4ml / fpga.hls
     res = edgepack(
         setup["ws"], "fpga", "compile", "digits", "--hls", "vitis", "--io", "stream", "--reuse", "4", expect=1
     )
-    assert "--hls vitis: this install has no HLS export" in " ".join(res.stderr.split())
+    said = " ".join(res.stderr.split())
+    assert "--hls vitis: this install has no HLS export" in said and "pip install 'edgepack[hls]'" in said
+
+
+@pytest.mark.slow
+def test_hls_project_c_simulation_and_estimates_in_the_report(setup) -> None:
+    """--hls: the accelerator part as an hls4ml project with the compiled per-layer precisions; its C
+    simulation, with the host part after it, agrees with float and with the emulator; estimates are
+    labelled as such; the QONNX export is in the package."""
+    pytest.importorskip("hls4ml")
+    root, ws = setup["root"], setup["ws"]
+    res = edgepack(
+        ws, "fpga", "compile", "digits", "--format", "fixed<16,6>", "--calibration", str(root / "cal.npz"),
+        "--labels", str(root / "test.npz"), "--hls", "vitis", "--reuse", "2", "--output-name", "digits-hls", "--json",
+    )  # fmt: skip
+    report = json.loads(res.stdout)["report"]
+    acc = report["accuracy"]
+    assert acc["csim"] >= acc["float"] - 0.01 and acc["csim_agreement_float"] >= 0.99
+    assert acc["csim_agreement_emulated"] >= 0.99
+    hls = report["hls"]
+    assert (hls["files"], hls["backend"], hls["io_type"], hls["reuse_factor"]) == ("hls", "Vitis", "io_parallel", 2)
+    assert hls["precisions"]["MatMul_0"]["weight"] == "ap_fixed<16,1>"  # the compiled per-layer format
+    assert report["estimates"]["kind"] == "estimate" and report["estimates"]["total"]["dsp"] > 0
+    assert report["exports"]["qonnx"] == "export/model.qonnx.onnx"
+    package = Path(Model(Workspace.from_path(ws), "digits-hls").download(root / "dl-hls"))
+    assert (package / "hls").is_dir() and (package / "export" / "model.qonnx.onnx").is_file()
+    table = edgepack(
+        ws, "fpga", "compile", "digits", "--format", "fixed<16,6>", "--calibration", str(root / "cal.npz"),
+        "--hls", "vivado", "--io", "stream", "--output-name", "digits-hls",
+    ).stdout  # fmt: skip
+    text = " ".join(table.split())
+    assert "HLS project hls/ (Vivado, io_stream, reuse factor 1)" in text and "not synthesis results" in text
 
 
 def _serve(setup, *extra: str) -> tuple[Proc, str]:
