@@ -80,6 +80,7 @@ def setting_options(*classes: type) -> Callable[[Callable[..., Any]], Callable[.
 
 @click.command()
 @click.option(
+    "-m",
     "--model",
     "models",
     multiple=True,

@@ -200,7 +200,7 @@ def test_hls_project_c_simulation_and_estimates_in_the_report(setup) -> None:
 
 def _serve(setup, *extra: str) -> tuple[Proc, str]:
     port = free_port()
-    args = ["--workspace", str(setup["ws"]), "serve", "--model", "digits-fpga", "--port", str(port)]
+    args = ["--workspace", str(setup["ws"]), "serve", "-m", "digits-fpga", "--port", str(port)]
     proc = Proc([*args, "--host", "127.0.0.1", *extra])
     proc.wait_for(r"ready in [0-9.]+ s; V2 models: digits-fpga", timeout=60)
     return proc, f"http://127.0.0.1:{port}"
