@@ -213,7 +213,7 @@ def test_both_command_lines_accept_the_same_flags() -> None:
     from packager.cli.serve import serve
 
     argparse_flags = {opt for a in build_parser()._actions for opt in a.option_strings} - {"-h", "--help"}
-    assert _click_flags(serve) - {"--model"} == argparse_flags
+    assert _click_flags(serve) - {"--model", "-m"} == argparse_flags
     assert argparse_flags == {r.flag for _, r in FLAGGED}
     # the flags that existed before the table keep their names
     assert {
