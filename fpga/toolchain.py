@@ -322,6 +322,95 @@ def _ort(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
     return dict(zip(names, session.run(names, {session.get_inputs()[0].name: x}), strict=True))
 
 
+def run_qonnx_context(qonnx: object, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Every tensor of a QONNX model run by qonnx's executor on ``x`` (the pre-``Quant`` value of a
+    quantized tensor ``t`` is ``t_float``, as ``export_qonnx`` names it)."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from qonnx.transformation.change_batchsize import ChangeBatchSize
+
+    from .export._graph import graph_input
+    from .export.qonnx import _infer_shapes
+
+    x = np.asarray(x, np.float32)
+    wrapper = ModelWrapper(qonnx.model).transform(ChangeBatchSize(len(x)))
+    wrapper = ModelWrapper(_infer_shapes(wrapper.model))
+    return execute_onnx(wrapper, {graph_input(wrapper.model): x}, return_full_exec_context=True)
+
+
+def _exact_sum(compiled: object, name: str, emulated: Mapping[str, np.ndarray]) -> np.ndarray | None:
+    """The exact float64 value a fixed-point Dense/Conv producing ``name`` sums before its result cast
+    (inputs as the emulator held them; products and sums of 16-bit codes are exact in float64), or None
+    for other layers."""
+    from edge_module.numerics.emulate import windows
+
+    layer = next((lay for lay in compiled.program.spec["layers"] if lay["output"] == name), None)
+    if layer is None or layer["scheme"] != "fixed" or layer["op"] not in ("dense", "conv") or layer.get("accum"):
+        return None
+    arrays = compiled.program.arrays
+    w = np.ldexp(
+        arrays[layer["arrays"]["weight"]].astype(np.float64), -(layer["weight"]["width"] - layer["weight"]["integer"])
+    )
+    b = np.ldexp(
+        arrays[layer["arrays"]["bias"]].astype(np.float64), -(layer["bias"]["width"] - layer["bias"]["integer"])
+    )
+    x = np.asarray(emulated[layer["inputs"][0]], np.float64)
+    if layer["op"] == "dense":
+        return x @ w.T + b
+    a = layer["attrs"]
+    pads = tuple(int(v) for v in a["pads"])
+    patches = windows(x, tuple(a["kernel_shape"]), pads, tuple(a["strides"]), tuple(a["dilations"]))
+    n, oh, ow = patches.shape[:3]
+    return (patches.reshape(n * oh * ow, -1) @ w.T + b).reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
+
+
+def qonnx_differences(compiled: object, context: Mapping[str, np.ndarray], x: np.ndarray) -> dict | None:
+    """Where and why qonnx's executor differs from the emulator: the first tensor (in layer order) that
+    differs, how many values, by how many LSBs, and how far the executor's pre-``Quant`` value lay from
+    a rounding boundary. None when every tensor matches bit for bit."""
+    emulated = compiled.program.run(np.asarray(x, np.float32), keep_all=True)
+    order = list(compiled.program.inputs) + [layer["output"] for layer in compiled.program.spec["layers"]]
+    for name in order:
+        if name not in context:
+            continue
+        got, want = np.asarray(context[name], np.float64), np.asarray(emulated[name], np.float64)
+        bad = got != want
+        if not bad.any():
+            continue
+        fmt = compiled.program.tensors[name]
+        lsb = 2.0 ** (fmt["integer"] - fmt["width"])
+        steps = np.abs(got - want)[bad] / lsb
+        found = {"tensor": name, "count": int(bad.sum()), "total": int(bad.size), "max_lsb": float(steps.max())}
+        raw = context.get(f"{name}_float")
+        exact = _exact_sum(compiled, name, emulated)
+        if raw is not None and exact is not None:
+            raw_lsb, exact_lsb = np.asarray(raw, np.float64)[bad] / lsb, exact[bad] / lsb
+            found["max_float32_error_lsb"] = float(np.abs(raw_lsb - exact_lsb).max())
+            tie = (exact_lsb - np.floor(exact_lsb) == 0.5) & (exact_lsb < 0)
+            if fmt["rounding"] == "AP_RND" and tie.all():
+                found["cause"] = (
+                    f"rounding mode: {found['count']} values of {name} are negative ties, which AP_RND rounds "
+                    "towards +inf and QONNX's HALF_UP away from zero (QONNX has no AP_RND mode)"
+                )
+            elif found["max_lsb"] == 1.0 and not tie.any() and found["max_float32_error_lsb"] > 0:
+                found["cause"] = (
+                    f"float32 accumulation in qonnx's executor: {found['count']} of {found['total']} values of "
+                    f"{name} differ by one LSB; for each, onnxruntime's float32 MatMul/Conv sum before the Quant "
+                    f"node was off the exact sum by up to {found['max_float32_error_lsb']:.2g} LSB and crossed a "
+                    "rounding boundary (products of 16-bit codes need up to 32 bits, float32 keeps 24; the "
+                    "emulator and the C simulation sum exactly)"
+                )
+        if "cause" not in found:
+            if fmt["overflow"] == "AP_WRAP" and found["max_lsb"] > 1.0:
+                found["cause"] = f"{name} overflows its {describe(fmt)}: ap_fixed wraps, QONNX Quant saturates"
+            else:
+                found["cause"] = (
+                    f"{found['count']} values of {name} differ (up to {found['max_lsb']:g} LSB): unexplained"
+                )
+        return found
+    return None
+
+
 WHY = {
     ("float", "emulated"): "quantization: the emulator holds every tensor, weight and bias in its format",
     ("float", "csim"): "quantization (the C simulation computes in the same formats as the emulator)",
@@ -337,7 +426,9 @@ def _explain(a: str, b: str, exact: float, compiled: object, extra: Mapping[str,
         return WHY[(a, b)]
     reasons = []
     kinds = {a, b}
-    if "qonnx" in kinds:
+    if "qonnx" in kinds and extra.get("qonnx_cause"):
+        reasons += extra["qonnx_cause"]
+    elif "qonnx" in kinds:
         reasons.append(
             "qonnx's executor runs MatMul/Conv in float32 (onnxruntime): products of two 16-bit codes need up to "
             "32 bits and their sums more, so float32 (24-bit mantissa) rounds them before the Quant node, and "
@@ -374,10 +465,10 @@ def compare(
 
     Returns ``{"n", "outputs": names, "accuracy": {kind: acc} (when ``y``), "pairs": {"a vs b":
     {"top1_agreement", "bit_exact_fraction", "max_abs_difference", "explanation"}}}``. Bit-exact
-    fractions compare the accelerator outputs (before the host part); top-1 the model outputs."""
-    from .export import run_qonnx
-
+    fractions compare the accelerator outputs (before the host part); top-1 the model outputs. With
+    ``qonnx``, ``"qonnx_differences"`` locates and explains any difference (``qonnx_differences``)."""
     x = np.asarray(x, np.float32)
+    result_extra: dict = {}
     model = accelerator_model(compiled)
     boundary_names = list(compiled.program.outputs)
     accel: dict[str, dict[str, np.ndarray]] = {"float": {}, "emulated": {}}
@@ -395,12 +486,18 @@ def compare(
         accel["csim"] = {boundary_names[0]: hls.predict(x).reshape(shape).astype(np.float32)}
         extra["csim"] = list(hls.notes)
     if qonnx is not None:
-        accel["qonnx"] = {boundary_names[0]: np.asarray(run_qonnx(qonnx.model, x)).reshape(shape)}
+        context = run_qonnx_context(qonnx, x)
+        out = qonnx.model.graph.output[0].name
+        accel["qonnx"] = {boundary_names[0]: np.asarray(context[out], np.float32).reshape(shape)}
         extra["qonnx"] = list(qonnx.notes)
+        found = qonnx_differences(compiled, context, x)
+        if found is not None:
+            extra["qonnx_cause"] = [found["cause"]]
+        result_extra = {"qonnx_differences": found}
     if qdq is not None:
         accel["qdq"] = {n: v.astype(np.float32) for n, v in _ort(qdq.model, x).items() if n in boundary_names}
     final = {kind: _host(compiled, x, values) for kind, values in accel.items()}
-    result: dict = {"n": len(x), "outputs": boundary_names, "pairs": {}}
+    result: dict = {"n": len(x), "outputs": boundary_names, "pairs": {}, **result_extra}
     if y is not None:
         y = np.asarray(y)
         result["accuracy"] = {kind: float((out.argmax(1) == y).mean()) for kind, out in final.items()}
