@@ -147,3 +147,13 @@ def test_cnn_csim_qonnx_and_qdq_against_the_emulator(tmp_path):
     checked = compare(int8, x, y, qdq=qdq_for(int8, x_tr))
     print("CNN int8 vs QDQ:", checked["pairs"]["emulated vs qdq"], checked["accuracy"])
     assert checked["pairs"]["emulated vs qdq"]["top1_agreement"] >= 0.99
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("backend", "io_type", "reuse"), [("Vivado", "io_stream", 1), ("Vitis", "io_parallel", 4)])
+def test_cnn_csim_is_bit_exact_in_other_configurations(tmp_path, backend, io_type, reuse):
+    x_tr, x, _ = _cnn_data()
+    compiled = compile_onnx(torch_cnn_onnx(), "fixed<16,6>", calibration=x_tr)
+    project = hls_for(compiled, tmp_path / "cnn", backend=backend, io_type=io_type, reuse_factor=reuse)
+    project.compile()
+    assert np.array_equal(project.predict(x), compiled.program.run(x)[compiled.program.outputs[0]])
