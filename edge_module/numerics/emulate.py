@@ -142,6 +142,7 @@ class Program:
             data["weight"] = data["weight"].astype(np.float32)
         elif layer["scheme"] == "bfp":
             data["prepared"] = dot.bfp_weights(data["weight"], data["weight_exponent"], layer["bfp"])
+            data["folded"] = dot.bfp_fold_weights(data["weight"], data["weight_exponent"], layer["bfp"])
         elif layer["scheme"] == "fixed" and "weight" in data and in_fmt is not None and in_fmt["kind"] == "fixed":
             data["fast"] = _fixed_fast(data, in_fmt, layer)
         elif layer["scheme"] == "int8" and "weight" in data and in_fmt is not None and in_fmt["kind"] == "int8":
@@ -188,6 +189,9 @@ class Program:
         if scheme == "float":
             return self._out(layer, x.astype(np.float32) @ data["weight"].T + data["bias"])
         if scheme == "bfp":
+            y = _bfp_folded(layer, x if x.dtype == np.float32 else None)
+            if y is not None:
+                return self._out(layer, y)
             y = dot.bfp_dot(x, data["weight"], data["weight_exponent"], data["bias"], layer["bfp"], data["prepared"])
             return self._out(layer, y)
         if scheme == "fixed":
@@ -283,6 +287,9 @@ def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndar
     kernel = tuple(attrs["kernel_shape"])
     pad_value = 0.0
     if layer["scheme"] == "bfp":
+        y = _bfp_conv_folded(program, layer, x)
+        if y is not None:
+            return y
         channels = dot.bfp_quantize_channels(x, layer["bfp"])
         if channels is not None:  # quantized once per value, not once per patch: the same codes
             return _bfp_conv(program, layer, *channels)
@@ -290,6 +297,44 @@ def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndar
     n, oh, ow = patches.shape[:3]
     y = program._matmul(layer, patches.reshape(n * oh * ow, -1))
     return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
+
+
+def _bfp_folded(layer: Mapping, x: np.ndarray | None, folded_x: tuple | None = None) -> np.ndarray | None:
+    """``dot.bfp_dot_folded`` for float32 rows ``x`` (or inputs already folded), None where it does not apply."""
+    data = layer["data"]
+    if data.get("folded") is None:
+        return None
+    if folded_x is None:
+        folded_x = dot.bfp_folded_inputs(x, layer["bfp"]) if x is not None else None
+        if folded_x is None:
+            return None
+    return dot.bfp_dot_folded(folded_x, data["folded"], data["bias"], layer["bfp"])
+
+
+def _bfp_conv_folded(program: Program, layer: Mapping, x: np.ndarray) -> np.ndarray | None:
+    """A BFP convolution on folded values: with ``C % k == 0`` the input is quantized once per pixel's
+    channel block (the blocks of every patch; padding is an all-zero block), else per patch."""
+    attrs, params = layer["attrs"], layer["bfp"]
+    if layer["data"].get("folded") is None or x.dtype != np.float32:
+        return None
+    n, c, h, w = x.shape
+    k = int(params["block_size"])
+    geometry = (tuple(attrs["kernel_shape"]), _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]))
+    if c % k == 0:
+        folded = dot.bfp_folded_inputs(x.transpose(0, 2, 3, 1).reshape(-1, c), params)
+        if folded is None:
+            return None
+        values = folded[0].reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        patches = windows(values, *geometry)
+        rows = patches.shape[0] * patches.shape[1] * patches.shape[2]
+        y = _bfp_folded(layer, None, (patches.reshape(rows, -1, k), folded[1], folded[2]))
+    else:
+        patches = windows(x, *geometry)
+        rows = patches.shape[0] * patches.shape[1] * patches.shape[2]
+        y = _bfp_folded(layer, patches.reshape(rows, -1))
+    if y is None:
+        return None
+    return program._out(layer, y).reshape(*patches.shape[:3], -1).transpose(0, 3, 1, 2)
 
 
 def _bfp_conv(program: Program, layer: Mapping, mant: np.ndarray, exps: np.ndarray) -> np.ndarray:
