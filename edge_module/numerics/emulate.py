@@ -84,21 +84,34 @@ def windows(
     dilations: tuple[int, int] = (1, 1),
     pad_value: float = 0.0,
 ) -> np.ndarray:
-    """Patches ``(N, OH, OW, kh, kw, C)`` of an NCHW tensor (ONNX ``pads``: top, left, bottom, right)."""
+    """Patches ``(N, OH, OW, kh, kw, C)`` of an NCHW tensor (ONNX ``pads``: top, left, bottom, right): one
+    copy of a strided view of the padded channels-last tensor."""
     n, c, h, w = x.shape
     kh, kw = kernel
     top, left, bottom, right = pads
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=pad_value).transpose(0, 2, 3, 1)
     sh, sw = strides
     dh, dw = dilations
     oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
     ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
-    out = np.empty((n, oh, ow, kh, kw, c), xp.dtype)
+    if any(pads):
+        xp = np.full((n, h + top + bottom, w + left + right, c), pad_value, x.dtype)
+        xp[:, top : top + h, left : left + w, :] = x.transpose(0, 2, 3, 1)
+    else:
+        xp = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    s0, s1, s2, s3 = xp.strides
+    view = np.lib.stride_tricks.as_strided(
+        xp, (n, oh, ow, kh, kw, c), (s0, s1 * sh, s2 * sw, s1 * dh, s2 * dw, s3), writeable=False
+    )
+    return np.ascontiguousarray(view)
+
+
+def _tile_max(x: np.ndarray, kh: int, kw: int) -> np.ndarray:
+    """Max pooling of ``kh x kw`` tiles of an NCHW tensor: one ``maximum`` per tile element."""
+    out = np.maximum(x[:, :, 0::kh, 0::kw], x[:, :, 0::kh, 1::kw] if kw > 1 else x[:, :, 1::kh, 0::kw])
     for i in range(kh):
         for j in range(kw):
-            out[:, :, :, i, j, :] = xp[
-                :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw
-            ]
+            if (i, j) not in ((0, 0), (0, 1) if kw > 1 else (1, 0)):
+                np.maximum(out, x[:, :, i::kh, j::kw], out=out)
     return out
 
 
@@ -362,6 +375,8 @@ def _maxpool(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.n
     (kh, kw), (sh, sw) = attrs["kernel_shape"], attrs["strides"]
     n, c, h, w = x.shape
     if (kh, kw) == (sh, sw) and not any(_pads(attrs)) and h % kh == 0 and w % kw == 0:  # tiles
+        if kh * kw > 1:
+            return program._out(layer, _tile_max(x, kh, kw))
         return program._out(layer, x.reshape(n, c, h // kh, kh, w // kw, kw).max(axis=(3, 5)))
     y = _pool_windows(inputs[0], layer["attrs"], -np.inf).max(axis=3).transpose(0, 3, 1, 2)
     return program._out(layer, y)
