@@ -16,11 +16,13 @@ A layer's ``scheme`` (``fixed``, ``int8``, ``bfp``, ``float``) says how its dot 
 (``edge_module.numerics.dot``); arrays hold weight codes (fixed codes, int8 codes with per-channel
 ``weight_scale``, BFP mantissas with ``weight_exponent``, or float32) and bias codes.
 
-Tensors are carried as the values their codes stand for (float64 for fixed and int8, exact; float32
-otherwise). Every layer's result is converted to its output tensor's format: a no-op for exact ops
-(relu, max pooling, reshapes) whose output keeps the input's format. Element-wise arithmetic other than
-the dot products (average pooling, Add) is computed in float64 (fixed, int8) or float32 and then
-converted once, so those layers are exact only up to that one rounding.
+Tensors are carried as the values their codes stand for (float64 for fixed, exact; float32 otherwise),
+except int8 tensors, carried as float32 codes minus the zero point (exact integers) that relu, max
+pooling, reshapes and int8 dot products read directly; the other ops get their values. Every layer's
+result is converted to its output tensor's format: a no-op for exact ops (relu, max pooling, reshapes)
+whose output keeps the input's format. Element-wise arithmetic other than the dot products (average
+pooling, Add) is computed in float64 (fixed, int8) or float32 and then converted once, so those layers
+are exact only up to that one rounding.
 """
 
 from __future__ import annotations
@@ -60,6 +62,23 @@ def to_format(values: np.ndarray, fmt: Mapping) -> np.ndarray:
 
 def from_int8(codes: np.ndarray, fmt: Mapping) -> np.ndarray:
     return (codes.astype(np.float64) - int(fmt["zero_point"])) * float(np.float32(fmt["scale"]))
+
+
+def _hold(values: np.ndarray, fmt: Mapping) -> np.ndarray:
+    """``values`` converted to ``fmt`` as the emulator holds the tensor between layers: int8 as float32
+    codes minus the zero point (exact integers; relu, max pooling and reshapes act on them as on the
+    values, and zero padding is the value 0); the other formats as ``to_format`` gives them."""
+    if fmt["kind"] == "int8":
+        codes = int8.quantize(values, fmt["scale"], fmt["zero_point"])
+        return codes.astype(np.float32) - np.float32(fmt["zero_point"])
+    return to_format(values, fmt)
+
+
+def _value(held: np.ndarray, fmt: Mapping) -> np.ndarray:
+    """The values of a tensor held as ``_hold`` holds it (as ``to_format`` gives them)."""
+    if fmt["kind"] == "int8":
+        return held.astype(np.float64) * float(np.float32(fmt["scale"]))
+    return held
 
 
 def codes_of(values: np.ndarray, fmt: Mapping) -> np.ndarray:
@@ -160,6 +179,8 @@ class Program:
             data["fast"] = _fixed_fast(data, in_fmt, layer)
         elif layer["scheme"] == "int8" and "weight" in data and in_fmt is not None and in_fmt["kind"] == "int8":
             data["fast"] = _int8_fast(data, in_fmt, out_fmt)
+        # ops that read their inputs as held (int8 tensors as codes); the others get the values
+        prepared["native"] = prepared["keep"] or (data.get("fast") is not None and layer["scheme"] == "int8")
         return prepared
 
     def run(self, feeds: Mapping[str, np.ndarray] | np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
@@ -172,17 +193,22 @@ class Program:
         missing = [name for name in self.inputs if name not in feeds]
         if missing:
             raise ValueError(f"missing program input(s) {missing}; it takes {self.inputs}")
-        values = {name: to_format(np.asarray(feeds[name]), self.tensors[name]) for name in self.inputs}
+        held = {name: _hold(np.asarray(feeds[name]), self.tensors[name]) for name in self.inputs}
+        tensors = self.tensors
         for layer in self._prepared:
-            out = _OPS[layer["op"]](self, layer, [values[name] for name in layer["inputs"]])
-            values[layer["output"]] = out
-        chosen = values if keep_all else {name: values[name] for name in self.outputs}
-        return {name: np.asarray(v, np.float32) for name, v in chosen.items()}
+            if layer["native"]:
+                inputs = [held[name] for name in layer["inputs"]]
+            else:
+                inputs = [_value(held[name], tensors[name]) for name in layer["inputs"]]
+            held[layer["output"]] = _OPS[layer["op"]](self, layer, inputs)
+        chosen = held if keep_all else {name: held[name] for name in self.outputs}
+        return {name: np.asarray(_value(v, tensors[name]), np.float32) for name, v in chosen.items()}
 
     def _out(self, layer: Mapping, values: np.ndarray) -> np.ndarray:
+        """The layer's result values converted to its output tensor's format, as that tensor is held."""
         if layer.get("keep"):
             return values
-        return to_format(values, self.tensors[layer["output"]])
+        return _hold(values, self.tensors[layer["output"]])
 
     def _pre(self, layer: Mapping, x: np.ndarray) -> np.ndarray:
         """The input tensor as the fast dot products read it (before im2col, so once per value): fixed
@@ -193,7 +219,7 @@ class Program:
             return x
         if layer["scheme"] == "fixed":
             return np.ldexp(x, fast[3]).astype(fast[0])
-        return np.divide(x, float(np.float32(self.tensors[layer["inputs"][0]]["scale"]))).astype(fast[-1])
+        return x.astype(fast[-1], copy=False)  # int8 tensors are held as codes minus the zero point
 
     def _matmul(self, layer: Mapping, x: np.ndarray) -> np.ndarray:
         """The layer's dot products for rows ``x (R, K)`` (as ``_pre`` left them), in its output format."""
@@ -240,7 +266,7 @@ class Program:
                 acc *= scale
                 np.rint(acc, out=acc)
                 np.clip(acc, low, high, out=acc)
-                return acc.astype(np.float64) * float(np.float32(out_fmt["scale"]))
+                return acc  # codes minus the zero point, as int8 tensors are held
             y = dot.int8_dot(
                 codes_of(x, in_fmt),
                 in_fmt["scale"],
@@ -251,7 +277,7 @@ class Program:
                 out_fmt["scale"],
                 out_fmt["zero_point"],
             )
-            return from_int8(y, out_fmt)
+            return y.astype(np.float32) - np.float32(out_fmt["zero_point"])
         raise ValueError(f"layer {layer['name']}: unknown scheme {scheme!r}")
 
 
