@@ -258,7 +258,7 @@ def _block_absmax(blocks: np.ndarray) -> np.ndarray:
     """``abs(blocks).max(axis=-1)``; for small blocks one ``maximum`` per element of a block, which is
     much faster than numpy's reduction over a short last axis (NaN propagates either way)."""
     k = blocks.shape[-1]
-    if k > 32 or k < 2:
+    if k > 32 or k < 2 or blocks.size < 8192:  # small: one reduction is fewer numpy calls
         return np.abs(blocks).max(axis=-1, initial=0)
     a = np.abs(blocks)
     out = np.maximum(a[..., 0], a[..., 1])

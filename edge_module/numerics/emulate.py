@@ -69,8 +69,16 @@ def _hold(values: np.ndarray, fmt: Mapping) -> np.ndarray:
     codes minus the zero point (exact integers; relu, max pooling and reshapes act on them as on the
     values, and zero padding is the value 0); the other formats as ``to_format`` gives them."""
     if fmt["kind"] == "int8":
+        zero = int(fmt["zero_point"])
+        if values.dtype == np.float32 and np.isfinite(values).all():
+            # int8.quantize's float32 arithmetic: rint(x / scale) saturated, less the zero point (exact)
+            with np.errstate(over="ignore"):
+                codes = np.divide(values, np.float32(fmt["scale"]))
+            np.rint(codes, out=codes)
+            np.maximum(codes, np.float32(-128 - zero), out=codes)
+            return np.minimum(codes, np.float32(127 - zero), out=codes)
         codes = int8.quantize(values, fmt["scale"], fmt["zero_point"])
-        return codes.astype(np.float32) - np.float32(fmt["zero_point"])
+        return codes.astype(np.float32) - np.float32(zero)
     return to_format(values, fmt)
 
 
@@ -265,8 +273,8 @@ class Program:
                 acc = acc.astype(np.float32, copy=False)  # exact integers below 2**31: as int32 -> float32
                 acc *= scale
                 np.rint(acc, out=acc)
-                np.clip(acc, low, high, out=acc)
-                return acc  # codes minus the zero point, as int8 tensors are held
+                np.maximum(acc, low, out=acc)
+                return np.minimum(acc, high, out=acc)  # codes minus the zero point, as int8 tensors are held
             y = dot.int8_dot(
                 codes_of(x, in_fmt),
                 in_fmt["scale"],
