@@ -374,12 +374,16 @@ def fixed_codes_of_scaled(t: np.ndarray, fmt: dict) -> np.ndarray:
     else:  # AP_RND_ZERO
         code = np.copysign(np.ceil(np.abs(t) - 0.5), t)
     low, high = fixed.code_range(int(fmt["width"]), fmt.get("signed", True), overflow)
-    if overflow == "AP_WRAP":
+    in_range = code.size == 0 or (code.min() >= low and code.max() <= high)
+    if in_range:
+        pass
+    elif overflow == "AP_WRAP":
         modulus = float(1 << int(fmt["width"]))
         code -= np.floor((code - low) / modulus) * modulus
     elif overflow == "AP_SAT_ZERO":
         code[(code < low) | (code > high)] = 0
     else:
-        np.clip(code, low, high, out=code)
+        np.maximum(code, low, out=code)
+        np.minimum(code, high, out=code)
     code += 0.0  # -0.0 -> 0.0
     return code

@@ -184,7 +184,10 @@ class Program:
             data["prepared"] = dot.bfp_weights(data["weight"], data["weight_exponent"], layer["bfp"])
             data["folded"] = dot.bfp_fold_weights(data["weight"], data["weight_exponent"], layer["bfp"])
         elif layer["scheme"] == "fixed" and "weight" in data and in_fmt is not None and in_fmt["kind"] == "fixed":
-            data["fast"] = _fixed_fast(data, in_fmt, layer)
+            fast = _fixed_fast(data, in_fmt, layer)
+            if fast is not None and out_fmt["kind"] == "fixed":
+                fast = (*fast[:5], _fixed_scaled(fast, in_fmt, out_fmt))
+            data["fast"] = fast
         elif layer["scheme"] == "int8" and "weight" in data and in_fmt is not None and in_fmt["kind"] == "int8":
             data["fast"] = _int8_fast(data, in_fmt, out_fmt)
         # ops that read their inputs as held (int8 tensors as codes); the others get the values
@@ -226,6 +229,8 @@ class Program:
         if fast is None:
             return x
         if layer["scheme"] == "fixed":
+            if fast[5] is not None:  # the weights read the values
+                return x.astype(fast[0], copy=False)
             return np.ldexp(x, fast[3]).astype(fast[0])
         return x.astype(fast[-1], copy=False)  # int8 tensors are held as codes minus the zero point
 
@@ -246,10 +251,15 @@ class Program:
                 raise ValueError(f"layer {layer['name']}: a fixed-point layer needs fixed-point input and output")
             fast = data.get("fast")
             if fast is not None:  # exact accumulator, every partial sum exact in the float type
-                _, wt, bias, _, a_frac = fast
+                _, wt, bias, _, a_frac, scaled = fast
+                out_frac = dot.frac_bits(out_fmt)
+                if scaled is not None:  # x values against rescaled weights: the sums times 2**F_out, exact
+                    t = x @ scaled[0]
+                    t += scaled[1]
+                    codes = dot.fixed_codes_of_scaled(t.astype(np.float64, copy=False), out_fmt)
+                    return np.ldexp(codes, -out_frac, out=codes)
                 acc = x @ wt
                 acc += bias
-                out_frac = dot.frac_bits(out_fmt)
                 codes = dot.fixed_codes_of_scaled(np.ldexp(acc.astype(np.float64), out_frac - a_frac), out_fmt)
                 return np.ldexp(codes, -out_frac, out=codes)
             acc, frac = dot.fixed_dot(
@@ -305,7 +315,32 @@ def _fixed_fast(data: Mapping, in_fmt: Mapping, layer: Mapping) -> tuple | None:
         return None
     dtype = np.float32 if bound < 2.0**24 else np.float64
     wt = np.ascontiguousarray(np.ldexp(w.T.astype(np.float64), a_frac - p_frac).astype(dtype))
-    return dtype, wt, np.ldexp(b.astype(np.float64), a_frac - b_frac).astype(dtype), x_frac, a_frac
+    return dtype, wt, np.ldexp(b.astype(np.float64), a_frac - b_frac).astype(dtype), x_frac, a_frac, None
+
+
+def _fixed_scaled(fast: tuple, in_fmt: Mapping, out_fmt: Mapping) -> tuple | None:
+    """``_fixed_fast``'s weights and bias rescaled to read the input values and give the accumulator as
+    ``value * 2**F_out`` directly: ``W * 2**(F_x + F_out - F_a)``, ``b * 2**(F_out - F_a)``. Scaling by
+    powers of two keeps every product and partial sum exact while the smallest step
+    ``2**(F_out - F_p)`` is a normal number of the float type and the largest sum stays far below its
+    overflow; None otherwise."""
+    dtype, wt, bias, x_frac, a_frac, _ = fast
+    if dtype is np.float32 and int(in_fmt["width"]) > 24:
+        return None  # the input values must be exact float32 numbers
+    e_min, e_max = (-126, 127) if dtype is np.float32 else (-1022, 1023)
+    shift = dot.frac_bits(out_fmt) - a_frac
+    width = int(in_fmt["width"])
+    # every product and partial sum is an integer below 2**53 times 2**shift; the operands integers times
+    # 2**-F_x and 2**(shift + F_x): all normal and exact while these exponents stay well inside the range
+    for low in (shift, shift + x_frac, -x_frac):
+        if low < e_min or low + 53 + width > e_max:
+            return None
+    w_scaled = np.ldexp(wt.astype(np.float64), shift + x_frac)
+    b_scaled = np.ldexp(bias.astype(np.float64), shift)
+    w_cast, b_cast = w_scaled.astype(dtype), b_scaled.astype(dtype)
+    if not (np.array_equal(w_cast, w_scaled) and np.array_equal(b_cast, b_scaled)):
+        return None
+    return np.ascontiguousarray(w_cast), b_cast
 
 
 def _int8_fast(data: Mapping, in_fmt: Mapping, out_fmt: Mapping) -> tuple | None:
