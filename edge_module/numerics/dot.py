@@ -269,14 +269,15 @@ def _block_absmax(blocks: np.ndarray) -> np.ndarray:
 
 def bfp_folded_inputs(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int] | None:
     """float32 rows ``(R, K)`` BFP-quantized along ``K`` (as ``bfp.quantize``) given as the values
-    ``mantissa * 2**(E_x - (m-1))`` (float32 blocks ``(R, n_blocks, k)``, exact: scalings by powers of two,
-    ``rint``/``trunc`` are exact in float32) and the smallest and largest shared exponent of the nonzero
-    blocks; None for non-finite inputs (the kernel raises the error), ``m > 23`` or a nonzero block's
-    exponent below -100 (the float64 kernel handles those)."""
+    ``mantissa * 2**(E_x - (m-1))`` (float32 blocks ``(R, n_blocks, k)``, or ``(R, 1, K)`` when ``K < k``;
+    exact: scalings by powers of two, ``rint``/``trunc`` are exact in float32) and the smallest and largest
+    shared exponent of the nonzero blocks; None for non-finite inputs (the kernel raises the error),
+    ``m > 23`` or a nonzero block's exponent below -100 (the float64 kernel handles those)."""
     k, m, e_bits = int(params["block_size"]), int(params["mantissa_bits"]), int(params["exponent_bits"])
     if x.dtype != np.float32 or m > 23:
         return None
-    blocks = _blocked(x, k)
+    # one short block: left unpadded (the padding zeros change neither the block maximum nor the sums)
+    blocks = x.reshape(x.shape[0], 1, x.shape[1]) if 0 < x.shape[1] < k else _blocked(x, k)
     block_max = _block_absmax(blocks)
     top = float(block_max.max(initial=0))
     if not np.isfinite(top):
@@ -324,6 +325,8 @@ def bfp_dot_folded(
     rows, n_blocks, m_out = x_vals.shape[0], x_vals.shape[1], w_vals.shape[2]
     if n_blocks == 0:
         return None
+    if x_vals.shape[2] < w_vals.shape[1]:  # one short block: the weights' padding rows meet no inputs
+        w_vals = w_vals[:, : x_vals.shape[2], :]
     out = np.empty((rows, m_out), np.float32)
     step = max(1, chunk_elements // max(1, n_blocks * m_out))
     for start in range(0, rows, step):
