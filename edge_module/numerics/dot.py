@@ -236,6 +236,110 @@ def bfp_dot_blocks(
     return acc
 
 
+def bfp_fold_weights(w_mant: np.ndarray, w_exp: np.ndarray, params: dict) -> tuple[np.ndarray, int, int] | None:
+    """Weights for ``bfp_dot_folded``: the values ``mantissa * 2**(E_w - (m-1))`` as float32 blocks
+    ``(n_blocks, k, M)`` and the smallest and largest exponent of the nonzero blocks; None unless every
+    block's integer sum fits float32 (``(2**m - 1)**2 * k < 2**24``) and every nonzero value is a normal
+    float32 (then the values are exact)."""
+    k, m = int(params["block_size"]), int(params["mantissa_bits"])
+    if float((1 << m) - 1) ** 2 * k >= 2.0**24:
+        return None
+    blocks = _blocked(np.asarray(w_mant, np.float64), k)  # (M, nb, k)
+    exps = np.asarray(w_exp, np.int64)
+    nonzero = np.abs(blocks).max(axis=-1, initial=0) > 0
+    low, high = (int(exps[nonzero].min()), int(exps[nonzero].max())) if nonzero.any() else (0, 0)
+    if low - (m - 1) < -126 or high + 1 > 127:
+        return None
+    values = blocks * np.ldexp(1.0, exps - (m - 1))[..., None]
+    return np.ascontiguousarray(values.astype(np.float32).transpose(1, 2, 0)), low, high
+
+
+def _block_absmax(blocks: np.ndarray) -> np.ndarray:
+    """``abs(blocks).max(axis=-1)``; for small blocks one ``maximum`` per element of a block, which is
+    much faster than numpy's reduction over a short last axis (NaN propagates either way)."""
+    k = blocks.shape[-1]
+    if k > 32 or k < 2 or blocks.size < 8192:  # small: one reduction is fewer numpy calls
+        return np.abs(blocks).max(axis=-1, initial=0)
+    a = np.abs(blocks)
+    out = np.maximum(a[..., 0], a[..., 1])
+    for i in range(2, k):
+        np.maximum(out, a[..., i], out=out)
+    return out
+
+
+def bfp_folded_inputs(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int] | None:
+    """float32 rows ``(R, K)`` BFP-quantized along ``K`` (as ``bfp.quantize``) given as the values
+    ``mantissa * 2**(E_x - (m-1))`` (float32 blocks ``(R, n_blocks, k)``, or ``(R, 1, K)`` when ``K < k``;
+    exact: scalings by powers of two, ``rint``/``trunc`` are exact in float32) and the smallest and largest
+    shared exponent of the nonzero blocks; None for non-finite inputs (the kernel raises the error),
+    ``m > 23`` or a nonzero block's exponent below -100 (the float64 kernel handles those)."""
+    k, m, e_bits = int(params["block_size"]), int(params["mantissa_bits"]), int(params["exponent_bits"])
+    if x.dtype != np.float32 or m > 23:
+        return None
+    # one short block: left unpadded (the padding zeros change neither the block maximum nor the sums)
+    blocks = x.reshape(x.shape[0], 1, x.shape[1]) if 0 < x.shape[1] < k else _blocked(x, k)
+    block_max = _block_absmax(blocks)
+    top = float(block_max.max(initial=0))
+    if not np.isfinite(top):
+        return None
+    e_min, e_max = bfp.exponent_range(e_bits)
+    nonzero_min = float(np.min(block_max, initial=np.inf, where=block_max > 0))
+    if top == 0:
+        low = high = 0
+    else:
+        low = min(max(int(np.frexp(nonzero_min)[1]) - 1, e_min), e_max)
+        high = min(max(int(np.frexp(top)[1]) - 1, e_min), e_max)
+    if low < -100:
+        return None
+    shared = np.frexp(block_max)[1]
+    shared -= 1
+    np.clip(shared, max(e_min, -100), e_max, out=shared)  # all-zero blocks: any scaling gives zeros
+    up = np.ldexp(np.float32(1), (m - 1) - shared)[..., None]
+    scaled = blocks * up
+    if params.get("rounding", "nearest_even") == "nearest_even":
+        np.rint(scaled, out=scaled)
+    else:
+        np.trunc(scaled, out=scaled)
+    limit = np.float32((1 << m) - 1)
+    np.clip(scaled, -limit, limit, out=scaled)
+    scaled /= up  # exact: a power of two, the result a normal float32
+    return scaled, low, high
+
+
+def bfp_dot_folded(
+    x: tuple[np.ndarray, int, int],
+    w: tuple[np.ndarray, int, int],
+    bias: np.ndarray | None,
+    params: dict,
+    chunk_elements: int = 1 << 18,
+) -> np.ndarray | None:
+    """``bfp_dot`` from ``bfp_folded_inputs`` and ``bfp_fold_weights``, or None when some block result
+    could leave float32's normal range. Each block's float32 product of the folded values is the exact
+    ``sum * 2**(E_x + E_w - 2(m-1))`` (products and partial sums are multiples of a normal power of two
+    below ``2**24`` of it), so it equals the rounded scaled block sum; the blocks are then accumulated
+    in float32 in block order and the bias added, as ``bfp_dot_blocks`` does."""
+    (x_vals, x_low, x_high), (w_vals, w_low, w_high) = x, w
+    m, k = int(params["mantissa_bits"]), int(params["block_size"])
+    if x_low + w_low - 2 * (m - 1) < -126 or x_high + w_high + 2 + int(np.log2(k)) + 1 > 126:
+        return None
+    rows, n_blocks, m_out = x_vals.shape[0], x_vals.shape[1], w_vals.shape[2]
+    if n_blocks == 0:
+        return None
+    if x_vals.shape[2] < w_vals.shape[1]:  # one short block: the weights' padding rows meet no inputs
+        w_vals = w_vals[:, : x_vals.shape[2], :]
+    out = np.empty((rows, m_out), np.float32)
+    step = max(1, chunk_elements // max(1, n_blocks * m_out))
+    for start in range(0, rows, step):
+        partial = np.matmul(x_vals[start : start + step].transpose(1, 0, 2), w_vals)  # (nb, r, M), exact
+        acc = out[start : start + step]
+        np.copyto(acc, partial[0])
+        for block in range(1, n_blocks):
+            acc += partial[block]  # float32, in block order
+    if bias is not None:
+        out += np.asarray(bias, np.float32)
+    return out
+
+
 def bfp_quantize_channels(x: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray] | None:
     """BFP mantissas (float32, NCHW) and exponents ``(N, C/k, H, W)`` of a float32 NCHW tensor blocked
     along its channels, or None unless ``C`` is a multiple of ``k`` (and the float32 quantizer applies).
@@ -273,12 +377,16 @@ def fixed_codes_of_scaled(t: np.ndarray, fmt: dict) -> np.ndarray:
     else:  # AP_RND_ZERO
         code = np.copysign(np.ceil(np.abs(t) - 0.5), t)
     low, high = fixed.code_range(int(fmt["width"]), fmt.get("signed", True), overflow)
-    if overflow == "AP_WRAP":
+    in_range = code.size == 0 or (code.min() >= low and code.max() <= high)
+    if in_range:
+        pass
+    elif overflow == "AP_WRAP":
         modulus = float(1 << int(fmt["width"]))
         code -= np.floor((code - low) / modulus) * modulus
     elif overflow == "AP_SAT_ZERO":
         code[(code < low) | (code > high)] = 0
     else:
-        np.clip(code, low, high, out=code)
+        np.maximum(code, low, out=code)
+        np.minimum(code, high, out=code)
     code += 0.0  # -0.0 -> 0.0
     return code

@@ -16,11 +16,13 @@ A layer's ``scheme`` (``fixed``, ``int8``, ``bfp``, ``float``) says how its dot 
 (``edge_module.numerics.dot``); arrays hold weight codes (fixed codes, int8 codes with per-channel
 ``weight_scale``, BFP mantissas with ``weight_exponent``, or float32) and bias codes.
 
-Tensors are carried as the values their codes stand for (float64 for fixed and int8, exact; float32
-otherwise). Every layer's result is converted to its output tensor's format: a no-op for exact ops
-(relu, max pooling, reshapes) whose output keeps the input's format. Element-wise arithmetic other than
-the dot products (average pooling, Add) is computed in float64 (fixed, int8) or float32 and then
-converted once, so those layers are exact only up to that one rounding.
+Tensors are carried as the values their codes stand for (float64 for fixed, exact; float32 otherwise),
+except int8 tensors, carried as float32 codes minus the zero point (exact integers) that relu, max
+pooling, reshapes and int8 dot products read directly; the other ops get their values. Every layer's
+result is converted to its output tensor's format: a no-op for exact ops (relu, max pooling, reshapes)
+whose output keeps the input's format. Element-wise arithmetic other than the dot products (average
+pooling, Add) is computed in float64 (fixed, int8) or float32 and then converted once, so those layers
+are exact only up to that one rounding.
 """
 
 from __future__ import annotations
@@ -62,6 +64,31 @@ def from_int8(codes: np.ndarray, fmt: Mapping) -> np.ndarray:
     return (codes.astype(np.float64) - int(fmt["zero_point"])) * float(np.float32(fmt["scale"]))
 
 
+def _hold(values: np.ndarray, fmt: Mapping) -> np.ndarray:
+    """``values`` converted to ``fmt`` as the emulator holds the tensor between layers: int8 as float32
+    codes minus the zero point (exact integers; relu, max pooling and reshapes act on them as on the
+    values, and zero padding is the value 0); the other formats as ``to_format`` gives them."""
+    if fmt["kind"] == "int8":
+        zero = int(fmt["zero_point"])
+        if values.dtype == np.float32 and np.isfinite(values).all():
+            # int8.quantize's float32 arithmetic: rint(x / scale) saturated, less the zero point (exact)
+            with np.errstate(over="ignore"):
+                codes = np.divide(values, np.float32(fmt["scale"]))
+            np.rint(codes, out=codes)
+            np.maximum(codes, np.float32(-128 - zero), out=codes)
+            return np.minimum(codes, np.float32(127 - zero), out=codes)
+        codes = int8.quantize(values, fmt["scale"], fmt["zero_point"])
+        return codes.astype(np.float32) - np.float32(zero)
+    return to_format(values, fmt)
+
+
+def _value(held: np.ndarray, fmt: Mapping) -> np.ndarray:
+    """The values of a tensor held as ``_hold`` holds it (as ``to_format`` gives them)."""
+    if fmt["kind"] == "int8":
+        return held.astype(np.float64) * float(np.float32(fmt["scale"]))
+    return held
+
+
 def codes_of(values: np.ndarray, fmt: Mapping) -> np.ndarray:
     """Integer codes of values already in the tensor format ``fmt`` (exact)."""
     if fmt["kind"] == "fixed":
@@ -84,21 +111,34 @@ def windows(
     dilations: tuple[int, int] = (1, 1),
     pad_value: float = 0.0,
 ) -> np.ndarray:
-    """Patches ``(N, OH, OW, kh, kw, C)`` of an NCHW tensor (ONNX ``pads``: top, left, bottom, right)."""
+    """Patches ``(N, OH, OW, kh, kw, C)`` of an NCHW tensor (ONNX ``pads``: top, left, bottom, right): one
+    copy of a strided view of the padded channels-last tensor."""
     n, c, h, w = x.shape
     kh, kw = kernel
     top, left, bottom, right = pads
-    xp = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=pad_value).transpose(0, 2, 3, 1)
     sh, sw = strides
     dh, dw = dilations
     oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
     ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
-    out = np.empty((n, oh, ow, kh, kw, c), xp.dtype)
+    if any(pads):
+        xp = np.full((n, h + top + bottom, w + left + right, c), pad_value, x.dtype)
+        xp[:, top : top + h, left : left + w, :] = x.transpose(0, 2, 3, 1)
+    else:
+        xp = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
+    s0, s1, s2, s3 = xp.strides
+    view = np.lib.stride_tricks.as_strided(
+        xp, (n, oh, ow, kh, kw, c), (s0, s1 * sh, s2 * sw, s1 * dh, s2 * dw, s3), writeable=False
+    )
+    return np.ascontiguousarray(view)
+
+
+def _tile_max(x: np.ndarray, kh: int, kw: int) -> np.ndarray:
+    """Max pooling of ``kh x kw`` tiles of an NCHW tensor: one ``maximum`` per tile element."""
+    out = np.maximum(x[:, :, 0::kh, 0::kw], x[:, :, 0::kh, 1::kw] if kw > 1 else x[:, :, 1::kh, 0::kw])
     for i in range(kh):
         for j in range(kw):
-            out[:, :, :, i, j, :] = xp[
-                :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw
-            ]
+            if (i, j) not in ((0, 0), (0, 1) if kw > 1 else (1, 0)):
+                np.maximum(out, x[:, :, i::kh, j::kw], out=out)
     return out
 
 
@@ -142,10 +182,16 @@ class Program:
             data["weight"] = data["weight"].astype(np.float32)
         elif layer["scheme"] == "bfp":
             data["prepared"] = dot.bfp_weights(data["weight"], data["weight_exponent"], layer["bfp"])
+            data["folded"] = dot.bfp_fold_weights(data["weight"], data["weight_exponent"], layer["bfp"])
         elif layer["scheme"] == "fixed" and "weight" in data and in_fmt is not None and in_fmt["kind"] == "fixed":
-            data["fast"] = _fixed_fast(data, in_fmt, layer)
+            fast = _fixed_fast(data, in_fmt, layer)
+            if fast is not None and out_fmt["kind"] == "fixed":
+                fast = (*fast[:5], _fixed_scaled(fast, in_fmt, out_fmt))
+            data["fast"] = fast
         elif layer["scheme"] == "int8" and "weight" in data and in_fmt is not None and in_fmt["kind"] == "int8":
             data["fast"] = _int8_fast(data, in_fmt, out_fmt)
+        # ops that read their inputs as held (int8 tensors as codes); the others get the values
+        prepared["native"] = prepared["keep"] or (data.get("fast") is not None and layer["scheme"] == "int8")
         return prepared
 
     def run(self, feeds: Mapping[str, np.ndarray] | np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
@@ -158,17 +204,22 @@ class Program:
         missing = [name for name in self.inputs if name not in feeds]
         if missing:
             raise ValueError(f"missing program input(s) {missing}; it takes {self.inputs}")
-        values = {name: to_format(np.asarray(feeds[name]), self.tensors[name]) for name in self.inputs}
+        held = {name: _hold(np.asarray(feeds[name]), self.tensors[name]) for name in self.inputs}
+        tensors = self.tensors
         for layer in self._prepared:
-            out = _OPS[layer["op"]](self, layer, [values[name] for name in layer["inputs"]])
-            values[layer["output"]] = out
-        chosen = values if keep_all else {name: values[name] for name in self.outputs}
-        return {name: np.asarray(v, np.float32) for name, v in chosen.items()}
+            if layer["native"]:
+                inputs = [held[name] for name in layer["inputs"]]
+            else:
+                inputs = [_value(held[name], tensors[name]) for name in layer["inputs"]]
+            held[layer["output"]] = _OPS[layer["op"]](self, layer, inputs)
+        chosen = held if keep_all else {name: held[name] for name in self.outputs}
+        return {name: np.asarray(_value(v, tensors[name]), np.float32) for name, v in chosen.items()}
 
     def _out(self, layer: Mapping, values: np.ndarray) -> np.ndarray:
+        """The layer's result values converted to its output tensor's format, as that tensor is held."""
         if layer.get("keep"):
             return values
-        return to_format(values, self.tensors[layer["output"]])
+        return _hold(values, self.tensors[layer["output"]])
 
     def _pre(self, layer: Mapping, x: np.ndarray) -> np.ndarray:
         """The input tensor as the fast dot products read it (before im2col, so once per value): fixed
@@ -178,8 +229,10 @@ class Program:
         if fast is None:
             return x
         if layer["scheme"] == "fixed":
+            if fast[5] is not None:  # the weights read the values
+                return x.astype(fast[0], copy=False)
             return np.ldexp(x, fast[3]).astype(fast[0])
-        return np.divide(x, float(np.float32(self.tensors[layer["inputs"][0]]["scale"]))).astype(fast[-1])
+        return x.astype(fast[-1], copy=False)  # int8 tensors are held as codes minus the zero point
 
     def _matmul(self, layer: Mapping, x: np.ndarray) -> np.ndarray:
         """The layer's dot products for rows ``x (R, K)`` (as ``_pre`` left them), in its output format."""
@@ -188,6 +241,9 @@ class Program:
         if scheme == "float":
             return self._out(layer, x.astype(np.float32) @ data["weight"].T + data["bias"])
         if scheme == "bfp":
+            y = _bfp_folded(layer, x if x.dtype == np.float32 else None)
+            if y is not None:
+                return self._out(layer, y)
             y = dot.bfp_dot(x, data["weight"], data["weight_exponent"], data["bias"], layer["bfp"], data["prepared"])
             return self._out(layer, y)
         if scheme == "fixed":
@@ -195,10 +251,15 @@ class Program:
                 raise ValueError(f"layer {layer['name']}: a fixed-point layer needs fixed-point input and output")
             fast = data.get("fast")
             if fast is not None:  # exact accumulator, every partial sum exact in the float type
-                _, wt, bias, _, a_frac = fast
+                _, wt, bias, _, a_frac, scaled = fast
+                out_frac = dot.frac_bits(out_fmt)
+                if scaled is not None:  # x values against rescaled weights: the sums times 2**F_out, exact
+                    t = x @ scaled[0]
+                    t += scaled[1]
+                    codes = dot.fixed_codes_of_scaled(t.astype(np.float64, copy=False), out_fmt)
+                    return np.ldexp(codes, -out_frac, out=codes)
                 acc = x @ wt
                 acc += bias
-                out_frac = dot.frac_bits(out_fmt)
                 codes = dot.fixed_codes_of_scaled(np.ldexp(acc.astype(np.float64), out_frac - a_frac), out_fmt)
                 return np.ldexp(codes, -out_frac, out=codes)
             acc, frac = dot.fixed_dot(
@@ -222,8 +283,8 @@ class Program:
                 acc = acc.astype(np.float32, copy=False)  # exact integers below 2**31: as int32 -> float32
                 acc *= scale
                 np.rint(acc, out=acc)
-                np.clip(acc, low, high, out=acc)
-                return acc.astype(np.float64) * float(np.float32(out_fmt["scale"]))
+                np.maximum(acc, low, out=acc)
+                return np.minimum(acc, high, out=acc)  # codes minus the zero point, as int8 tensors are held
             y = dot.int8_dot(
                 codes_of(x, in_fmt),
                 in_fmt["scale"],
@@ -234,7 +295,7 @@ class Program:
                 out_fmt["scale"],
                 out_fmt["zero_point"],
             )
-            return from_int8(y, out_fmt)
+            return y.astype(np.float32) - np.float32(out_fmt["zero_point"])
         raise ValueError(f"layer {layer['name']}: unknown scheme {scheme!r}")
 
 
@@ -254,7 +315,32 @@ def _fixed_fast(data: Mapping, in_fmt: Mapping, layer: Mapping) -> tuple | None:
         return None
     dtype = np.float32 if bound < 2.0**24 else np.float64
     wt = np.ascontiguousarray(np.ldexp(w.T.astype(np.float64), a_frac - p_frac).astype(dtype))
-    return dtype, wt, np.ldexp(b.astype(np.float64), a_frac - b_frac).astype(dtype), x_frac, a_frac
+    return dtype, wt, np.ldexp(b.astype(np.float64), a_frac - b_frac).astype(dtype), x_frac, a_frac, None
+
+
+def _fixed_scaled(fast: tuple, in_fmt: Mapping, out_fmt: Mapping) -> tuple | None:
+    """``_fixed_fast``'s weights and bias rescaled to read the input values and give the accumulator as
+    ``value * 2**F_out`` directly: ``W * 2**(F_x + F_out - F_a)``, ``b * 2**(F_out - F_a)``. Scaling by
+    powers of two keeps every product and partial sum exact while the smallest step
+    ``2**(F_out - F_p)`` is a normal number of the float type and the largest sum stays far below its
+    overflow; None otherwise."""
+    dtype, wt, bias, x_frac, a_frac, _ = fast
+    if dtype is np.float32 and int(in_fmt["width"]) > 24:
+        return None  # the input values must be exact float32 numbers
+    e_min, e_max = (-126, 127) if dtype is np.float32 else (-1022, 1023)
+    shift = dot.frac_bits(out_fmt) - a_frac
+    width = int(in_fmt["width"])
+    # every product and partial sum is an integer below 2**53 times 2**shift; the operands integers times
+    # 2**-F_x and 2**(shift + F_x): all normal and exact while these exponents stay well inside the range
+    for low in (shift, shift + x_frac, -x_frac):
+        if low < e_min or low + 53 + width > e_max:
+            return None
+    w_scaled = np.ldexp(wt.astype(np.float64), shift + x_frac)
+    b_scaled = np.ldexp(bias.astype(np.float64), shift)
+    w_cast, b_cast = w_scaled.astype(dtype), b_scaled.astype(dtype)
+    if not (np.array_equal(w_cast, w_scaled) and np.array_equal(b_cast, b_scaled)):
+        return None
+    return np.ascontiguousarray(w_cast), b_cast
 
 
 def _int8_fast(data: Mapping, in_fmt: Mapping, out_fmt: Mapping) -> tuple | None:
@@ -283,6 +369,9 @@ def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndar
     kernel = tuple(attrs["kernel_shape"])
     pad_value = 0.0
     if layer["scheme"] == "bfp":
+        y = _bfp_conv_folded(program, layer, x)
+        if y is not None:
+            return y
         channels = dot.bfp_quantize_channels(x, layer["bfp"])
         if channels is not None:  # quantized once per value, not once per patch: the same codes
             return _bfp_conv(program, layer, *channels)
@@ -290,6 +379,44 @@ def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndar
     n, oh, ow = patches.shape[:3]
     y = program._matmul(layer, patches.reshape(n * oh * ow, -1))
     return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
+
+
+def _bfp_folded(layer: Mapping, x: np.ndarray | None, folded_x: tuple | None = None) -> np.ndarray | None:
+    """``dot.bfp_dot_folded`` for float32 rows ``x`` (or inputs already folded), None where it does not apply."""
+    data = layer["data"]
+    if data.get("folded") is None:
+        return None
+    if folded_x is None:
+        folded_x = dot.bfp_folded_inputs(x, layer["bfp"]) if x is not None else None
+        if folded_x is None:
+            return None
+    return dot.bfp_dot_folded(folded_x, data["folded"], data["bias"], layer["bfp"])
+
+
+def _bfp_conv_folded(program: Program, layer: Mapping, x: np.ndarray) -> np.ndarray | None:
+    """A BFP convolution on folded values: with ``C % k == 0`` the input is quantized once per pixel's
+    channel block (the blocks of every patch; padding is an all-zero block), else per patch."""
+    attrs, params = layer["attrs"], layer["bfp"]
+    if layer["data"].get("folded") is None or x.dtype != np.float32:
+        return None
+    n, c, h, w = x.shape
+    k = int(params["block_size"])
+    geometry = (tuple(attrs["kernel_shape"]), _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]))
+    if c % k == 0:
+        folded = dot.bfp_folded_inputs(x.transpose(0, 2, 3, 1).reshape(-1, c), params)
+        if folded is None:
+            return None
+        values = folded[0].reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        patches = windows(values, *geometry)
+        rows = patches.shape[0] * patches.shape[1] * patches.shape[2]
+        y = _bfp_folded(layer, None, (patches.reshape(rows, -1, k), folded[1], folded[2]))
+    else:
+        patches = windows(x, *geometry)
+        rows = patches.shape[0] * patches.shape[1] * patches.shape[2]
+        y = _bfp_folded(layer, patches.reshape(rows, -1))
+    if y is None:
+        return None
+    return program._out(layer, y).reshape(*patches.shape[:3], -1).transpose(0, 3, 1, 2)
 
 
 def _bfp_conv(program: Program, layer: Mapping, mant: np.ndarray, exps: np.ndarray) -> np.ndarray:
@@ -317,6 +444,8 @@ def _maxpool(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.n
     (kh, kw), (sh, sw) = attrs["kernel_shape"], attrs["strides"]
     n, c, h, w = x.shape
     if (kh, kw) == (sh, sw) and not any(_pads(attrs)) and h % kh == 0 and w % kw == 0:  # tiles
+        if kh * kw > 1:
+            return program._out(layer, _tile_max(x, kh, kw))
         return program._out(layer, x.reshape(n, c, h // kh, kh, w // kw, kw).max(axis=(3, 5)))
     y = _pool_windows(inputs[0], layer["attrs"], -np.inf).max(axis=3).transpose(0, 3, 1, 2)
     return program._out(layer, y)

@@ -194,3 +194,23 @@ def test_fixed_codes_of_scaled_equal_the_kernel(rounding: str, overflow: str) ->
     got = dot.fixed_codes_of_scaled(t, fmt)
     want = fixed.quantize(np.ldexp(t, -8), 12, 4, rounding, overflow)
     assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize(("k", "m", "rounding"), [(16, 3, "nearest_even"), (16, 7, "truncate"), (8, 5, "nearest_even")])
+def test_bfp_dot_folded_equals_the_per_block_product(k, m, rounding) -> None:
+    rng = np.random.default_rng(k + m)
+    params = {"block_size": k, "mantissa_bits": m, "exponent_bits": 8, "rounding": rounding}
+    for spread, rows in ((2, 7), (20, 300), (40, 3)):
+        x = (rng.standard_normal((rows, 70)) * np.exp2(rng.uniform(-spread, spread, (rows, 70)))).astype(np.float32)
+        x[:, :k] = 0  # an all-zero block
+        w = (rng.standard_normal((6, 70)) * np.exp2(rng.uniform(-spread, spread, (6, 70)))).astype(np.float32)
+        w_mant, w_exp = bfp.quantize(w, 1, k, m, 8, rounding)
+        bias = rng.standard_normal(6).astype(np.float32)
+        folded_w = dot.bfp_fold_weights(w_mant, w_exp, params)
+        x_mant, x_exp = bfp.quantize(x, -1, k, m, 8, rounding)
+        x_blocks = dot._blocked(x_mant.astype(np.float64), k)
+        want = dot.bfp_dot_blocks(x_blocks, x_exp.astype(np.int64), dot.bfp_weights(w_mant, w_exp, params), bias)
+        for chunk in (64, 1 << 18):  # several row chunks / one
+            got = dot.bfp_dot_folded(dot.bfp_folded_inputs(x, params), folded_w, bias, params, chunk)
+            assert got is not None
+            assert np.array_equal(got, want)

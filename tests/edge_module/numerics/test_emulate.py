@@ -236,3 +236,62 @@ def test_bfp_conv_matches_the_per_patch_dot_product(channels) -> None:
     n, oh, ow = patches.shape[:3]
     want = dot.bfp_dot(patches.reshape(n * oh * ow, -1).astype(np.float64), w_mant, w_exp, bias, params)
     assert np.array_equal(got, want.reshape(n, oh, ow, 3).transpose(0, 3, 1, 2))
+
+
+def test_fixed_rescaled_weights_equal_the_integer_kernel_for_random_formats() -> None:
+    rng = np.random.default_rng(21)
+    roundings = ["AP_TRN", "AP_TRN_ZERO", "AP_RND", "AP_RND_ZERO", "AP_RND_INF", "AP_RND_MIN_INF", "AP_RND_CONV"]
+    overflows = ["AP_WRAP", "AP_SAT", "AP_SAT_ZERO", "AP_SAT_SYM"]
+    used = 0
+    for trial in range(60):
+        fmts = [
+            fx(int(rng.integers(4, 30)), int(rng.integers(-6, 12)), str(rng.choice(roundings)), str(overflow))
+            for overflow in rng.choice(overflows, 4)
+        ]
+        x_fmt, y_fmt, w_fmt, b_fmt = fmts
+        if trial % 3 == 0:  # far from 1: exponents near the ends of the float range
+            x_fmt["integer"], y_fmt["integer"] = int(rng.integers(-120, 130)), int(rng.integers(-120, 130))
+        k, m = int(rng.integers(1, 40)), int(rng.integers(1, 9))
+        w = rng.integers(-(2 ** (w_fmt["width"] - 1)), 2 ** (w_fmt["width"] - 1), (m, k))
+        b = rng.integers(-(2 ** (b_fmt["width"] - 1)), 2 ** (b_fmt["width"] - 1), m)
+        layer = {
+            "name": "d",
+            "op": "dense",
+            "inputs": ["x"],
+            "output": "y",
+            "scheme": "fixed",
+            "attrs": {},
+            "weight": w_fmt,
+            "bias": b_fmt,
+            "accum": None,
+            "arrays": {"weight": "w", "bias": "b"},
+        }
+        spec = {"format_version": 1, "inputs": ["x"], "outputs": ["y"], "layers": [layer]}
+        spec["tensors"] = {"x": x_fmt, "y": y_fmt}
+        x = rng.standard_normal((9, k)) * 2.0 ** (x_fmt["integer"] - 1)
+        fast = Program(spec, {"w": w, "b": b})
+        kernel = Program(spec, {"w": w, "b": b})
+        kernel._prepared[0]["data"]["fast"] = None  # dot.fixed_dot on int64 codes
+        try:
+            want = kernel.run(x)["y"]
+        except ValueError:  # beyond the integer kernel's 53 bits
+            continue
+        used += fast._prepared[0]["data"]["fast"] is not None and fast._prepared[0]["data"]["fast"][5] is not None
+        assert np.array_equal(fast.run(x)["y"], want), (x_fmt, y_fmt, w_fmt, b_fmt)
+    assert used > 20
+
+
+@pytest.mark.parametrize("zero_point", [0, -128, 127, 37])
+def test_int8_tensors_are_held_as_the_quantizer_s_codes_minus_the_zero_point(zero_point) -> None:
+    from edge_module.numerics import int8
+    from edge_module.numerics.emulate import _hold, _value, to_format
+
+    rng = np.random.default_rng(zero_point + 200)
+    x = (rng.standard_normal(5000) * np.exp(rng.uniform(-12, 12, 5000))).astype(np.float32)
+    x[:6] = [0.0, -0.0, 3.4e38, -3.4e38, 1e-45, 0.5 * 0.37]  # zeros, saturation, a tie
+    for scale in (0.37, 1e-3, 1e-30):
+        fmt = {"kind": "int8", "scale": scale, "zero_point": zero_point}
+        held = _hold(x, fmt)
+        assert held.dtype == np.float32
+        assert np.array_equal(held, int8.quantize(x, scale, zero_point).astype(np.float32) - zero_point)
+        assert np.array_equal(_value(held, fmt), to_format(x, fmt))
