@@ -145,7 +145,9 @@ def with_host_threads(compiled: object, threads: str) -> object:
         options = ort.SessionOptions()
         if threads == "one":
             options.intra_op_num_threads = 1
-        compiled._host = ort.InferenceSession(compiled.host_bytes, options, providers=["CPUExecutionProvider"])
+        compiled.pipeline._session = ort.InferenceSession(
+            compiled.host_bytes, options, providers=["CPUExecutionProvider"]
+        )
     return compiled
 
 
