@@ -31,11 +31,12 @@ RND_AS = "AP_RND_INF"  # QONNX has no AP_RND (ties towards +inf); HALF_UP differ
 
 
 def accelerator_model(compiled: object) -> onnx.ModelProto:
-    """The float accelerator part of a compiled model as a clean ONNX model (one value info per tensor:
-    qonnx refuses duplicates, which the extractor leaves for the inputs)."""
+    """The float accelerator part of a compiled model as a clean ONNX model: no Identity or float-to-float
+    Cast (skl2onnx starts with one; the compiler folds them, hls4ml refuses them) and one value info per
+    tensor (qonnx refuses duplicates, which the extractor leaves for the inputs)."""
     if compiled.accelerator_bytes is None:
         raise ValueError("the compiled model has no accelerator ONNX part: recompile it with compile_onnx")
-    model = onnx.load_from_string(compiled.accelerator_bytes)
+    model = _without_no_ops(onnx.load_from_string(compiled.accelerator_bytes))
     io_names = {v.name for v in (*model.graph.input, *model.graph.output)}
     seen: set[str] = set()
     keep = []
@@ -45,6 +46,20 @@ def accelerator_model(compiled: object) -> onnx.ModelProto:
             keep.append(info)
     del model.graph.value_info[:]
     model.graph.value_info.extend(keep)
+    return model
+
+
+def _without_no_ops(model: onnx.ModelProto) -> onnx.ModelProto:
+    graph = model.graph
+    outputs = {o.name for o in graph.output}
+    for node in list(graph.node):
+        to = next((onnx.helper.get_attribute_value(a) for a in node.attribute if a.name == "to"), None)
+        no_op = node.op_type == "Identity" or (node.op_type == "Cast" and to == onnx.TensorProto.FLOAT)
+        if not no_op or node.output[0] in outputs:
+            continue
+        for other in graph.node:
+            other.input[:] = [node.input[0] if t == node.output[0] else t for t in other.input]
+        graph.node.remove(node)
     return model
 
 
@@ -147,7 +162,7 @@ def hls_for(
     reuse_factor: int = 1,
     **kwargs: object,
 ) -> object:
-    """The hls4ml project (``fpga.hls.HlsProject``, written, not compiled) of the compiled model's
+    """The hls4ml project (``fpga.hls.HlsProject``; ``write()``/``compile()`` it) of the compiled model's
     accelerator part, every layer in the emulator's fixed-point formats. Needs a fixed-point model
     (``compile_onnx(model, "fixed<16,6>", calibration=...)``); int8 and msfp models are refused with
     the reason. ``kwargs`` go to ``export_hls`` (part, clock_period, strategy)."""
@@ -157,7 +172,7 @@ def hls_for(
         raise HlsError(
             f"the model is compiled to {compiled.report.get('format')}: HLS export needs a fixed-point format "
             "(hls4ml has no type for int8 with float scales or for block floating point); compile with "
-            "format='fixed<16,6>' and calibration data"
+            "--format fixed<16,6> (Python: format='fixed<16,6>') and calibration data"
         )
     model = accelerator_model(compiled)
     precisions = hls_precisions(compiled, prepare_onnx(model), model)
@@ -257,11 +272,27 @@ def qdq_for(compiled: object, calibration: np.ndarray | None = None) -> object:
             _set(inits[f"{name}_act_scale"], np.array(fmt["scale"], np.float32))
             _set(inits[f"{name}_act_zero_point"], np.array(fmt["zero_point"], np.int8))
     _quantize_outputs(exported.model, tensors)
-    unmatched = sorted(n[: -len("_act_scale")] for n in inits if n.endswith("_act_scale") and n[:-10] not in tensors)
+    inside = sorted(n[: -len("_act_scale")] for n in inits if n.endswith("_act_scale") and n[:-10] not in tensors)
+    _unquantize(exported.model, inside)
     notes = ["activation scales and zero points are the compiled model's"]
-    if unmatched:
-        notes.append(f"tensors the emulator does not hold, quantized with their own calibrated scales: {unmatched}")
+    if inside:
+        notes.append(f"tensors inside an emulator layer (e.g. a MatMul before its bias Add), left float: {inside}")
     return QdqExport(exported.model, {}, exported.notes + notes)
+
+
+def _unquantize(model: onnx.ModelProto, names: list[str]) -> None:
+    """Drop the QuantizeLinear/DequantizeLinear pair ``export_qdq`` put on each of ``names``: the
+    emulator keeps these tensors exact inside one layer, so the QDQ graph must not round them."""
+    graph = model.graph
+    for name in names:
+        q_name, dq_name = f"{name}_quantized", f"{name}_dequantized"
+        drop = [n for n in graph.node if n.output[0] in (q_name, dq_name)]
+        for node in drop:
+            graph.node.remove(node)
+        for node in graph.node:
+            node.input[:] = [name if t == dq_name else t for t in node.input]
+        for init in [t for t in graph.initializer if t.name in (f"{name}_act_scale", f"{name}_act_zero_point")]:
+            graph.initializer.remove(init)
 
 
 def _probe(model: onnx.ModelProto) -> np.ndarray:
@@ -303,15 +334,30 @@ def _quantize_outputs(model: onnx.ModelProto, tensors: Mapping[str, Mapping]) ->
 # ---------------------------------------------------------------- comparison
 
 
-def _host(compiled: object, x: np.ndarray, boundary: Mapping[str, np.ndarray]) -> np.ndarray:
-    """The model's first output from accelerator outputs: the host part (onnxruntime) when there is one."""
+def _host(compiled: object, x: np.ndarray, boundary: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The model's outputs from accelerator outputs: the host part (onnxruntime) when there is one."""
     values = {compiled.inputs[0]: x, **boundary}
-    session = compiled._session()
+    session = compiled.pipeline.session()
     if session is not None:
         host_in = {i.name: values[i.name] for i in session.get_inputs()}
         names = [o.name for o in session.get_outputs()]
         values.update(zip(names, session.run(names, host_in), strict=True))
-    return np.asarray(values[compiled.outputs[0]])
+    return {name: np.asarray(values[name]) for name in compiled.outputs}
+
+
+def _classes(out: np.ndarray) -> np.ndarray | None:
+    """Predicted classes: argmax of scores ``[N, C]`` (C > 1), or labels ``[N]``/``[N, 1]``; else None."""
+    if out.dtype.kind == "f" and out.ndim >= 2 and out.shape[-1] > 1:
+        return out.argmax(-1)
+    if out.dtype.kind in "iuOUS" and (out.ndim == 1 or (out.ndim == 2 and out.shape[1] == 1)):
+        return out.reshape(len(out))
+    return None
+
+
+def _class_output(outputs: Mapping[str, np.ndarray]) -> str | None:
+    """The first score output (argmax), else the first label output, else None (no classes)."""
+    scores = [n for n, a in outputs.items() if a.dtype.kind == "f" and _classes(a) is not None]
+    return next(iter(scores or [n for n, a in outputs.items() if _classes(a) is not None]), None)
 
 
 def _ort(model: onnx.ModelProto, x: np.ndarray) -> dict[str, np.ndarray]:
@@ -459,14 +505,17 @@ def compare(
     qonnx: object | None = None,
     qdq: object | None = None,
     batch: int = 256,
+    output: str | None = None,
 ) -> dict:
     """Agreement of float, emulated, the hls4ml C simulation (``hls``: an HlsProject), the QONNX
     executor (``qonnx``: a QonnxExport) and onnxruntime on QDQ (``qdq``: a QdqExport) on ``x``.
 
-    Returns ``{"n", "outputs": names, "accuracy": {kind: acc} (when ``y``), "pairs": {"a vs b":
+    Returns ``{"n", "outputs": names, "output", "accuracy": {kind: acc} (when ``y``), "pairs": {"a vs b":
     {"top1_agreement", "bit_exact_fraction", "max_abs_difference", "explanation"}}}``. Bit-exact
-    fractions compare the accelerator outputs (before the host part); top-1 the model outputs. With
-    ``qonnx``, ``"qonnx_differences"`` locates and explains any difference (``qonnx_differences``)."""
+    fractions compare the accelerator outputs (before the host part); top-1 the model output ``output``
+    (default: the first score output, argmax, else the first label output; agreement and accuracy are
+    None when the model has no class output). With ``qonnx``, ``"qonnx_differences"`` locates and
+    explains any difference (``qonnx_differences``)."""
     x = np.asarray(x, np.float32)
     result_extra: dict = {}
     model = accelerator_model(compiled)
@@ -496,16 +545,21 @@ def compare(
         result_extra = {"qonnx_differences": found}
     if qdq is not None:
         accel["qdq"] = {n: v.astype(np.float32) for n, v in _ort(qdq.model, x).items() if n in boundary_names}
-    final = {kind: _host(compiled, x, values) for kind, values in accel.items()}
-    result: dict = {"n": len(x), "outputs": boundary_names, "pairs": {}, **result_extra}
+    models = {kind: _host(compiled, x, values) for kind, values in accel.items()}
+    output = output or _class_output(models["emulated"])
+    if output is not None and output not in models["emulated"]:
+        raise ValueError(f"output {output!r} is not a model output; the model has {list(compiled.outputs)}")
+    final = {kind: None if output is None else _classes(outs[output]) for kind, outs in models.items()}
+    result: dict = {"n": len(x), "outputs": boundary_names, "output": output, "pairs": {}, **result_extra}
     if y is not None:
-        y = np.asarray(y)
-        result["accuracy"] = {kind: float((out.argmax(1) == y).mean()) for kind, out in final.items()}
+        y = np.asarray(y).reshape(len(x))
+        result["accuracy"] = {kind: None if p is None else float((p == y).mean()) for kind, p in final.items()}
     for a, b in combinations(list(final), 2):
         exact = float(np.mean([np.mean(accel[a][n] == accel[b][n]) for n in boundary_names]))
         diff = max(float(np.abs(accel[a][n].astype(np.float64) - accel[b][n]).max()) for n in boundary_names)
+        agree = None if final[a] is None else float((final[a] == final[b]).mean())
         result["pairs"][f"{a} vs {b}"] = {
-            "top1_agreement": float((final[a].argmax(1) == final[b].argmax(1)).mean()),
+            "top1_agreement": agree,
             "bit_exact_fraction": exact,
             "max_abs_difference": diff,
             "explanation": _explain(a, b, exact, compiled, extra),

@@ -8,8 +8,10 @@ evaluation rows (accuracy with labels, prediction agreement always) and register
 
     fpga.json, program.json, program.npz, host.onnx, accelerator.onnx   the package
     report.json                                                         this module's report
-    export/   QONNX / QDQ files (when ``fpga.export`` is available)
-    hls/      the HLS project (``--hls``; ``fpga.hls.export_hls``)
+    export/   the accelerator part as QONNX (fixed point) or QDQ (int8): ``fpga.toolchain``
+    hls/      the HLS project (``--hls``; ``fpga.toolchain.hls_for``)
+
+The comparison (float, emulated, C simulation, QONNX, QDQ) is ``fpga.toolchain.compare``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,6 @@ import os
 import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -92,34 +93,32 @@ def _find_onnx(model: Model) -> str:
     return paths[0]
 
 
-def _batched(run: Callable[[dict[str, np.ndarray]], list[np.ndarray]], data: qdata.Dataset) -> list[list[np.ndarray]]:
-    n = qdata.rows(data)
-    return [run({k: v[i : i + EVAL_BATCH] for k, v in data.items()}) for i in range(0, n, EVAL_BATCH)]
-
-
-Run = Callable[[dict[str, np.ndarray]], list[np.ndarray]]
-
-
 def _evaluate(
-    runs: Mapping[str, Run], outputs: list[str], data: qdata.Dataset, labels: np.ndarray | None, what: str
+    compiled: Any, data: qdata.Dataset, labels: np.ndarray | None, what: str, exported: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Float vs emulated (vs C-sim when ``runs`` has ``csim``) on ``data``: accuracy with labels, how often
-    the predictions agree, the emulated outputs' differences from float."""
-    results = {name: _batched(run, data) for name, run in runs.items()}
-    ref = results["float"]
-    result: dict[str, Any] = {"rows": qdata.rows(data), "data": what, "float": None, "emulated": None, "csim": None}
-    index = measure.class_output(outputs, ref[0])
-    if index is not None:
-        pred = {name: measure.predictions(got, index) for name, got in results.items()}
-        result["output"] = outputs[index]
-        result["agreement"] = float(np.mean(pred["emulated"] == pred["float"]))
-        if "csim" in pred:
-            result["csim_agreement_float"] = float(np.mean(pred["csim"] == pred["float"]))
-            result["csim_agreement_emulated"] = float(np.mean(pred["csim"] == pred["emulated"]))
-        if labels is not None:
-            for name, p in pred.items():
-                result[name] = measure.accuracy(p, labels)
-    result["outputs"] = [d.to_dict() for d in measure.output_diffs(outputs, ref, results["emulated"])]
+    """Float vs emulated (vs the C simulation, QONNX and QDQ in ``exported``) on ``data`` through
+    ``fpga.toolchain.compare``: accuracy with labels, how often the predictions agree, how many
+    accelerator outputs are bit-exact with the emulator, and why any two differ."""
+    from fpga.toolchain import compare
+
+    x = next(iter(data.values()))
+    found = compare(compiled, x, labels, batch=EVAL_BATCH, **exported)
+    pairs, accuracy = found["pairs"], found.get("accuracy") or {}
+    result: dict[str, Any] = {"rows": qdata.rows(data), "data": what, "output": found["output"]}
+    for kind in ("float", "emulated", "csim", "qonnx", "qdq"):
+        result[kind] = accuracy.get(kind)
+    result["agreement"] = pairs["float vs emulated"]["top1_agreement"]
+    if "emulated vs csim" in pairs:
+        result["csim_agreement_float"] = pairs["float vs csim"]["top1_agreement"]
+        result["csim_agreement_emulated"] = pairs["emulated vs csim"]["top1_agreement"]
+    result["bit_exact"] = {
+        kind.removeprefix("emulated vs "): pair["bit_exact_fraction"]
+        for kind, pair in pairs.items()
+        if kind.startswith("emulated vs ")
+    }
+    result["pairs"] = pairs
+    if "qonnx_differences" in found:
+        result["qonnx_differences"] = found["qonnx_differences"]
     return result
 
 
@@ -134,136 +133,72 @@ def _split(compile_report: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _exports(model_path: Path, fmt: str, cal: qdata.Dataset | None, target: Path, notes: list[str]) -> dict[str, Any]:
-    """QONNX (fixed point) and QDQ (int8) files through ``fpga.export`` when this version has it; a
-    failed export is a note, not a failure of the package."""
+def _exports(compiled: Any, cal: qdata.Dataset | None, target: Path, notes: list[str]) -> tuple[dict, dict]:
+    """The accelerator part as QONNX (fixed point, the per-layer formats; ``fpga.toolchain.qonnx_for``)
+    or QDQ (int8, the compiled scales; ``qdq_for``) in ``target``: the report's entry and the exports
+    by kind for ``compare``. A failed export is a note, not a failure of the package."""
     try:
-        export = import_module("fpga.export")
+        from fpga.toolchain import qdq_for, qonnx_for
     except ImportError:
-        return {"available": False}
-    done: dict[str, Any] = {"available": True}
+        return {"available": False}, {}
+    family = str(compiled.report.get("format", "")).split("<")[0]
     x = next(iter(cal.values())) if cal else None
-    jobs = []
-    if fmt.startswith(("fixed<", "ap_fixed<", "ufixed<")):
-        jobs.append(("qonnx", "model.qonnx.onnx", lambda: export.export_qonnx(str(model_path), default=fmt)))
-        done["qonnx_formats"] = f"{fmt} on every tensor (the calibrated per-layer precisions are in the HLS project)"
-    if fmt.startswith("int8") and x is not None:
-        jobs.append(("qdq", "model.qdq.onnx", lambda: export.export_qdq(str(model_path), x, fmt)))
-    for kind, filename, make in jobs:
+    jobs = {
+        "qonnx": ("model.qonnx.onnx", lambda: qonnx_for(compiled)) if "fixed" in family else None,
+        "qdq": ("model.qdq.onnx", lambda: qdq_for(compiled, x)) if family == "int8" else None,
+    }
+    done: dict[str, Any] = {"available": True, "part": "accelerator (the host part runs in float on the host)"}
+    made: dict[str, Any] = {}
+    for kind, job in jobs.items():
+        if job is None:
+            continue
+        filename, make = job
         try:
+            exported = make()
             target.mkdir(parents=True, exist_ok=True)
-            make().save(target / filename)
-            done[kind] = f"{target.name}/{filename}"
+            exported.save(target / filename)
         except Exception as exc:
             notes.append(f"{kind} export failed: {type(exc).__name__}: {exc}")
             done[kind] = None
-    return done
-
-
-class _CsimAccelerator:
-    """The hls4ml C simulation in the accelerator's place (one input, one boundary tensor)."""
-
-    def __init__(self, project: Any, program: Any) -> None:
-        self.project, self.inputs, self.outputs = project, list(program.inputs), list(program.outputs)
-        self.program = program
-
-    def run(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        x = feeds[self.inputs[0]]
-        shape = self.program.run({self.inputs[0]: x[:1]})[self.outputs[0]].shape[1:]
-        return {self.outputs[0]: np.asarray(self.project.predict(x), np.float32).reshape(len(x), *shape)}
-
-
-def _layer_precisions(report: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-    """The compiled fixed-point formats per layer (and the input's), for hls4ml."""
-    out: dict[str, dict[str, str]] = {}
-    for lay in report.get("layers", []):
-        if lay.get("scheme") != "fixed":
-            return {}
-        out[lay["name"]] = {k: lay[k] for k in ("weight", "bias", "result", "accum") if lay.get(k)}
-    return out
-
-
-def _without_no_ops(model: Any) -> Any:
-    """The float accelerator part as hls4ml's ONNX front end takes it: no Identity, no float-to-float
-    Cast (skl2onnx starts with one; the compiler folded them), no repeated value infos."""
-    from onnx import TensorProto, helper
-
-    graph = model.graph
-    outputs = {o.name for o in graph.output}
-    for node in list(graph.node):
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        no_op = node.op_type == "Identity" or (node.op_type == "Cast" and attrs.get("to") == TensorProto.FLOAT)
-        if not no_op or node.output[0] in outputs:
             continue
-        for other in graph.node:
-            other.input[:] = [node.input[0] if t == node.output[0] else t for t in other.input]
-        graph.node.remove(node)
-    del graph.value_info[:]  # the extracted part repeats its inputs there, which qonnx refuses
-    return model
+        done[kind], made[kind] = f"{target.name}/{filename}", exported
+        done[f"{kind}_notes"] = list(exported.notes)
+    return done, made
 
 
-def _hls(
-    compiled: Any, work: Path, target: Path, backend: str, io: str, reuse: int, simulate: bool
-) -> tuple[dict[str, Any], Run | None]:
-    """The accelerator part as an hls4ml project (``fpga.hls.export_hls``) in ``target``: its report (the
-    estimates among it) and, when ``simulate``, a run function of the model with the compiled C
-    simulation in the accelerator's place. A clear error when hls4ml or ``fpga.hls`` is missing."""
+def _hls(compiled: Any, target: Path, backend: str, io: str, reuse: int, simulate: bool) -> tuple[dict, Any]:
+    """The accelerator part as an hls4ml project in the compiled per-layer formats (``fpga.toolchain.
+    hls_for``) in ``target``, its C simulation compiled when ``simulate``: its report (the estimates among
+    it) and the project for ``compare`` (None without simulation). A format or layer hls4ml cannot take
+    bit-exactly is refused (exit 2) with the reason; a missing hls4ml is a clear error."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hls4ml imports TensorFlow: keep its banner off stderr
     try:
-        from fpga.hls import HlsError, export_hls
+        from fpga.export import ExportError
+        from fpga.hls import HlsError
+        from fpga.toolchain import hls_for
     except ImportError as exc:
         raise EdgepackError(
             f"--hls {backend}: this install has no HLS export ({exc}); install hls4ml (pip install 'edgepack[hls]') "
             "or compile without --hls"
         ) from None
-    if compiled.accelerator_bytes is None:
-        raise EdgepackError("--hls: the compiled model has no accelerator part to export")
-    import onnx
-
-    accelerator = _without_no_ops(onnx.load_from_string(compiled.accelerator_bytes))
-    source = work / "accelerator.onnx"
-    onnx.save(accelerator, str(source))
-    fmt = str(compiled.report.get("format", ""))
-    precisions = _layer_precisions(compiled.report)
-    options: dict[str, Any] = {"layer_precision": precisions} if precisions else {}
-    input_format = compiled.report.get("tensors", {}).get(compiled.inputs[0]) if precisions else None
-    if isinstance(input_format, str) and "fixed<" in input_format:
-        options["default_precision"] = input_format  # every layer is named: the default is the input's
-    elif fmt.startswith(("fixed<", "ap_fixed<")):
-        options["default_precision"] = fmt
     try:
-        project = export_hls(str(source), target, backend=backend, io_type=f"io_{io}", reuse_factor=reuse, **options)
+        project = hls_for(compiled, target, backend=backend, io_type=f"io_{io}", reuse_factor=reuse)
+    except ImportError as exc:
+        raise EdgepackError(f"--hls {backend} needs hls4ml: pip install 'edgepack[hls]' ({exc})") from None
+    except (HlsError, ExportError) as exc:
+        raise InvalidInputError(f"--hls {backend}: {exc}") from None
+    try:
         project.write()
         if simulate:
             project.compile()
-    except ImportError as exc:
-        raise EdgepackError(f"--hls {backend} needs hls4ml: pip install 'edgepack[hls]' ({exc})") from None
     except HlsError as exc:
         raise EdgepackError(f"--hls {backend}: {exc}") from None
     report = project.report()
     report["files"] = target.name
-    if not precisions:
-        report["notes"] = [
-            *report.get("notes", []),
-            f"{fmt} has no fixed-point equivalent: the HLS project uses hls4ml's default fixed point, so the "
-            "C simulation may differ from the emulator",
-        ]
-    run = None
-    if simulate:
-        if len(compiled.program.inputs) != 1 or len(compiled.program.outputs) != 1:
-            report["notes"].append("C simulation not compared: the accelerator has several inputs or outputs")
-        else:
-            from edge_module.scoring.fpga_runtime import FpgaPipeline
-
-            pipeline = FpgaPipeline(
-                _CsimAccelerator(project, compiled.program), compiled.host_bytes, compiled.inputs, compiled.outputs
-            )
-
-            def run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-                result = pipeline.run(feeds)
-                return [result[n] for n in compiled.outputs]
-
-    return report, run
+    if simulate and len(compiled.program.outputs) != 1:
+        report["notes"].append("C simulation not compared: the accelerator part has several outputs")
+        simulate = False
+    return report, project if simulate else None
 
 
 def compile_registered(
@@ -313,7 +248,6 @@ def compile_registered(
         except Exception as exc:
             raise InvalidInputError(f"model {source.id}: onnxruntime cannot load {onnx_rel}: {exc}") from None
         specs = [qdata.InputSpec.from_ort(i) for i in float_session.get_inputs()]
-        outputs = [o.name for o in float_session.get_outputs()]
 
         cal: qdata.Dataset | None = None
         if calibration is not None:
@@ -345,29 +279,21 @@ def compile_registered(
 
         package = work / target_name
         compiled.save(package)
-        hls_report, csim_run = None, None
+        hls_report, project = None, None
+        evaluable = eval_data is not None and len(compiled.inputs) == 1
         if hls is not None:
             step("hls")
-            hls_report, csim_run = _hls(compiled, work, package / "hls", hls, io, reuse, eval_data is not None)
+            hls_report, project = _hls(compiled, package / "hls", hls, io, reuse, evaluable)
+        step("export")
+        exports, exported = _exports(compiled, cal, package / "export", notes)
         step("evaluate")
         evaluation = None
-        if eval_data is not None:
-
-            def float_run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-                return float_session.run(outputs, feeds)
-
-            def emulated_run(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-                result = compiled.run(feeds)
-                return [result[n] for n in outputs]
-
-            runs: dict[str, Run] = {"float": float_run, "emulated": emulated_run}
-            if csim_run is not None:
-                runs["csim"] = csim_run
-            evaluation = _evaluate(runs, outputs, eval_data, y, what)
+        if evaluable:
+            evaluation = _evaluate(compiled, eval_data, y, what, {"hls": project, **exported})
+        elif eval_data is not None:
+            notes.append(f"not evaluated: the model takes {len(compiled.inputs)} inputs; compare takes one")
         else:
             notes.append("no evaluation data: give --calibration (and --labels) to compare float and emulated")
-        step("export")
-        exports = _exports(model_path, str(compiled.report.get("format", format)), cal, package / "export", notes)
         split = _split(compiled.report)
         if split["host"]:
             ops = ", ".join(f"{op['name']} ({op['op']})" for op in split["host"])

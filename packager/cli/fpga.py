@@ -17,6 +17,44 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.2f} %"
 
 
+KINDS = {"csim": "C-sim", "qonnx": "QONNX", "qdq": "QDQ"}
+
+
+def _print_accuracy(acc: dict[str, Any]) -> None:
+    """Accuracy, agreement with float and with the emulator, bit-exactness (fpga.toolchain.compare)."""
+    pairs = acc.get("pairs", {})
+    kinds = [k for k in KINDS if f"emulated vs {k}" in pairs]
+    table = Table("", "float", "emulated", *(KINDS[k] for k in kinds), "change", box=None, pad_edge=False)
+    for column in table.columns[1:]:
+        column.justify = "right"
+    if acc.get("float") is not None:
+        drop = 100 * (acc["emulated"] - acc["float"])
+        table.add_row(
+            f"accuracy ({acc['rows']} rows, {acc['data']})",
+            _pct(acc["float"]),
+            _pct(acc["emulated"]),
+            *(_pct(acc.get(k)) for k in kinds),
+            f"{drop:+.2f} pt",
+        )
+    if acc.get("agreement") is not None:
+        agree = [_pct(pairs[f"float vs {k}"]["top1_agreement"]) for k in kinds]
+        table.add_row(f"predictions equal to float ({acc['output']})", "", _pct(acc["agreement"]), *agree, "")
+        if kinds:
+            agree = [_pct(pairs[f"emulated vs {k}"]["top1_agreement"]) for k in kinds]
+            table.add_row("predictions equal to emulated", "", "", *agree, "")
+    if kinds:
+        exact = [_pct(acc["bit_exact"][k]) for k in kinds]
+        table.add_row("bit-exact with emulated", "", "", *exact, "")
+    if "float vs emulated" in pairs:
+        diff = f"{pairs['float vs emulated']['max_abs_difference']:.3g}"
+        table.add_row("max abs diff from float", "", diff, *("" for _ in kinds), "")
+    console.print(table)
+    for k in kinds:
+        why = pairs[f"emulated vs {k}"]["explanation"]
+        if why != "bit-exact":
+            console.print(f"  {KINDS[k]} vs emulated: {markup_safe(why)}")
+
+
 def _print_report(report: dict[str, Any]) -> None:
     split = report["split"]
     console.print(
@@ -26,28 +64,7 @@ def _print_report(report: dict[str, Any]) -> None:
     )
     acc = report.get("accuracy")
     if acc:
-        table = Table("", "float", "emulated", "C-sim", "change", box=None, pad_edge=False)
-        for column in table.columns[1:]:
-            column.justify = "right"
-        if acc.get("float") is not None:
-            drop = 100 * (acc["emulated"] - acc["float"])
-            csim = _pct(acc.get("csim")) if acc.get("csim") is not None else "–"
-            table.add_row(
-                f"accuracy ({acc['rows']} rows, {acc['data']})",
-                _pct(acc["float"]),
-                _pct(acc["emulated"]),
-                csim,
-                f"{drop:+.2f} pt",
-            )
-        if acc.get("agreement") is not None:
-            csim = _pct(acc.get("csim_agreement_float")) if "csim_agreement_float" in acc else ""
-            table.add_row(f"predictions equal to float ({acc['output']})", "", _pct(acc["agreement"]), csim, "")
-        if "csim_agreement_emulated" in acc:
-            table.add_row("C-sim predictions equal to emulated", "", "", _pct(acc["csim_agreement_emulated"]), "")
-        for d in acc.get("outputs", []):
-            if d.get("max_abs_diff") is not None and d.get("mismatch_rate") is None:
-                table.add_row(f"max abs diff {d['name']}", "", f"{d['max_abs_diff']:.3g}", "", "")
-        console.print(table)
+        _print_accuracy(acc)
     split_table = Table("part", "layer / op", "op", "why", box=None, pad_edge=False)
     for lay in split["accelerator"]:
         split_table.add_row("accelerator", plain(lay["name"]), lay["op"], "")
@@ -131,8 +148,9 @@ def compile_(
     """Compile registered model NAME for an FPGA and register the package as NAME-fpga.
 
     Ops the accelerator cannot run stay on the host (onnxruntime), and the report says which and why.
-    With --labels, accuracy float vs emulated (what the FPGA would give). A non-ONNX model is converted
-    to ONNX first (registered as NAME-onnx).
+    With --labels, accuracy float vs emulated (what the FPGA would give), and vs the C simulation (--hls)
+    and the QONNX/QDQ exports, with their bit-exactness against the emulator. --hls needs a fixed-point
+    format. A non-ONNX model is converted to ONNX first (registered as NAME-onnx).
     """
     from packager.fpga_compile import compile_registered, parse_overrides
 

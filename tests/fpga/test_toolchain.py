@@ -10,6 +10,7 @@ compiled model's scales matches the int8 emulator in onnxruntime.
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 
 from fpga import compile_onnx
@@ -78,7 +79,7 @@ def test_int8_qdq_with_the_compiled_scales_matches_the_int8_emulator():
 
 
 def test_non_fixed_models_are_refused_with_the_reason(tmp_path):
-    with pytest.raises(HlsError, match="HLS export needs a fixed-point format"):
+    with pytest.raises(HlsError, match=r"HLS export needs a fixed-point format.*--format fixed<16,6>"):
         hls_for(_mlp("int8"), tmp_path / "int8")
     with pytest.raises(HlsError, match="HLS export needs a fixed-point format"):
         hls_for(compile_onnx(sklearn_mlp_onnx(), "msfp12"), tmp_path / "msfp")
@@ -95,6 +96,27 @@ def test_compare_reports_accuracy_and_agreement_without_exports():
     assert set(result["accuracy"]) == {"float", "emulated"} and result["n"] == 100
     want = run_float(sklearn_mlp_onnx(), x[:100]).argmax(1)
     assert result["accuracy"]["float"] == float((want == y[:100]).mean())
+
+
+def test_an_skl2onnx_model_drops_its_no_ops_and_compares_its_scores():
+    """skl2onnx starts with a float-to-float Cast and ends with label + probabilities: the accelerator
+    model has no Cast (hls4ml refuses it), and compare takes the score output, not the labels."""
+    pytest.importorskip("skl2onnx")
+    from tests.fpga.models import digits_mlp, digits_split
+
+    x_tr, x_te, y_tr, y_te = digits_split()
+    compiled = compile_onnx(digits_mlp(x_tr, y_tr), "fixed<16,6>", calibration=x_tr)
+    assert "Cast" in {n.op_type for n in onnx.load_from_string(compiled.accelerator_bytes).graph.node}
+    model = accelerator_model(compiled)
+    assert {n.op_type for n in model.graph.node} <= {"MatMul", "Add", "Relu", "Gemm"}
+    assert set(hls_precisions(compiled, prepare_onnx(model), model)) >= {"MatMul_0", "Relu_0", "MatMul_1"}
+    result = compare(compiled, x_te, y_te)
+    assert result["output"] == "probabilities" and compiled.outputs[0] == "label"
+    assert result["accuracy"]["emulated"] >= result["accuracy"]["float"] - 0.01 > 0.9
+    labels = compare(compiled, x_te[:50], y_te[:50], output="label")
+    assert labels["output"] == "label" and labels["pairs"]["float vs emulated"]["top1_agreement"] >= 0.95
+    with pytest.raises(ValueError, match="not a model output"):
+        compare(compiled, x_te[:5], output="nope")
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """``edgepack fpga compile``: a digits MLP (sklearn, trained here) compiled and registered as
-``digits-fpga`` with its report (accuracy float vs emulated, the split with reasons), a model with an
+``digits-fpga`` with its report (accuracy and agreement float vs emulated vs QDQ/QONNX, bit-exactness with
+the emulator, the split with reasons), --hls refusing formats hls4ml cannot take, a model with an
 unsupported op (Sin) compiled with it on the host, a scikit-learn pickle converted first, clear
 errors; then ``edgepack serve --model digits-fpga`` answering /score, V2 (and MQTT on the dev broker)
 with exactly ``CompiledModel.predict``'s values."""
@@ -82,11 +83,16 @@ def test_compile_registers_the_package_and_its_report(setup) -> None:
     assert [lay["op"] for lay in report["split"]["accelerator"]] == ["Dense", "Relu", "Dense"]
     host = {op["op"]: op["reason"] for op in report["split"]["host"]}
     assert "no accelerator kernel" in host["Softmax"] and "ArgMax" in host
-    assert report["exports"] == {"available": False} or report["exports"]["available"]
+    # the accelerator part as QDQ with the compiled int8 scales, run by onnxruntime and compared
+    assert report["exports"]["qdq"] == "export/model.qdq.onnx" and "qonnx" not in report["exports"]
+    assert acc["qdq"] >= acc["float"] - 0.01 and acc["pairs"]["emulated vs qdq"]["top1_agreement"] >= 0.99
+    assert set(acc["bit_exact"]) == {"qdq"} and acc["bit_exact"]["qdq"] >= 0.99  # float biases: a few codes off
+    assert acc["pairs"]["float vs emulated"]["top1_agreement"] == acc["agreement"]
     assert report["hls"] is None and report["estimates"] is None
     assert {p.name for p in package.iterdir()} >= {
-        "fpga.json", "program.json", "program.npz", "host.onnx", "accelerator.onnx", "report.json"
+        "fpga.json", "program.json", "program.npz", "host.onnx", "accelerator.onnx", "report.json", "export"
     }  # fmt: skip
+    assert (package / "export" / "model.qdq.onnx").is_file()
     assert json.loads((package / "report.json").read_text())["accuracy"] == acc
     # the registered package is what compile_onnx gives for the same model, format and calibration
     again = compile_onnx(setup["model"], "int8", calibration=setup["x_train"])
@@ -104,6 +110,25 @@ def test_the_table_and_output_name(setup) -> None:
     for text in ("accuracy (540 rows, labels file)", "predictions equal to float", "accelerator", "Softmax"):
         assert text in res.stdout
     assert "note: on the host (onnxruntime), not the accelerator:" in " ".join(res.stderr.split())
+
+
+def test_fixed_point_report_states_qonnx_bit_exactness(setup) -> None:
+    """fixed<16,6>: the accelerator part as QONNX with the per-layer formats, run by qonnx's executor;
+    the report gives its agreement and bit-exactness with the emulator, and explains any difference."""
+    root = setup["root"]
+    args = ["--calibration", str(root / "cal.npz"), "--labels", str(root / "test.npz"), "--output-name", "digits-fx"]
+    report = json.loads(edgepack(setup["ws"], "fpga", "compile", "digits", *args, "--json").stdout)["report"]
+    acc, exports = report["accuracy"], report["exports"]
+    assert exports["qonnx"] == "export/model.qonnx.onnx" and "qdq" not in exports
+    assert abs(acc["emulated"] - acc["float"]) <= 0.01 and acc["qonnx"] >= acc["emulated"] - 0.01
+    pair = acc["pairs"]["emulated vs qonnx"]
+    assert pair["top1_agreement"] >= 0.99 and acc["bit_exact"]["qonnx"] == pair["bit_exact_fraction"] >= 0.999
+    if pair["bit_exact_fraction"] < 1.0:  # qonnx's executor sums in float32: located and explained
+        assert acc["qonnx_differences"]["max_lsb"] == 1.0 and "float32 accumulation" in pair["explanation"]
+    else:
+        assert acc["qonnx_differences"] is None and pair["explanation"] == "bit-exact"
+    text = " ".join(edgepack(setup["ws"], "fpga", "compile", "digits", *args).stdout.split())
+    assert "QONNX" in text and "bit-exact with emulated" in text and "predictions equal to emulated" in text
 
 
 def test_an_unsupported_op_stays_on_the_host_and_the_cli_says_so(setup) -> None:
@@ -143,6 +168,8 @@ def test_a_scikit_learn_model_is_converted_first(setup, tmp_path: Path) -> None:
         (["digits", "--override", "MatMul"], 2, "use LAYER=FORMAT"),
         (["digits", "--labels", "{root}/sample.npy"], 2, "labels must be one class label per row"),
         (["digits-fpga", "--format", "int8"], 2, "already an FPGA package"),
+        (["digits", "--format", "msfp16", "--hls", "vitis"], 2, "HLS export needs a fixed-point format"),
+        (["digits", "--format", "int8", "--hls", "vivado"], 2, "compile with --format fixed<16,6>"),
         (["nope"], 1, "no model named 'nope'"),
     ],
 )
@@ -171,8 +198,8 @@ def test_hls_without_hls4ml_fails_clearly(setup, monkeypatch: pytest.MonkeyPatch
 @pytest.mark.slow
 def test_hls_project_c_simulation_and_estimates_in_the_report(setup) -> None:
     """--hls: the accelerator part as an hls4ml project with the compiled per-layer precisions; its C
-    simulation, with the host part after it, agrees with float and with the emulator; estimates are
-    labelled as such; the QONNX export is in the package."""
+    simulation is bit-exact with the emulator and, with the host part after it, agrees with float;
+    estimates are labelled as such; the QONNX export is in the package."""
     pytest.importorskip("hls4ml")
     root, ws = setup["root"], setup["ws"]
     res = edgepack(
@@ -182,10 +209,12 @@ def test_hls_project_c_simulation_and_estimates_in_the_report(setup) -> None:
     report = json.loads(res.stdout)["report"]
     acc = report["accuracy"]
     assert acc["csim"] >= acc["float"] - 0.01 and acc["csim_agreement_float"] >= 0.99
-    assert acc["csim_agreement_emulated"] >= 0.99
+    assert acc["csim_agreement_emulated"] == 1.0 and acc["bit_exact"]["csim"] == 1.0
+    assert acc["pairs"]["emulated vs csim"]["explanation"] == "bit-exact" and "qonnx" in acc["bit_exact"]
     hls = report["hls"]
     assert (hls["files"], hls["backend"], hls["io_type"], hls["reuse_factor"]) == ("hls", "Vitis", "io_parallel", 2)
-    assert hls["precisions"]["MatMul_0"]["weight"] == "ap_fixed<16,1>"  # the compiled per-layer format
+    layers = {lay["name"]: lay for lay in report["layers"]}
+    assert hls["precisions"]["MatMul_0"]["weight"] == f"ap_{layers['MatMul']['weight']}"  # the compiled format
     assert report["estimates"]["kind"] == "estimate" and report["estimates"]["total"]["dsp"] > 0
     assert report["exports"]["qonnx"] == "export/model.qonnx.onnx"
     package = Path(Model(Workspace.from_path(ws), "digits-hls").download(root / "dl-hls"))
