@@ -24,6 +24,8 @@ mantissa (``max|a| * max|b| * K < 2**24`` or ``2**53``), which makes them exact;
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import bfp, fixed
@@ -255,12 +257,16 @@ def bfp_fold_weights(w_mant: np.ndarray, w_exp: np.ndarray, params: dict) -> tup
 
 
 def _block_absmax(blocks: np.ndarray) -> np.ndarray:
-    """``abs(blocks).max(axis=-1)``; for small blocks one ``maximum`` per element of a block, which is
-    much faster than numpy's reduction over a short last axis (NaN propagates either way)."""
+    """``abs(blocks).max(axis=-1)``, fast for short blocks, where numpy's reduction over a short last axis
+    is slow: up to ``2**17`` values a transposed copy reduced along its first axis (long inner loops),
+    above that one ``maximum`` per element of a block (NaN propagates either way)."""
     k = blocks.shape[-1]
-    if k > 32 or k < 2 or blocks.size < 8192:  # small: one reduction is fewer numpy calls
+    if k > 32 or k < 2:
         return np.abs(blocks).max(axis=-1, initial=0)
     a = np.abs(blocks)
+    if blocks.size <= 1 << 17:
+        flat = np.ascontiguousarray(a.reshape(-1, k).T)
+        return np.maximum.reduce(flat, axis=0).reshape(blocks.shape[:-1])
     out = np.maximum(a[..., 0], a[..., 1])
     for i in range(2, k):
         np.maximum(out, a[..., i], out=out)
@@ -280,28 +286,28 @@ def bfp_folded_inputs(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int
     blocks = x.reshape(x.shape[0], 1, x.shape[1]) if 0 < x.shape[1] < k else _blocked(x, k)
     block_max = _block_absmax(blocks)
     top = float(block_max.max(initial=0))
-    if not np.isfinite(top):
+    if not math.isfinite(top):
         return None
     e_min, e_max = bfp.exponent_range(e_bits)
-    nonzero_min = float(np.min(block_max, initial=np.inf, where=block_max > 0))
+    exps = np.frexp(block_max)[1]  # floor(log2 max|x|) + 1; 0 for an all-zero block
     if top == 0:
         low = high = 0
-    else:
-        low = min(max(int(np.frexp(nonzero_min)[1]) - 1, e_min), e_max)
-        high = min(max(int(np.frexp(top)[1]) - 1, e_min), e_max)
+    else:  # all-zero blocks count as exponent -1 here: low is then a lower bound, as good for the checks
+        low = min(max(int(exps.min()) - 1, e_min), e_max)
+        high = min(max(math.frexp(top)[1] - 1, e_min), e_max)
     if low < -100:
         return None
-    shared = np.frexp(block_max)[1]
-    shared -= 1
-    np.clip(shared, max(e_min, -100), e_max, out=shared)  # all-zero blocks: any scaling gives zeros
-    up = np.ldexp(np.float32(1), (m - 1) - shared)[..., None]
+    if low <= max(e_min, -100) or high >= e_max:  # some shared exponents need clipping
+        np.clip(exps, max(e_min, -100) + 1, e_max + 1, out=exps)  # all-zero blocks: any scaling gives zeros
+    up = np.ldexp(np.float32(1), np.subtract(m, exps, out=exps))[..., None]  # 2**(m-1-E)
     scaled = blocks * up
     if params.get("rounding", "nearest_even") == "nearest_even":
         np.rint(scaled, out=scaled)
     else:
         np.trunc(scaled, out=scaled)
-    limit = np.float32((1 << m) - 1)
-    np.clip(scaled, -limit, limit, out=scaled)
+    limit = np.float32((1 << m) - 1)  # a block maximum rounding up to 2**m saturates
+    np.minimum(scaled, limit, out=scaled)
+    np.maximum(scaled, -limit, out=scaled)
     scaled /= up  # exact: a power of two, the result a normal float32
     return scaled, low, high
 
