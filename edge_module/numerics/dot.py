@@ -306,8 +306,7 @@ def bfp_folded_inputs(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int
     else:
         np.trunc(scaled, out=scaled)
     limit = np.float32((1 << m) - 1)  # a block maximum rounding up to 2**m saturates
-    np.minimum(scaled, limit, out=scaled)
-    np.maximum(scaled, -limit, out=scaled)
+    np.clip(scaled, -limit, limit, out=scaled)
     scaled /= up  # exact: a power of two, the result a normal float32
     return scaled, low, high
 
