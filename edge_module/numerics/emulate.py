@@ -123,7 +123,12 @@ def _patch_rows(x: np.ndarray, geometry: tuple, length: int) -> np.ndarray:
     n, oh, ow, kh, kw, c = view.shape
     rows = np.empty((n, oh, ow, length), x.dtype)
     rows[..., kh * kw * c :] = 0
-    np.copyto(rows[..., : kh * kw * c].reshape(n, oh, ow, kh, kw, c), view)
+    if c == 1:  # one channel: one copy per kernel position is faster than the 1-element inner loops
+        for i in range(kh):
+            for j in range(kw):
+                rows[..., i * kw + j] = view[:, :, :, i, j, 0]
+    else:
+        np.copyto(rows[..., : kh * kw * c].reshape(n, oh, ow, kh, kw, c), view)
     return rows.reshape(n * oh * ow, length)
 
 
