@@ -335,14 +335,31 @@ def bfp_dot_folded(
     out = np.empty((rows, m_out), np.float32)
     step = max(1, chunk_elements // max(1, n_blocks * m_out))
     for start in range(0, rows, step):
-        partial = np.matmul(x_vals[start : start + step].transpose(1, 0, 2), w_vals)  # (nb, r, M), exact
         acc = out[start : start + step]
+        if n_blocks == 1:  # one block: its exact sums are the result
+            np.matmul(x_vals[start : start + step, 0], w_vals[0], out=acc)
+            continue
+        partial = np.matmul(x_vals[start : start + step].transpose(1, 0, 2), w_vals)  # (nb, r, M), exact
         np.copyto(acc, partial[0])
         for block in range(1, n_blocks):
             acc += partial[block]  # float32, in block order
     if bias is not None:
-        out += np.asarray(bias, np.float32)
+        _add_rows(out, np.asarray(bias, np.float32))
     return out
+
+
+def _add_rows(out: np.ndarray, row: np.ndarray) -> None:
+    """``out += row`` for ``out (R, M)``: with short rows over groups of rows and the row tiled (the same
+    float32 additions; numpy's broadcasting over a short last axis is slow)."""
+    rows, m = out.shape
+    group = 256 // m if 0 < m < 64 and rows * m >= 8192 else 1
+    while group > 1 and rows % group:
+        group //= 2
+    if group > 1 and out.flags.c_contiguous:
+        flat = out.reshape(rows // group, group * m)
+        np.add(flat, np.tile(row, group), out=flat)
+    else:
+        out += row
 
 
 def bfp_quantize_channels(x: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray] | None:
