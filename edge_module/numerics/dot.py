@@ -300,6 +300,7 @@ def bfp_folded_inputs(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int
     if low <= max(e_min, -100) or high >= e_max:  # some shared exponents need clipping
         np.clip(exps, max(e_min, -100) + 1, e_max + 1, out=exps)  # all-zero blocks: any scaling gives zeros
     up = np.ldexp(np.float32(1), np.subtract(m, exps, out=exps))[..., None]  # 2**(m-1-E)
+    up = np.repeat(up, blocks.shape[-1], axis=-1)  # whole: broadcasting over short blocks is slow
     scaled = blocks * up
     if params.get("rounding", "nearest_even") == "nearest_even":
         np.rint(scaled, out=scaled)
