@@ -256,21 +256,25 @@ def bfp_fold_weights(w_mant: np.ndarray, w_exp: np.ndarray, params: dict) -> tup
     return np.ascontiguousarray(values.astype(np.float32).transpose(1, 2, 0)), low, high
 
 
-def _block_absmax(blocks: np.ndarray) -> np.ndarray:
+def _block_absmax(blocks: np.ndarray, chunk: int = 1 << 17) -> np.ndarray:
     """``abs(blocks).max(axis=-1)``, fast for short blocks, where numpy's reduction over a short last axis
-    is slow: up to ``2**17`` values a transposed copy reduced along its first axis (long inner loops),
-    above that one ``maximum`` per element of a block (NaN propagates either way)."""
+    is slow: chunks of about ``chunk`` values copied transposed and reduced along their first axis (long
+    inner loops; NaN propagates either way)."""
     k = blocks.shape[-1]
     if k > 32 or k < 2:
         return np.abs(blocks).max(axis=-1, initial=0)
-    a = np.abs(blocks)
-    if blocks.size <= 1 << 17:
-        flat = np.ascontiguousarray(a.reshape(-1, k).T)
-        return np.maximum.reduce(flat, axis=0).reshape(blocks.shape[:-1])
-    out = np.maximum(a[..., 0], a[..., 1])
-    for i in range(2, k):
-        np.maximum(out, a[..., i], out=out)
-    return out
+    flat = np.abs(blocks).reshape(-1, k)
+    if flat.shape[0] * k <= chunk:
+        return np.maximum.reduce(np.ascontiguousarray(flat.T), axis=0).reshape(blocks.shape[:-1])
+    out = np.empty(flat.shape[0], blocks.dtype)
+    step = chunk // k
+    buf = np.empty((k, step), blocks.dtype)
+    for start in range(0, flat.shape[0], step):
+        part = flat[start : start + step]
+        transposed = buf[:, : part.shape[0]]
+        np.copyto(transposed, part.T)
+        np.maximum.reduce(transposed, axis=0, out=out[start : start + step])
+    return out.reshape(blocks.shape[:-1])
 
 
 def bfp_folded_inputs(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int] | None:
