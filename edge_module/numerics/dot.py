@@ -24,6 +24,8 @@ mantissa (``max|a| * max|b| * K < 2**24`` or ``2**53``), which makes them exact;
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from . import bfp, fixed
@@ -254,17 +256,25 @@ def bfp_fold_weights(w_mant: np.ndarray, w_exp: np.ndarray, params: dict) -> tup
     return np.ascontiguousarray(values.astype(np.float32).transpose(1, 2, 0)), low, high
 
 
-def _block_absmax(blocks: np.ndarray) -> np.ndarray:
-    """``abs(blocks).max(axis=-1)``; for small blocks one ``maximum`` per element of a block, which is
-    much faster than numpy's reduction over a short last axis (NaN propagates either way)."""
+def _block_absmax(blocks: np.ndarray, chunk: int = 1 << 17) -> np.ndarray:
+    """``abs(blocks).max(axis=-1)``, fast for short blocks, where numpy's reduction over a short last axis
+    is slow: chunks of about ``chunk`` values copied transposed and reduced along their first axis (long
+    inner loops; NaN propagates either way)."""
     k = blocks.shape[-1]
-    if k > 32 or k < 2 or blocks.size < 8192:  # small: one reduction is fewer numpy calls
+    if k > 32 or k < 2:
         return np.abs(blocks).max(axis=-1, initial=0)
-    a = np.abs(blocks)
-    out = np.maximum(a[..., 0], a[..., 1])
-    for i in range(2, k):
-        np.maximum(out, a[..., i], out=out)
-    return out
+    flat = np.abs(blocks).reshape(-1, k)
+    if flat.shape[0] * k <= chunk:
+        return np.maximum.reduce(np.ascontiguousarray(flat.T), axis=0).reshape(blocks.shape[:-1])
+    out = np.empty(flat.shape[0], blocks.dtype)
+    step = chunk // k
+    buf = np.empty((k, step), blocks.dtype)
+    for start in range(0, flat.shape[0], step):
+        part = flat[start : start + step]
+        transposed = buf[:, : part.shape[0]]
+        np.copyto(transposed, part.T)
+        np.maximum.reduce(transposed, axis=0, out=out[start : start + step])
+    return out.reshape(blocks.shape[:-1])
 
 
 def bfp_folded_inputs(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int] | None:
@@ -280,27 +290,27 @@ def bfp_folded_inputs(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int
     blocks = x.reshape(x.shape[0], 1, x.shape[1]) if 0 < x.shape[1] < k else _blocked(x, k)
     block_max = _block_absmax(blocks)
     top = float(block_max.max(initial=0))
-    if not np.isfinite(top):
+    if not math.isfinite(top):
         return None
     e_min, e_max = bfp.exponent_range(e_bits)
-    nonzero_min = float(np.min(block_max, initial=np.inf, where=block_max > 0))
+    exps = np.frexp(block_max)[1]  # floor(log2 max|x|) + 1; 0 for an all-zero block
     if top == 0:
         low = high = 0
-    else:
-        low = min(max(int(np.frexp(nonzero_min)[1]) - 1, e_min), e_max)
-        high = min(max(int(np.frexp(top)[1]) - 1, e_min), e_max)
+    else:  # all-zero blocks count as exponent -1 here: low is then a lower bound, as good for the checks
+        low = min(max(int(exps.min()) - 1, e_min), e_max)
+        high = min(max(math.frexp(top)[1] - 1, e_min), e_max)
     if low < -100:
         return None
-    shared = np.frexp(block_max)[1]
-    shared -= 1
-    np.clip(shared, max(e_min, -100), e_max, out=shared)  # all-zero blocks: any scaling gives zeros
-    up = np.ldexp(np.float32(1), (m - 1) - shared)[..., None]
+    if low <= max(e_min, -100) or high >= e_max:  # some shared exponents need clipping
+        np.clip(exps, max(e_min, -100) + 1, e_max + 1, out=exps)  # all-zero blocks: any scaling gives zeros
+    up = np.ldexp(np.float32(1), np.subtract(m, exps, out=exps))[..., None]  # 2**(m-1-E)
+    up = np.repeat(up, blocks.shape[-1], axis=-1)  # whole: broadcasting over short blocks is slow
     scaled = blocks * up
     if params.get("rounding", "nearest_even") == "nearest_even":
         np.rint(scaled, out=scaled)
     else:
         np.trunc(scaled, out=scaled)
-    limit = np.float32((1 << m) - 1)
+    limit = np.float32((1 << m) - 1)  # a block maximum rounding up to 2**m saturates
     np.clip(scaled, -limit, limit, out=scaled)
     scaled /= up  # exact: a power of two, the result a normal float32
     return scaled, low, high
@@ -330,14 +340,31 @@ def bfp_dot_folded(
     out = np.empty((rows, m_out), np.float32)
     step = max(1, chunk_elements // max(1, n_blocks * m_out))
     for start in range(0, rows, step):
-        partial = np.matmul(x_vals[start : start + step].transpose(1, 0, 2), w_vals)  # (nb, r, M), exact
         acc = out[start : start + step]
+        if n_blocks == 1:  # one block: its exact sums are the result
+            np.matmul(x_vals[start : start + step, 0], w_vals[0], out=acc)
+            continue
+        partial = np.matmul(x_vals[start : start + step].transpose(1, 0, 2), w_vals)  # (nb, r, M), exact
         np.copyto(acc, partial[0])
         for block in range(1, n_blocks):
             acc += partial[block]  # float32, in block order
     if bias is not None:
-        out += np.asarray(bias, np.float32)
+        _add_rows(out, np.asarray(bias, np.float32))
     return out
+
+
+def _add_rows(out: np.ndarray, row: np.ndarray) -> None:
+    """``out += row`` for ``out (R, M)``: with short rows over groups of rows and the row tiled (the same
+    float32 additions; numpy's broadcasting over a short last axis is slow)."""
+    rows, m = out.shape
+    group = 256 // m if 0 < m < 64 and rows * m >= 8192 else 1
+    while group > 1 and rows % group:
+        group //= 2
+    if group > 1 and out.flags.c_contiguous:
+        flat = out.reshape(rows // group, group * m)
+        np.add(flat, np.tile(row, group), out=flat)
+    else:
+        out += row
 
 
 def bfp_quantize_channels(x: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray] | None:

@@ -113,6 +113,34 @@ def windows(
 ) -> np.ndarray:
     """Patches ``(N, OH, OW, kh, kw, C)`` of an NCHW tensor (ONNX ``pads``: top, left, bottom, right): one
     copy of a strided view of the padded channels-last tensor."""
+    return np.ascontiguousarray(_window_view(x, kernel, pads, strides, dilations, pad_value))
+
+
+def _patch_rows(x: np.ndarray, geometry: tuple, length: int) -> np.ndarray:
+    """``windows(x, *geometry)`` as rows ``(N * OH * OW, length)``, zero-padded at the end to ``length``
+    (at least ``kh * kw * C``) in the same single copy."""
+    view = _window_view(x, *geometry)
+    n, oh, ow, kh, kw, c = view.shape
+    rows = np.empty((n, oh, ow, length), x.dtype)
+    rows[..., kh * kw * c :] = 0
+    if c == 1:  # one channel: one copy per kernel position is faster than the 1-element inner loops
+        for i in range(kh):
+            for j in range(kw):
+                rows[..., i * kw + j] = view[:, :, :, i, j, 0]
+    else:
+        np.copyto(rows[..., : kh * kw * c].reshape(n, oh, ow, kh, kw, c), view)
+    return rows.reshape(n * oh * ow, length)
+
+
+def _window_view(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    pads: tuple[int, int, int, int],
+    strides: tuple[int, int],
+    dilations: tuple[int, int] = (1, 1),
+    pad_value: float = 0.0,
+) -> np.ndarray:
+    """The read-only strided view ``windows`` copies."""
     n, c, h, w = x.shape
     kh, kw = kernel
     top, left, bottom, right = pads
@@ -126,10 +154,9 @@ def windows(
     else:
         xp = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
     s0, s1, s2, s3 = xp.strides
-    view = np.lib.stride_tricks.as_strided(
+    return np.lib.stride_tricks.as_strided(
         xp, (n, oh, ow, kh, kw, c), (s0, s1 * sh, s2 * sw, s1 * dh, s2 * dw, s3), writeable=False
     )
-    return np.ascontiguousarray(view)
 
 
 def _tile_max(x: np.ndarray, kh: int, kw: int) -> np.ndarray:
@@ -410,13 +437,22 @@ def _bfp_conv_folded(program: Program, layer: Mapping, x: np.ndarray) -> np.ndar
         patches = windows(values, *geometry)
         rows = patches.shape[0] * patches.shape[1] * patches.shape[2]
         y = _bfp_folded(layer, None, (patches.reshape(rows, -1, k), folded[1], folded[2]))
-    else:
-        patches = windows(x, *geometry)
-        rows = patches.shape[0] * patches.shape[1] * patches.shape[2]
-        y = _bfp_folded(layer, patches.reshape(rows, -1))
+        out_shape = patches.shape[:3]
+    else:  # patches zero-padded to whole blocks as they are copied (what dot._blocked would add)
+        length = int(np.prod(geometry[0])) * c
+        if length > k:
+            length = -(-length // k) * k
+        patches = _patch_rows(x, geometry, length)
+        out_shape = (n, *_out_hw(h, w, geometry))
+        y = _bfp_folded(layer, patches)
     if y is None:
         return None
-    return program._out(layer, y).reshape(*patches.shape[:3], -1).transpose(0, 3, 1, 2)
+    return program._out(layer, y).reshape(*out_shape, -1).transpose(0, 3, 1, 2)
+
+
+def _out_hw(h: int, w: int, geometry: tuple) -> tuple[int, int]:
+    (kh, kw), (top, left, bottom, right), (sh, sw), (dh, dw) = geometry
+    return (h + top + bottom - dh * (kh - 1) - 1) // sh + 1, (w + left + right - dw * (kw - 1) - 1) // sw + 1
 
 
 def _bfp_conv(program: Program, layer: Mapping, mant: np.ndarray, exps: np.ndarray) -> np.ndarray:
