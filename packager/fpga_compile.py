@@ -178,13 +178,13 @@ def _hls(compiled: Any, target: Path, backend: str, io: str, reuse: int, simulat
         from fpga.toolchain import hls_for
     except ImportError as exc:
         raise EdgepackError(
-            f"--hls {backend}: this install has no HLS export ({exc}); install hls4ml (pip install 'edgepack[hls]') "
+            f"--hls {backend}: this install has no HLS export ({exc}); install hls4ml (pip install 'edgepack[fpga]') "
             "or compile without --hls"
         ) from None
     try:
         project = hls_for(compiled, target, backend=backend, io_type=f"io_{io}", reuse_factor=reuse)
     except ImportError as exc:
-        raise EdgepackError(f"--hls {backend} needs hls4ml: pip install 'edgepack[hls]' ({exc})") from None
+        raise EdgepackError(f"--hls {backend} needs hls4ml: pip install 'edgepack[fpga]' ({exc})") from None
     except (HlsError, ExportError) as exc:
         raise InvalidInputError(f"--hls {backend}: {exc}") from None
     try:

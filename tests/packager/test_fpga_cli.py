@@ -192,7 +192,7 @@ def test_hls_without_hls4ml_fails_clearly(setup, monkeypatch: pytest.MonkeyPatch
         setup["ws"], "fpga", "compile", "digits", "--hls", "vitis", "--io", "stream", "--reuse", "4", expect=1
     )
     said = " ".join(res.stderr.split())
-    assert "--hls vitis: this install has no HLS export" in said and "pip install 'edgepack[hls]'" in said
+    assert "--hls vitis: this install has no HLS export" in said and "pip install 'edgepack[fpga]'" in said
 
 
 @pytest.mark.slow
