@@ -29,6 +29,7 @@ import numpy as np
 from packager.errors import EdgepackError, InvalidInputError
 from packager.quantize import data as qdata
 from packager.quantize import measure
+from packager.quantize.core import find_onnx
 from packager.registry import Model
 from packager.registry.names import validate_name
 from packager.workspace import Workspace
@@ -81,16 +82,6 @@ def _onnx_source(workspace: Workspace, name: str, version: int | None, notes: li
         ) from None
     notes.append(f"{source.id} ({framework}) was converted to ONNX first: registered {converted.model.id}")
     return converted.model
-
-
-def _find_onnx(model: Model) -> str:
-    paths = [f.path for f in model.files if f.path.lower().endswith(".onnx")]
-    if len(paths) != 1:
-        raise InvalidInputError(
-            f"model {model.id} has {len(paths)} .onnx files ({', '.join(paths) or 'none'}); register the ONNX "
-            "model to compile on its own"
-        )
-    return paths[0]
 
 
 def _evaluate(
@@ -237,7 +228,7 @@ def compile_registered(
     source = _onnx_source(workspace, name, version, notes)
     target_name = output_name or f"{name}-fpga"
     validate_name(target_name)
-    onnx_rel = _find_onnx(source)
+    onnx_rel = find_onnx(source, "compile")
 
     with tempfile.TemporaryDirectory(prefix="edgepack-fpga-") as tmp:
         work = Path(tmp)
