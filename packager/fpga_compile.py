@@ -240,11 +240,12 @@ def compile_registered(
             raise InvalidInputError(f"model {source.id}: onnxruntime cannot load {onnx_rel}: {exc}") from None
         specs = [qdata.InputSpec.from_ort(i) for i in float_session.get_inputs()]
 
+        registered_sample = source.load_sample_input()  # calibration by default, and the package's sample
         cal: qdata.Dataset | None = None
         if calibration is not None:
             cal = qdata.to_dataset(calibration, specs, "calibration")
         else:
-            sample = qdata.sample_to_source(source.load_sample_input())
+            sample = qdata.sample_to_source(registered_sample)
             if sample is not None:
                 cal = qdata.to_dataset(sample, specs, "registered sample input")
         eval_data, y, what = cal, None, "calibration data" if calibration is not None else "registered sample input"
@@ -315,7 +316,6 @@ def compile_registered(
         if evaluation and evaluation.get("float") is not None:
             properties["accuracy_float"] = f"{evaluation['float']:.4f}"
             properties["accuracy_emulated"] = f"{evaluation['emulated']:.4f}"
-        sample = source.load_sample_input()
         registered = Model.register(
             workspace,
             package,
@@ -324,7 +324,7 @@ def compile_registered(
             properties=properties,
             description=f"FPGA package of {source.id} ({report['format']}, emulated bit-accurately)",
             model_framework=Model.Framework.FPGA,
-            sample_input=sample if sample is not None and not isinstance(sample, bytes) else None,
+            sample_input=registered_sample if not isinstance(registered_sample, bytes) else None,
         )
     report["target"] = registered.id
     return FpgaCompileResult(registered, report)
