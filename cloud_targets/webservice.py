@@ -650,15 +650,12 @@ def _deploy_into(
     record.app = _app_of(inference_config)
     record.deployment_config = configs.serialize_config(config)
     if record.compute_type == "LOCAL":
-        from cloud_targets.targets.local import LocalTarget, resolve_mode, unsupported_settings
+        from cloud_targets.targets.local import LocalTarget, resolve_mode
 
         if deployment_target is not None:
             log.warning("service %s: deployment_target is ignored for a LOCAL deployment (as in v1)", record.name)
         previous = dict(record.target)
         mode = previous.get("mode") or resolve_mode(config)
-        warnings = unsupported_settings(config, mode)
-        for warning in warnings:
-            log.warning("service %s: %s", record.name, warning)
         target = LocalTarget(workspace, store.service_dir(record.name), mode)
         old_image = record.image
         if rebuild or not record.image:
@@ -680,7 +677,7 @@ def _deploy_into(
         store.write(record)
         if old_image and old_image != record.image:
             target.remove_image(old_image)
-        return warnings
+        return []  # the config's own unsupported_settings() says what a local service cannot honour
     from cloud_targets.targets.registry import remote_target
 
     previous = dict(record.target)

@@ -29,6 +29,7 @@ import numpy as np
 from packager.errors import EdgepackError, InvalidInputError
 from packager.quantize import data as qdata
 from packager.quantize import measure
+from packager.quantize.core import find_onnx
 from packager.registry import Model
 from packager.registry.names import validate_name
 from packager.workspace import Workspace
@@ -81,16 +82,6 @@ def _onnx_source(workspace: Workspace, name: str, version: int | None, notes: li
         ) from None
     notes.append(f"{source.id} ({framework}) was converted to ONNX first: registered {converted.model.id}")
     return converted.model
-
-
-def _find_onnx(model: Model) -> str:
-    paths = [f.path for f in model.files if f.path.lower().endswith(".onnx")]
-    if len(paths) != 1:
-        raise InvalidInputError(
-            f"model {model.id} has {len(paths)} .onnx files ({', '.join(paths) or 'none'}); register the ONNX "
-            "model to compile on its own"
-        )
-    return paths[0]
 
 
 def _evaluate(
@@ -237,7 +228,7 @@ def compile_registered(
     source = _onnx_source(workspace, name, version, notes)
     target_name = output_name or f"{name}-fpga"
     validate_name(target_name)
-    onnx_rel = _find_onnx(source)
+    onnx_rel = find_onnx(source, "compile")
 
     with tempfile.TemporaryDirectory(prefix="edgepack-fpga-") as tmp:
         work = Path(tmp)
@@ -249,11 +240,12 @@ def compile_registered(
             raise InvalidInputError(f"model {source.id}: onnxruntime cannot load {onnx_rel}: {exc}") from None
         specs = [qdata.InputSpec.from_ort(i) for i in float_session.get_inputs()]
 
+        registered_sample = source.load_sample_input()  # calibration by default, and the package's sample
         cal: qdata.Dataset | None = None
         if calibration is not None:
             cal = qdata.to_dataset(calibration, specs, "calibration")
         else:
-            sample = qdata.sample_to_source(source.load_sample_input())
+            sample = qdata.sample_to_source(registered_sample)
             if sample is not None:
                 cal = qdata.to_dataset(sample, specs, "registered sample input")
         eval_data, y, what = cal, None, "calibration data" if calibration is not None else "registered sample input"
@@ -324,7 +316,6 @@ def compile_registered(
         if evaluation and evaluation.get("float") is not None:
             properties["accuracy_float"] = f"{evaluation['float']:.4f}"
             properties["accuracy_emulated"] = f"{evaluation['emulated']:.4f}"
-        sample = source.load_sample_input()
         registered = Model.register(
             workspace,
             package,
@@ -333,7 +324,7 @@ def compile_registered(
             properties=properties,
             description=f"FPGA package of {source.id} ({report['format']}, emulated bit-accurately)",
             model_framework=Model.Framework.FPGA,
-            sample_input=sample if sample is not None and not isinstance(sample, bytes) else None,
+            sample_input=registered_sample if not isinstance(registered_sample, bytes) else None,
         )
     report["target"] = registered.id
     return FpgaCompileResult(registered, report)

@@ -233,10 +233,9 @@ def dry_run(req: Request, flags: TargetFlags, as_json: bool, warnings: Warnings)
     }
     if req.compute_type == "LOCAL":
         from cloud_targets.services import configs
-        from cloud_targets.targets.local import resolve_mode, unsupported_settings
+        from cloud_targets.targets.local import resolve_mode
 
         mode = resolve_mode(req.config)
-        warnings.add(unsupported_settings(req.config, mode))
         plan = {**head, "mode": mode, "port": getattr(req.config, "port", None), "auth": configs.auth_mode(req.config)}
         if as_json:
             print_json({**plan, "warnings": list(warnings.seen)})

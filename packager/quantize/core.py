@@ -188,14 +188,15 @@ def _quiet(sink: list[str]) -> Iterator[None]:
         root.removeHandler(handler)
 
 
-def _find_onnx(model: Model) -> str:
+def find_onnx(model: Model, use: str = "quantize") -> str:
+    """The path of the one ``.onnx`` file of ``model`` (to ``use`` it: quantize, compile), else a clear error."""
     paths = [f.path for f in model.files if f.path.lower().endswith(".onnx")]
     if len(paths) == 1:
         return paths[0]
     if not paths:
         raise InvalidInputError(f"model {model.id} has no .onnx file; register the ONNX model file or folder")
     raise InvalidInputError(
-        f"model {model.id} has {len(paths)} .onnx files ({', '.join(paths)}); register the one to quantize on its own"
+        f"model {model.id} has {len(paths)} .onnx files ({', '.join(paths)}); register the one to {use} on its own"
     )
 
 
@@ -359,7 +360,7 @@ def quantize_model(
             f"model {source.id} is a {source.model_framework} model; quantization needs ONNX: run "
             f"`edgepack convert {source.id} --to onnx` first, then quantize the ONNX model it registers"
         )
-    onnx_rel = _find_onnx(source)
+    onnx_rel = find_onnx(source)
     step = progress or (lambda stage, done, total: None)
     notes: list[str] = []
 

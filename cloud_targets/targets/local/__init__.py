@@ -35,19 +35,6 @@ ENV_MODE = "EDGEPACK_LOCAL_MODE"
 MODES = ("docker", "process")
 CONTENT_DIR = "content"
 CONTENT_INFO = ".edgepack-local.json"
-#: Settings other targets have that a local service cannot honour (said, never silently dropped).
-NOT_LOCAL = {
-    "ssl_enabled": "TLS (serve plain HTTP on localhost; put a TLS proxy in front if needed)",
-    "dns_name_label": "a DNS name label (local services are reached at localhost)",
-    "location": "an Azure location",
-    "cpu_cores": "CPU reservations",
-    "memory_gb": "memory reservations",
-    "cpu_cores_limit": "CPU limits",
-    "memory_gb_limit": "memory limits",
-    "gpu_cores": "GPUs",
-    "num_replicas": "replicas (one container or process)",
-    "autoscale_enabled": "autoscaling",
-}
 
 
 def resolve_mode(config: DeploymentConfig | None = None) -> str:
@@ -59,16 +46,6 @@ def resolve_mode(config: DeploymentConfig | None = None) -> str:
     if wanted:
         return wanted
     return "docker" if docker_mode.engine() is not None else "process"
-
-
-def unsupported_settings(config: DeploymentConfig, mode: str) -> list[str]:
-    """Warnings for the settings in ``config`` a local service cannot honour."""
-    out = []
-    for field_name, what in NOT_LOCAL.items():
-        value = getattr(config, field_name, None)
-        if value not in (None, False, 0, ""):
-            out.append(f"{field_name}={value!r} is ignored on a local service: it has no {what}")
-    return out
 
 
 class LocalTarget:
@@ -198,4 +175,4 @@ class LocalTarget:
         return int(requested or previous or free_port())
 
 
-__all__ = ["ENV_MODE", "MODES", "LocalTarget", "resolve_mode", "unsupported_settings"]
+__all__ = ["ENV_MODE", "MODES", "LocalTarget", "resolve_mode"]
