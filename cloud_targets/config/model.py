@@ -27,8 +27,6 @@ SECRET_FIELDS = frozenset({"primary_key", "secondary_key"})
 #: Why a setting cannot be honoured, by field (reported when the setting is on / given).
 _NO_APP_INSIGHTS = "edgepack has no Application Insights; read the service's logs with `edgepack service logs`"
 _NO_DATA_COLLECTION = "model data collection is not available; log the inputs from score.py if you need them"
-_NO_VNET = "edgepack does not place services in a virtual network; the service is created without one"
-_NO_CMK = "customer-managed keys are not supported; the platform's own encryption is used"
 
 
 @dataclass
@@ -199,11 +197,6 @@ class AciDeploymentConfig(DeploymentConfig):
         "of it (e.g. Application Gateway); sslCertificate, sslKey and cname are not used",
         "enable_app_insights": _NO_APP_INSIGHTS,
         "collect_model_data": _NO_DATA_COLLECTION,
-        "vnet_name": _NO_VNET,
-        "subnet_name": _NO_VNET,
-        "cmk_vault_base_url": _NO_CMK,
-        "cmk_key_name": _NO_CMK,
-        "cmk_key_version": _NO_CMK,
     }
 
     cpu_cores: float = 0.1

@@ -78,7 +78,7 @@ def autoscale_enabled(config: AksDeploymentConfig) -> bool:
 
 
 def unhonoured_settings(config: AksDeploymentConfig) -> list[str]:
-    """Settings of the config that a Kubernetes deployment cannot carry out, one sentence each."""
+    """What a Kubernetes deployment cannot carry out beyond the config's own ``unsupported_settings()``."""
     notes = []
     if autoscale_enabled(config) and config.autoscale_refresh_seconds is not None:
         notes.append(
@@ -86,10 +86,6 @@ def unhonoured_settings(config: AksDeploymentConfig) -> list[str]:
             "HorizontalPodAutoscaler re-evaluates on the cluster-wide --horizontal-pod-autoscaler-sync-period "
             "of kube-controller-manager (15 s by default)"
         )
-    if config.enable_app_insights:
-        notes.append("enable_app_insights is an Azure ML feature and is ignored; read logs with get_logs")
-    if config.collect_model_data:
-        notes.append("collect_model_data is an Azure ML feature and is ignored")
     if config.compute_target_name:
         notes.append(
             f"compute_target_name={config.compute_target_name!r} is ignored: the cluster is the kubeconfig's "

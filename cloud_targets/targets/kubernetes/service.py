@@ -55,8 +55,7 @@ class AksTarget:
         """Apply the service's objects (an update when they exist); a service moved to another namespace
         leaves nothing in the old one."""
         objects = build_objects(spec, service_type=self.compute.service_type)
-        covered = tuple(spec.config.UNHONOURED)  # already said by the config's unsupported_settings()
-        self.last_warnings = [w for w in unhonoured_settings(spec.config) if not w.startswith(covered)]  # type: ignore[arg-type]
+        self.last_warnings = unhonoured_settings(spec.config)  # type: ignore[arg-type]
         namespace = namespace_of(spec.config)  # type: ignore[arg-type]
         try:
             self.kube.apply(objects)

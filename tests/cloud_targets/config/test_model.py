@@ -249,8 +249,7 @@ def test_unsupported_settings_are_warned_not_dropped(caplog: pytest.LogCaptureFi
     assert [r.getMessage() for r in caplog.records] == aci.unsupported_settings()
     warnings = dataclasses.replace(aci, gpu_cores=1).unsupported_settings()
     fields = [w.split(" ")[0] for w in warnings]
-    assert fields == ["gpu_cores", "enable_app_insights", "collect_model_data", "vnet_name", "subnet_name",
-                      "cmk_vault_base_url", "cmk_key_name", "cmk_key_version"]  # fmt: skip
+    assert fields == ["gpu_cores", "enable_app_insights", "collect_model_data"]  # the ACI target honours vnet and cmk
     assert all("is not honoured by the ACI target" in w for w in warnings)
     assert "Application Insights" in warnings[1]
     aks = aks_deploy_configuration(enable_app_insights=True, collect_model_data=True, gpu_cores=1)
