@@ -36,6 +36,7 @@ from kubernetes import client
 
 from cloud_targets.config.model import AksDeploymentConfig
 from cloud_targets.targets.base import ServiceSpec
+from cloud_targets.targets.base import module_env as config_env
 from cloud_targets.targets.kubernetes.labels import sanitize_labels, selector, standard_labels
 from packager.errors import InvalidInputError
 
@@ -150,14 +151,8 @@ def service_secrets(spec: ServiceSpec) -> dict[str, str]:
 def module_env(spec: ServiceSpec) -> dict[str, str]:
     """The scoring module's plain settings from the config, overridden by ``spec.env``."""
     config = spec.config
-    env: dict[str, str] = {"EDGEPACK_PORT": str(spec.port)}
-    if config.scoring_timeout_ms is not None:
-        env["SCORING_TIMEOUT_MS"] = str(config.scoring_timeout_ms)
-    if config.replica_max_concurrent_requests is not None:
-        env["EDGEPACK_MAX_CONCURRENT_REQUESTS"] = str(config.replica_max_concurrent_requests)
-    if config.max_request_wait_time is not None:
-        env["EDGEPACK_MAX_QUEUE_WAIT_MS"] = str(config.max_request_wait_time)
-    env["EDGEPACK_TOKEN_AUTH"] = "true" if config.token_auth_enabled else "false"
+    env = {"EDGEPACK_PORT": str(spec.port), **config_env(config, config.token_auth_enabled)}
+    env["EDGEPACK_TOKEN_AUTH"] = "true" if config.token_auth_enabled else "false"  # said either way
     env.update(spec.env)
     return env
 
