@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
-from cloud_targets.targets.base import ServiceSpec
+from cloud_targets.targets.base import ServiceSpec, TargetStatus
 from edge_module.router.routes import RouteTable, VersionRoute
 
 
@@ -45,3 +47,38 @@ class EndpointSpec:
             f"EndpointSpec(name={self.name!r}, auth_mode={self.auth_mode!r}, "
             f"versions={[(v.name, v.traffic) for v in self.versions]}, secrets={sorted(self.secrets)})"
         )
+
+
+@dataclass
+class EndpointDeployed:
+    """What :meth:`EndpointTarget.apply` answers: the endpoint's URI, each version's, and a handle to persist.
+
+    ``handle`` goes into the endpoint's record (never a secret): per version what it needs to find, compare
+    (image, settings hash) and remove it again; the router's pid/port or the Kubernetes namespace and names.
+    """
+
+    scoring_uri: str
+    handle: dict[str, Any] = field(default_factory=dict)
+    version_uris: dict[str, str] = field(default_factory=dict)
+    swagger_uri: str | None = None
+
+
+@runtime_checkable
+class EndpointTarget(Protocol):
+    """A place endpoints run (Local, Kubernetes). The endpoint layer builds each version's image and calls this.
+
+    ``apply`` makes the running endpoint match ``spec`` without dropping a request: versions that are new
+    or changed (image or settings differ from ``previous``) are started and waited for until ready, then
+    the split is switched (routes file / HTTPRoute), then versions no longer in ``spec`` are drained (no
+    request in flight) and removed. Traffic-only changes touch no version.
+    """
+
+    compute_type: ClassVar[str]
+
+    def apply(self, spec: EndpointSpec, previous: Mapping[str, Any] | None = None) -> EndpointDeployed: ...
+
+    def state(self, handle: Mapping[str, Any]) -> dict[str, TargetStatus]: ...
+
+    def logs(self, handle: Mapping[str, Any], version: str, num_lines: int = 5000) -> str: ...
+
+    def delete(self, handle: Mapping[str, Any]) -> None: ...
