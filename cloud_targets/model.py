@@ -121,6 +121,53 @@ class Model(RegistryModel):
         return service
 
     @staticmethod
+    def profile(
+        workspace: Workspace,
+        profile_name: str,
+        models: Sequence[RegistryModel | str],
+        inference_config: InferenceConfig | None,
+        input_data: Any,
+        cpu: Sequence[float] = (0.5, 1.0),
+        memory_gb: Sequence[float | None] = (None,),
+        duration_s: float | str = 30.0,
+        latency_target_ms: float | None = None,
+        concurrency: int | None = None,
+        mode: str | None = None,
+        latency_percentile: float = 99.0,
+        loadgen_processes: int = 1,
+        on_stage: Any = None,
+    ) -> Any:
+        """v1's ``Model.profile``: serve ``models`` locally under load at each ``cpu`` x ``memory_gb`` setting.
+
+        ``input_data``: request bodies for ``/score`` (a list of JSON strings or dicts, or one body), sent
+        round-robin by ``concurrency`` keep-alive connections (default ``2 x ceil(cpu)``) for ``duration_s``
+        after a warm-up. Returns a :class:`~cloud_targets.profiling.ModelProfile` (``recommended_cpu``,
+        ``recommended_memory``, ``requests_per_second``, latency percentiles, ``get_details()``), also
+        stored as ``<workspace>/profiles/<profile_name>.json``. ``mode``: ``docker`` or ``process``
+        (default as for Local services). The recommendation is the smallest ``cpu`` whose p99 (or
+        ``latency_percentile``) meets ``latency_target_ms``; without a target, the smallest within 10 %
+        of the best throughput. ``on_stage(text)`` is told each stage (progress).
+        """
+        from cloud_targets.profiling import profile
+
+        return profile(
+            workspace,
+            profile_name,
+            models,
+            inference_config,
+            input_data,
+            cpu=cpu,
+            memory_gb=memory_gb,
+            duration_s=duration_s,
+            latency_target_ms=latency_target_ms,
+            concurrency=concurrency,
+            mode=mode,
+            latency_percentile=latency_percentile,
+            loadgen_processes=loadgen_processes,
+            on_stage=on_stage,
+        )
+
+    @staticmethod
     def package(
         workspace: Workspace,
         models: Sequence[RegistryModel | str],

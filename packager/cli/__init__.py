@@ -41,6 +41,7 @@ class _EdgepackGroup(click.Group):
     _lazy: ClassVar[dict[str, tuple[str, str, str]]] = {
         "deploy": ("cloud_targets.cli", "deploy", "cloud"),
         "service": ("cloud_targets.commands.service", "service", "cloud"),
+        "profile": ("cloud_targets.commands.profile", "profile", "cloud"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

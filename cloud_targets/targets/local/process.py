@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,8 +70,12 @@ def start(
     entry_script: str,
     port: int,
     env: Mapping[str, str],
+    preexec: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Start the scoring process; returns its handle (``mode``, ``pid``, ``start_time``, ``port``, ``content``)."""
+    """Start the scoring process; returns its handle (``mode``, ``pid``, ``start_time``, ``port``, ``content``).
+
+    ``preexec`` runs in the child before the module starts (the profiler puts it in a cgroup there).
+    """
     app = content_dir / "app"
     run_env = {k: os.environ[k] for k in KEEP_ENV if k in os.environ}
     module_root = str(Path(edge_module.__file__).resolve().parent.parent)
@@ -102,6 +106,7 @@ def start(
             stderr=subprocess.STDOUT,
             start_new_session=True,
             close_fds=True,
+            preexec_fn=preexec,
         )
     finally:
         os.close(log_fd)
