@@ -99,6 +99,7 @@ def _check(doc: dict, cpus: list[float]) -> None:
     assert doc["loadGenerator"]["maxRequestsPerSecond"] > 0
 
 
+@pytest.mark.slow  # a measurement: run where the machine is quiet (CI), not in the parallel quick loop
 def test_process_mode_two_settings(app: tuple) -> None:
     ws, model, ic, data = app
     result = Model.profile(ws, "mlp-prof", [model], ic, json.loads(data.read_text()), cpu=(0.5, 1), duration_s=3,
