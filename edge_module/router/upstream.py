@@ -72,6 +72,11 @@ class Pool:
                 keep.append(conn)
         self.idle = keep
 
+    def close_idle(self) -> None:
+        for conn in self.idle:
+            conn.close()
+        self.idle = []
+
     def close(self) -> None:
         """Stop pooling: close the idle connections; busy ones close when their response ends."""
         self.closed = True
