@@ -4,6 +4,7 @@ routes changes under load, removing a version with requests in flight, keys, gra
 from __future__ import annotations
 
 import collections
+import json
 import signal
 import socket
 import threading
@@ -211,9 +212,13 @@ def test_a_bad_routes_file_is_refused_and_the_table_in_force_stays(tmp_path: Pat
     try:
         router.wait_ready({"blue"})
         tmp = tmp_path / "bad.json"
-        tmp.write_text(
-            '{"format": 1, "endpoint": "ep", "revision": 2, "versions": [{"name": "x", "url": "http://127.0.0.1:1", "traffic": 140}]}'
-        )
+        bad = {
+            "format": 1,
+            "endpoint": "ep",
+            "revision": 2,
+            "versions": [{"name": "x", "url": blue.url, "traffic": 140}],
+        }
+        tmp.write_text(json.dumps(bad))
         tmp.replace(routes)
         router.wait_for(r"refused: .*traffic.*keeping revision 1")
         with requests.Session() as s:
