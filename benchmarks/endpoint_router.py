@@ -79,6 +79,23 @@ def check(url: str, body: Path, expected: list[float], through_router: bool) -> 
         raise SystemExit(f"error: the router's answer has azureml-model-deployment {header!r}, not 'blue'")
 
 
+def cpu_seconds(pgid: int) -> float:
+    """CPU time (user + system) used so far by the live processes of a process group."""
+    total = 0
+    for pid in hs._group_members(pgid):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def getattr_pid(who: str, module: Any, router: Any) -> int:
+    return module.pid if who == "module" else router.pid
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if not shutil.which("wrk"):
@@ -139,13 +156,17 @@ def main(argv: list[str] | None = None) -> int:
             url = (direct if name == "direct" else routed) + "/score"
             if args.warmup > 0:
                 bench.wrk_run(url, body, args.connections, args.warmup)
+            cpu0 = {"module": cpu_seconds(module.pid), "router": cpu_seconds(router.pid)}
             res = bench.wrk_run(url, body, args.connections, args.duration)
             res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
+            for who, before in cpu0.items():  # CPU per request: robust to a busy machine, unlike req/s
+                res[f"{who}_cpu_us"] = (cpu_seconds(getattr_pid(who, module, router)) - before) / res["requests"] * 1e6
             results[name].append(res)
             errors = sum(res[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
             hs._log(
                 f"  round {r + 1} {name:6}: {res['rps']:,.0f} req/s, p50 {res['p50_us'] / 1000:.3f} ms, "
-                f"p99 {res['p99_us'] / 1000:.3f} ms, errors {errors}, others' CPU {res['others_cpu_pct']:.0f}% "
+                f"p99 {res['p99_us'] / 1000:.3f} ms, CPU/request module {res['module_cpu_us']:.0f} us router "
+                f"{res['router_cpu_us']:.0f} us, errors {errors}, others' CPU {res['others_cpu_pct']:.0f}% "
                 f"+ steal {res['steal_pct']:.0f}%"
             )
     state = json.loads(hs.http("GET", routed + "/-/router")[1])
@@ -178,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in results.items()
         },
     }
+    summary["router_cpu_us_per_request"] = median("router", "router_cpu_us")
+    summary["module_cpu_us_per_request"] = median("direct", "module_cpu_us")
     summary["ratio"] = summary["router"]["rps"] / summary["direct"]["rps"]
     summary["p99_added_ms"] = summary["router"]["p99_ms"] - summary["direct"]["p99_ms"]
     summary["p50_added_ms"] = summary["router"]["p50_ms"] - summary["direct"]["p50_ms"]
@@ -191,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         f"router: {rt['rps']:,.0f} req/s, p50 {rt['p50_ms']:.3f} ms, p99 {rt['p99_ms']:.3f} ms\n"
         f"ratio {summary['ratio']:.2f} (goal >= {GOAL_RATIO}), p99 added {summary['p99_added_ms']:+.3f} ms "
         f"(goal <= {GOAL_P99_ADDED_MS} ms), p50 added {summary['p50_added_ms']:+.3f} ms\n"
+        f"CPU per request: module {summary['module_cpu_us_per_request']:.0f} us, router "
+        f"{summary['router_cpu_us_per_request']:.0f} us\n"
         f"{summary['cpus']} cpus shared by wrk, the module ({args.workers} worker) and the router; others' CPU + "
         f"steal up to {summary['others_cpu_pct_max']:.0f}% of the machine during a measurement"
     )

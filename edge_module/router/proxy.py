@@ -175,7 +175,7 @@ class ClientConnection(asyncio.Protocol):
                 self.buf = b""
                 self._next(rest)
             return
-        pin = head.headers.get(PIN)
+        pin = head.get(PIN)
         if pin is not None:
             version = router.versions.get(pin.decode("latin-1"))
             if version is None:
