@@ -95,3 +95,21 @@ def test_a_version_that_is_not_ready_gives_its_share_to_the_default() -> None:
     assert b.shares == {"a": 70, "b": 30}
     assert collections.Counter(b.pick().name for _ in range(100)) == {"a": 70, "b": 30}  # type: ignore[union-attr]
     assert balancer({"a": 100}, set(), "a").pick() is None
+
+
+def test_the_router_needs_only_the_standard_library() -> None:
+    """It ships in every image, arm included: nothing but the standard library and edge_module (uvloop if there)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import edge_module.router.__main__; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} - set(sys.stdlib_module_names)))"
+    )
+    import os
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[3])
+    env = {**os.environ, "PYTHONPATH": root}
+    out = subprocess.run([sys.executable, "-S", "-c", code], capture_output=True, text=True, check=True, env=env)
+    assert set(eval(out.stdout)) <= {"edge_module", "__main__"}
