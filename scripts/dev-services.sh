@@ -5,13 +5,16 @@
 #   mqtt         mosquitto on 127.0.0.1:1883 (plain) and 127.0.0.1:8883 (TLS, own CA)
 #   base-images  127.0.0.1:5000/library/python:3.11-slim, a linux/amd64 + linux/arm64
 #                index built from debootstrap root filesystems (nothing is pulled)
+#   gateway-api  node + npm, and the npm package @kubernetes-models/gateway-api (MIT) in
+#                ${EDGEPACK_CACHE:-/var/cache/edgepack}/node: the tests validate generated
+#                HTTPRoutes with it (Gateway API's published v1 schema)
 #
 # Usage: scripts/dev-services.sh [start [SERVICE] | stop [SERVICE] | status | env | help]
 #
 # Idempotent: a second `start` finds everything up and returns in a second or two.
 # Must run as root (apt-get, dockerd, mount). State, logs and pid files live in
 # ${EDGEPACK_DEV_DIR:-/var/lib/edgepack-dev}; debootstrap tarballs are cached in
-# ${EDGEPACK_CACHE:-/var/cache/edgepack}/rootfs. Tests read $EDGEPACK_DEV_DIR/services.env.
+# ${EDGEPACK_CACHE:-/var/cache/edgepack}/rootfs, npm packages in .../node. Tests read $EDGEPACK_DEV_DIR/services.env.
 set -euo pipefail
 
 SCRIPT_PATH="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)/$(basename -- "${BASH_SOURCE[0]}")"
@@ -31,6 +34,8 @@ BASE_ARCHES=(amd64 arm64)
 MQTT_HOST=127.0.0.1
 MQTT_PORT=1883
 MQTT_TLS_PORT=8883
+GATEWAY_API_PACKAGE=@kubernetes-models/gateway-api
+GATEWAY_API_VERSION=2.0.0
 
 LOG_DIR="$STATE_DIR/log"
 RUN_DIR="$STATE_DIR/run"
@@ -39,10 +44,11 @@ MQTT_DIR="$STATE_DIR/mqtt"
 CERT_DIR="$MQTT_DIR/certs"
 DRIVER_FILE="$STATE_DIR/docker-storage-driver"
 ROOTFS_CACHE="$CACHE_DIR/rootfs"
+NODE_DIR="$CACHE_DIR/node"
 
 PACKAGES=(docker.io debootstrap qemu-user-static binfmt-support skopeo docker-registry
   mosquitto mosquitto-clients openssl curl)
-SERVICES=(docker registry mqtt base-images)
+SERVICES=(docker registry mqtt base-images gateway-api)
 
 export DEBIAN_FRONTEND=noninteractive
 # Everything here talks to 127.0.0.1 or the Debian mirror; never send loopback through a proxy.
@@ -614,6 +620,41 @@ start_base_images() {
   step base-images "$BASE_IMAGE pushed (linux/amd64 + linux/arm64)" "$t"
 }
 
+# ----------------------------------------------------------------------------- gateway-api
+# Not a daemon: node, npm and one npm package the tests run (tests/cloud_targets/targets/kubernetes/
+# gateway_schema.py). The package's validators are generated from Gateway API's v1 types; the
+# engines field asks for node >= 22, it runs on node 20 (npm prints an EBADENGINE warning).
+gateway_api_version() { # the installed version of the package, or nothing
+  local manifest="$NODE_DIR/node_modules/$GATEWAY_API_PACKAGE/package.json"
+  [[ -s $manifest ]] && command -v node >/dev/null || return 0
+  node -p 'require(process.argv[1]).version' "$manifest" 2>/dev/null || true
+}
+
+gateway_api_up() { [[ "$(gateway_api_version)" == "$GATEWAY_API_VERSION" ]]; }
+
+ensure_node() {
+  local t=$SECONDS log="$LOG_DIR/apt.log"
+  command -v node >/dev/null && command -v npm >/dev/null && return 0
+  {
+    apt-get update -q || warn "apt-get update reported errors (continuing; see $log)"
+    apt-get install -y -q -o DPkg::Lock::Timeout=300 nodejs npm
+  } </dev/null >>"$log" 2>&1 || die "apt-get install nodejs npm failed; see $log" "$log"
+  step packages "installed nodejs npm (node $(node --version))" "$t"
+}
+
+start_gateway_api() {
+  local t=$SECONDS log="$LOG_DIR/npm.log"
+  ensure_node
+  gateway_api_up && return 0
+  mkdir -p "$NODE_DIR"
+  printf '\n===== %s npm install %s@%s\n' "$(date -u +%FT%TZ)" "$GATEWAY_API_PACKAGE" "$GATEWAY_API_VERSION" >>"$log"
+  npm install --no-audit --no-fund --save-exact --prefix "$NODE_DIR" \
+    "$GATEWAY_API_PACKAGE@$GATEWAY_API_VERSION" </dev/null >>"$log" 2>&1 ||
+    die "npm install $GATEWAY_API_PACKAGE@$GATEWAY_API_VERSION failed; see $log" "$log"
+  gateway_api_up || die "$NODE_DIR does not hold $GATEWAY_API_PACKAGE $GATEWAY_API_VERSION after npm install; see $log" "$log"
+  step gateway-api "$GATEWAY_API_PACKAGE@$GATEWAY_API_VERSION in $NODE_DIR (node $(node --version))" "$t"
+}
+
 # ----------------------------------------------------------------------------- env file
 write_env() {
   local driver
@@ -634,6 +675,7 @@ EDGEPACK_TEST_MQTT_TLS_PORT=$MQTT_TLS_PORT
 EDGEPACK_TEST_MQTT_CA=$CERT_DIR/ca.crt
 EDGEPACK_TEST_MQTT_CLIENT_CERT=$CERT_DIR/client.crt
 EDGEPACK_TEST_MQTT_CLIENT_KEY=$CERT_DIR/client.key
+EDGEPACK_TEST_NODE_MODULES=$NODE_DIR/node_modules
 EOF
   chmod 644 "$ENV_FILE.tmp"
   mv -f "$ENV_FILE.tmp" "$ENV_FILE"
@@ -653,11 +695,12 @@ cmd_start() {
   take_lock
   ensure_packages
   case "${1:-all}" in
-    all) start_docker; start_registry; start_mqtt; start_base_images ;;
+    all) start_docker; start_registry; start_mqtt; start_base_images; start_gateway_api ;;
     docker) start_docker ;;
     registry) start_registry ;;
     mqtt) start_mqtt ;;
     base-images) start_docker; start_registry; start_base_images ;;
+    gateway-api) start_gateway_api ;;
     *) valid_service "$1" ;;
   esac
   write_env
@@ -674,6 +717,7 @@ cmd_stop() {
     registry) stop_registry ;;
     mqtt) stop_mqtt ;;
     base-images) say "base-images  nothing to stop (they live in the registry)" ;;
+    gateway-api) say "gateway-api  nothing to stop (an npm package in $NODE_DIR)" ;;
     *) valid_service "$1" ;;
   esac
 }
@@ -701,6 +745,9 @@ cmd_status() {
   if base_images_up; then report base-images up "$BASE_IMAGE (linux/amd64, linux/arm64)"; else
     report base-images down "$BASE_IMAGE is not an amd64+arm64 index in the registry"
   fi
+  if gateway_api_up; then report gateway-api up "$GATEWAY_API_PACKAGE@$GATEWAY_API_VERSION in $NODE_DIR"; else
+    report gateway-api down "$GATEWAY_API_PACKAGE@$GATEWAY_API_VERSION is not installed in $NODE_DIR (node: $(node --version 2>/dev/null || echo missing))"
+  fi
   return "$down"
 }
 
@@ -718,7 +765,7 @@ usage: $(basename "$0") [COMMAND [SERVICE]]
   status           one line per service; exits 1 if any is down
   env              print $ENV_FILE (KEY=VALUE lines for the tests)
 SERVICE: ${SERVICES[*]}
-State, logs: $STATE_DIR (EDGEPACK_DEV_DIR); rootfs cache: $ROOTFS_CACHE (EDGEPACK_CACHE)
+State, logs: $STATE_DIR (EDGEPACK_DEV_DIR); rootfs and npm caches: $ROOTFS_CACHE, $NODE_DIR (EDGEPACK_CACHE)
 EOF
 }
 

@@ -18,6 +18,7 @@ from typing import Any
 from packager.errors import InvalidInputError
 
 ENV_KUBE_CONTEXT = "EDGEPACK_KUBE_CONTEXT"
+ENV_KUBE_GATEWAY = "EDGEPACK_KUBE_GATEWAY"
 ENV_IMAGE_REGISTRY = "EDGEPACK_IMAGE_REGISTRY"
 ENV_SUBSCRIPTION = "AZURE_SUBSCRIPTION_ID"
 ENV_RESOURCE_GROUP = "EDGEPACK_ACI_RESOURCE_GROUP"
@@ -36,13 +37,16 @@ class KubernetesCompute:
     ``context`` defaults to the kubeconfig's current one ($EDGEPACK_KUBE_CONTEXT), ``kubeconfig`` to
     $KUBECONFIG or ~/.kube/config, ``image_registry`` (where the image is pushed, e.g.
     ``myacr.azurecr.io/models``) to $EDGEPACK_IMAGE_REGISTRY. ``service_type`` is the Kubernetes Service's
-    type (``LoadBalancer`` gives the service a public address of its own).
+    type (``LoadBalancer`` gives the service a public address of its own). ``gateway`` (``namespace/name`` of a
+    Gateway API Gateway, default $EDGEPACK_KUBE_GATEWAY) makes endpoints split traffic with an HTTPRoute
+    attached to it instead of the edgepack router.
     """
 
     context: str | None = None
     kubeconfig: str | None = None
     image_registry: str | None = None
     service_type: str = "ClusterIP"
+    gateway: str | None = None
 
     def __post_init__(self) -> None:
         if self.service_type not in SERVICE_TYPES:
@@ -63,6 +67,7 @@ class KubernetesCompute:
             kubeconfig=self.kubeconfig,
             image_registry=self.image_registry or _env(ENV_IMAGE_REGISTRY),
             service_type=self.service_type,
+            gateway=self.gateway or _env(ENV_KUBE_GATEWAY),
         )
 
     def handle(self) -> dict[str, Any]:
@@ -72,6 +77,7 @@ class KubernetesCompute:
             "kubeconfig": self.kubeconfig,
             "image_registry": self.image_registry,
             "service_type": self.service_type,
+            "gateway": self.gateway,
         }
 
     @classmethod
@@ -81,6 +87,7 @@ class KubernetesCompute:
             kubeconfig=handle.get("kubeconfig"),
             image_registry=handle.get("image_registry"),
             service_type=handle.get("service_type") or "ClusterIP",
+            gateway=handle.get("gateway"),
         )
 
 

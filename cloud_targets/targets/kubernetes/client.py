@@ -32,7 +32,7 @@ APPLY_PATCH = "application/apply-patch+yaml"
 MERGE_PATCH = "application/merge-patch+json"
 
 # kinds this target manages, in delete order (dependents first)
-_KINDS = ("HorizontalPodAutoscaler", "Service", "Deployment", "Secret")
+_KINDS = ("HorizontalPodAutoscaler", "Service", "Deployment", "ConfigMap", "Secret")
 
 
 class KubernetesError(EdgepackError):
@@ -95,6 +95,15 @@ def load_api_client(context: str | None = None, kubeconfig: str | None = None) -
         ) from err
 
 
+# API groups served by CRDs (not the typed client): applied through CustomObjectsApi
+CUSTOM_GROUPS = ("gateway.networking.k8s.io", "networking.istio.io")
+
+
+def plural_of(kind: str) -> str:
+    """The resource name of a custom kind (``HTTPRoute`` -> ``httproutes``), as CRDs declare it."""
+    return kind.lower() + ("es" if kind.lower().endswith(("s", "x", "ch", "sh")) else "s")
+
+
 class KubernetesTarget:
     """One Kubernetes cluster: apply a service's objects, follow its rollout, read logs, delete it."""
 
@@ -111,6 +120,7 @@ class KubernetesTarget:
         self.core = client.CoreV1Api(self.api_client)
         self.apps = client.AppsV1Api(self.api_client)
         self.autoscaling = client.AutoscalingV2Api(self.api_client)
+        self.custom = client.CustomObjectsApi(self.api_client)
 
     @property
     def host(self) -> str:
@@ -122,6 +132,7 @@ class KubernetesTarget:
         return {
             "Namespace": self.core.patch_namespace,
             "Secret": self.core.patch_namespaced_secret,
+            "ConfigMap": self.core.patch_namespaced_config_map,
             "Service": self.core.patch_namespaced_service,
             "Deployment": self.apps.patch_namespaced_deployment,
             "HorizontalPodAutoscaler": self.autoscaling.patch_namespaced_horizontal_pod_autoscaler,
@@ -132,6 +143,9 @@ class KubernetesTarget:
         """Server-side apply of one object; returns the object as the server stored it."""
         body = to_dict(obj)
         kind, meta = body.get("kind"), body.get("metadata", {})
+        group = str(body.get("apiVersion", "")).rpartition("/")[0]
+        if group in CUSTOM_GROUPS:
+            return self.apply_custom(body)
         try:
             patch = self._patch_fn(kind)
         except KeyError:
@@ -145,6 +159,66 @@ class KubernetesTarget:
             return patch(*args, body, field_manager=self.field_manager, force=True, _content_type=APPLY_PATCH)
         except ApiException as err:
             raise _api_error(f"applying {kind} {meta['name']}", err) from err
+
+    @_reaching
+    def apply_custom(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply of a custom resource (``HTTPRoute``...); a clear error when its CRD is not installed."""
+        group, _, version = body["apiVersion"].rpartition("/")
+        kind, meta = body["kind"], body["metadata"]
+        try:
+            return self.custom.patch_namespaced_custom_object(
+                group,
+                version,
+                meta["namespace"],
+                plural_of(kind),
+                meta["name"],
+                body,
+                field_manager=self.field_manager,
+                force=True,
+                _content_type=APPLY_PATCH,
+            )
+        except ApiException as err:
+            if err.status == 404:
+                raise KubernetesError(
+                    f"applying {kind} {meta['name']}: the cluster does not serve {group}/{version} {kind} (404); "
+                    f"install its CRDs (for the Gateway API: the standard channel's install YAML) or use the "
+                    "router mode (no gateway)"
+                ) from err
+            raise _api_error(f"applying {kind} {meta['name']}", err) from err
+
+    @_reaching
+    def read_custom(self, api_version: str, kind: str, name: str, namespace: str) -> dict[str, Any] | None:
+        """A custom resource, or None when it (or its CRD) is not there."""
+        group, _, version = api_version.rpartition("/")
+        try:
+            return self.custom.get_namespaced_custom_object(group, version, namespace, plural_of(kind), name)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise _api_error(f"reading {kind} {name}", err) from err
+
+    @_reaching
+    def delete_custom(self, api_version: str, kind: str, name: str, namespace: str) -> bool:
+        """Delete a custom resource; False when it (or its CRD) is not there."""
+        group, _, version = api_version.rpartition("/")
+        try:
+            self.custom.delete_namespaced_custom_object(group, version, namespace, plural_of(kind), name)
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise _api_error(f"deleting {kind} {name}", err) from err
+        return True
+
+    @_reaching
+    def pod_get(self, pod: str, namespace: str, path: str, headers: dict[str, str] | None = None) -> str:
+        """``GET`` ``path`` on a pod through the API server's pod proxy (needs ``pods/proxy`` rights)."""
+        try:
+            response = self.core.connect_get_namespaced_pod_proxy(  # PodProxyOptions.path: not URL-escaped
+                pod, namespace, path=path, _preload_content=False, _headers=headers or None
+            )
+        except ApiException as err:
+            raise _api_error(f"reading {path} of pod {pod}", err) from err
+        return response.data.decode("utf-8", "replace")
 
     def _existing_namespace(self, name: str) -> Any:
         """The namespace when it exists (or cannot be read: a namespace-scoped user's), so that it is only
@@ -182,6 +256,7 @@ class KubernetesTarget:
             "HorizontalPodAutoscaler": self.autoscaling.list_namespaced_horizontal_pod_autoscaler,
             "Service": self.core.list_namespaced_service,
             "Deployment": self.apps.list_namespaced_deployment,
+            "ConfigMap": self.core.list_namespaced_config_map,
             "Secret": self.core.list_namespaced_secret,
         }[kind]
 
@@ -190,6 +265,7 @@ class KubernetesTarget:
             "HorizontalPodAutoscaler": self.autoscaling.delete_namespaced_horizontal_pod_autoscaler,
             "Service": self.core.delete_namespaced_service,
             "Deployment": self.apps.delete_namespaced_deployment,
+            "ConfigMap": self.core.delete_namespaced_config_map,
             "Secret": self.core.delete_namespaced_secret,
         }[kind]
 

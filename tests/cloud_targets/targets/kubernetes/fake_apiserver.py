@@ -23,6 +23,8 @@ from tests.cloud_targets.fake_iothub import make_tls
 
 LIST_KINDS = {
     "secrets": ("v1", "SecretList"),
+    "configmaps": ("v1", "ConfigMapList"),
+    "httproutes": ("gateway.networking.k8s.io/v1", "HTTPRouteList"),
     "services": ("v1", "ServiceList"),
     "pods": ("v1", "PodList"),
     "deployments": ("apps/v1", "DeploymentList"),
@@ -68,6 +70,8 @@ class FakeApiServer:
     pods: dict[str, list[dict]] = field(default_factory=dict)  # namespace -> pods
     pod_logs: dict[tuple[str, str], str] = field(default_factory=dict)  # (namespace, pod) -> text
     forbidden: set[str] = field(default_factory=set)  # paths answered 403 (RBAC)
+    auto_rollout: bool = False  # unscripted Deployments read back as fully rolled out
+    pod_proxy: dict[tuple[str, str, str], Any] = field(default_factory=dict)  # (ns, pod, path) -> JSON answer
     tls_dir: Path | None = None  # serve HTTPS with a throwaway CA written there (``ca`` is its PEM)
 
     def __post_init__(self) -> None:
@@ -169,6 +173,12 @@ class FakeApiServer:
 
     def _get(self, req: Request) -> tuple[int, Any, str]:
         parts = req.path.strip("/").split("/")
+        if "proxy" in parts and "pods" in parts:  # /api/v1/namespaces/{ns}/pods/{pod}/proxy[/{path}][?path=]
+            at = parts.index("proxy")
+            key = (parts[at - 3], parts[at - 1], req.query.get("path") or "/" + "/".join(parts[at + 1 :]))
+            if key not in self.pod_proxy:
+                return self._status(404, "NotFound", f"nothing proxied at {key}")
+            return 200, self.pod_proxy[key], "application/json"
         if parts[-1] == "log" and "pods" in parts:
             namespace, pod = parts[-4], parts[-2]
             text = self.pod_logs.get((namespace, pod))
@@ -195,6 +205,10 @@ class FakeApiServer:
         script = self.deployment_status.get(req.path)
         if script:
             obj["status"] = script.pop(0) if len(script) > 1 else script[0]
+        elif self.auto_rollout and obj.get("kind") == "Deployment":
+            n = obj.get("spec", {}).get("replicas") or 1
+            gen = obj["metadata"].get("generation", 1)
+            obj["status"] = {"observedGeneration": gen, "replicas": n, "updatedReplicas": n, "availableReplicas": n}
         return 200, obj, "application/json"
 
 
