@@ -86,7 +86,7 @@ class Model(RegistryModel):
         config = deployment_config if deployment_config is not None else LocalDeploymentConfig()
         compute_type = configs.compute_type_of(config)
         if compute_type == "AKSENDPOINT":  # v1: an AksEndpoint with this version (cloud_targets.endpoints)
-            from cloud_targets.endpoints.endpoint import deploy_endpoint
+            from cloud_targets.endpoints.deploy import deploy_endpoint
 
             endpoint = deploy_endpoint(workspace, name, models, inference_config, config, deployment_target, overwrite)
             if show_output:
