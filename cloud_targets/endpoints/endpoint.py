@@ -110,6 +110,17 @@ def check_split(versions: Sequence[VersionRecord]) -> None:
         raise EndpointInputError(str(exc)) from None
 
 
+def _auth_after(current: str, auth_enabled: bool | None, token_auth_enabled: bool | None) -> str:
+    """The auth mode after ``update(auth_enabled=, token_auth_enabled=)`` (None: unchanged)."""
+    if token_auth_enabled:
+        return "token"
+    if auth_enabled:
+        return "key"
+    if (auth_enabled is False and current == "key") or (token_auth_enabled is False and current == "token"):
+        return "none"
+    return current
+
+
 def _percent(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 100:
         raise EndpointInputError(f"{what} is a percentage: give a number from 0 to 100, not {value!r}")
@@ -458,15 +469,7 @@ class Endpoint:
             record.description = description if description is not None else record.description
             record.tags = dict(tags) if tags is not None else record.tags
             record.properties = dict(properties) if properties is not None else record.properties
-            mode = record.auth
-            if token_auth_enabled:
-                mode = "token"
-            elif auth_enabled:
-                mode = "key"
-            elif auth_enabled is False and token_auth_enabled is not True and record.auth == "key":
-                mode = "none"
-            elif token_auth_enabled is False and record.auth == "token":
-                mode = "none" if not auth_enabled else "key"
+            mode = _auth_after(record.auth, auth_enabled, token_auth_enabled)
             if mode == record.auth:
                 self._store.write(record)
                 self._record = record

@@ -178,6 +178,9 @@ class LocalEndpointTarget:
         except BaseException:  # Ctrl-C too: stop only what this call started; the endpoint serves as before
             for name, inst in started.items():
                 self._stop(name, inst, keep_content=(prev_versions.get(name) or {}).get("image"))
+                if name not in prev_versions:
+                    shutil.rmtree(self.endpoint_dir / VERSIONS_DIR / name, ignore_errors=True)
+                    self._targets.pop(name, None)
             raise
         current = {**keep, **started}
         handle: dict[str, Any] = {

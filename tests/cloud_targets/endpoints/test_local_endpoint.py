@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from cloud_targets import Endpoint
+from cloud_targets import Endpoint, WebserviceException
 from cloud_targets.endpoints.store import EndpointStore
 from cloud_targets.targets.local import process
 from packager import Workspace
@@ -122,6 +122,15 @@ def test_pinned_version_and_keys(two_versions: Endpoint) -> None:
     old = requests.post(ep.scoring_uri, data=body, headers={"Authorization": f"Bearer {primary}"}, timeout=30)
     assert old.status_code == 401
     assert ep.run({"x": 1})["y"] in (3, 5)
+    assert "listening" in ep.get_logs("green") and "revision" in ep.get_logs()  # a version's log, the router's
+    ep.update(token_auth_enabled=True)  # key -> token: the router restarts with the new secret
+    assert not ep.auth_enabled and ep.token_auth_enabled
+    token = ep.get_token()[0]
+    assert requests.post(ep.scoring_uri, data=body, headers={"Authorization": f"Bearer {new_primary}"},
+                         timeout=30).status_code == 401  # fmt: skip
+    assert requests.post(ep.scoring_uri, data=body, headers={"Authorization": f"Bearer {token}"}, timeout=30).ok
+    ep.update(token_auth_enabled=False)
+    assert requests.post(ep.scoring_uri, data=body, timeout=30).ok  # auth off
 
 
 def test_token_auth(ws: Workspace, tmp_path: Path) -> None:
@@ -151,3 +160,45 @@ def test_state_files_private_and_delete_leaves_no_process(two_versions: Endpoint
     assert all(process.start_time(h["pid"]) is None for h in handles)
     assert not folder.exists()
     assert Endpoint.list(ep.workspace) == []
+
+
+def test_a_version_that_fails_to_start_changes_nothing(two_versions: Endpoint, ws: Workspace, tmp_path: Path) -> None:
+    ep = two_versions
+    before = pids(ep)
+    broken = app(tmp_path, "red")
+    Path(broken.source_directory, "score.py").write_text(
+        "def init():\n    raise RuntimeError('boom at init')\n\n\ndef run(raw):\n    return raw\n"
+    )
+    with pytest.raises(WebserviceException) as exc:
+        ep.create_version("red", [register(ws, tmp_path, 9)], broken, traffic_percentile=0)
+    assert "version red failed to start" in str(exc.value) and "boom at init" in exc.value.logs
+    assert list(Endpoint(ws, ep.name).versions) == ["blue", "green"]
+    assert pids(ep) == before and ep.state == "Healthy"
+    assert not (EndpointStore(ws).endpoint_dir(ep.name) / "versions" / "red").exists()  # its process and content
+    assert ep.run({"x": 1}, version="blue") == {"version": "blue", "weight": 3, "y": 3}
+
+
+@pytest.mark.slow
+def test_docker_mode_versions(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, dev_services: dict[str, str]
+) -> None:
+    from cloud_targets.targets.local.docker_mode import LABEL, engine
+
+    client = engine()
+    if client is None:
+        pytest.fail("no Docker engine: run scripts/dev-services.sh")
+    monkeypatch.setenv("EDGEPACK_BASE_IMAGE", dev_services["EDGEPACK_TEST_BASE_IMAGE"])
+    monkeypatch.delenv("EDGEPACK_LOCAL_REGISTRY", raising=False)
+    ep = Endpoint.create(ws, "docker-ep", mode="docker")
+    ep.create_version("blue", [register(ws, tmp_path, 3)], app(tmp_path, "blue"), traffic_percentile=50)
+    ep.create_version("green", [register(ws, tmp_path, 5)], app(tmp_path, "green"), traffic_percentile=50)
+    handle = EndpointStore(ws).read(ep.name).target
+    assert handle["mode"] == "docker" and all(v["handle"]["mode"] == "docker" for v in handle["versions"].values())
+    tally = Tally()
+    for t in run_clients(ep.scoring_uri, ep.get_keys()[0], tally, 4, count=100):
+        t.join()
+    assert tally.failures == [] and set(tally.served) == {"blue", "green"}
+    ep.delete()
+    names = {v["instance"] for v in handle["versions"].values()}
+    left = [c for c in client.containers.list(all=True) if c.labels.get(LABEL) in names]
+    assert left == [] and process.start_time(handle["router"]["pid"]) is None
