@@ -9,6 +9,7 @@ response the status line and the headers that frame its body (``Content-Length``
 from __future__ import annotations
 
 import json
+import re
 
 CRLF = b"\r\n"
 END = b"\r\n\r\n"
@@ -75,26 +76,40 @@ def error_response(status: int, message: str, headers: bytes = b"", close: bool 
     return json_response(status, {"message": message}, headers, close)
 
 
+# the header lines after the request line: "token: value" each ending in CRLF (no folding, no bare CR or LF,
+# nothing between a name and its colon), then the blank line
+_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*\r\n)*\r\n")
+
+
 class RequestHead:
-    """A parsed request line and headers (names lower-cased, values as bytes)."""
+    """A parsed request line, and the raw head to look headers up in (:meth:`get`)."""
 
-    __slots__ = ("headers", "keep_alive", "length", "method", "path", "raw")
+    __slots__ = ("keep_alive", "length", "low", "method", "path", "raw")
 
-    def __init__(self, raw: bytes, method: bytes, path: bytes, headers: dict[bytes, bytes], length: int, keep: bool):
+    def __init__(self, raw: bytes, low: bytes, method: bytes, path: bytes) -> None:
         self.raw = raw
+        self.low = low  # raw, lower-cased: header names are found in it, values are sliced from raw
         self.method = method
         self.path = path
-        self.headers = headers
-        self.length = length
-        self.keep_alive = keep
+        self.length = 0
+        self.keep_alive = True
+
+    def get(self, name: bytes) -> bytes | None:
+        """The value of the header ``name`` (lower-case), or None; the first one when it is repeated."""
+        i = self.low.find(b"\r\n" + name + b":")
+        if i < 0:
+            return None
+        start = i + len(name) + 3
+        return self.raw[start : self.raw.find(b"\r\n", start)].strip(b" \t")
+
+    def count(self, name: bytes) -> int:
+        return self.low.count(b"\r\n" + name + b":")
 
 
 def parse_request_head(raw: bytes, max_headers: int, max_url: int, max_body: int) -> RequestHead:
     """Parse ``raw`` (the head, ending in the blank line); raise :class:`HttpError` naming what is wrong."""
-    lines = raw[:-4].split(CRLF)
-    if raw.count(b"\n") != len(lines) + 1:
-        raise HttpError(400, "malformed HTTP request: lines must end with CRLF")
-    parts = lines[0].split(b" ")
+    eol = raw.find(b"\r\n")
+    parts = raw[:eol].split(b" ")
     if len(parts) != 3:
         raise HttpError(400, "malformed HTTP request line: expected 'METHOD /path HTTP/1.1'")
     method, target, version = parts
@@ -110,40 +125,33 @@ def parse_request_head(raw: bytes, max_headers: int, max_url: int, max_body: int
         http11 = False
     else:
         raise HttpError(505 if version.startswith(b"HTTP/") else 400, "only HTTP/1.1 and HTTP/1.0 are supported")
-    if len(lines) - 1 > max_headers:
+    if raw.count(b"\r\n") - 2 > max_headers:
         raise HttpError(431, f"a request may have at most {max_headers} headers")
-    headers: dict[bytes, bytes] = {}
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name[-1:] in b" \t" or name[:1] in b" \t":
-            raise HttpError(400, "malformed HTTP header line: expected 'Name: value' (no folding)")
-        name = name.lower()
-        value = value.strip()
-        if name == b"content-length" and name in headers and headers[name] != value:
-            raise HttpError(400, "conflicting Content-Length headers")
-        headers[name] = value
-    length = 0
-    te = headers.get(b"transfer-encoding")
-    if te is not None:
-        if b"content-length" in headers:
+    if _HEADER_LINES.fullmatch(raw, eol + 2) is None:
+        raise HttpError(400, "malformed HTTP header line: expected 'Name: value' lines ending in CRLF (no folding)")
+    head = RequestHead(raw, raw.lower(), method, target)
+    if head.count(b"transfer-encoding"):
+        if head.count(b"content-length"):
             raise HttpError(400, "a request may not have both Transfer-Encoding and Content-Length")
         raise HttpError(
             411,
             "the router does not take chunked (Transfer-Encoding) request bodies: send the body with a Content-Length",
         )
-    cl = headers.get(b"content-length")
+    cl = head.get(b"content-length")
     if cl is not None:
+        if head.count(b"content-length") > 1:
+            raise HttpError(400, "a request may have one Content-Length header")
         if not cl.isdigit() or len(cl) > 18:
             raise HttpError(400, "Content-Length must be a number of bytes")
-        length = int(cl)
+        length = head.length = int(cl)
         if length > max_body:
             raise HttpError(413, f"request body of {length} bytes is over the {max_body}-byte limit")
-    conn = headers.get(b"connection")
+    conn = head.get(b"connection")
     if http11:
-        keep = conn is None or b"close" not in conn.lower()
+        head.keep_alive = conn is None or b"close" not in conn.lower()
     else:
-        keep = conn is not None and b"keep-alive" in conn.lower()
-    return RequestHead(raw, method, target, headers, length, keep)
+        head.keep_alive = conn is not None and b"keep-alive" in conn.lower()
+    return head
 
 
 # -- responses ---------------------------------------------------------------------------------------
@@ -164,32 +172,26 @@ class ResponseHead:
 
 def parse_response_head(raw: bytes, head_request: bool) -> ResponseHead:
     """Parse a response's status line and framing headers; raise ``ValueError`` on a malformed one."""
-    lines = raw[:-4].split(CRLF)
-    status_line = lines[0]
-    if not status_line.startswith(b"HTTP/1.") or len(status_line) < 12:
+    if not raw.startswith(b"HTTP/1.") or raw[12:13] not in (b" ", b"\r"):
         raise ValueError("malformed status line")
-    status = int(status_line[9:12])
-    keep = status_line[7:8] == b"1"
+    status = int(raw[9:12])
+    keep = raw[7:8] == b"1"
+    low = raw.lower()
     length = -1
-    chunked = False
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        first = name[:1]
-        if first in b"cCtT":
-            name = name.strip().lower()
-            if name == b"content-length":
-                length = int(value)
-            elif name == b"transfer-encoding":
-                chunked = b"chunked" in value.lower()
-            elif name == b"connection":
-                v = value.lower()
-                if b"close" in v:
-                    keep = False
-                elif b"keep-alive" in v:
-                    keep = True
+    i = low.find(b"\r\ncontent-length:")
+    if i >= 0:
+        length = int(raw[i + 17 : raw.find(b"\r\n", i + 17)])
+    i = low.find(b"\r\nconnection:")
+    if i >= 0:
+        value = low[i + 13 : low.find(b"\r\n", i + 13)]
+        if b"close" in value:
+            keep = False
+        elif b"keep-alive" in value:
+            keep = True
     if head_request or status < 200 or status in (204, 304):
         return ResponseHead(status, NONE, 0, keep)
-    if chunked:
+    i = low.find(b"\r\ntransfer-encoding:")
+    if i >= 0 and b"chunked" in low[i : low.find(b"\r\n", i + 2)]:
         return ResponseHead(status, CHUNKED, 0, keep)
     if length >= 0:
         return ResponseHead(status, LENGTH if length else NONE, length, keep)

@@ -48,6 +48,7 @@ class ClientConnection(asyncio.Protocol):
         "paused",
         "pinned",
         "read_started",
+        "resend",
         "router",
         "start",
         "transport",
@@ -71,6 +72,7 @@ class ClientConnection(asyncio.Protocol):
         self.head_request = False
         self.pinned = False
         self.tried: list[str] = []
+        self.resend: list[bytes] | None = None  # a whole request sent on a reused connection, kept for one retry
         self.start = 0.0
         self.read_started = 0.0
         self.last_active = time.monotonic()
@@ -173,7 +175,7 @@ class ClientConnection(asyncio.Protocol):
                 self.buf = b""
                 self._next(rest)
             return
-        pin = head.headers.get(PIN)
+        pin = head.get(PIN)
         if pin is not None:
             version = router.versions.get(pin.decode("latin-1"))
             if version is None:
@@ -219,7 +221,9 @@ class ClientConnection(asyncio.Protocol):
             self.upstream = upstream
             upstream.attach(self, self.head_request)
             upstream.transport.writelines(data)  # type: ignore[union-attr]
+            self.resend = data if not self.body_left and not self.tried else None
             return
+        self.resend = None
         self.held = data
         self.held_size = sum(len(d) for d in data)
         self.router.loop.create_task(self._connect(version))
@@ -292,8 +296,21 @@ class ClientConnection(asyncio.Protocol):
             self._next(buf)
 
     def upstream_lost(self, answered: bool) -> None:
-        """The version closed the connection before the answer ended."""
+        """The version closed the connection before the answer ended.
+
+        A kept-alive connection the version closed while idle (a restart, its keep-alive timeout) is
+        only seen when the next request is written to it: when not a byte came back, the whole request
+        is sent once more on a new connection (and on to another version if that one cannot open)."""
         self.upstream = None
+        version = self.version
+        if not answered and self.resend is not None and version is not None and self.waiting:
+            data = self.resend
+            self.resend = None
+            self.tried.append(version.name)
+            version.pool.close_idle()
+            version.in_flight -= 1
+            self._dispatch(version, data)
+            return
         if answered:
             self._account(502)
             self.close()

@@ -212,7 +212,7 @@ class Router:
 
     # -- own routes -------------------------------------------------------------------------------
     def authenticate(self, head: RequestHead) -> None:
-        failure = self.auth.check(head.headers.get(b"authorization"))  # type: ignore[union-attr]
+        failure = self.auth.check(head.get(b"authorization"))  # type: ignore[union-attr]
         if failure is not None:
             challenge, message = failure
             raise HttpError(401, message, b"www-authenticate: " + challenge.encode() + b"\r\n")

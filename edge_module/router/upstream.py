@@ -72,6 +72,11 @@ class Pool:
                 keep.append(conn)
         self.idle = keep
 
+    def close_idle(self) -> None:
+        for conn in self.idle:
+            conn.close()
+        self.idle = []
+
     def close(self) -> None:
         """Stop pooling: close the idle connections; busy ones close when their response ends."""
         self.closed = True
@@ -178,10 +183,19 @@ class UpstreamConnection(asyncio.Protocol):
             self.keep_alive = head.keep_alive
             cut = raw.find(b"\r\n") + 2
             out = raw[:cut] + client.version.header + raw[cut:]  # type: ignore[union-attr]
-            if self.mode == NONE:
+            mode = self.mode
+            if mode == NONE:
                 if data:
                     self.keep_alive = False  # bytes beyond the response: do not trust this connection again
                 client.write(out)
+                self.finish()
+                return
+            if mode == LENGTH and len(data) >= self.left:  # the whole answer in one read: one write
+                if len(data) > self.left:
+                    data = data[: self.left]
+                    self.keep_alive = False
+                self.left = 0
+                client.write(out + data)
                 self.finish()
                 return
             client.write(out)
