@@ -57,6 +57,10 @@ def deployment_target(compute_type: str, flags: TargetFlags) -> Any:
         return None
     from cloud_targets.targets.compute import AciCompute, KubernetesCompute
 
+    if compute_type == "AKSENDPOINT" and not (
+        flags.compute_target or flags.kubeconfig or os.environ.get("EDGEPACK_KUBE_CONTEXT")
+    ):
+        return None  # no Kubernetes target: the endpoint runs on this machine (a warning says so)
     if compute_type in ("AKS", "AKSENDPOINT"):
         return KubernetesCompute(
             context=flags.compute_target, kubeconfig=flags.kubeconfig, image_registry=flags.image_registry
@@ -113,7 +117,9 @@ def check_request(
     resolved = resolve_models(ws, list(models))
     if not resolved:
         raise InvalidInputError("no model to deploy: give -m NAME[:VERSION]")
-    if ServiceStore(ws).exists(name) and not overwrite:
+    if compute_type == "AKSENDPOINT":
+        _check_endpoint_version(ws, name, config, overwrite)
+    elif ServiceStore(ws).exists(name) and not overwrite:
         raise ConflictError(
             f"service {name!r} already exists: pass --overwrite to replace it, or change it with "
             f"`edgepack service update {name} ...`"
@@ -122,10 +128,27 @@ def check_request(
                    overwrite)  # fmt: skip
 
 
+def _check_endpoint_version(ws: Any, name: str, config: Any, overwrite: bool) -> None:
+    """AKSENDPOINT: the endpoint may exist (the version is added); the version may not, unless ``overwrite``."""
+    from cloud_targets.endpoints.store import EndpointStore
+
+    store = EndpointStore(ws)
+    version = config.version_name or name
+    if store.exists(name) and store.read(name).version(version) is not None and not overwrite:
+        raise ConflictError(
+            f"endpoint {name!r} already has a version {version!r}: pass --overwrite to replace it, or set "
+            "another versionName in the deployment config"
+        )
+
+
 # -- deploy ---------------------------------------------------------------------------------------------------
 def run_deploy(req: Request, wait: bool, as_json: bool, warnings: Warnings) -> None:
     """Build, push (remote targets), start and (unless ``wait`` is off) wait for Healthy; print the result."""
     from cloud_targets import Model, WebserviceException
+
+    if req.compute_type == "AKSENDPOINT":
+        run_endpoint_deploy(req, as_json, warnings)
+        return
 
     where = {"LOCAL": "building and starting", "ACI": "building, pushing and creating the container group"}
     with Stages() as stages:
@@ -141,6 +164,31 @@ def run_deploy(req: Request, wait: bool, as_json: bool, warnings: Warnings) -> N
                 except WebserviceException as exc:
                     fail(req.name, exc)
     report(service, service.state if wait else None, as_json, warnings)
+
+
+def run_endpoint_deploy(req: Request, as_json: bool, warnings: Warnings) -> None:
+    """AKSENDPOINT: create the endpoint with this version, or add the version; the version serves when it returns."""
+    from cloud_targets import Model
+
+    version = getattr(req.config, "version_name", None) or req.name
+    with Stages() as stages, stages.stage(f"{req.name}: building and starting version {version}"):
+        endpoint = Model.deploy(req.workspace, req.name, req.models, req.inference_config, req.config,
+                                deployment_target=req.target, overwrite=req.overwrite)  # fmt: skip
+    doc = endpoint.serialize()
+    doc["state"] = endpoint.state
+    if as_json:
+        print_json({**doc, "warnings": list(warnings.seen)})
+        return
+    lines = [
+        f"endpoint {doc['name']} ({doc['computeType']}): {doc['state']}",
+        f"  scoring URI  {doc.get('scoringUri') or '-'}",
+        f"  auth         {doc['authMode']}",
+    ]
+    for v in doc["versions"]:
+        flags = ", ".join(f for f, on in (("default", v["isDefault"]), ("control", v["isControlVersionType"])) if on)
+        lines.append(f"  version {v['name']:<12} {v['trafficPercentile']:g}%{f' ({flags})' if flags else ''}")
+    for line in lines:
+        console.print(printable(line), markup=False, soft_wrap=True)
 
 
 def fail(name: str, exc: Any) -> None:
@@ -231,6 +279,21 @@ def dry_run(req: Request, flags: TargetFlags, as_json: bool, warnings: Warnings)
         "inferenceConfig": req.inference_config.serialize(),
         "deploymentConfig": req.config.to_dict(),
     }
+    if req.compute_type == "AKSENDPOINT" and req.target is None:
+        from cloud_targets.targets.local import resolve_mode
+
+        version = req.config.version_name or req.name  # type: ignore[attr-defined]
+        traffic = req.config.traffic_percentile or 0  # type: ignore[attr-defined]
+        plan = {**head, "endpointCompute": "LOCAL", "mode": resolve_mode(), "version": version, "traffic": traffic}
+        if as_json:
+            print_json({**plan, "warnings": list(warnings.seen)})
+            return
+        console.print(
+            printable(f"would add version {version} ({traffic:g}% of the traffic) to endpoint {req.name} on this "
+                      f"machine ({plan['mode']} mode); nothing was built or started (--dry-run)"),
+            markup=False, soft_wrap=True,
+        )  # fmt: skip
+        return
     if req.compute_type == "LOCAL":
         from cloud_targets.services import configs
         from cloud_targets.targets.local import resolve_mode
@@ -278,4 +341,13 @@ def dry_run(req: Request, flags: TargetFlags, as_json: bool, warnings: Warnings)
         sys.stdout.write(to_yaml(objects))
 
 
-__all__ = ["TargetFlags", "check_request", "deployment_target", "dry_run", "fail", "report", "run_deploy"]
+__all__ = [
+    "TargetFlags",
+    "check_request",
+    "deployment_target",
+    "dry_run",
+    "fail",
+    "report",
+    "run_deploy",
+    "run_endpoint_deploy",
+]

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from cloud_targets.endpoints.registry import register_endpoint_target
 from cloud_targets.endpoints.spec import EndpointDeployed, EndpointSpec
 from cloud_targets.targets.base import FAILED, HEALTHY, TargetStatus
 from cloud_targets.targets.compute import KubernetesCompute
@@ -254,5 +255,12 @@ def kubernetes_endpoint_target(deployment_target: Any = None, **kw: Any) -> Kube
         kw.setdefault("gateway", deployment_target.get("gateway"))
     return KubernetesEndpointTarget(compute, **kw)
 
+
+def _registry_factory(workspace: Any, endpoint_dir: Any, deployment_target: Any) -> KubernetesEndpointTarget:
+    """The endpoint registry's signature (workspace, state folder, v1's deployment_target)."""
+    return kubernetes_endpoint_target(deployment_target)
+
+
+register_endpoint_target("AKS", _registry_factory)
 
 __all__ = ["ENV_GATEWAY", "KubernetesEndpointTarget", "kubernetes_endpoint_target"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_targets.endpoints.targets import endpoint_target
+from cloud_targets.endpoints.registry import endpoint_target
 from cloud_targets.targets.compute import KubernetesCompute
 from cloud_targets.targets.kubernetes.endpoint import KubernetesEndpointTarget
 from tests.cloud_targets.targets.kubernetes.fake_apiserver import FakeApiServer, kubeconfig
@@ -33,7 +33,7 @@ def server() -> Iterator[FakeApiServer]:
 
 def target(server: FakeApiServer, tmp_path: Path, gateway: str | None) -> KubernetesEndpointTarget:
     path = kubeconfig(str(tmp_path / "config"), {"dev": (server.url, "t")}, "dev")
-    made = endpoint_target("AKS", deployment_target=KubernetesCompute(kubeconfig=path, gateway=gateway))
+    made = endpoint_target("AKS", None, Path("."), KubernetesCompute(kubeconfig=path, gateway=gateway))
     made.poll_seconds, made.propagation_grace = 0.01, 0.05
     return made
 
