@@ -94,8 +94,11 @@ def test_docs_blue_deployment(tree: Path) -> None:
     dep = load_deployment(tree / "sample" / "blue-deployment.yml")
     assert dep.warnings == []
     assert (dep.name, dep.endpoint_name, dep.instance_type, dep.instance_count) == (
-        "blue", "my-endpoint", "Standard_DS3_v2", 1,
-    )  # fmt: skip
+        "blue",
+        "my-endpoint",
+        "Standard_DS3_v2",
+        1,
+    )
     assert dep.model is not None and dep.model.path == tree / "model-1" / "model"
     assert dep.code == tree / "model-1" / "onlinescoring" and dep.scoring_script == "score.py"
     assert dep.conda_file == tree / "model-1" / "environment" / "conda.yml"
@@ -142,8 +145,9 @@ def test_unknown_keys_warn_with_did_you_mean(tree: Path) -> None:
     path = write(tree, text + "app_insights_enabled: true\n")
     dep = load_deployment(path)
     assert any("unknown key 'instance_cont'" in w and "did you mean 'instance_count'" in w for w in dep.warnings)
-    assert any("'code_configuration.scoring_scrip'" in w and "'code_configuration.scoring_script'" in w
-               for w in dep.warnings)  # fmt: skip
+    assert any(
+        "'code_configuration.scoring_scrip'" in w and "'code_configuration.scoring_script'" in w for w in dep.warnings
+    )
     assert any("app_insights_enabled is not used" in w for w in dep.warnings)
     assert all(str(path) in w for w in dep.warnings)
     ep = load_endpoint(write(tree, "name: my-endpoint\nauth_mod: key\n", "e.yml"))
@@ -198,23 +202,32 @@ def test_traffic_strings() -> None:
     assert parse_traffic("blue=90 green=10") == {"blue": 90, "green": 10}
     assert parse_traffic("blue=100") == {"blue": 100}
     assert parse_traffic("blue=0 green=0") == {"blue": 0, "green": 0}
-    for bad, message in [("blue=90 green=20", "adds up to 110"), ("blue", "NAME=PERCENT"),
-                         ("blue=ninety", "whole percent"), ("blue=50 blue=50", "given twice"), ("", "no deployment")]:  # fmt: skip
+    for bad, message in [
+        ("blue=90 green=20", "adds up to 110"),
+        ("blue", "NAME=PERCENT"),
+        ("blue=ninety", "whole percent"),
+        ("blue=50 blue=50", "given twice"),
+        ("", "no deployment"),
+    ]:
         with pytest.raises(V2SpecError, match=message):
             parse_traffic(bad)
 
 
 def test_set_overrides(tree: Path) -> None:
-    dep = load_deployment(tree / "sample" / "blue-deployment.yml",
-                          ["instance_count=3", "request_settings.request_timeout_ms=9000", "name=teal"])  # fmt: skip
+    dep = load_deployment(
+        tree / "sample" / "blue-deployment.yml",
+        ["instance_count=3", "request_settings.request_timeout_ms=9000", "name=teal"],
+    )
     assert (dep.instance_count, dep.name, dep.request_settings) == (3, "teal", {"request_timeout_ms": 9000})
     with pytest.raises(V2SpecError, match="KEY=VALUE"):
         load_deployment(tree / "sample" / "blue-deployment.yml", ["instance_count"])
 
 
 def test_mapping_local_and_kubernetes(tree: Path) -> None:
-    dep = load_deployment(tree / "sample" / "blue-deployment.yml",
-                          ["instance_count=3", "request_settings.request_timeout_ms=9000", "liveness_probe.period=5"])  # fmt: skip
+    dep = load_deployment(
+        tree / "sample" / "blue-deployment.yml",
+        ["instance_count=3", "request_settings.request_timeout_ms=9000", "liveness_probe.period=5"],
+    )
     ic, warnings = v2_mapping.inference_config(dep, local=True)
     assert ic.entry_script == "score.py" and Path(ic.source_directory or "") == tree / "model-1" / "onlinescoring"
     assert ic.environment is not None and ic.environment.docker.base_image is None
@@ -228,8 +241,9 @@ def test_mapping_local_and_kubernetes(tree: Path) -> None:
     assert isinstance(aks, AksEndpointDeploymentConfig) and warnings == []
     assert (aks.num_replicas, aks.autoscale_enabled, aks.cpu_cores_limit, aks.memory_gb_limit) == (3, False, 4, 14)
     assert (aks.version_name, aks.period_seconds, aks.scoring_timeout_ms) == ("blue", 5, 9000)
-    odd, warnings = v2_mapping.deployment_config(load_deployment(tree / "sample" / "blue-deployment.yml",
-                                                                 ["instance_type=Standard_NC6"]), "AKSENDPOINT")  # fmt: skip
+    odd, warnings = v2_mapping.deployment_config(
+        load_deployment(tree / "sample" / "blue-deployment.yml", ["instance_type=Standard_NC6"]), "AKSENDPOINT"
+    )
     assert odd.cpu_cores_limit is None and any("Standard_NC6 is not a size edgepack knows" in w for w in warnings)
 
 
