@@ -163,7 +163,6 @@ def create(
     as_json: bool,
 ) -> None:
     """Create an endpoint from endpoint.yml (no deployment yet: add them with `endpoint deployment create`)."""
-    from cloud_targets.endpoints import Endpoint
     from cloud_targets.endpoints.v2 import load_endpoint, validate_name
 
     warnings = Warnings()
@@ -180,6 +179,8 @@ def create(
                     "create: use `edgepack endpoint update --traffic` after `deployment create`"
                 ]
             )
+        from cloud_targets.endpoints import Endpoint
+
         ws = open_ws(ctx)
         if _exists(ws, spec.name):
             raise ConflictError(
