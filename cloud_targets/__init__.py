@@ -12,6 +12,7 @@ ACI and AKS take v1's ``deployment_target``: ``AciCompute(subscription_id, resou
 :mod:`cloud_targets.targets.compute`). ``service.warnings`` lists the settings the target does not honour.
 """
 
+from cloud_targets.endpoints import AksEndpoint, Endpoint, EndpointVersion
 from cloud_targets.model import Model, ModelPackage
 from cloud_targets.targets.compute import AciCompute, KubernetesCompute
 from cloud_targets.webservice import AciWebservice, AksWebservice, LocalWebservice, Webservice, WebserviceException
@@ -19,7 +20,10 @@ from cloud_targets.webservice import AciWebservice, AksWebservice, LocalWebservi
 __all__ = [
     "AciCompute",
     "AciWebservice",
+    "AksEndpoint",
     "AksWebservice",
+    "Endpoint",
+    "EndpointVersion",
     "KubernetesCompute",
     "LocalWebservice",
     "Model",

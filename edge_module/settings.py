@@ -52,7 +52,17 @@ from edge_module.transports.settings import IotEdgeSettings, MqttSettings
 
 _DRIVER_RE = re.compile(r"[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?")
 
-__all__ = ["MB", "Settings", "SettingsError", "parse_size", "settings_from_flags"]
+__all__ = [
+    "AUTH_FIELDS",
+    "MB",
+    "Settings",
+    "SettingsError",
+    "auth_mode",
+    "check_auth",
+    "parse_size",
+    "same_setting",
+    "settings_from_flags",
+]
 
 
 @dataclass(frozen=True)
@@ -337,26 +347,13 @@ class Settings:
             )
         if not self.read_timeout > 0:
             raise SettingsError(f"invalid read timeout {self.read_timeout}: use a positive number of seconds")
-        if self.secondary_key and not self.primary_key:
-            raise SettingsError("a secondary key needs a primary key (EDGEPACK_PRIMARY_KEY)")
-        if self.token_auth and self.primary_key:
-            raise SettingsError(
-                "key auth and token auth are mutually exclusive: set either EDGEPACK_PRIMARY_KEY or EDGEPACK_TOKEN_AUTH"
-            )
-        if self.token_auth and not self.token_secret:
-            raise SettingsError("token auth needs a signing secret: set EDGEPACK_TOKEN_SECRET")
-        if self.token_secret is not None and len(self.token_secret) < 16:
-            raise SettingsError("the token secret must be at least 16 characters")
+        check_auth(self)
         object.__setattr__(self, "cors_origins", origins(self.cors_origins))
 
     @property
     def auth_mode(self) -> str | None:
         """``"key"``, ``"token"`` or ``None``."""
-        if self.primary_key:
-            return "key"
-        if self.token_auth:
-            return "token"
-        return None
+        return auth_mode(self)
 
     @property
     def batching(self) -> bool:
@@ -379,6 +376,40 @@ class Settings:
         if isinstance(iotedge, bool):
             values["iotedge"] = IotEdgeSettings.from_env(env) if iotedge else None
         return cls(**values)
+
+
+#: The auth settings, declared once here; other processes that take the same keys (the endpoint router,
+#: :mod:`edge_module.router.settings`) declare their fields with :func:`same_setting`.
+AUTH_FIELDS = ("primary_key", "secondary_key", "token_auth", "token_secret")
+
+
+def same_setting(name: str) -> Any:
+    """A dataclass field declared like :class:`Settings`' ``name`` (same default, variables, flag and help)."""
+    f = Settings.__dataclass_fields__[name]
+    return dataclasses.field(default=f.default, repr=f.repr, metadata=f.metadata)
+
+
+def auth_mode(settings: Any) -> str | None:
+    """``"key"``, ``"token"`` or ``None`` for any settings object with the :data:`AUTH_FIELDS`."""
+    if settings.primary_key:
+        return "key"
+    if settings.token_auth:
+        return "token"
+    return None
+
+
+def check_auth(settings: Any) -> None:
+    """Raise :class:`SettingsError` unless the :data:`AUTH_FIELDS` of ``settings`` make sense together."""
+    if settings.secondary_key and not settings.primary_key:
+        raise SettingsError("a secondary key needs a primary key (EDGEPACK_PRIMARY_KEY)")
+    if settings.token_auth and settings.primary_key:
+        raise SettingsError(
+            "key auth and token auth are mutually exclusive: set either EDGEPACK_PRIMARY_KEY or EDGEPACK_TOKEN_AUTH"
+        )
+    if settings.token_auth and not settings.token_secret:
+        raise SettingsError("token auth needs a signing secret: set EDGEPACK_TOKEN_SECRET")
+    if settings.token_secret is not None and len(settings.token_secret) < 16:
+        raise SettingsError("the token secret must be at least 16 characters")
 
 
 def settings_from_flags(flags: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Settings:

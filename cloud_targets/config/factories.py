@@ -130,11 +130,49 @@ def aks_deploy_configuration(
 
 
 def aks_endpoint_deploy_configuration(
-    version_name: str | None = None, traffic_percentile: float | None = None, **kwargs: Any
+    autoscale_enabled: bool | None = None,
+    autoscale_min_replicas: int | None = None,
+    autoscale_max_replicas: int | None = None,
+    autoscale_refresh_seconds: int | None = None,
+    autoscale_target_utilization: int | None = None,
+    collect_model_data: bool | None = False,
+    auth_enabled: bool | None = None,
+    cpu_cores: float | None = 0.1,
+    memory_gb: float | None = 0.5,
+    enable_app_insights: bool | None = False,
+    scoring_timeout_ms: int | None = 60000,
+    replica_max_concurrent_requests: int | None = 1,
+    max_request_wait_time: int | None = 500,
+    num_replicas: int | None = None,
+    primary_key: str | None = None,
+    secondary_key: str | None = None,
+    tags: dict[str, str] | None = None,
+    properties: dict[str, str] | None = None,
+    description: str | None = None,
+    gpu_cores: int | None = None,
+    period_seconds: int | None = 10,
+    initial_delay_seconds: int | None = 310,
+    timeout_seconds: int | None = 2,
+    success_threshold: int | None = 1,
+    failure_threshold: int | None = 3,
+    namespace: str | None = None,
+    token_auth_enabled: bool | None = False,
+    version_name: str | None = None,
+    traffic_percentile: float | None = None,
+    compute_target_name: str | None = None,
+    cpu_cores_limit: float | None = None,
+    memory_gb_limit: float | None = None,
+    blobfuse_enabled: bool | None = None,
+    *,
+    is_default: bool | None = None,
+    is_control_version_type: bool | None = None,
 ) -> AksEndpointDeploymentConfig:
-    """``AksEndpoint.deploy_configuration(...)``: :func:`aks_deploy_configuration`'s parameters plus the version's."""
-    args = {"version_name": version_name, "traffic_percentile": traffic_percentile, **kwargs}
-    if args.pop("blobfuse_enabled", None) is not None:
+    """``AksEndpoint.deploy_configuration(...)``: :func:`aks_deploy_configuration`'s parameters plus the
+    version's ``version_name`` and ``traffic_percentile`` (v1's order), and, keyword-only,
+    ``is_default`` / ``is_control_version_type`` (v1 set those with ``create_version``/``update_version``;
+    here a deployment config can carry them too)."""
+    args = dict(locals())
+    if args.pop("blobfuse_enabled") is not None:
         log.warning("blobfuse_enabled is ignored: edgepack puts the models in the image, nothing is mounted")
     return _build(AksEndpointDeploymentConfig, args)
 

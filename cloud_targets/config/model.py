@@ -400,28 +400,33 @@ _INT32_FIELDS = (
 
 @dataclass
 class AksEndpointDeploymentConfig(AksDeploymentConfig):
-    """``AksEndpoint.deploy_configuration(...)`` (``computeType: AKSENDPOINT``).
-
-    Deployed as one AKS service for now; ``version_name``/``traffic_percentile`` are kept for
-    endpoints with several versions (issue 16).
-    """
+    """``AksEndpoint.deploy_configuration(...)`` (``computeType: AKSENDPOINT``): an AKS service's settings for
+    one version of an endpoint, plus the version's name, traffic share and flags
+    (:mod:`cloud_targets.endpoints`)."""
 
     compute_type: ClassVar[str] = "AKSENDPOINT"
-    UNHONOURED: ClassVar[dict[str, str]] = {
-        **AksDeploymentConfig.UNHONOURED,
-        "version_name": "an AKSENDPOINT is deployed as a single AKS service for now (no versions)",
-        "traffic_percentile": "an AKSENDPOINT is deployed as a single AKS service for now (no traffic split)",
-    }
 
     version_name: str | None = None
     traffic_percentile: float | None = None
+    is_default: bool | None = None
+    is_control_version_type: bool | None = None
 
     def _problems(self) -> list[str]:
         problems = super()._problems()
-        if self.traffic_percentile is not None and not 0 <= self.traffic_percentile <= 100:
-            problems.append(
-                f"{self._label('traffic_percentile')} is a percentage: give 0 to 100, not {self.traffic_percentile}"
-            )
+        tp = self.traffic_percentile
+        if tp is not None and (isinstance(tp, bool) or not isinstance(tp, int | float) or not 0 <= tp <= 100):
+            problems.append(f"{self._label('traffic_percentile')} is a percentage: give 0 to 100, not {tp!r}")
+        if self.version_name is not None:
+            import re
+
+            from cloud_targets.config.rules import SERVICE_NAME_REGEX
+
+            name = self.version_name
+            if not isinstance(name, str) or not 3 <= len(name) <= 32 or not re.fullmatch(SERVICE_NAME_REGEX, name):
+                problems.append(
+                    f"{self._label('version_name')} {self.version_name!r} is not a valid version name: 3 to 32 "
+                    "lowercase letters, digits and dashes, starting with a letter"
+                )
         return problems
 
 

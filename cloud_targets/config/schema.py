@@ -82,6 +82,8 @@ AKS_ENDPOINT: list[Entry] = [
     *AKS,
     (("versionName",), "version_name", "str"),
     (("trafficPercentile",), "traffic_percentile", "float"),
+    (("isDefault",), "is_default", "bool"),
+    (("isControlVersionType",), "is_control_version_type", "bool"),
 ]
 
 #: computeType (upper case) -> its keys.

@@ -7,3 +7,21 @@ map onto one model: :class:`cloud_targets.endpoints.spec.EndpointSpec`. Each ver
 (:mod:`edge_module.router`) locally, and on Kubernetes by the cluster's Gateway API ``HTTPRoute``
 weights or the same router as its own Deployment.
 """
+
+from cloud_targets.endpoints.endpoint import (
+    AksEndpoint,
+    Endpoint,
+    EndpointInputError,
+    EndpointNotFoundError,
+    EndpointVersion,
+)
+from cloud_targets.endpoints.registry import register_endpoint_target
+
+__all__ = [
+    "AksEndpoint",
+    "Endpoint",
+    "EndpointInputError",
+    "EndpointNotFoundError",
+    "EndpointVersion",
+    "register_endpoint_target",
+]

@@ -8,6 +8,7 @@ from typing import Any
 from cloud_targets.config.model import (
     AciDeploymentConfig,
     AksDeploymentConfig,
+    AksEndpointDeploymentConfig,
     DeploymentConfig,
     LocalDeploymentConfig,
 )
@@ -17,7 +18,7 @@ CONFIG_CLASSES: dict[str, type[DeploymentConfig]] = {
     "LOCAL": LocalDeploymentConfig,
     "ACI": AciDeploymentConfig,
     "AKS": AksDeploymentConfig,
-    "AKSENDPOINT": AksDeploymentConfig,
+    "AKSENDPOINT": AksEndpointDeploymentConfig,
 }
 SECRET_FIELDS = ("primary_key", "secondary_key")
 

@@ -1,5 +1,8 @@
 """Service state kept in the workspace: one folder per service, a record, a private secrets file, a lock.
 
+:class:`RecordStore` is the pattern; :class:`ServiceStore` keeps services and
+:class:`cloud_targets.endpoints.store.EndpointStore` endpoints the same way.
+
 Layout::
 
     <workspace>/services/                    0700
@@ -25,7 +28,7 @@ import stat
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from cloud_targets.services.names import check_service_name
 from packager.errors import EdgepackError, InvalidInputError, NotFoundError
@@ -90,7 +93,7 @@ class ServiceRecord:
         return cls(**{k: v for k, v in doc.items() if k in known})
 
 
-def _check_private_dir(path: Path) -> None:
+def _check_private_dir(path: Path, kind: str = "service") -> None:
     """Refuse a symbolic link or another user's folder; make ours 0700."""
     try:
         st = os.lstat(path)
@@ -100,49 +103,61 @@ def _check_private_dir(path: Path) -> None:
         st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         raise EdgepackError(
-            f"service state folder {path} is a symbolic link or not a folder: remove it (links are not followed)"
+            f"{kind} state folder {path} is a symbolic link or not a folder: remove it (links are not followed)"
         )
     if st.st_uid != os.getuid():
-        raise EdgepackError(f"service state folder {path} belongs to another user (uid {st.st_uid}): remove it")
+        raise EdgepackError(f"{kind} state folder {path} belongs to another user (uid {st.st_uid}): remove it")
     if stat.S_IMODE(st.st_mode) != 0o700:
         os.chmod(path, 0o700)
 
 
-class ServiceStore:
-    """The services of one workspace: create, read, update under a lock, list, remove."""
+class RecordStore:
+    """Records of one kind (services, endpoints) in a workspace: create, read, update under a lock, list, remove.
+
+    Subclasses name the folder (``DIR``), the record file and class, the kind (for messages) and the name rule.
+    """
+
+    DIR: ClassVar[str] = SERVICES_DIR
+    RECORD_FILE: ClassVar[str] = RECORD_FILE
+    KIND: ClassVar[str] = "service"
+    LIST_COMMAND: ClassVar[str] = "edgepack service list"
+    record_cls: ClassVar[Any] = None
 
     def __init__(self, workspace: Workspace):
         self.workspace = workspace
-        self.root = workspace.path / SERVICES_DIR
+        self.root = workspace.path / self.DIR
+
+    def check_name(self, name: str) -> str:
+        return check_service_name(name)
 
     def _ensure_root(self) -> Path:
-        _check_private_dir(self.root)
+        _check_private_dir(self.root, self.KIND)
         return self.root
 
-    def service_dir(self, name: str) -> Path:
-        """``<workspace>/services/<name>`` (checked: a valid name, a private folder that is no link)."""
-        check_service_name(name)
+    def record_dir(self, name: str) -> Path:
+        """``<workspace>/<DIR>/<name>`` (checked: a valid name, a private folder that is no link)."""
+        self.check_name(name)
         self._ensure_root()
         path = self.root / name
         if os.path.lexists(path):
-            _check_private_dir(path)
+            _check_private_dir(path, self.KIND)
         return path
 
     def exists(self, name: str) -> bool:
-        return (self.service_dir(name) / RECORD_FILE).is_file()
+        return (self.record_dir(name) / self.RECORD_FILE).is_file()
 
     @contextlib.contextmanager
     def lock(self, name: str, create: bool = False, wait: bool = True) -> Iterator[Path | None]:
-        """Hold the service's lock (exclusive flock); yields its folder. ``create`` makes the folder.
+        """Hold the record's lock (exclusive flock); yields its folder. ``create`` makes the folder.
 
         With ``wait=False`` it yields None at once when another call holds the lock. A lock won on a lock
-        file that was removed meanwhile (the holder deleted the service) is retaken on the current one."""
-        path = self.service_dir(name)
+        file that was removed meanwhile (the holder deleted the record) is retaken on the current one."""
+        path = self.record_dir(name)
         while True:
             if create and not os.path.lexists(path):
                 with contextlib.suppress(FileExistsError):
                     path.mkdir(mode=0o700)
-                _check_private_dir(path)
+                _check_private_dir(path, self.KIND)
             if not path.is_dir():
                 raise self.not_found(name)
             try:
@@ -157,7 +172,7 @@ class ServiceStore:
                 return
             if _same_file(fd, path / LOCK_FILE):
                 break
-            os.close(fd)  # the service was removed while we waited: lock the current file (or none)
+            os.close(fd)  # the record was removed while we waited: lock the current file (or none)
         try:
             yield path
         finally:
@@ -165,35 +180,35 @@ class ServiceStore:
 
     def not_found(self, name: str) -> NotFoundError:
         return NotFoundError(
-            f"no service named {name!r} in workspace {self.workspace.path}; see `edgepack service list`"
+            f"no {self.KIND} named {name!r} in workspace {self.workspace.path}; see `{self.LIST_COMMAND}`"
         )
 
     # -- records ---------------------------------------------------------------------------------------
-    def read(self, name: str) -> ServiceRecord:
-        path = self.service_dir(name) / RECORD_FILE
+    def read(self, name: str) -> Any:
+        path = self.record_dir(name) / self.RECORD_FILE
         try:
             doc = json.loads(_read_nofollow(path))
         except FileNotFoundError:
             raise self.not_found(name) from None
         except ValueError as exc:
             raise EdgepackError(
-                f"service record {path} is damaged ({exc}); delete the service and deploy again"
+                f"{self.KIND} record {path} is damaged ({exc}); delete the {self.KIND} and deploy again"
             ) from None
-        return ServiceRecord.from_dict(doc)
+        return self.record_cls.from_dict(doc)
 
-    def write(self, record: ServiceRecord) -> None:
+    def write(self, record: Any) -> None:
         """Replace the record atomically (call under :meth:`lock`)."""
         record.updated_time = now_iso()
         data = json.dumps(record.to_dict(), indent=2, sort_keys=True).encode() + b"\n"
-        write_atomic(self.service_dir(record.name) / RECORD_FILE, data, mode=0o600)
+        write_atomic(self.record_dir(record.name) / self.RECORD_FILE, data, mode=0o600)
 
-    def list(self) -> list[ServiceRecord]:
+    def list(self) -> list[Any]:
         if not self.root.is_dir():
             return []
         self._ensure_root()
         out = []
         for entry in sorted(self.root.iterdir()):
-            if entry.is_symlink() or not (entry / RECORD_FILE).is_file():
+            if entry.is_symlink() or not (entry / self.RECORD_FILE).is_file():
                 continue
             with contextlib.suppress(InvalidInputError, NotFoundError, EdgepackError):
                 out.append(self.read(entry.name))
@@ -201,7 +216,7 @@ class ServiceStore:
 
     # -- secrets ---------------------------------------------------------------------------------------
     def read_secrets(self, name: str) -> ServiceSecrets:
-        path = self.service_dir(name) / SECRETS_FILE
+        path = self.record_dir(name) / SECRETS_FILE
         try:
             doc = json.loads(_read_nofollow(path, private=True))
         except FileNotFoundError:
@@ -211,13 +226,29 @@ class ServiceStore:
     def write_secrets(self, name: str, secrets: ServiceSecrets) -> None:
         """Write ``secrets.json`` (0600; created exclusively, renamed over any link rather than through it)."""
         data = json.dumps(asdict(secrets), sort_keys=True).encode()
-        write_atomic(self.service_dir(name) / SECRETS_FILE, data, mode=0o600)
+        write_atomic(self.record_dir(name) / SECRETS_FILE, data, mode=0o600)
 
     def remove(self, name: str) -> None:
-        """Remove the service's folder (record, secrets, staged content, logs)."""
-        path = self.service_dir(name)
+        """Remove the record's folder (record, secrets, staged content, logs)."""
+        path = self.record_dir(name)
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
+
+
+class ServiceStore(RecordStore):
+    """The services of one workspace (``<workspace>/services/<name>/service.json``)."""
+
+    record_cls: ClassVar[Any] = ServiceRecord
+
+    def service_dir(self, name: str) -> Path:
+        """``<workspace>/services/<name>`` (checked: a valid name, a private folder that is no link)."""
+        return self.record_dir(name)
+
+    def read(self, name: str) -> ServiceRecord:
+        return super().read(name)
+
+    def list(self) -> list[ServiceRecord]:
+        return super().list()
 
 
 def _same_file(fd: int, path: Path) -> bool:
@@ -248,4 +279,4 @@ def _read_nofollow(path: Path, private: bool = False) -> bytes:
         os.close(fd)
 
 
-__all__ = ["ServiceRecord", "ServiceSecrets", "ServiceStore", "now_iso"]
+__all__ = ["RecordStore", "ServiceRecord", "ServiceSecrets", "ServiceStore", "now_iso"]

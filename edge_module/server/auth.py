@@ -100,6 +100,16 @@ def verify_token(secret: str | bytes, token: str, now: float | None = None) -> d
     return payload
 
 
+def authenticator_for(settings: Any) -> Authenticator | None:
+    """The authenticator a settings object asks for (its ``auth_mode``, keys, token secret), or None: auth off."""
+    mode = settings.auth_mode
+    if mode == "key":
+        return Authenticator("key", keys=tuple(k for k in (settings.primary_key, settings.secondary_key) if k))
+    if mode == "token":
+        return Authenticator("token", secret=settings.token_secret)
+    return None
+
+
 class Authenticator:
     """Checks the ``Authorization`` header (bytes, as parsed) on protected routes.
 

@@ -27,7 +27,7 @@ from typing import Any
 
 from edge_module.runtime import BatchableApp, ModelRuntime, ScoringApp
 from edge_module.server import metrics as metrics_mod
-from edge_module.server.auth import Authenticator
+from edge_module.server.auth import Authenticator, authenticator_for
 from edge_module.server.batching import Batcher
 from edge_module.server.connection import REQUEST_ID_LIMIT, TEXT, Connection, HttpRequest, Reject, error_body
 from edge_module.server.executor import ScoringLane
@@ -92,13 +92,7 @@ class Service:
         self.lane = ScoringLane(
             loop, settings.scoring_threads, settings.scoring_timeout, on_timeout=self._count_timeout
         )
-        mode = settings.auth_mode
-        self.auth: Authenticator | None = None
-        if mode == "key":
-            keys = tuple(k for k in (settings.primary_key, settings.secondary_key) if k)
-            self.auth = Authenticator("key", keys=keys)
-        elif mode == "token":
-            self.auth = Authenticator("token", secret=settings.token_secret)
+        self.auth: Authenticator | None = authenticator_for(settings)
         self.cors_origins = frozenset(o.encode() for o in settings.cors_origins)
         self._cors_any = b"*" in self.cors_origins
         self._rid_prefix = self._new_rid_prefix()

@@ -50,15 +50,15 @@ def alive(handle: Mapping[str, Any]) -> bool:
     return bool(pid) and started is not None and start_time(int(pid)) == started
 
 
-def log_path(service_dir: Path) -> Path:
-    return service_dir / LOG_DIR / LOG_FILE
+def log_path(service_dir: Path, log_file: str = LOG_FILE) -> Path:
+    return service_dir / LOG_DIR / log_file
 
 
-def _open_log(service_dir: Path) -> int:
+def _open_log(service_dir: Path, log_file: str = LOG_FILE) -> int:
     folder = service_dir / LOG_DIR
     folder.mkdir(mode=0o700, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(folder / LOG_FILE, flags, 0o600)
+    fd = os.open(folder / log_file, flags, 0o600)
     os.fchmod(fd, 0o600)
     return fd
 
@@ -73,29 +73,36 @@ def start(
 ) -> dict[str, Any]:
     """Start the scoring process; returns its handle (``mode``, ``pid``, ``start_time``, ``port``, ``content``)."""
     app = content_dir / "app"
-    run_env = {k: os.environ[k] for k in KEEP_ENV if k in os.environ}
-    module_root = str(Path(edge_module.__file__).resolve().parent.parent)
-    run_env.update(
-        {
-            "PYTHONPATH": module_root,
-            "PYTHONUNBUFFERED": "1",
-            "PYTHONDONTWRITEBYTECODE": "1",
-            "AZUREML_MODEL_DIR": str(model_dir),
-            "AML_APP_ROOT": str(app),
-            "AZUREML_SOURCE_DIRECTORY": str(app),
-            "EDGEPACK_HOST": "127.0.0.1",
-            "EDGEPACK_PORT": str(port),
-            **dict(env),
-        }
-    )
+    run_env = {
+        "AZUREML_MODEL_DIR": str(model_dir),
+        "AML_APP_ROOT": str(app),
+        "AZUREML_SOURCE_DIRECTORY": str(app),
+        "EDGEPACK_HOST": "127.0.0.1",
+        "EDGEPACK_PORT": str(port),
+        **dict(env),
+    }
     if entry_script:
         run_env["AZUREML_ENTRY_SCRIPT"] = entry_script
-    log_fd = _open_log(service_dir)
+    handle = spawn(service_dir, ["-m", "edge_module"], run_env, cwd=app, note=f"starting on port {port}")
+    return {**handle, "port": port, "content": str(content_dir)}
+
+
+def spawn(
+    service_dir: Path, args: list[str], env: Mapping[str, str], cwd: Path, note: str, log_file: str = LOG_FILE
+) -> dict[str, Any]:
+    """Start ``python ARGS`` detached (own session), output appended to ``<service_dir>/logs/<log_file>``.
+
+    The environment is :data:`KEEP_ENV` of ours, ``PYTHONPATH`` to this edgepack, and ``env`` (secrets
+    go here, never in ``args``). Returns ``{"mode": "process", "pid", "start_time"}``."""
+    run_env = {k: os.environ[k] for k in KEEP_ENV if k in os.environ}
+    module_root = str(Path(edge_module.__file__).resolve().parent.parent)
+    run_env.update({"PYTHONPATH": module_root, "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1", **dict(env)})
+    log_fd = _open_log(service_dir, log_file)
     try:
-        os.write(log_fd, f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} starting on port {port}\n".encode())
+        os.write(log_fd, f"--- {time.strftime('%Y-%m-%dT%H:%M:%S')} {note}\n".encode())
         proc = subprocess.Popen(
-            [sys.executable, "-m", "edge_module"],
-            cwd=app,
+            [sys.executable, *args],
+            cwd=cwd,
             env=run_env,
             stdin=subprocess.DEVNULL,
             stdout=log_fd,
@@ -106,8 +113,7 @@ def start(
     finally:
         os.close(log_fd)
     _children[proc.pid] = proc
-    started = start_time(proc.pid)
-    return {"mode": "process", "pid": proc.pid, "start_time": started, "port": port, "content": str(content_dir)}
+    return {"mode": "process", "pid": proc.pid, "start_time": start_time(proc.pid)}
 
 
 def stop(handle: Mapping[str, Any], timeout: float = 5.0) -> None:
@@ -150,10 +156,10 @@ def status(handle: Mapping[str, Any], service_dir: Path) -> TargetStatus:
     return probe(int(handle["port"]))
 
 
-def tail(service_dir: Path, num_lines: int = 5000) -> str:
+def tail(service_dir: Path, num_lines: int = 5000, log_file: str = LOG_FILE) -> str:
     """The last ``num_lines`` lines of the service's log."""
     try:
-        fd = os.open(log_path(service_dir), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = os.open(log_path(service_dir, log_file), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
         return ""
     with os.fdopen(fd, "rb") as fh:
@@ -174,4 +180,4 @@ def _read_tail(fh: Any, num_lines: int, block: int = 1 << 16) -> bytes:
     return data if pos == 0 else data[data.index(b"\n") + 1 :]  # drop the partial first line
 
 
-__all__ = ["alive", "log_path", "start", "start_time", "status", "stop", "tail"]
+__all__ = ["alive", "log_path", "spawn", "start", "start_time", "status", "stop", "tail"]
