@@ -436,7 +436,14 @@ def _deploy(
                     ep.update_version(dep.name, models=models or None, inference_config=ic, deployment_config=config)
             else:
                 with stages.stage(f"{ep.name}/{dep.name}: building and starting"):
-                    ep.create_version(dep.name, models, ic, deployment_config=config, traffic_percentile=0)
+                    ep.create_version(
+                        dep.name,
+                        models,
+                        ic,
+                        deployment_config=config,
+                        traffic_percentile=0,
+                        description=dep.description,
+                    )
             if all_traffic:
                 with stages.stage(f"{ep.name}: all traffic to {dep.name}"):
                     ep.set_traffic({v: (100 if v == dep.name else 0) for v in ep.versions})
