@@ -180,8 +180,9 @@ def create(
                 ]
             )
         from cloud_targets.endpoints import Endpoint
+        from packager.cli.model import open_workspace
 
-        ws = open_ws(ctx)
+        ws = open_workspace(ctx, create=True)  # v2's flow registers no model before the endpoint
         if _exists(ws, spec.name):
             raise ConflictError(
                 f"endpoint {spec.name} already exists: change it with `edgepack endpoint update`, or delete it first"
