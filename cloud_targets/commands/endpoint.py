@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +28,7 @@ from rich.table import Table
 
 from cloud_targets.commands.common import Stages, Warnings, logged_warnings, open_ws
 from packager.cli.output import console, plain, print_json, printable
-from packager.errors import ConflictError, InvalidInputError
+from packager.errors import ConflictError, EdgepackError, InvalidInputError
 
 MAX_REQUEST_BYTES = 100 * 1024 * 1024
 
@@ -431,7 +433,7 @@ def _deploy(
         warnings.add(config_warnings)
         model = v2_mapping.resolve_model(open_ws(ctx), dep) if dep.model is not None else None
         models = [model] if model is not None else []
-        with Stages() as stages:
+        with Stages() as stages, _failure(ep.name, dep.name):
             if update:
                 with stages.stage(f"{ep.name}/{dep.name}: building and replacing"):
                     ep.update_version(dep.name, models=models or None, inference_config=ic, deployment_config=config)
@@ -461,6 +463,27 @@ def _deploy(
                 f'  no traffic yet: `edgepack endpoint update -n {ep.name} --traffic "{dep.name}=100"` (or a '
                 f"share), or test it with `edgepack endpoint invoke -n {ep.name} -d {dep.name} -r FILE`"
             )
+
+
+@contextmanager
+def _failure(endpoint_name: str, deployment_name: str) -> Iterator[None]:
+    """A deployment that does not start: its last log lines on stderr, then one error line."""
+    from cloud_targets import WebserviceException
+    from cloud_targets.commands.common import first_line
+    from packager.cli.output import err_console
+
+    try:
+        yield
+    except WebserviceException as exc:
+        logs = (getattr(exc, "logs", "") or "").strip().splitlines()[-30:]
+        if logs:
+            err_console.print("last log lines:", markup=False)
+            for line in logs:
+                err_console.print("  " + printable(line), markup=False, soft_wrap=True)
+        raise EdgepackError(
+            f"{first_line(exc)} (more with `edgepack endpoint get-logs -n {endpoint_name} --deployment "
+            f"{deployment_name}`)"
+        ) from None
 
 
 @deployment.command("create")

@@ -235,4 +235,9 @@ def test_cli_errors_are_clear(ws: Workspace, guide: Path, run: Run) -> None:
     assert unknown.code != 0 and "no deployment blue" in unknown.err
     listed = run("endpoint", "list", "--json")
     assert [e["name"] for e in listed.json()] == ["my-endpoint"]
+    score = guide.parent.parent / "model-1" / "onlinescoring" / "score.py"
+    score.write_text(score.read_text().replace('logging.info("Init complete")', 'raise RuntimeError("no init")'))
+    broken = run("endpoint", "deployment", "create", "-f", guide / "blue-deployment.yml", "--local")
+    assert broken.code != 0 and "no init" in broken.err
+    assert "edgepack endpoint get-logs -n my-endpoint --deployment blue" in broken.err
     assert run("endpoint", "delete", "-n", "my-endpoint", "--yes").code == 0
