@@ -71,6 +71,10 @@ class Model(RegistryModel):
     ) -> Webservice:
         """Deploy ``models`` as the web service ``name``; returns it (call ``wait_for_deployment``).
 
+        With ``AksEndpoint.deploy_configuration(version_name=..., traffic_percentile=...)`` it creates the
+        endpoint ``name`` with that version, or adds the version to it, and returns the
+        :class:`~cloud_targets.endpoints.AksEndpoint` (on Kubernetes when a target is given, else locally).
+
         ``deployment_config`` picks the target: Local (the default), ACI or AKS; ``deployment_target`` says
         where for ACI and AKS (:class:`~cloud_targets.targets.compute.AciCompute`,
         :class:`~cloud_targets.targets.compute.KubernetesCompute` or a kube context name; default: the
@@ -81,6 +85,15 @@ class Model(RegistryModel):
         check_service_name(name)
         config = deployment_config if deployment_config is not None else LocalDeploymentConfig()
         compute_type = configs.compute_type_of(config)
+        if compute_type == "AKSENDPOINT":  # v1: an AksEndpoint with this version (cloud_targets.endpoints)
+            from cloud_targets.endpoints.endpoint import deploy_endpoint
+
+            endpoint = deploy_endpoint(workspace, name, models, inference_config, config, deployment_target, overwrite)
+            if show_output:
+                print(
+                    f"{name}: endpoint version deployed ({endpoint.compute_type}), {endpoint.scoring_uri}", flush=True
+                )
+            return endpoint  # type: ignore[return-value]
         config.validate()
         mode = configs.auth_mode(config)
         warnings = _config_warnings(name, config)

@@ -417,16 +417,11 @@ class AksEndpointDeploymentConfig(AksDeploymentConfig):
         if tp is not None and (isinstance(tp, bool) or not isinstance(tp, int | float) or not 0 <= tp <= 100):
             problems.append(f"{self._label('traffic_percentile')} is a percentage: give 0 to 100, not {tp!r}")
         if self.version_name is not None:
-            import re
+            from cloud_targets.config.rules import version_name_problem
 
-            from cloud_targets.config.rules import SERVICE_NAME_REGEX
-
-            name = self.version_name
-            if not isinstance(name, str) or not 3 <= len(name) <= 32 or not re.fullmatch(SERVICE_NAME_REGEX, name):
-                problems.append(
-                    f"{self._label('version_name')} {self.version_name!r} is not a valid version name: 3 to 32 "
-                    "lowercase letters, digits and dashes, starting with a letter"
-                )
+            problem = version_name_problem(self.version_name)
+            if problem:
+                problems.append(f"{self._label('version_name')}: {problem}")
         return problems
 
 

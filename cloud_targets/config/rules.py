@@ -48,6 +48,26 @@ def validate_service_name(name: Any) -> str:
     )
 
 
+VERSION_NAME_RULE = (
+    "1 to 32 lowercase letters, numbers or dashes, starting with a letter and ending with a letter or number"
+)
+
+
+def version_name_problem(name: Any) -> str | None:
+    """Why ``name`` cannot name an endpoint version (it names processes, containers and Kubernetes objects)."""
+    if isinstance(name, str) and 1 <= len(name) <= 32 and re.fullmatch(SERVICE_NAME_REGEX, name):
+        return None
+    return f"version name {shown(name)} is invalid: use {VERSION_NAME_RULE} (e.g. 'blue', 'v2')"
+
+
+def validate_version_name(name: Any) -> str:
+    """``name`` when it can name an endpoint version, else :class:`DeploymentConfigError`."""
+    problem = version_name_problem(name)
+    if problem:
+        raise DeploymentConfigError(problem)
+    return name
+
+
 def is_valid_namespace(namespace: str) -> bool:
     """True for a Kubernetes namespace v1 accepted (a DNS-1123 label, at most 63 characters)."""
     return bool(re.match(NAMESPACE_REGEX, namespace))
@@ -115,4 +135,6 @@ __all__ = [
     "kind_problem",
     "shown",
     "validate_service_name",
+    "validate_version_name",
+    "version_name_problem",
 ]

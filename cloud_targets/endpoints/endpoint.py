@@ -14,6 +14,7 @@ the largest share (a warning says so).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import secrets as pysecrets
@@ -27,7 +28,7 @@ from typing import Any, ClassVar
 
 from cloud_targets.config.factories import aks_endpoint_deploy_configuration
 from cloud_targets.config.model import DeploymentConfig, LocalDeploymentConfig
-from cloud_targets.config.rules import validate_service_name
+from cloud_targets.config.rules import validate_service_name, validate_version_name
 from cloud_targets.endpoints.spec import EndpointSpec, VersionSpec
 from cloud_targets.endpoints.store import EndpointRecord, EndpointStore, VersionRecord
 from cloud_targets.services import configs
@@ -42,7 +43,7 @@ from cloud_targets.webservice import (
     _push_image,
     _resolve_models,
 )
-from edge_module.router.routes import PIN_HEADER, RouteTable, RoutesError, VersionRoute
+from edge_module.router.routes import PIN_HEADER, RoutesError, RouteTable, VersionRoute
 from packager.errors import ConflictError, EdgepackError, InvalidInputError, NotFoundError
 from packager.image.inference_config import InferenceConfig
 from packager.registry import Model
@@ -322,7 +323,7 @@ class Endpoint:
         The first version is the default (what is not assigned goes to it); ``is_default=True`` moves the flag.
         ``wait`` is kept for v1 code: the call returns once the version serves."""
         del wait, tags
-        validate_service_name(version_name)
+        validate_version_name(version_name)
         traffic = _percent(traffic_percentile, "traffic_percentile")
         resolved = _resolve_models(self.workspace, models or [])
         if not resolved:
@@ -339,7 +340,7 @@ class Endpoint:
                 )
             version = VersionRecord(name=version_name, traffic=traffic, control=bool(is_control_version_type),
                                     description=description)  # fmt: skip
-            versions = list(record.versions) + [version]
+            versions = [*record.versions, version]
             if is_default or len(versions) == 1:
                 for v in versions:
                     v.default = v is version
@@ -760,4 +761,80 @@ __all__ = [
     "EndpointNotFoundError",
     "EndpointVersion",
     "check_split",
+    "deploy_endpoint",
+    "endpoint_compute",
 ]
+
+
+def endpoint_compute(deployment_target: Any) -> tuple[str, Any]:
+    """Where an ``AKSENDPOINT`` deployment runs: ``("AKS", compute)`` when a Kubernetes target is given
+    (``deployment_target`` or ``$EDGEPACK_KUBE_CONTEXT``), else ``("LOCAL", None)`` with a warning."""
+    from cloud_targets.targets.compute import ENV_KUBE_CONTEXT, KubernetesCompute
+
+    if deployment_target is not None:
+        if isinstance(deployment_target, str):
+            return "AKS", KubernetesCompute(context=deployment_target)
+        return "AKS", deployment_target
+    compute = KubernetesCompute.from_env()
+    if compute.context:
+        return "AKS", compute
+    log.warning(
+        "no Kubernetes target given (deployment_target, --ct or $%s): the AKSENDPOINT runs on this machine "
+        "(a local router and local versions)",
+        ENV_KUBE_CONTEXT,
+    )
+    return "LOCAL", None
+
+
+def deploy_endpoint(
+    workspace: Workspace,
+    name: str,
+    models: Sequence[Model | str],
+    inference_config: InferenceConfig | None,
+    config: Any,
+    deployment_target: Any = None,
+    overwrite: bool = False,
+) -> AksEndpoint:
+    """``Model.deploy`` with ``AksEndpoint.deploy_configuration(...)``: create the endpoint with this version,
+    or add the version to the endpoint (``overwrite=True`` replaces a version of the same name)."""
+    validate_service_name(name)
+    config.validate()
+    version = config.version_name or name
+    traffic = config.traffic_percentile if config.traffic_percentile is not None else 0
+    store = EndpointStore(workspace)
+    if not store.exists(name):
+        compute_type, compute = endpoint_compute(deployment_target)
+        Endpoint.create(workspace, name, compute_type=compute_type, deployment_target=compute,
+                        auth_mode=configs.auth_mode(config), description=config.description, tags=config.tags,
+                        properties=config.properties)  # fmt: skip
+        first = True
+    else:
+        first = False
+    ep = AksEndpoint(workspace, name)
+    try:
+        if ep._record.version(version) is not None:
+            if not overwrite:
+                raise ConflictError(
+                    f"endpoint {name!r} already has a version {version!r}: pass overwrite=True (--overwrite) to "
+                    "replace it, or give another version_name"
+                )
+            ep.update_version(
+                version,
+                traffic_percentile=traffic,
+                is_default=config.is_default or None,
+                is_control_version_type=config.is_control_version_type,
+                models=models,
+                inference_config=inference_config or InferenceConfig(),
+                deployment_config=config,
+            )
+        else:
+            ep.create_version(version, models, inference_config, config, traffic_percentile=traffic,
+                              is_default=bool(config.is_default),
+                              is_control_version_type=bool(config.is_control_version_type),
+                              description=config.description)  # fmt: skip
+    except BaseException:
+        if first:  # a failed first version leaves no empty endpoint behind
+            with contextlib.suppress(EdgepackError):
+                ep.delete()
+        raise
+    return AksEndpoint(workspace, name)

@@ -235,9 +235,10 @@ class LocalEndpointTarget:
             deadline = time.monotonic() + DRAIN_TIMEOUT_S
             quiet = 0
             while time.monotonic() < deadline and quiet < 2:
-                busy = _instance_in_flight(inst["url"])
+                doc = router_process.status(int(handle["port"]), cred)
+                busy = _instance_in_flight(inst["url"]) + router_process.draining(doc, inst["url"])
                 if removed:
-                    busy += router_process.in_flight(router_process.status(int(handle["port"]), cred), name)
+                    busy += router_process.in_flight(doc, name)
                 quiet = quiet + 1 if busy == 0 else 0
                 time.sleep(POLL_S)
             keep = handle["versions"][name]["image"] if not removed else None
@@ -274,7 +275,9 @@ class LocalEndpointTarget:
             return router_process.tail(self.endpoint_dir, num_lines)
         inst = (handle.get("versions") or {}).get(version)
         if inst is None:
-            raise EdgepackError(f"endpoint has no version {version!r}: versions {', '.join(handle.get('versions') or [])}")
+            raise EdgepackError(
+                f"endpoint has no version {version!r}: versions {', '.join(handle.get('versions') or [])}"
+            )
         return self.version_target(version).logs(inst["handle"], num_lines)
 
     def delete(self, handle: Mapping[str, Any]) -> None:

@@ -10,6 +10,7 @@ registry); one that builds locally exposes ``prepare(version, models, inference_
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,8 @@ def endpoint_target(compute_type: str, workspace: Workspace, endpoint_dir: Path,
 def _load_builtin(compute_type: str) -> None:
     """Kubernetes endpoints register themselves when their module is importable (kubernetes client present)."""
     if compute_type == "AKS":
-        try:
+        with contextlib.suppress(ImportError):
             import cloud_targets.targets.kubernetes.endpoint  # noqa: F401  (registers "AKS")
-        except ImportError:
-            pass
 
 
 def registered() -> list[str]:

@@ -105,4 +105,23 @@ def in_flight(doc: Mapping[str, Any] | None, version: str) -> int:
     return int(((doc.get("versions") or {}).get(version) or {}).get("in_flight") or 0)
 
 
-__all__ = ["RouterError", "alive", "healthy", "in_flight", "start", "status", "stop", "tail", "wait_revision"]
+def draining(doc: Mapping[str, Any] | None, url: str) -> int:
+    """Requests the router still has in flight to ``url`` after a switch retired it (its ``draining`` list)."""
+    if not doc:
+        return 0
+    entries = (doc.get("draining") or {}).values()
+    return sum(int(e.get("in_flight") or 0) for e in entries if str(e.get("url", "")).rstrip("/") == url.rstrip("/"))
+
+
+__all__ = [
+    "RouterError",
+    "alive",
+    "draining",
+    "healthy",
+    "in_flight",
+    "start",
+    "status",
+    "stop",
+    "tail",
+    "wait_revision",
+]

@@ -279,7 +279,14 @@ def test_aks_endpoint_keeps_its_version_settings():
     endpoint = aks_endpoint_deploy_configuration(version_name="v1", traffic_percentile=20, num_replicas=1)
     assert isinstance(endpoint, AksDeploymentConfig) and endpoint.compute_type == "AKSENDPOINT"
     assert (endpoint.version_name, endpoint.traffic_percentile) == ("v1", 20)
-    assert [w.split(" ")[0] for w in endpoint.unsupported_settings()] == ["version_name", "traffic_percentile"]
+    assert endpoint.unsupported_settings() == []  # endpoints honour the version's settings (issue 16)
+    flagged = aks_endpoint_deploy_configuration(version_name="blue", is_default=True, is_control_version_type=True)
+    assert (flagged.is_default, flagged.is_control_version_type) == (True, True)
+    assert DeploymentConfig.from_dict(flagged.to_dict()) == flagged
+    assert flagged.to_dict()["isControlVersionType"] is True
+    assert "version_name (versionName): version name 'Blue_1' is invalid" in refused(
+        aks_endpoint_deploy_configuration, version_name="Blue_1"
+    )
     assert "traffic_percentile (trafficPercentile) is a percentage: give 0 to 100, not 120" in refused(
         aks_endpoint_deploy_configuration, traffic_percentile=120
     )

@@ -179,11 +179,13 @@ def test_compute_type_any_case(spelling: str):
 
 def test_aks_endpoint_maps_to_aks_and_keeps_its_keys():
     config, warnings = deployment_config_from_dict(
-        {"computeType": "AksEndpoint", "numReplicas": 2, "versionName": "blue", "trafficPercentile": 30}
-    )
+        {"computeType": "AksEndpoint", "numReplicas": 2, "versionName": "blue", "trafficPercentile": 30,
+         "isDefault": True, "isControlVersionType": False}
+    )  # fmt: skip
     assert isinstance(config, AksEndpointDeploymentConfig) and isinstance(config, AksDeploymentConfig)
     assert (config.version_name, config.traffic_percentile, config.num_replicas) == ("blue", 30.0, 2)
-    assert len(warnings) == 2 and all("single AKS service" in w for w in warnings)
+    assert (config.is_default, config.is_control_version_type) == (True, False)
+    assert warnings == []  # versions and splits are honoured (cloud_targets.endpoints)
 
 
 # ---------------------------------------------------------------------------------------------- unknown keys
