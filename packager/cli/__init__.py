@@ -32,7 +32,7 @@ from packager.workspace import ENV_WORKSPACE
 class _EdgepackGroup(click.Group):
     """The root group, plus command groups that live in other packages, imported only when used.
 
-    ``deploy`` and ``service`` live in ``cloud_targets``: imports flow cloud_targets -> packager, so packager
+    ``deploy``, ``service``, ``endpoint`` live in cloud_targets: imports flow cloud_targets -> packager, so packager
     never imports cloud_targets at import time; the CLI entry point is the one place that reaches up, lazily,
     and a missing package or extra becomes a clear error naming the extra to install instead of breaking ``edgepack``.
     """
@@ -42,6 +42,7 @@ class _EdgepackGroup(click.Group):
         "deploy": ("cloud_targets.cli", "deploy", "cloud"),
         "service": ("cloud_targets.commands.service", "service", "cloud"),
         "profile": ("cloud_targets.commands.profile", "profile", "cloud"),
+        "endpoint": ("cloud_targets.commands.endpoint", "endpoint", "cloud"),
     }
 
     def list_commands(self, ctx: click.Context) -> list[str]:

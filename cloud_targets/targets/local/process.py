@@ -87,12 +87,20 @@ def start(
     }
     if entry_script:
         run_env["AZUREML_ENTRY_SCRIPT"] = entry_script
-    handle = spawn(service_dir, ["-m", "edge_module"], run_env, cwd=app, note=f"starting on port {port}")
+    handle = spawn(
+        service_dir, ["-m", "edge_module"], run_env, cwd=app, note=f"starting on port {port}", preexec=preexec
+    )
     return {**handle, "port": port, "content": str(content_dir)}
 
 
 def spawn(
-    service_dir: Path, args: list[str], env: Mapping[str, str], cwd: Path, note: str, log_file: str = LOG_FILE
+    service_dir: Path,
+    args: list[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    note: str,
+    log_file: str = LOG_FILE,
+    preexec: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Start ``python ARGS`` detached (own session), output appended to ``<service_dir>/logs/<log_file>``.
 
