@@ -193,6 +193,8 @@ class LocalEndpointTarget:
         }
         retired = [(n, h) for n, h in prev_versions.items() if n not in current]
         retired += [(n, prev_versions[n]) for n in started if n in prev_versions]
+        # instances an earlier switch that did not complete left running (the record's "retired")
+        retired += [(str(h["version"]), h) for h in (prev.get("retired") or {}).values()]
         try:
             self._switch(spec, handle)
         except BaseException as exc:

@@ -77,8 +77,10 @@ def error_response(status: int, message: str, headers: bytes = b"", close: bool 
 
 
 # the header lines after the request line: "token: value" each ending in CRLF (no folding, no bare CR or LF,
-# nothing between a name and its colon), then the blank line
-_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\r\n]*\r\n)*\r\n")
+# nothing between a name and its colon, no control byte but HTAB in a value), then the blank line
+_HEADER_LINES = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*\r\n")
+_TARGET = re.compile(rb"/[\x21-\x7e]*")  # origin-form: visible ASCII only (no space, control byte or LF)
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
 
 
 class RequestHead:
@@ -119,6 +121,10 @@ def parse_request_head(raw: bytes, max_headers: int, max_url: int, max_body: int
         raise HttpError(414, f"the request URL is over the {max_url}-byte limit")
     if not target.startswith(b"/"):
         raise HttpError(400, "malformed HTTP request line: the target must be a path starting with '/'")
+    if _TARGET.fullmatch(target) is None:
+        raise HttpError(
+            400, "malformed HTTP request line: the target has a control or non-ASCII byte; percent-encode it"
+        )
     if version == b"HTTP/1.1":
         http11 = True
     elif version == b"HTTP/1.0":
@@ -136,6 +142,10 @@ def parse_request_head(raw: bytes, max_headers: int, max_url: int, max_body: int
         raise HttpError(
             411,
             "the router does not take chunked (Transfer-Encoding) request bodies: send the body with a Content-Length",
+        )
+    if head.count(b"upgrade"):
+        raise HttpError(
+            501, "the router does not switch protocols (Upgrade: WebSocket, h2c): send plain HTTP/1.1 requests"
         )
     cl = head.get(b"content-length")
     if cl is not None:
@@ -242,7 +252,10 @@ class ChunkedEnd:
             self.buf = b""
             pos = end + 1
             if self.state == self.SIZE:
-                size = int(line.split(b";", 1)[0].strip(), 16)
+                digits = line.split(b";", 1)[0].strip(b" \t\r")
+                if _CHUNK_SIZE.fullmatch(digits) is None:
+                    raise ValueError("malformed chunk size")
+                size = int(digits, 16)
                 if size == 0:
                     self.state = self.TRAILER
                 else:

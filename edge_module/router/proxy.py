@@ -31,6 +31,9 @@ access_log = logging.getLogger("edgepack.access")
 
 PIN = PIN_HEADER.encode()
 HELD_LIMIT = 1 << 20  # body bytes held while the upstream connection opens before the client is paused
+# requests sent again on a new connection when a reused one closed without a byte back (the version may have
+# processed it): only those safe to repeat, as Go's net/http does
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 
 
 class ClientConnection(asyncio.Protocol):
@@ -43,6 +46,7 @@ class ClientConnection(asyncio.Protocol):
         "head_request",
         "held",
         "held_size",
+        "idempotent",
         "keep_alive",
         "last_active",
         "paused",
@@ -56,6 +60,7 @@ class ClientConnection(asyncio.Protocol):
         "upstream",
         "version",
         "waiting",
+        "write_paused",
     )
 
     def __init__(self, router: Router):
@@ -77,6 +82,8 @@ class ClientConnection(asyncio.Protocol):
         self.read_started = 0.0
         self.last_active = time.monotonic()
         self.paused = False
+        self.write_paused = False  # the client's transport buffer is over its high-water mark
+        self.idempotent = False
         self.closing = False
 
     # -- asyncio.Protocol ---------------------------------------------------------------------------
@@ -96,12 +103,20 @@ class ClientConnection(asyncio.Protocol):
             self._account(499)
 
     def pause_writing(self) -> None:
+        self.write_paused = True
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.pause_reading()
 
     def resume_writing(self) -> None:
+        self.write_paused = False
         if self.upstream is not None and self.upstream.transport is not None:
             self.upstream.transport.resume_reading()
+        elif not self.waiting and not self.closing:  # go on with the requests held while it drained
+            self.resume_reading()
+            if self.buf:
+                buf = self.buf
+                self.buf = b""
+                self._next(buf)
 
     def data_received(self, data: bytes) -> None:
         if self.closing:
@@ -123,6 +138,11 @@ class ClientConnection(asyncio.Protocol):
             return
         if not self.read_started:
             self.read_started = time.monotonic()
+        if self.write_paused:  # the client does not read its answers: take no new request until it does
+            self.buf += data
+            if len(self.buf) > self.router.max_header_size:
+                self.pause_reading()
+            return
         buf = self.buf + data if self.buf else data
         self.buf = b""
         self._next(buf)
@@ -206,6 +226,7 @@ class ClientConnection(asyncio.Protocol):
         if len(extra) > router.max_header_size:
             self.pause_reading()
         self.head_request = head.method == b"HEAD"
+        self.idempotent = head.method in IDEMPOTENT or head.get(b"idempotency-key") is not None
         self.waiting = True
         self.start = time.monotonic()
         self.tried = []
@@ -221,7 +242,7 @@ class ClientConnection(asyncio.Protocol):
             self.upstream = upstream
             upstream.attach(self, self.head_request)
             upstream.transport.writelines(data)  # type: ignore[union-attr]
-            self.resend = data if not self.body_left and not self.tried else None
+            self.resend = data if self.idempotent and not self.body_left and not self.tried else None
             return
         self.resend = None
         self.held = data
@@ -287,6 +308,8 @@ class ClientConnection(asyncio.Protocol):
             return
         self.last_active = time.monotonic()
         self.read_started = 0.0
+        if self.write_paused:
+            return  # resume_writing goes on with the pipelined requests
         if self.paused:
             self.resume_reading()
         if self.buf:
@@ -295,15 +318,17 @@ class ClientConnection(asyncio.Protocol):
             self.read_started = self.last_active
             self._next(buf)
 
-    def upstream_lost(self, answered: bool) -> None:
+    def upstream_lost(self, started: bool, answered: bool) -> None:
         """The version closed the connection before the answer ended.
 
         A kept-alive connection the version closed while idle (a restart, its keep-alive timeout) is
         only seen when the next request is written to it: when not a byte came back, the whole request
-        is sent once more on a new connection (and on to another version if that one cannot open)."""
+        is sent once more on a new connection (and on to another version if that one cannot open), if it
+        is safe to repeat (``GET``, ``HEAD``, ``OPTIONS``, or an ``Idempotency-Key``). ``started``: a byte
+        came back; ``answered``: the head was relayed to the client."""
         self.upstream = None
         version = self.version
-        if not answered and self.resend is not None and version is not None and self.waiting:
+        if not started and self.resend is not None and version is not None and self.waiting:
             data = self.resend
             self.resend = None
             self.tried.append(version.name)

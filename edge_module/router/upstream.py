@@ -135,7 +135,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.mode == UNTIL_CLOSE and not self.head:
             client.response_done(self.status, False)
         else:
-            client.upstream_lost(self.started)
+            client.upstream_lost(self.started, self.started and not self.head)
 
     def pause_writing(self) -> None:
         if self.client is not None:
@@ -234,13 +234,16 @@ class UpstreamConnection(asyncio.Protocol):
     def attach(self, client: ClientConnection, head_request: bool) -> None:
         self.client = client
         self.reset(head_request)
+        if client.write_paused and self.transport is not None:  # relay no faster than the client reads
+            self.transport.pause_reading()
 
     def finish(self) -> None:
         """The response has ended: hand the connection back (or close it) and tell the client."""
         client = self.client
         self.client = None
         status = self.status
-        if self.keep_alive and client is not None and client.body_left == 0:
+        if self.keep_alive and client is not None and client.body_left == 0 and self.transport is not None:
+            self.transport.resume_reading()  # a slow client may have paused it in this very read
             self.pool.give_back(self)
         else:
             self.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import threading
 from collections.abc import Iterator
@@ -202,3 +203,22 @@ def test_docker_mode_versions(
     names = {v["instance"] for v in handle["versions"].values()}
     left = [c for c in client.containers.list(all=True) if c.labels.get(LABEL) in names]
     assert left == [] and process.start_time(handle["router"]["pid"]) is None
+
+
+def test_instances_a_failed_switch_left_running_are_stopped_by_the_next_apply(
+    two_versions: Endpoint, ws: Workspace, tmp_path: Path
+) -> None:
+    ep = two_versions
+    store = EndpointStore(ws)
+    handle = store.read(ep.name).target
+    old_green = handle["versions"]["green"]["handle"]
+    process.stop(handle["router"])  # the router died, and something else took its port meanwhile
+    with socket.create_server(("127.0.0.1", handle["port"])):
+        with pytest.raises(WebserviceException):
+            ep.update_version("green", models=[register(ws, tmp_path, 7)])
+        retired = store.read(ep.name).target["retired"]
+        assert [r["handle"]["pid"] for r in retired.values()] == [old_green["pid"]]
+    ep.set_traffic({"blue": 50, "green": 50})  # the port is free again: this apply completes
+    assert process.start_time(old_green["pid"]) is None  # the replaced green instance no longer runs
+    assert "retired" not in store.read(ep.name).target
+    assert ep.run({"x": 1}, version="green") == {"version": "green", "weight": 7, "y": 7}
