@@ -72,10 +72,15 @@ class Balancer:
 
     __slots__ = ("entries", "shares")
 
-    def __init__(self, table: RouteTable, versions: dict[str, VersionState]):
+    def __init__(self, table: RouteTable, versions: dict[str, VersionState], previous: Balancer | None = None):
+        """``previous``: the balancer this one replaces; its running scores carry over (by version name), so
+        frequent reloads or readiness changes do not restart the cycle and starve a small share."""
         ready = [name for name, v in versions.items() if v.ready]
         self.shares = split(table, ready)
-        self.entries = [[versions[name], share, 0.0] for name, share in self.shares.items() if name in versions]
+        scores = {entry[0].name: entry[2] for entry in previous.entries} if previous is not None else {}
+        self.entries = [
+            [versions[name], share, scores.get(name, 0.0)] for name, share in self.shares.items() if name in versions
+        ]
 
     def pick(self) -> VersionState | None:
         entries = self.entries

@@ -124,7 +124,7 @@ class Router:
                     self.draining.append(state)
         self.table = table
         self.versions = new
-        self.balancer = Balancer(table, new)
+        self.balancer = Balancer(table, new, self.balancer)
         log.info(
             "routes revision %d in force: %s",
             table.revision,
@@ -148,7 +148,7 @@ class Router:
         version.ready = ready
         version.ready_reason = "" if ready else reason
         if changed and self.versions.get(version.name) is version:
-            self.balancer = Balancer(self.table, self.versions)
+            self.balancer = Balancer(self.table, self.versions, self.balancer)
             if ready:
                 log.info("version %s is ready; shares now %s", version.name, self._shares_text())
             else:

@@ -90,6 +90,17 @@ def test_smooth_weighted_round_robin_is_exact_and_spread() -> None:
     assert picks[:5].count("b") == 1  # spread out: one b in every five, not 600 in a row
 
 
+def test_a_small_share_survives_frequent_rebuilds() -> None:
+    """Reloads and readiness flaps rebuild the balancer; the running scores carry over, so 1 % still gets 1 %."""
+    b = balancer({"a": 99, "b": 1}, {"a", "b"}, "a")
+    table, versions = RouteTable("ep", tuple(e[0].route for e in b.entries)), {e[0].name: e[0] for e in b.entries}
+    picks = []
+    for _ in range(1000):
+        b = Balancer(table, versions, b)
+        picks.append(b.pick().name)  # type: ignore[union-attr]
+    assert collections.Counter(picks) == {"a": 990, "b": 10}
+
+
 def test_a_version_that_is_not_ready_gives_its_share_to_the_default() -> None:
     b = balancer({"a": 50, "b": 30, "c": 20}, {"a", "b"}, "a")
     assert b.shares == {"a": 70, "b": 30}
