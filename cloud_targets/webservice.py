@@ -8,6 +8,7 @@ secret sit in a 0600 file, and every change runs under the service's lock.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -15,7 +16,9 @@ import secrets as pysecrets
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from cloud_targets.config.factories import (
     aci_deploy_configuration,
@@ -38,6 +41,7 @@ from cloud_targets.targets.base import (
     secret_env,
 )
 from packager.errors import EdgepackError, InvalidInputError, NotFoundError
+from packager.image.environment import Environment
 from packager.image.inference_config import InferenceConfig
 from packager.registry import Model
 from packager.workspace import Workspace
@@ -77,17 +81,31 @@ def _read_record(store: ServiceStore, name: str) -> ServiceRecord:
 def _app_of(config: InferenceConfig) -> dict[str, Any]:
     """What reload/update need to rebuild ``config``: absolute paths and the base image."""
     entry = config.entry_script_file
-    if config.environment is not None:
-        log.warning("inference config environment %s is not kept for reload/update", config.environment.name)
-    return {
+    app: dict[str, Any] = {
         "entry_script": str(entry) if entry else None,
         "source_directory": config.source_directory,
         "conda_file": config.conda_file,
         "base_image": config.base_image_ref(),
     }
+    env = config.environment
+    if env is not None:  # v1's Environment (packages, base image, variables): kept for update/reload
+        app["environment"] = env.to_dict()
+        if env.docker.base_image_registry.password:
+            log.warning(
+                "environment %s: the base image registry's password is not kept; pass the inference config "
+                "again to update the service",
+                env.name,
+            )
+    return app
 
 
 def _config_of(app: Mapping[str, Any]) -> InferenceConfig:
+    if app.get("environment"):  # the base image, conda packages and variables are the environment's
+        return InferenceConfig(
+            entry_script=app.get("entry_script"),
+            source_directory=app.get("source_directory"),
+            environment=Environment.from_dict(app["environment"], Path.cwd()),
+        )
     return InferenceConfig(
         entry_script=app.get("entry_script"),
         source_directory=app.get("source_directory"),
@@ -254,6 +272,8 @@ class Webservice:
         return cached[1]
 
     def _refresh_state(self) -> str:
+        with contextlib.suppress(NotFoundError):  # another handle or the CLI may have updated it (v1 re-fetched too)
+            self._record = self._store.read(self.name)
         record = self._record
         if not record.target:
             return record.state
@@ -510,6 +530,14 @@ class LocalWebservice(Webservice):
 
     #: v1's ``LocalWebservice.deploy_configuration(port=None)`` (validated; see the config factories).
     deploy_configuration = staticmethod(local_deploy_configuration)
+
+    @property
+    def port(self) -> int | None:
+        """The port the service listens on (v1's ``LocalWebservice.port``): the one asked for or the free one
+        picked; ``None`` before it has a scoring URI."""
+        if not self.scoring_uri:
+            return None
+        return urlsplit(self.scoring_uri).port
 
     def reload(self, wait: bool = True) -> None:
         """Copy the entry script and source directory again and restart, without rebuilding (v1's ``reload``)."""

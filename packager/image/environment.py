@@ -277,6 +277,29 @@ class Environment:
         env.docker.arguments = list(docker.get("arguments") or [])
         return env
 
+    def to_dict(self) -> dict[str, Any]:
+        """The v1 CLI's environment definition (what :meth:`from_dict` reads), without the registry password.
+
+        The conda file's content is inlined (``condaDependencies``), so the definition stands alone."""
+        registry = self.docker.base_image_registry
+        return {
+            "name": self.name,
+            "version": self.version,
+            "inferencingStackVersion": self.inferencing_stack_version,
+            "environmentVariables": dict(self.environment_variables),
+            "python": {
+                "condaDependencies": self.python.conda_dependencies.as_dict(),
+                "userManagedDependencies": self.python.user_managed_dependencies,
+                "interpreterPath": self.python.interpreter_path,
+                "baseCondaEnvironment": self.python.base_conda_environment,
+            },
+            "docker": {
+                "baseImage": self.docker.base_image,
+                "baseImageRegistry": {"address": registry.address, "username": registry.username},
+                "arguments": list(self.docker.arguments),
+            },
+        }
+
     def __repr__(self) -> str:
         return f"Environment(name={self.name!r})"
 

@@ -342,3 +342,23 @@ def test_environment_in_json(project: Path):
     doc["environment"]["dockr"] = {}
     with pytest.raises(InvalidInputError, match="dockr"):
         InferenceConfig.load(write_config(project, doc))
+
+
+def test_environment_to_dict_round_trips_without_the_registry_password(tmp_path: Path) -> None:
+    """What a service keeps for update/reload: the packages, base image and variables; never the password."""
+    conda = tmp_path / "myenv.yml"
+    conda.write_text("name: e\ndependencies:\n  - python=3.11\n  - pip:\n    - scikit-learn==1.5.0\n    - joblib\n")
+    env = Environment("LocalDeploy")
+    env.python.conda_dependencies = CondaDependencies(conda)
+    env.docker.base_image = "myregistry.io/base:1"
+    env.docker.base_image_registry.username, env.docker.base_image_registry.password = "me", "s3cret-pw"
+    env.environment_variables = {"MODE": "fast"}
+
+    doc = env.to_dict()
+    assert "s3cret-pw" not in json.dumps(doc)
+    conda.unlink()  # the content is inlined: the definition stands alone
+    again = Environment.from_dict(json.loads(json.dumps(doc)), tmp_path)
+    assert again.python.conda_dependencies.pip_packages == ["scikit-learn==1.5.0", "joblib"]
+    assert again.docker.base_image == "myregistry.io/base:1" and again.docker.base_image_registry.username == "me"
+    assert again.environment_variables == {"MODE": "fast"}
+    assert InferenceConfig(environment=again).base_image_ref() == "myregistry.io/base:1"
