@@ -118,6 +118,9 @@ def _details(report: Report) -> list[str]:
     if build is not None and build.ok:
         platforms = ", ".join(build.details["platforms"])
         lines.append(f"image: {markup_safe(build.details['index_digest'])} ({platforms})")
+    manifest = report.step("manifest")
+    if manifest is not None and manifest.ok and manifest.details.get("note"):
+        lines.append(f"manifest: {markup_safe(manifest.details['note'])}")
     serve = report.step("serve")
     if serve is not None and serve.ok:
         http, mqtt = serve.details["http"], serve.details["mqtt"]

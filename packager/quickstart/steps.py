@@ -199,7 +199,8 @@ def build(ctx: Context, result: StepResult, reporter: Any = None) -> None:
         labels={"io.edgepack.quickstart": "true"},
     )
     summary = ctx.build = run(ctx.workspace, request, reporter)
-    result.artefact = summary.get("reference") or f"oci:{summary['oci_layout']}:{LAYOUT_TAG}"
+    where = summary.get("reference") or f"oci:{summary['oci_layout']}:{LAYOUT_TAG}"
+    result.artefact = where if summary.get("reference") else f"{summary['index_digest'][:19]}… in {where}"
     result.details = {
         "index_digest": summary["index_digest"],
         "platforms": {p: doc["digest"] for p, doc in summary["platforms"].items()},
@@ -245,6 +246,11 @@ def manifest(ctx: Context, result: StepResult) -> None:
     }
     if ctx.build is None:
         result.details["note"] = "no image was built: the manifest names the image by tag, not digest"
+    elif not ctx.build.get("reference"):
+        layout = f"oci:{ctx.build['oci_layout']}:{LAYOUT_TAG}"
+        result.details["note"] = (
+            f"push the image where the manifest names it: skopeo copy --all {layout} docker://{repository}"
+        )
     if bad:
         key, found = next(iter(bad.items()))
         raise ValueError(f"the generated manifest {files[key]} is not valid: {found[0]}")
