@@ -4,7 +4,9 @@
 #   registry     CNCF distribution registry on 127.0.0.1:5000 (no auth, deletes enabled)
 #   mqtt         mosquitto on 127.0.0.1:1883 (plain) and 127.0.0.1:8883 (TLS, own CA)
 #   base-images  127.0.0.1:5000/library/python:3.11-slim, a linux/amd64 + linux/arm64
-#                index built from debootstrap root filesystems (nothing is pulled)
+#                index built from debootstrap root filesystems (nothing is pulled); also saved
+#                once as an OCI layout in ${EDGEPACK_CACHE:-/var/cache/edgepack}/base-oci (tag
+#                3.11-slim): `edgepack quickstart` builds on it with no registry
 #   gateway-api  node + npm, and the npm package @kubernetes-models/gateway-api (MIT) in
 #                ${EDGEPACK_CACHE:-/var/cache/edgepack}/node: the tests validate generated
 #                HTTPRoutes with it (Gateway API's published v1 schema)
@@ -45,6 +47,7 @@ CERT_DIR="$MQTT_DIR/certs"
 DRIVER_FILE="$STATE_DIR/docker-storage-driver"
 ROOTFS_CACHE="$CACHE_DIR/rootfs"
 NODE_DIR="$CACHE_DIR/node"
+BASE_OCI="$CACHE_DIR/base-oci"
 
 PACKAGES=(docker.io debootstrap qemu-user-static binfmt-support skopeo docker-registry
   mosquitto mosquitto-clients openssl curl)
@@ -585,9 +588,45 @@ EOF
   docker push "$BASE_IMAGE-$arch" >>"$log" 2>&1 || die "docker push $BASE_IMAGE-$arch failed; see $log" "$log"
 }
 
+# The registry's index digest for BASE_IMAGE (what the saved layout was copied from).
+base_index_digest() {
+  curl -fsS --noproxy '*' --max-time 10 -I \
+    -H 'Accept: application/vnd.docker.distribution.manifest.list.v2+json' \
+    -H 'Accept: application/vnd.oci.image.index.v1+json' \
+    "http://$REGISTRY/v2/library/python/manifests/$BASE_TAG" 2>/dev/null |
+    tr -d '\r' | awk 'tolower($1) == "docker-content-digest:" { print $2 }'
+}
+
+# save_base_layout: BASE_IMAGE (every arch) as an OCI layout in BASE_OCI, tagged BASE_TAG, once per
+# registry index digest (the layout's .source file names it). Copied beside it, then renamed into place.
+save_base_layout() {
+  local t=$SECONDS log="$LOG_DIR/base-images.log" digest tmp
+  digest=$(base_index_digest)
+  [[ -n $digest ]] || die "cannot read the digest of $BASE_IMAGE from the registry; see $log" "$log"
+  if [[ -s $BASE_OCI/index.json && "$(cat "$BASE_OCI/.source" 2>/dev/null)" == "$BASE_IMAGE@$digest" ]]; then
+    return 0
+  fi
+  mkdir -p "$CACHE_DIR"
+  tmp=$(mktemp -d "$CACHE_DIR/.base-oci.XXXXXX")
+  skopeo copy --all --src-tls-verify=false "docker://$BASE_REPO@$digest" "oci:$tmp:$BASE_TAG" >>"$log" 2>&1 || {
+    rm -rf "$tmp"
+    die "skopeo copy of $BASE_IMAGE to an OCI layout failed; see $log" "$log"
+  }
+  printf '%s\n' "$BASE_IMAGE@$digest" >"$tmp/.source"
+  chmod -R a+rX "$tmp"
+  rm -rf "$BASE_OCI.old"
+  [[ -e $BASE_OCI ]] && mv "$BASE_OCI" "$BASE_OCI.old"
+  mv "$tmp" "$BASE_OCI"
+  rm -rf "$BASE_OCI.old"
+  step base-images "$BASE_IMAGE saved as an OCI layout in $BASE_OCI (tag $BASE_TAG)" "$t"
+}
+
 start_base_images() {
   local t=$SECONDS arch log="$LOG_DIR/base-images.log" pids=() i
-  base_images_up && return 0
+  if base_images_up; then
+    save_base_layout
+    return 0
+  fi
   # Root filesystems: only those missing from the cache; the arm64 one (qemu, minutes)
   # is built alongside the amd64 one.
   for arch in "${BASE_ARCHES[@]}"; do
@@ -618,6 +657,7 @@ start_base_images() {
   } >>"$log" 2>&1 || die "pushing the $BASE_IMAGE index failed; see $log" "$log"
   base_images_up || die "the registry does not show $BASE_IMAGE as an index of ${BASE_ARCHES[*]}; see $log" "$log"
   step base-images "$BASE_IMAGE pushed (linux/amd64 + linux/arm64)" "$t"
+  save_base_layout
 }
 
 # ----------------------------------------------------------------------------- gateway-api
@@ -742,7 +782,11 @@ cmd_status() {
   else
     report mqtt down "no MQTT on $MQTT_HOST:$MQTT_PORT and $MQTT_HOST:$MQTT_TLS_PORT (log $LOG_DIR/mqtt.log)"
   fi
-  if base_images_up; then report base-images up "$BASE_IMAGE (linux/amd64, linux/arm64)"; else
+  if base_images_up && [[ -s $BASE_OCI/index.json ]]; then
+    report base-images up "$BASE_IMAGE (linux/amd64, linux/arm64); OCI layout $BASE_OCI"
+  elif base_images_up; then
+    report base-images down "$BASE_IMAGE is in the registry but not saved as an OCI layout in $BASE_OCI"
+  else
     report base-images down "$BASE_IMAGE is not an amd64+arm64 index in the registry"
   fi
   if gateway_api_up; then report gateway-api up "$GATEWAY_API_PACKAGE@$GATEWAY_API_VERSION in $NODE_DIR"; else

@@ -24,6 +24,7 @@ from packager.cli.model import model
 from packager.cli.mqtt import mqtt
 from packager.cli.output import err_console, log_to_console, markup_safe
 from packager.cli.quantize import quantize
+from packager.cli.quickstart import quickstart
 from packager.cli.serve import score, serve, token
 from packager.errors import EdgepackError
 from packager.workspace import ENV_WORKSPACE
@@ -96,6 +97,7 @@ cli.add_command(package)
 cli.add_command(manifest)
 cli.add_command(edge)
 cli.add_command(fpga)
+cli.add_command(quickstart)
 
 
 def _error(message: str) -> None:

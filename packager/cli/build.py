@@ -76,7 +76,8 @@ def image_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--platform", "platforms", default="linux/amd64,linux/arm64", show_default=True,
             help="Comma-separated platforms: linux/amd64, linux/arm64.",
         ),
-        click.option("--base", help=f"Base image [default: inference config's baseImage, or {builder.DEFAULT_BASE}]."),
+        click.option("--base", help="Base image: a registry reference or an OCI layout folder oci:DIR[:TAG] "
+                     f"[default: inference config's baseImage, or {builder.DEFAULT_BASE}]."),
         click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="Extra image label (repeatable)."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
     ]  # fmt: skip

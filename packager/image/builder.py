@@ -16,7 +16,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from packager.errors import InvalidInputError
 from packager.image import content, deps, dockerfile, layout, oci, tarball
 from packager.image.conda import resolve_requirements
 from packager.image.inference_config import InferenceConfig
+from packager.image.local_base import OciLayoutBase, is_layout_ref
 from packager.image.oci import OCI_INDEX, OCI_MANIFEST
 from packager.image.reference import ImageRef
 from packager.image.registry import PushStats, RegistryClient
@@ -52,7 +53,7 @@ BACKENDS = ("oci", "docker")
 class Staged:
     """Everything both backends put in the images, before any tarring."""
 
-    base: ImageRef
+    base: ImageRef | OciLayoutBase  # a registry image, or an OCI layout folder (``oci:DIR[:TAG]``)
     base_digest: str
     bases: dict[Platform, tuple[bytes, str, dict[str, Any]]]  # manifest bytes, digest, config
     dependencies: dict[Platform, LayerSource]
@@ -60,7 +61,7 @@ class Staged:
     env: dict[str, str]
     labels: dict[str, str]
     models: list[dict[str, Any]]
-    client: RegistryClient
+    client: RegistryClient | OciLayoutBase  # where the base's manifests and layers come from
     cache: Path
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -178,8 +179,14 @@ def stage(
         deps.check_wheels(deps.runtime_requirements() + requirements, platform, PYTHON_VERSION)
 
     t = time.perf_counter()
-    base_ref = ImageRef.parse(base or config.base_image_ref() or DEFAULT_BASE)
-    client = RegistryClient.for_ref(base_ref, credentials=config.base_image_credentials(), cache=cache / "blobs")
+    base_text = base or config.base_image_ref() or DEFAULT_BASE
+    base_ref: ImageRef | OciLayoutBase
+    client: RegistryClient | OciLayoutBase
+    if is_layout_ref(base_text):  # no registry: the base's manifests and layers are read from the folder
+        base_ref = client = OciLayoutBase.parse(base_text)
+    else:
+        base_ref = ImageRef.parse(base_text)
+        client = RegistryClient.for_ref(base_ref, credentials=config.base_image_credentials(), cache=cache / "blobs")
     bases = {p: client.resolve_platform(base_ref, p) for p in platforms}
     base_digest = client.last_index_digest(base_ref) or ""
     seconds["resolve_base"] = time.perf_counter() - t
@@ -331,8 +338,11 @@ def push(
     ref = ImageRef.parse(target) if isinstance(target, str) else target
     staged = result.staged
     with RegistryClient.for_ref(ref, credentials=credentials, cache=staged.cache / "blobs") as client:
-        source: str | ImageRef = staged.base.repository if staged.base.same_registry(ref) else staged.base
-        blobs = [blob for img in result.images for blob in img.blobs(base_source=source)]
+        if isinstance(staged.base, OciLayoutBase):  # base layers are uploaded from the layout's (verified) files
+            blobs = [_local_base_blob(blob, result) for img in result.images for blob in img.blobs()]
+        else:
+            source: str | ImageRef = staged.base.repository if staged.base.same_registry(ref) else staged.base
+            blobs = [blob for img in result.images for blob in img.blobs(base_source=source)]
         stats = client.push_blobs(ref.repository, blobs, reporter)
         sent = 0
         for img in result.images:
@@ -344,6 +354,12 @@ def push(
         f"{ref.with_tag(ref.tag)}@{result.index_digest}" if ref.tag else str(ref.with_digest(result.index_digest))
     )
     return PushResult(reference, result.index_digest, stats, sent, time.perf_counter() - t0)
+
+
+def _local_base_blob(blob: oci.BlobSpec, result: BuildResult) -> oci.BlobSpec:
+    if blob.path is not None or blob.data is not None:
+        return blob
+    return replace(blob, path=result.blob_path(blob.digest), source=None)
 
 
 def write_oci(result: BuildResult, directory: Path, ref_name: str = "latest") -> str:
@@ -413,6 +429,11 @@ def build_with_docker(
     ref = ImageRef.parse(target) if isinstance(target, str) else target
     if not ref.tag:
         raise InvalidInputError(f"the Docker backend needs a tag to push: -t {ref}:TAG")
+    if isinstance(staged.base, OciLayoutBase):
+        raise InvalidInputError(
+            f"the Docker backend pulls its base from a registry, not {staged.base}: "
+            "use --backend oci or a registry base"
+        )
     with tempfile.TemporaryDirectory(prefix="edgepack-docker-") as tmp:
         contexts = write_contexts(staged, Path(tmp), extra_steps)
         digests = docker_backend.build_and_push(contexts, str(ref.with_tag(ref.tag)), reporter)
