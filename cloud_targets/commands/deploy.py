@@ -256,6 +256,30 @@ def _remote_spec(req: Request, flags: TargetFlags) -> tuple[Any, str | None]:
     return spec, registry
 
 
+def _endpoint_objects(req: Request, service: Any) -> list[dict[str, Any]]:
+    """AKSENDPOINT on Kubernetes: the endpoint with this version (its share, default when it is the first or
+    says so) as :func:`endpoint_objects` applies it: the version's objects, then the router's or the HTTPRoute."""
+    import dataclasses
+
+    from cloud_targets.endpoints.spec import EndpointSpec, VersionSpec
+    from cloud_targets.services import configs
+    from cloud_targets.targets.kubernetes.endpoint_objects import endpoint_objects
+
+    config = req.config
+    version = config.version_name or req.name  # type: ignore[attr-defined]
+    service = dataclasses.replace(service, image=service.image.replace(f"/{req.name}:", f"/{req.name}-{version}:"))
+    spec = EndpointSpec(
+        req.name,
+        [VersionSpec(version, service, float(config.traffic_percentile or 0), True,  # type: ignore[attr-defined]
+                     bool(config.is_control_version_type))],  # type: ignore[attr-defined]
+        configs.auth_mode(config),
+        service.secrets,
+        1,
+    )  # fmt: skip
+    gateway = req.target.resolved().gateway if req.target is not None else None
+    return endpoint_objects(spec, mode="gateway" if gateway else "router", gateway=gateway)
+
+
 def _redact_group(body: dict[str, Any]) -> dict[str, Any]:
     """The ACI body with every secure value and registry password emptied."""
     body = json.loads(json.dumps(body))
@@ -334,7 +358,7 @@ def dry_run(req: Request, flags: TargetFlags, as_json: bool, warnings: Warnings)
     from cloud_targets.targets.kubernetes.objects import redacted
 
     warnings.add(unhonoured_settings(req.config))
-    objects = build_objects(spec)
+    objects = _endpoint_objects(req, spec) if req.compute_type == "AKSENDPOINT" else build_objects(spec)
     if as_json:
         print_json({**head, "objects": [redacted(to_dict(o)) for o in objects], "warnings": list(warnings.seen)})
     else:

@@ -63,7 +63,8 @@ def deploy_endpoint(
         compute_type, compute = endpoint_compute(deployment_target)
         Endpoint.create(workspace, name, compute_type=compute_type, deployment_target=compute,
                         auth_mode=configs.auth_mode(config), description=config.description, tags=config.tags,
-                        properties=config.properties)  # fmt: skip
+                        properties=config.properties, primary_key=getattr(config, "primary_key", None),
+                        secondary_key=getattr(config, "secondary_key", None))  # fmt: skip
         first = True
     else:
         first = False

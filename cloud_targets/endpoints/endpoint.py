@@ -169,12 +169,15 @@ class Endpoint:
         properties: Mapping[str, str] | None = None,
         port: int | None = None,
         mode: str | None = None,
+        primary_key: str | None = None,
+        secondary_key: str | None = None,
     ) -> Endpoint:
         """Make an endpoint with no version yet (its router answers 503 until one is added).
 
         ``compute_type``: ``LOCAL`` (this machine; ``mode`` process or docker for its versions, ``port`` the
         router's) or ``AKS`` (``deployment_target``: a :class:`~cloud_targets.targets.compute.KubernetesCompute`);
-        ``auth_mode``: ``key`` (default), ``token`` or ``none``."""
+        ``auth_mode``: ``key`` (default), ``token`` or ``none``; ``primary_key`` / ``secondary_key`` set the
+        keys (v1's deploy configuration), else they are generated."""
         validate_service_name(name)
         compute_type = str(compute_type).upper()
         if compute_type not in COMPUTE_TYPES:
@@ -205,7 +208,11 @@ class Endpoint:
             elif deployment_target is not None:
                 handle = getattr(deployment_target, "handle", None)
                 record.deployment_target = handle() if callable(handle) else {"context": str(deployment_target)}
-            secrets = _secrets_for(auth_mode)
+            for key in (primary_key, secondary_key):
+                if key is not None and len(key) < 16:
+                    raise EndpointInputError("primary_key and secondary_key must be at least 16 characters")
+            given = ServiceSecrets(primary_key=primary_key, secondary_key=secondary_key)
+            secrets = _secrets_for(auth_mode, given if auth_mode == "key" else None)
             store.write_secrets(name, secrets)
             ep = cls._from_record(workspace, record)
             try:
@@ -649,11 +656,17 @@ class Endpoint:
         versions = []
         for v in record.versions:
             config = configs.deserialize_config(v.deployment_config)
+            credentials = None
+            if record.compute_type != "LOCAL" and v.image:  # the registry's pull secret, as for a service
+                from cloud_targets.targets.pull import pull_credentials
+
+                credentials = pull_credentials(v.image)
             service = ServiceSpec(
                 name=f"{record.name}-{v.name}",
                 image=v.image or "",
                 config=config,
                 env=module_env(config),
+                registry_credentials=credentials,
                 labels={"edgepack.endpoint": record.name, "edgepack.version": v.name},
             )
             versions.append(VersionSpec(v.name, service, v.traffic, v.default, v.control))

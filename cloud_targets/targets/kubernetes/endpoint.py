@@ -43,6 +43,7 @@ from packager.errors import NotFoundError
 log = logging.getLogger(__name__)
 
 ENV_GATEWAY = "EDGEPACK_KUBE_GATEWAY"
+ROUTER = "(router)"  # the router's key in state() and logs(), as for local endpoints
 # the kubelet refreshes mounted ConfigMaps on its sync period plus its cache TTL (about 60 s + 60 s by default)
 DEFAULT_PROPAGATION_GRACE = 120.0
 
@@ -87,11 +88,16 @@ class KubernetesEndpointTarget:
 
     # -- apply -------------------------------------------------------------------------------------------------
     def apply(self, spec: EndpointSpec, previous: Mapping[str, Any] | None = None) -> EndpointDeployed:
-        namespace = endpoint_namespace(spec)
         previous = previous or {}
+        namespace = endpoint_namespace(spec, current=previous.get("namespace"))
         before: dict[str, Any] = dict(previous.get("versions") or {})
-        per_version = version_objects(spec, namespace)
-        split = split_objects(spec, namespace, self.mode, self.gateway, service_type=self.compute.service_type)
+        per_version = version_objects(spec, namespace, mode=self.mode)
+        routed = bool(spec.versions)  # no version: nothing to route to (and no image to run a router from)
+        split = (
+            split_objects(spec, namespace, self.mode, self.gateway, service_type=self.compute.service_type)
+            if routed
+            else []
+        )
         if namespace != "default":
             self.kube.apply_one({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
         # 1. versions that are new or changed, each waited for
@@ -115,7 +121,11 @@ class KubernetesEndpointTarget:
                 )
         # 2. the split
         self.progress(f"endpoint {spec.name}: switching the split ({self.mode}, revision {spec.revision})")
-        if self.mode == "gateway":
+        if not routed:
+            # the split comes with the first version
+            self._delete_router(spec.name, namespace)
+            self.kube.delete_custom(GATEWAY_API, "HTTPRoute", object_name(spec.name), namespace)
+        elif self.mode == "gateway":
             self.kube.apply(split, prune=False)
             self._delete_router(spec.name, namespace)
         else:
@@ -133,7 +143,8 @@ class KubernetesEndpointTarget:
                 self.kube.delete(service, namespace)
         handle = {
             "endpoint": spec.name,
-            "namespace": namespace,
+            # a version-less endpoint is not bound to a namespace yet: its first version's config picks it
+            "namespace": namespace if spec.versions else previous.get("namespace"),
             "mode": self.mode,
             "gateway": self.gateway,
             "server": self.kube.host,
@@ -142,7 +153,7 @@ class KubernetesEndpointTarget:
             **self.compute.handle(),
         }
         uris = {n: self.kube.scoring_uri(v["service"], namespace) for n, v in versions.items()}
-        scoring = self._scoring_uri(spec.name, namespace)
+        scoring = self._scoring_uri(spec.name, namespace, bool(spec.versions))
         swagger = scoring[: -len("/score")] + "/swagger.json" if scoring.endswith("/score") else None
         return EndpointDeployed(scoring, handle, uris, swagger)
 
@@ -196,8 +207,10 @@ class KubernetesEndpointTarget:
                 )
             time.sleep(self.poll_seconds)
 
-    def _scoring_uri(self, endpoint: str, namespace: str) -> str:
+    def _scoring_uri(self, endpoint: str, namespace: str, has_router: bool = True) -> str:
         if self.mode == "router":
+            if not has_router:  # the router Service's in-cluster name, once the first version brings it
+                return f"http://{object_name(endpoint)}.{namespace}.svc.cluster.local/score"
             return self.kube.scoring_uri(object_name(endpoint), namespace)
         gw_ns, gw_name = parse_gateway(str(self.gateway), namespace)
         gateway = self.kube.read_custom(GATEWAY_API, "Gateway", gw_name, gw_ns) or {}
@@ -208,26 +221,41 @@ class KubernetesEndpointTarget:
 
     # -- state, logs, delete -----------------------------------------------------------------------------------
     def state(self, handle: Mapping[str, Any]) -> dict[str, TargetStatus]:
+        """Each version's state, and the router's under ``"(router)"`` (router mode, once a version exists)."""
         namespace = str(handle.get("namespace") or "default")
-        out: dict[str, TargetStatus] = {}
-        for name, info in (handle.get("versions") or {}).items():
-            try:
-                deployment = self.kube.deployment(info["service"], namespace)
-            except NotFoundError as err:
-                out[name] = TargetStatus(FAILED, str(err))
-                continue
-            pods = self.kube.pods(info["service"], namespace)
-            state = service_state(deployment, pods)
-            detail = None if state == HEALTHY else "; ".join(stuck_pods(pods)) or rollout_status(deployment).message
-            out[name] = TargetStatus(state, detail)
+        out = {name: self._status(info["service"], namespace) for name, info in (handle.get("versions") or {}).items()}
+        if handle.get("mode") != "gateway" and out:
+            out[ROUTER] = self._status(object_name(str(handle["endpoint"])), namespace)
         return out
 
-    def logs(self, handle: Mapping[str, Any], version: str, num_lines: int = 5000) -> str:
-        info = (handle.get("versions") or {}).get(version)
+    def _status(self, service: str, namespace: str) -> TargetStatus:
+        try:
+            deployment = self.kube.deployment(service, namespace)
+        except NotFoundError as err:
+            return TargetStatus(FAILED, str(err))
+        pods = self.kube.pods(service, namespace)
+        state = service_state(deployment, pods)
+        detail = None if state == HEALTHY else "; ".join(stuck_pods(pods)) or rollout_status(deployment).message
+        return TargetStatus(state, detail)
+
+    def logs(self, handle: Mapping[str, Any], version: str | None = None, num_lines: int = 5000) -> str:
+        """A version's pods' last lines; ``version`` None (or ``"(router)"``): the router's pods' in router mode,
+        every version's (one header each) in gateway mode, where no router runs."""
+        namespace = str(handle.get("namespace") or "default")
+        versions = handle.get("versions") or {}
+        if version in (None, ROUTER):
+            if handle.get("mode") != "gateway":
+                return self._tail(object_name(str(handle["endpoint"])), namespace, num_lines)
+            return "".join(f"==> version {n} <==\n{self._tail(v['service'], namespace, num_lines)}\n"
+                           for n, v in versions.items())  # fmt: skip
+        info = versions.get(version)
         if info is None:
             raise NotFoundError(f"endpoint {handle.get('endpoint')!r} has no version {version!r}")
+        return self._tail(info["service"], namespace, num_lines)
+
+    def _tail(self, service: str, namespace: str, num_lines: int) -> str:
         try:
-            return self.kube.logs(info["service"], str(handle.get("namespace") or "default"), num_lines)
+            return self.kube.logs(service, namespace, num_lines)
         except NotFoundError:
             return ""
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from kubernetes import client
 
+from cloud_targets.config.model import AksDeploymentConfig
 from cloud_targets.endpoints.spec import EndpointSpec
 from cloud_targets.targets.base import CONTAINER_PORT, ServiceSpec
 from cloud_targets.targets.kubernetes.labels import MANAGED_BY, SERVICE_LABEL, selector
@@ -105,28 +106,45 @@ def parse_gateway(gateway: str, namespace: str) -> tuple[str, str]:
     return ns, name
 
 
-def version_service(spec: EndpointSpec, index: int, namespace: str) -> ServiceSpec:
-    """Version ``index``'s ServiceSpec as deployed: its Kubernetes name, the endpoint's namespace, its labels."""
+def version_service(spec: EndpointSpec, index: int, namespace: str, mode: str = "router") -> ServiceSpec:
+    """Version ``index``'s ServiceSpec as deployed: its Kubernetes name, the endpoint's namespace, its labels,
+    and the endpoint's auth: none of its own behind the router (which checks the keys), the endpoint's keys or
+    token secret in gateway mode (no router: each version's scoring server checks them)."""
     version = spec.versions[index]
     service = version.service
+    gated = mode == "gateway" and spec.auth_mode != "none"
+    auth = {
+        "namespace": namespace,
+        "auth_enabled": gated and spec.auth_mode == "key",
+        "token_auth_enabled": gated and spec.auth_mode == "token",
+        "primary_key": None,  # the endpoint's keys, in spec.secrets, are the only ones
+        "secondary_key": None,
+    }
     config = service.config
-    if getattr(config, "namespace", None) != namespace and dataclasses.is_dataclass(config):
-        config = dataclasses.replace(config, namespace=namespace)
+    if dataclasses.is_dataclass(config):
+        config = dataclasses.replace(config, **{k: v for k, v in auth.items() if hasattr(config, k)})
+    env = {k: v for k, v in service.env.items() if k != "EDGEPACK_TOKEN_AUTH"}
+    if auth["token_auth_enabled"]:
+        env["EDGEPACK_TOKEN_AUTH"] = "true"
     labels = {**service.labels, ENDPOINT_LABEL: spec.name, VERSION_LABEL: version.name}
-    return dataclasses.replace(service, name=object_name(spec.name, version.name), config=config, labels=labels)
+    return dataclasses.replace(service, name=object_name(spec.name, version.name), config=config, labels=labels,
+                               env=env, secrets=dict(spec.secrets) if gated else {})  # fmt: skip
 
 
-def endpoint_namespace(spec: EndpointSpec, namespace: str | None = None) -> str:
-    """The namespace given, else the versions' (they must agree: one endpoint lives in one namespace)."""
+def endpoint_namespace(spec: EndpointSpec, namespace: str | None = None, current: str | None = None) -> str:
+    """The namespace given, else the one the versions name (they must agree: one endpoint lives in one
+    namespace), else ``current`` (where the endpoint already runs: versions added later need not repeat it),
+    else ``default``."""
     if namespace:
         return namespace
-    found = {namespace_of(v.service.config) for v in spec.versions}  # type: ignore[arg-type]
-    if len(found) > 1:
+    found = {v.service.config.namespace for v in spec.versions if getattr(v.service.config, "namespace", None)}
+    if len(found) > 1 or (found and current and found != {current}):
+        names = ", ".join(sorted(found | ({current} if current else set())))
         raise InvalidInputError(
-            f"the versions of endpoint {spec.name!r} name different namespaces ({', '.join(sorted(found))}); "
-            "an endpoint lives in one namespace: give them the same one"
+            f"the versions of endpoint {spec.name!r} name different namespaces ({names}); an endpoint lives in "
+            "one namespace: give them the same one (or none: a new version joins the endpoint's)"
         )
-    return found.pop() if found else "default"
+    return found.pop() if found else current or namespace_of(AksDeploymentConfig())
 
 
 def _labels(spec: EndpointSpec, role: str) -> dict[str, str]:
@@ -318,13 +336,18 @@ def check_mode(mode: str, gateway: str | None) -> None:
 
 
 def version_objects(
-    spec: EndpointSpec, namespace: str, *, service_type: str = "ClusterIP", service_port: int = SERVICE_PORT
+    spec: EndpointSpec,
+    namespace: str,
+    *,
+    mode: str = "router",
+    service_type: str = "ClusterIP",
+    service_port: int = SERVICE_PORT,
 ) -> dict[str, list[Any]]:
     """Each version's objects (build_objects), by version name."""
     out: dict[str, list[Any]] = {}
     for i, version in enumerate(spec.versions):
         objects = build_objects(
-            version_service(spec, i, namespace), service_type="ClusterIP", service_port=service_port
+            version_service(spec, i, namespace, mode), service_type="ClusterIP", service_port=service_port
         )
         out[version.name] = [o for o in objects if to_dict(o).get("kind") != "Namespace"]
     return out
@@ -348,7 +371,7 @@ def endpoint_objects(
     out: list[dict[str, Any]] = []
     if ns != "default":
         out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
-    for objects in version_objects(spec, ns).values():
+    for objects in version_objects(spec, ns, mode=mode).values():
         out += [to_dict(o) for o in objects]
     out += [to_dict(o) for o in split_objects(spec, ns, mode, gateway)]
     return out
