@@ -349,8 +349,13 @@ def _folded_magic(
     saturated = np.flatnonzero(block_max >= pow2 * np.float32(2.0 - 2.0**-m))
     if saturated.size:  # all-zero blocks (0 >= 0) and the few that round up: clip those to (2**m - 1) * step
         saturated = saturated[block_max.reshape(-1)[saturated] > 0]
-    if saturated.size:
-        bound = (pow2.reshape(-1)[saturated] * np.float32(2.0 - 2.0 ** (1 - m)))[:, None]
+    limit = np.float32(2.0 - 2.0 ** (1 - m))  # (2**m - 1) * step = 2**E * limit
+    if saturated.size * 64 > block_max.size:  # many (few mantissa bits): every block, broadcasting
+        bound = (pow2 * limit)[:, None, :]
+        np.minimum(scaled, bound, out=scaled)  # (clip with array bounds is several times slower)
+        np.maximum(scaled, -bound, out=scaled)
+    elif saturated.size:
+        bound = (pow2.reshape(-1)[saturated] * limit)[:, None]
         block, column = np.unravel_index(saturated, block_max.shape)
         scaled[block, :, column] = np.clip(scaled[block, :, column], -bound, bound)
     return scaled, low, high
