@@ -415,6 +415,7 @@ def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndar
 
 
 COLUMN_CHANNELS = 4  # convolutions of at most this many input channels take im2col in columns
+BFP_COLUMN_PIXELS = 16384  # BFP ones when the batch has this many input pixels (measured: smaller ones gain nothing)
 
 
 def _patch_cols(x: np.ndarray, geometry: tuple, length: int) -> np.ndarray:
@@ -460,7 +461,9 @@ def _bfp_conv_folded(program: Program, layer: Mapping, x: np.ndarray) -> np.ndar
     n, c, h, w = x.shape
     k = int(params["block_size"])
     geometry = (tuple(attrs["kernel_shape"]), _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]))
-    if c <= COLUMN_CHANNELS:  # few channels: im2col, quantization and products in columns
+    if (
+        c <= COLUMN_CHANNELS and n * h * w >= BFP_COLUMN_PIXELS
+    ):  # few channels: im2col, quantization, products in columns
         length = -(-int(np.prod(geometry[0])) * c // k) * k
         folded = dot.bfp_folded_columns(_patch_cols(x, geometry, length), params)
         y = None if folded is None else dot.bfp_dot_folded_columns(folded, data["folded_t"], data["bias"], params)

@@ -204,9 +204,11 @@ def test_int8_dense_matches_onnxruntime_on_both_fast_paths(k) -> None:
 @pytest.mark.parametrize(
     ("channels", "m"), [(16, 5), (32, 5), (5, 5), (3, 5), (1, 5), (3, 7), (2, 3)]
 )  # blocks = channel blocks (quantized once) / spanning pixels; at most 4 channels: im2col in columns
-def test_bfp_conv_matches_the_per_patch_dot_product(channels, m) -> None:
-    from edge_module.numerics import bfp, dot
+def test_bfp_conv_matches_the_per_patch_dot_product(channels, m, monkeypatch) -> None:
+    from edge_module.numerics import bfp, dot, emulate
     from edge_module.numerics.emulate import windows
+
+    monkeypatch.setattr(emulate, "BFP_COLUMN_PIXELS", 1)
 
     rng = np.random.default_rng(channels + 100 * m)
     x = (rng.standard_normal((2, channels, 6, 5)) * np.exp(rng.uniform(-3, 3, (2, channels, 6, 5)))).astype(np.float32)
@@ -246,6 +248,7 @@ def test_convolutions_in_columns_equal_the_row_layout(scheme, monkeypatch) -> No
     """The im2col-in-columns path (few channels) against the row path on the same program, bit for bit."""
     from edge_module.numerics import bfp, emulate
 
+    monkeypatch.setattr(emulate, "BFP_COLUMN_PIXELS", 1)
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((3, 2, 9, 7)) * np.exp(rng.uniform(-2, 2, (3, 2, 9, 7)))).astype(np.float32)
     x[0, :, :3] = 0
