@@ -258,21 +258,24 @@ def bfp_fold_weights(w_mant: np.ndarray, w_exp: np.ndarray, params: dict) -> tup
 
 def _block_absmax(blocks: np.ndarray, chunk: int = 1 << 17) -> np.ndarray:
     """``abs(blocks).max(axis=-1)``, fast for short blocks, where numpy's reduction over a short last axis
-    is slow: chunks of about ``chunk`` values copied transposed and reduced along their first axis (long
-    inner loops; NaN propagates either way)."""
+    is slow: chunks of about ``chunk`` values taken absolute into a transposed buffer (one pass) and
+    reduced along its first axis (long inner loops; NaN propagates either way)."""
     k = blocks.shape[-1]
     if k > 32 or k < 2:
         return np.abs(blocks).max(axis=-1, initial=0)
-    flat = np.abs(blocks).reshape(-1, k)
-    if flat.shape[0] * k <= chunk:
-        return np.maximum.reduce(np.ascontiguousarray(flat.T), axis=0).reshape(blocks.shape[:-1])
-    out = np.empty(flat.shape[0], blocks.dtype)
+    flat = blocks.reshape(-1, k)
+    n = flat.shape[0]
+    if n * k <= chunk:
+        buf = np.empty((k, n), blocks.dtype)
+        np.abs(flat.T, out=buf)
+        return np.maximum.reduce(buf, axis=0).reshape(blocks.shape[:-1])
+    out = np.empty(n, blocks.dtype)
     step = chunk // k
     buf = np.empty((k, step), blocks.dtype)
-    for start in range(0, flat.shape[0], step):
+    for start in range(0, n, step):
         part = flat[start : start + step]
         transposed = buf[:, : part.shape[0]]
-        np.copyto(transposed, part.T)
+        np.abs(part.T, out=transposed)
         np.maximum.reduce(transposed, axis=0, out=out[start : start + step])
     return out.reshape(blocks.shape[:-1])
 
@@ -316,6 +319,100 @@ def bfp_folded_inputs(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int
     return scaled, low, high
 
 
+_MAGIC_MAX_BITS = 22  # x + C must stay in C's binade: |x| < 2**(E+1) <= C / 3 needs m <= 22
+_EXPONENT_BITS = np.int32(0x7F800000)  # a float32's exponent field: masking the rest gives 2**floor(log2 x)
+
+
+def _folded_magic(
+    blocks: np.ndarray, block_max: np.ndarray, top: float, m: int, e_min: int, e_max: int
+) -> tuple[np.ndarray, int, int] | None:
+    """``bfp_folded_inputs`` rounding half to even by adding and subtracting a per-block constant
+    ``C = 1.5 * 2**(E + 24 - m)``: float32 ``x + C`` lies in ``C``'s binade, whose spacing is the step
+    ``2**(E - m + 1)``, so IEEE rounding of the sum is ``rint(x / step)`` (ties to even: ``C / step`` is
+    even) and ``(x + C) - C`` is exact. ``2**E`` is the block maximum with its mantissa bits masked off.
+    All-zero blocks get ``C = 0`` and stay zero. A block saturates when its maximum reaches
+    ``(2**m - 1/2) * step`` (it would round to ``2**(E+1)``). None (the scaling path decides) when some
+    shared exponent would be clipped or a nonzero block's exponent is outside ``-100..100``. ``blocks`` are
+    ``(n_blocks, k, N)``, ``block_max`` ``(n_blocks, N)``."""
+    if top == 0:
+        return None
+    # the smallest nonzero block maximum: as unsigned integers less one, zeros (bits 0) wrap to the top
+    smallest = np.subtract(block_max.view(np.int32), 1).view(np.uint32).min()
+    lowest = float(np.array(smallest + 1, np.uint32).view(np.float32))
+    high, low = math.frexp(top)[1] - 1, math.frexp(lowest)[1] - 1
+    if low < max(e_min, -100) or high > min(e_max, 100):
+        return None
+    pow2 = np.bitwise_and(block_max.view(np.int32), _EXPONENT_BITS).view(np.float32)  # 2**E; 0 for zero blocks
+    up = (pow2 * np.float32(1.5 * 2.0 ** (24 - m)))[:, None, :]  # broadcast along the block: long inner loops
+    scaled = blocks + up
+    scaled -= up
+    saturated = np.flatnonzero(block_max >= pow2 * np.float32(2.0 - 2.0**-m))
+    if saturated.size:  # all-zero blocks (0 >= 0) and the few that round up: clip those to (2**m - 1) * step
+        saturated = saturated[block_max.reshape(-1)[saturated] > 0]
+    limit = np.float32(2.0 - 2.0 ** (1 - m))  # (2**m - 1) * step = 2**E * limit
+    if saturated.size * 64 > block_max.size:  # many (few mantissa bits): every block, broadcasting
+        bound = (pow2 * limit)[:, None, :]
+        np.minimum(scaled, bound, out=scaled)  # (clip with array bounds is several times slower)
+        np.maximum(scaled, -bound, out=scaled)
+    elif saturated.size:
+        bound = (pow2.reshape(-1)[saturated] * limit)[:, None]
+        block, column = np.unravel_index(saturated, block_max.shape)
+        scaled[block, :, column] = np.clip(scaled[block, :, column], -bound, bound)
+    return scaled, low, high
+
+
+def bfp_folded_columns(cols: np.ndarray, params: dict) -> tuple[np.ndarray, int, int] | None:
+    """``bfp_folded_inputs`` in the transposed layout: float32 columns ``(n_blocks * k, N)`` (each column
+    one row of ``K`` values zero-padded to whole blocks) give values ``(n_blocks, k, N)`` and the exponent
+    bounds; None where the rounding trick of ``_folded_magic`` does not apply (the row path decides)."""
+    k, m, e_bits = int(params["block_size"]), int(params["mantissa_bits"]), int(params["exponent_bits"])
+    if cols.dtype != np.float32 or m > _MAGIC_MAX_BITS or params.get("rounding", "nearest_even") != "nearest_even":
+        return None
+    if cols.ndim != 2 or cols.shape[0] % k or cols.shape[0] == 0:
+        raise ValueError(f"columns of shape {cols.shape} are not whole blocks of {k}")
+    blocks = cols.reshape(cols.shape[0] // k, k, cols.shape[1])
+    block_max = np.abs(blocks).max(axis=1)  # along a middle axis: long inner loops
+    top = float(block_max.max(initial=0))
+    if not math.isfinite(top):
+        return None
+    e_min, e_max = bfp.exponent_range(e_bits)
+    return _folded_magic(blocks, block_max, top, m, e_min, e_max)
+
+
+def transposed_weights(folded: tuple[np.ndarray, int, int]) -> tuple[np.ndarray, int, int]:
+    """``bfp_fold_weights``' result with values ``(n_blocks, M, k)`` for ``bfp_dot_folded_columns``."""
+    return np.ascontiguousarray(folded[0].transpose(0, 2, 1)), folded[1], folded[2]
+
+
+def bfp_dot_folded_columns(
+    x: tuple[np.ndarray, int, int],
+    w: tuple[np.ndarray, int, int],
+    bias: np.ndarray | None,
+    params: dict,
+    chunk_elements: int = 1 << 18,
+) -> np.ndarray | None:
+    """``bfp_dot_folded`` transposed: ``bfp_folded_columns`` values ``(n_blocks, k, N)`` against the folded
+    weights transposed (``bfp_fold_weights`` with values ``(n_blocks, M, k)``: ``transposed_weights``),
+    giving ``(M, N)``; the same exact block products, summed in block order in float32, the bias added
+    last. None when some block result could leave float32's normal range."""
+    (x_vals, x_low, x_high), (w_t, w_low, w_high) = x, w
+    m, k = int(params["mantissa_bits"]), int(params["block_size"])
+    if x_low + w_low - 2 * (m - 1) < -126 or x_high + w_high + 2 + int(np.log2(k)) + 1 > 126:
+        return None
+    n_blocks, n = x_vals.shape[0], x_vals.shape[2]
+    if n_blocks != w_t.shape[0] or x_vals.shape[1] != w_t.shape[2]:
+        raise ValueError(f"inputs in blocks {x_vals.shape[:2]} do not match the weights' {w_t.shape[::2]}")
+    m_out = w_t.shape[1]
+    out = np.empty((m_out, n), np.float32)
+    step = max(1, chunk_elements // max(1, n_blocks * m_out))
+    for start in range(0, n, step):
+        partial = np.matmul(w_t, x_vals[:, :, start : start + step])  # (nb, M, c), exact
+        sum_in_order(partial, out[:, start : start + step])
+    if bias is not None:
+        out += np.asarray(bias, np.float32)[:, None]
+    return out
+
+
 def bfp_dot_folded(
     x: tuple[np.ndarray, int, int],
     w: tuple[np.ndarray, int, int],
@@ -345,26 +442,43 @@ def bfp_dot_folded(
             np.matmul(x_vals[start : start + step, 0], w_vals[0], out=acc)
             continue
         partial = np.matmul(x_vals[start : start + step].transpose(1, 0, 2), w_vals)  # (nb, r, M), exact
-        np.copyto(acc, partial[0])
-        for block in range(1, n_blocks):
-            acc += partial[block]  # float32, in block order
+        sum_in_order(partial, acc)
     if bias is not None:
         _add_rows(out, np.asarray(bias, np.float32))
     return out
 
 
-def _add_rows(out: np.ndarray, row: np.ndarray) -> None:
-    """``out += row`` for ``out (R, M)``: with short rows over groups of rows and the row tiled (the same
-    float32 additions; numpy's broadcasting over a short last axis is slow)."""
+def sum_in_order(terms: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``out = ((terms[0] + terms[1]) + terms[2]) + ...`` elementwise (float32 in that order) for
+    C-contiguous ``terms (n, ...)``. One ``np.add.reduce`` over axis 0 when each term has at least two
+    elements: numpy then copies ``terms[0]`` and adds the others in turn, one elementwise pass per term
+    (its pairwise summation applies only when the reduced axis is the inner loop, i.e. when each term is
+    a single element); else the additions one by one."""
+    if terms.shape[0] > 1 and terms[0].size >= 2 and terms.flags.c_contiguous:
+        return np.add.reduce(terms, axis=0, out=out)
+    np.copyto(out, terms[0])
+    for term in terms[1:]:
+        out += term
+    return out
+
+
+def rows_op(op: np.ufunc, out: np.ndarray, row: np.ndarray) -> None:
+    """``op(out, row, out=out)`` for ``out (R, M)`` and ``row (M,)``: with short rows over groups of rows
+    and the row tiled (the same float operations; numpy's broadcasting over a short last axis is slow)."""
     rows, m = out.shape
     group = 256 // m if 0 < m < 64 and rows * m >= 8192 else 1
     while group > 1 and rows % group:
         group //= 2
-    if group > 1 and out.flags.c_contiguous:
+    if group > 1 and out.flags.c_contiguous and np.shape(row) == (m,):
         flat = out.reshape(rows // group, group * m)
-        np.add(flat, np.tile(row, group), out=flat)
+        op(flat, np.tile(row.astype(out.dtype, copy=False), group), out=flat)
     else:
-        out += row
+        op(out, row, out=out)
+
+
+def _add_rows(out: np.ndarray, row: np.ndarray) -> None:
+    """``out += row`` (``rows_op``)."""
+    rows_op(np.add, out, row)
 
 
 def bfp_quantize_channels(x: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray] | None:

@@ -75,8 +75,7 @@ def _hold(values: np.ndarray, fmt: Mapping) -> np.ndarray:
             with np.errstate(over="ignore"):
                 codes = np.divide(values, np.float32(fmt["scale"]))
             np.rint(codes, out=codes)
-            np.maximum(codes, np.float32(-128 - zero), out=codes)
-            return np.minimum(codes, np.float32(127 - zero), out=codes)
+            return np.clip(codes, np.float32(-128 - zero), np.float32(127 - zero), out=codes)  # one fast pass
         codes = int8.quantize(values, fmt["scale"], fmt["zero_point"])
         return codes.astype(np.float32) - np.float32(zero)
     return to_format(values, fmt)
@@ -210,6 +209,8 @@ class Program:
         elif layer["scheme"] == "bfp":
             data["prepared"] = dot.bfp_weights(data["weight"], data["weight_exponent"], layer["bfp"])
             data["folded"] = dot.bfp_fold_weights(data["weight"], data["weight_exponent"], layer["bfp"])
+            if data["folded"] is not None and layer["op"] == "conv":
+                data["folded_t"] = dot.transposed_weights(data["folded"])
         elif layer["scheme"] == "fixed" and "weight" in data and in_fmt is not None and in_fmt["kind"] == "fixed":
             fast = _fixed_fast(data, in_fmt, layer)
             if fast is not None and out_fmt["kind"] == "fixed":
@@ -306,12 +307,11 @@ class Program:
             if fast is not None:  # the int32 accumulator never wraps; every partial sum is exact
                 wt, bias, scale, low, high, _ = fast
                 acc = x @ wt
-                acc += bias
+                dot.rows_op(np.add, acc, bias)
                 acc = acc.astype(np.float32, copy=False)  # exact integers below 2**31: as int32 -> float32
-                acc *= scale
+                dot.rows_op(np.multiply, acc, scale)
                 np.rint(acc, out=acc)
-                np.maximum(acc, low, out=acc)
-                return np.minimum(acc, high, out=acc)  # codes minus the zero point, as int8 tensors are held
+                return np.clip(acc, low, high, out=acc)  # codes minus the zero point, as int8 tensors are held
             y = dot.int8_dot(
                 codes_of(x, in_fmt),
                 in_fmt["scale"],
@@ -402,10 +402,42 @@ def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndar
         channels = dot.bfp_quantize_channels(x, layer["bfp"])
         if channels is not None:  # quantized once per value, not once per patch: the same codes
             return _bfp_conv(program, layer, *channels)
-    patches = windows(x, kernel, _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]), pad_value)
+    geometry = (kernel, _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]))
+    n, c = x.shape[:2]
+    if c <= COLUMN_CHANNELS and layer["data"].get("fast") is not None:  # exact sums: any layout
+        cols = _patch_cols(x, geometry, int(np.prod(kernel)) * c)
+        y = program._matmul(layer, cols.T)  # BLAS reads the transposed rows as they are
+        return y.reshape(n, *_out_hw(*x.shape[2:], geometry), -1).transpose(0, 3, 1, 2)
+    patches = windows(x, *geometry, pad_value)
     n, oh, ow = patches.shape[:3]
     y = program._matmul(layer, patches.reshape(n * oh * ow, -1))
     return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
+
+
+COLUMN_CHANNELS = 4  # convolutions of at most this many input channels take im2col in columns
+BFP_COLUMN_PIXELS = 16384  # BFP ones when the batch has this many input pixels (measured: smaller ones gain nothing)
+
+
+def _patch_cols(x: np.ndarray, geometry: tuple, length: int) -> np.ndarray:
+    """The patches of an NCHW tensor as columns ``(length, N * OH * OW)``: row ``(i * kw + j) * C + c`` is
+    channel ``c`` at kernel position ``(i, j)`` for every output pixel (``windows``' patch order,
+    transposed), then zero rows up to ``length``. One copy per kernel position reading whole image rows
+    (long inner loops, where ``windows`` copies runs of ``C`` values: faster for few channels)."""
+    (kh, kw), (top, left, bottom, right), (sh, sw), (dh, dw) = geometry
+    n, c, h, w = x.shape
+    oh, ow = _out_hw(h, w, geometry)
+    if top or left or bottom or right:
+        xp = np.zeros((n, c, h + top + bottom, w + left + right), x.dtype)
+        xp[:, :, top : top + h, left : left + w] = x
+    else:
+        xp = x
+    cols = np.empty((length, n, oh, ow), x.dtype)
+    cols[kh * kw * c :] = 0
+    for i in range(kh):
+        for j in range(kw):
+            part = xp[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw]
+            np.copyto(cols[(i * kw + j) * c : (i * kw + j + 1) * c], part.transpose(1, 0, 2, 3))
+    return cols.reshape(length, n * oh * ow)
 
 
 def _bfp_folded(layer: Mapping, x: np.ndarray | None, folded_x: tuple | None = None) -> np.ndarray | None:
@@ -423,12 +455,21 @@ def _bfp_folded(layer: Mapping, x: np.ndarray | None, folded_x: tuple | None = N
 def _bfp_conv_folded(program: Program, layer: Mapping, x: np.ndarray) -> np.ndarray | None:
     """A BFP convolution on folded values: with ``C % k == 0`` the input is quantized once per pixel's
     channel block (the blocks of every patch; padding is an all-zero block), else per patch."""
-    attrs, params = layer["attrs"], layer["bfp"]
-    if layer["data"].get("folded") is None or x.dtype != np.float32:
+    attrs, params, data = layer["attrs"], layer["bfp"], layer["data"]
+    if data.get("folded") is None or x.dtype != np.float32:
         return None
     n, c, h, w = x.shape
     k = int(params["block_size"])
     geometry = (tuple(attrs["kernel_shape"]), _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]))
+    if (
+        c <= COLUMN_CHANNELS and n * h * w >= BFP_COLUMN_PIXELS
+    ):  # few channels: im2col, quantization, products in columns
+        length = -(-int(np.prod(geometry[0])) * c // k) * k
+        folded = dot.bfp_folded_columns(_patch_cols(x, geometry, length), params)
+        y = None if folded is None else dot.bfp_dot_folded_columns(folded, data["folded_t"], data["bias"], params)
+        if y is not None:
+            y = y.reshape(-1, n, *_out_hw(h, w, geometry)).transpose(1, 0, 2, 3)
+            return program._out(layer, y)
     if c % k == 0:
         folded = dot.bfp_folded_inputs(x.transpose(0, 2, 3, 1).reshape(-1, c), params)
         if folded is None:
@@ -508,7 +549,10 @@ def _gap(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarr
 
 
 def _relu(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
-    return program._out(layer, np.maximum(inputs[0], 0))
+    x = inputs[0]
+    if x.dtype.kind == "f" and x.size >= 1 << 14:  # clip is numpy's fast pass on large arrays; NaN stays NaN
+        return program._out(layer, np.clip(x, x.dtype.type(0), x.dtype.type(np.inf)))
+    return program._out(layer, np.maximum(x, 0))
 
 
 def _add(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:

@@ -214,3 +214,69 @@ def test_bfp_dot_folded_equals_the_per_block_product(k, m, rounding) -> None:
             got = dot.bfp_dot_folded(dot.bfp_folded_inputs(x, params), folded_w, bias, params, chunk)
             assert got is not None
             assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize(("k", "m"), [(16, 3), (16, 7), (8, 5), (4, 22)])
+def test_bfp_folded_columns_equal_the_per_block_product(k, m) -> None:
+    """The column layout (rounding by adding a per-block constant) against the float64 kernel and the
+    per-block product: zero blocks, ties, block maxima that round up (saturate), wide ranges."""
+    rng = np.random.default_rng(k * m)
+    params = {"block_size": k, "mantissa_bits": m, "exponent_bits": 8, "rounding": "nearest_even"}
+    for spread, rows in ((2, 7), (20, 300), (40, 3)):
+        x = (rng.standard_normal((rows, 70)) * np.exp2(rng.uniform(-spread, spread, (rows, 70)))).astype(np.float32)
+        x[:, :k] = 0  # an all-zero block
+        # the maximum rounds up (saturates) in two rows' blocks: many blocks of the small inputs, few of 300
+        x[:2, k : 2 * k] = np.ldexp(np.float32(2**m - 0.5), -m + 1)
+        x[2:, k : 2 * k] = np.ldexp(rng.integers(-(2**m), 2**m, (rows - 2, k)) + 0.5, -m)  # ties
+        w = (rng.standard_normal((6, 70)) * np.exp2(rng.uniform(-spread, spread, (6, 70)))).astype(np.float32)
+        w_mant, w_exp = bfp.quantize(w, 1, k, m, 8)
+        bias = rng.standard_normal(6).astype(np.float32)
+        x_mant, x_exp = bfp.quantize(x, -1, k, m, 8)
+        want = dot.bfp_dot_blocks(
+            dot._blocked(x_mant.astype(np.float64), k),
+            x_exp.astype(np.int64),
+            dot.bfp_weights(w_mant, w_exp, params),
+            bias,
+        )
+        cols = dot._blocked(x, k).reshape(rows, -1).T.copy()  # (n_blocks * k, rows)
+        folded = dot.bfp_folded_columns(cols, params)
+        assert folded is not None
+        values = folded[0].reshape(-1, rows).T[:, :70]
+        assert np.array_equal(values, bfp.dequantize(x_mant, x_exp, -1, k, m))
+        if m > 8:  # block products no longer fit float32: no folded weights, the values alone are checked
+            assert dot.bfp_fold_weights(w_mant, w_exp, params) is None
+            continue
+        weights = dot.transposed_weights(dot.bfp_fold_weights(w_mant, w_exp, params))
+        for chunk in (64, 1 << 18):
+            got = dot.bfp_dot_folded_columns(folded, weights, bias, params, chunk)
+            assert got is not None
+            assert np.array_equal(got.T, want)
+
+
+def test_bfp_folded_columns_leave_what_they_cannot_round_to_the_row_path() -> None:
+    params = {"block_size": 4, "mantissa_bits": 7, "exponent_bits": 8, "rounding": "nearest_even"}
+    cols = np.ones((8, 3), np.float32)
+    assert dot.bfp_folded_columns(cols, {**params, "rounding": "truncate"}) is None
+    assert dot.bfp_folded_columns(cols, {**params, "mantissa_bits": 23}) is None
+    assert dot.bfp_folded_columns(np.zeros((8, 3), np.float32), params) is None
+    for value in (2.0**-110, 2.0**105, np.inf, np.nan):
+        tiny = cols.copy()
+        tiny[4:, 1] = value
+        assert dot.bfp_folded_columns(tiny, params) is None
+    narrow = {**params, "exponent_bits": 4}  # exponents -7..7: larger values clip, the row path handles them
+    assert dot.bfp_folded_columns(cols * 2.0**9, narrow) is None
+    assert dot.bfp_folded_columns(cols, narrow) is not None
+    with pytest.raises(ValueError, match="whole blocks"):
+        dot.bfp_folded_columns(np.ones((6, 3), np.float32), params)
+
+
+@pytest.mark.parametrize("shape", [(5, 1), (5, 2), (9, 3, 4), (2, 1, 1), (12, 40, 7)])
+def test_sum_in_order_adds_in_order(shape) -> None:
+    rng = np.random.default_rng(len(shape))
+    terms = (rng.standard_normal(shape) * np.exp2(rng.integers(-30, 30, shape))).astype(np.float32)
+    want = terms[0].copy()
+    for term in terms[1:]:
+        want = want + term
+    out = np.empty(shape[1:], np.float32)
+    assert np.array_equal(dot.sum_in_order(terms, out), want)
+    assert not np.array_equal(terms.sum(axis=0, dtype=np.float64).astype(np.float32), want) or shape[0] < 3

@@ -201,17 +201,22 @@ def test_int8_dense_matches_onnxruntime_on_both_fast_paths(k) -> None:
     assert len(np.unique(want)) > 20
 
 
-@pytest.mark.parametrize("channels", [16, 32, 5])  # blocks = channel blocks (quantized once) / spanning pixels
-def test_bfp_conv_matches_the_per_patch_dot_product(channels) -> None:
-    from edge_module.numerics import bfp, dot
+@pytest.mark.parametrize(
+    ("channels", "m"), [(16, 5), (32, 5), (5, 5), (3, 5), (1, 5), (3, 7), (2, 3)]
+)  # blocks = channel blocks (quantized once) / spanning pixels; at most 4 channels: im2col in columns
+def test_bfp_conv_matches_the_per_patch_dot_product(channels, m, monkeypatch) -> None:
+    from edge_module.numerics import bfp, dot, emulate
     from edge_module.numerics.emulate import windows
 
-    rng = np.random.default_rng(channels)
+    monkeypatch.setattr(emulate, "BFP_COLUMN_PIXELS", 1)
+
+    rng = np.random.default_rng(channels + 100 * m)
     x = (rng.standard_normal((2, channels, 6, 5)) * np.exp(rng.uniform(-3, 3, (2, channels, 6, 5)))).astype(np.float32)
     x[0, :, 0, 0] = 0  # an all-zero block
+    x[1, :, 2:, :] = np.ldexp(np.float32(2**m - 0.5), rng.integers(-4, 4, (channels, 4, 5)) - m + 1)  # rounds up
     w = rng.standard_normal((3, 6 * channels)).astype(np.float32)
-    params = {"block_size": 16, "mantissa_bits": 5, "exponent_bits": 8, "rounding": "nearest_even"}
-    w_mant, w_exp = bfp.quantize(w, 1, 16, 5)
+    params = {"block_size": 16, "mantissa_bits": m, "exponent_bits": 8, "rounding": "nearest_even"}
+    w_mant, w_exp = bfp.quantize(w, 1, 16, m)
     bias = rng.standard_normal(3).astype(np.float32)
     layer = {
         "name": "conv",
@@ -236,6 +241,45 @@ def test_bfp_conv_matches_the_per_patch_dot_product(channels) -> None:
     n, oh, ow = patches.shape[:3]
     want = dot.bfp_dot(patches.reshape(n * oh * ow, -1).astype(np.float64), w_mant, w_exp, bias, params)
     assert np.array_equal(got, want.reshape(n, oh, ow, 3).transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("scheme", ["bfp", "int8", "fixed"])
+def test_convolutions_in_columns_equal_the_row_layout(scheme, monkeypatch) -> None:
+    """The im2col-in-columns path (few channels) against the row path on the same program, bit for bit."""
+    from edge_module.numerics import bfp, emulate
+
+    monkeypatch.setattr(emulate, "BFP_COLUMN_PIXELS", 1)
+    rng = np.random.default_rng(3)
+    x = (rng.standard_normal((3, 2, 9, 7)) * np.exp(rng.uniform(-2, 2, (3, 2, 9, 7)))).astype(np.float32)
+    x[0, :, :3] = 0
+    if scheme == "bfp":
+        w_mant, w_exp = bfp.quantize(rng.standard_normal((4, 12)), 1, 8, 4)
+        arrays = {"weight": w_mant, "weight_exponent": w_exp, "bias": rng.standard_normal(4).astype(np.float32)}
+        extra = {"bfp": {"block_size": 8, "mantissa_bits": 4, "exponent_bits": 8, "rounding": "nearest_even"}}
+        fmts = ({"kind": "float"}, {"kind": "float"})
+    elif scheme == "int8":
+        arrays = {
+            "weight": rng.integers(-127, 128, (4, 12)).astype(np.int8),
+            "weight_scale": rng.uniform(0.001, 0.01, 4).astype(np.float32),
+            "bias": rng.integers(-500, 500, 4).astype(np.int32),
+        }
+        extra = {}
+        fmts = ({"kind": "int8", "scale": 0.02, "zero_point": 3}, {"kind": "int8", "scale": 0.05, "zero_point": -1})
+    else:
+        arrays = {"weight": rng.integers(-100, 100, (4, 12)), "bias": rng.integers(-100, 100, 4)}
+        extra = {"weight": fx(8, 1), "bias": fx(8, 1)}
+        fmts = (fx(10, 4, "AP_RND_CONV", "AP_SAT"), fx(9, 5, "AP_RND", "AP_SAT"))
+    program = conv_program(scheme, *fmts, arrays, extra)
+    calls = []
+    patch_cols = emulate._patch_cols
+    monkeypatch.setattr(emulate, "_patch_cols", lambda *a: calls.append(1) or patch_cols(*a))
+    got = program.run(x)["y"]
+    assert calls  # the column path ran
+    monkeypatch.setattr(emulate, "COLUMN_CHANNELS", 0)
+    want = program.run(x)["y"]
+    assert len(calls) == 1
+    assert got.shape == want.shape and np.array_equal(got, want)
+    assert len(np.unique(want)) > 20
 
 
 def test_fixed_rescaled_weights_equal_the_integer_kernel_for_random_formats() -> None:
