@@ -161,7 +161,7 @@ def test_status_reports_every_service_up(dev_services: dict[str, str]) -> None:
     result = _run(["bash", str(SCRIPT), "status"], timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     states = {line.split()[0]: line.split()[1] for line in result.stdout.splitlines() if line.strip()}
-    assert states == {"docker": "up", "registry": "up", "mqtt": "up", "base-images": "up"}
+    assert states == {"docker": "up", "registry": "up", "mqtt": "up", "base-images": "up", "gateway-api": "up"}
 
 
 @pytest.mark.slow

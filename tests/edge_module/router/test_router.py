@@ -91,7 +91,8 @@ def test_a_version_that_is_not_ready_gets_nothing_and_its_share_goes_to_the_defa
     )
     router = RouterProc(routes)
     try:
-        state = router.wait_ready({"blue", "green"})
+        router.wait_ready({"blue", "green"})
+        state = router.wait_state(lambda s: s["versions"]["red"]["reason"] != "not polled yet")  # red polled once
         assert not state["versions"]["red"]["ready"]
         assert "not ready" in state["versions"]["red"]["reason"] or "503" in state["versions"]["red"]["reason"]
         assert state["versions"]["blue"]["share"] == 70 and state["versions"]["red"]["share"] == 0
