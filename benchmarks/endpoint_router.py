@@ -37,6 +37,36 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import http_scoring as hs
 
 ROUTER_CMD = ["{python}", "-m", "edge_module.router", "--host", "127.0.0.1", "--port", "{port}", "--routes", "{routes}"]
+# The floor for any Python proxy: a uvloop forwarder that relays bytes between a client and one upstream
+# connection, with no parsing, routing, auth or metrics (correct only for wrk's one-request-at-a-time load).
+FLOOR_PY = """
+import asyncio, sys
+import uvloop
+UP = ("127.0.0.1", int(sys.argv[2]))
+class Up(asyncio.Protocol):
+    def __init__(self, client): self.client = client
+    def data_received(self, data): self.client.write(data)
+class Client(asyncio.Protocol):
+    def connection_made(self, transport):
+        self.transport, self.up, self.pending = transport, None, []
+        asyncio.ensure_future(self.open())
+    async def open(self):
+        self.up, _ = await asyncio.get_running_loop().create_connection(lambda: Up(self.transport), *UP)
+        for data in self.pending:
+            self.up.write(data)
+    def data_received(self, data):
+        if self.up is None:
+            self.pending.append(data)
+        else:
+            self.up.write(data)
+    def connection_lost(self, exc):
+        if self.up is not None:
+            self.up.close()
+async def main():
+    await asyncio.get_running_loop().create_server(Client, "127.0.0.1", int(sys.argv[1]))
+    await asyncio.Event().wait()
+uvloop.run(main())
+"""
 GOAL_RATIO = 0.8
 GOAL_P99_ADDED_MS = 1.0
 
@@ -49,6 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--connections", type=int, default=8, help="wrk connections (8)")
     p.add_argument("--workers", type=int, default=1, help="scoring module workers (1)")
     p.add_argument("--quiet-wait", type=float, default=60.0, help="wait this long at most for a quiet machine (60)")
+    p.add_argument("--no-floor", action="store_true", help="skip the bare uvloop forwarder (the Python floor)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     return p.parse_args(argv)
 
@@ -90,10 +121,6 @@ def cpu_seconds(pgid: int) -> float:
         fields = stat[stat.rfind(")") + 2 :].split()
         total += int(fields[11]) + int(fields[12])
     return total / os.sysconf("SC_CLK_TCK")
-
-
-def getattr_pid(who: str, module: Any, router: Any) -> int:
-    return module.pid if who == "module" else router.pid
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,32 +172,47 @@ def main(argv: list[str] | None = None) -> int:
     wait_200(routed + "/-/ready", router, router_log)
     check(direct + "/score", body, expected, False)
     check(routed + "/score", body, expected, True)
+    targets: dict[str, tuple[str, Any]] = {"direct": (direct, None), "router": (routed, router)}
+    if not args.no_floor:
+        floor_port = hs.free_port()
+        (work / "floor.py").write_text(FLOOR_PY)
+        floor_log = work / "floor.log"
+        floor = hs.spawn([sys.executable, str(work / "floor.py"), str(floor_port), str(module_port)], env=env,
+                         cwd=work, log=floor_log)  # fmt: skip
+        targets["floor"] = (f"http://127.0.0.1:{floor_port}", floor)
+        wait_200(targets["floor"][0] + hs.EDGEPACK_READY_PATH, floor, floor_log)
+        check(targets["floor"][0] + "/score", body, expected, False)
 
     bench = hs.Bench(argparse.Namespace(quiet_wait=args.quiet_wait, retries=0), work)
-    results: dict[str, list[dict[str, Any]]] = {"direct": [], "router": []}
+    results: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
     hs._log(f"work folder {work}; {os.cpu_count()} cpus; load average {os.getloadavg()[0]:.2f}")
     for r in range(args.rounds):
         hs.wait_quiet(args.quiet_wait)
-        order = ("direct", "router") if r % 2 == 0 else ("router", "direct")
+        order = list(targets) if r % 2 == 0 else list(reversed(targets))
         for name in order:
-            url = (direct if name == "direct" else routed) + "/score"
+            base, proxy = targets[name]
+            url = base + "/score"
             if args.warmup > 0:
                 bench.wrk_run(url, body, args.connections, args.warmup)
-            cpu0 = {"module": cpu_seconds(module.pid), "router": cpu_seconds(router.pid)}
+            pids = {"module": module.pid, "router": proxy.pid if proxy is not None else None}
+            cpu0 = {who: cpu_seconds(pid) for who, pid in pids.items() if pid is not None}
             res = bench.wrk_run(url, body, args.connections, args.duration)
             res["rps"] = res["requests"] / (res["duration_us"] / 1e6)
+            res["router_cpu_us"] = 0.0
             for who, before in cpu0.items():  # CPU per request: robust to a busy machine, unlike req/s
-                res[f"{who}_cpu_us"] = (cpu_seconds(getattr_pid(who, module, router)) - before) / res["requests"] * 1e6
+                res[f"{who}_cpu_us"] = (cpu_seconds(pids[who]) - before) / res["requests"] * 1e6
             results[name].append(res)
             errors = sum(res[k] for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts"))
             hs._log(
                 f"  round {r + 1} {name:6}: {res['rps']:,.0f} req/s, p50 {res['p50_us'] / 1000:.3f} ms, "
-                f"p99 {res['p99_us'] / 1000:.3f} ms, CPU/request module {res['module_cpu_us']:.0f} us router "
+                f"p99 {res['p99_us'] / 1000:.3f} ms, CPU/request module {res['module_cpu_us']:.0f} us proxy "
                 f"{res['router_cpu_us']:.0f} us, errors {errors}, others' CPU {res['others_cpu_pct']:.0f}% "
                 f"+ steal {res['steal_pct']:.0f}%"
             )
     state = json.loads(hs.http("GET", routed + "/-/router")[1])
-    hs.stop(router)
+    for _, proxy in targets.values():
+        if proxy is not None:
+            hs.stop(proxy)
     hs.stop(module)
 
     def median(name: str, key: str) -> float:
@@ -199,6 +241,14 @@ def main(argv: list[str] | None = None) -> int:
             for k, v in results.items()
         },
     }
+    if "floor" in results:
+        summary["floor"] = {
+            "rps": median("floor", "rps"),
+            "p50_ms": median("floor", "p50_us") / 1000,
+            "p99_ms": median("floor", "p99_us") / 1000,
+            "cpu_us_per_request": median("floor", "router_cpu_us"),
+        }
+        summary["floor"]["ratio"] = summary["floor"]["rps"] / summary["direct"]["rps"]
     summary["router_cpu_us_per_request"] = median("router", "router_cpu_us")
     summary["module_cpu_us_per_request"] = median("direct", "module_cpu_us")
     summary["ratio"] = summary["router"]["rps"] / summary["direct"]["rps"]
@@ -216,7 +266,14 @@ def main(argv: list[str] | None = None) -> int:
         f"(goal <= {GOAL_P99_ADDED_MS} ms), p50 added {summary['p50_added_ms']:+.3f} ms\n"
         f"CPU per request: module {summary['module_cpu_us_per_request']:.0f} us, router "
         f"{summary['router_cpu_us_per_request']:.0f} us\n"
-        f"{summary['cpus']} cpus shared by wrk, the module ({args.workers} worker) and the router; others' CPU + "
+        + (
+            f"floor (bare uvloop forwarder, no parsing/routing): {summary['floor']['rps']:,.0f} req/s, ratio "
+            f"{summary['floor']['ratio']:.2f}, p99 {summary['floor']['p99_ms']:.3f} ms, CPU/request "
+            f"{summary['floor']['cpu_us_per_request']:.0f} us\n"
+            if "floor" in summary
+            else ""
+        )
+        + f"{summary['cpus']} cpus shared by wrk, the module ({args.workers} worker) and the router; others' CPU + "
         f"steal up to {summary['others_cpu_pct_max']:.0f}% of the machine during a measurement"
     )
     if args.json:
