@@ -85,6 +85,7 @@ class SklearnToOnnx(Converter):
             "initial_types": [(INPUT, FloatTensorType([None, x.shape[1]]))],
             "target_opset": {"": options.opset, "ai.onnx.ml": 3} if options.opset else None,
             "options": options_map,
+            "name": path.stem,  # skl2onnx names the graph with a fresh UUID otherwise: same input, same bytes
         }
         try:
             try:

@@ -143,6 +143,9 @@ def test_quickstart_full_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
         assert np.allclose(mqtt["accuracy"], http["accuracy"])
     else:
         assert mqtt["status"] == "skipped"
+    # reproducible by default: a second run in a fresh folder builds the same image, byte for byte
+    again = _run(["--dir", str(tmp_path / "qs2"), "--skip", "quantize", "--skip", "fpga", "--skip", "serve"])
+    assert _steps(again)["build"]["details"]["index_digest"] == build["index_digest"]
 
 
 @pytest.mark.slow

@@ -125,3 +125,15 @@ def test_pipeline_converts_to_plain_ops_and_quantizes(workspace: Workspace, tmp_
     _, (labels, _) = run_artifact(int8_file, {"input": x_test})
     _, (fp32_labels, _) = run_artifact(Path(converted.download(tmp_path / "c2")), {"input": x_test})
     assert abs(float(np.mean(labels == y_test)) - float(np.mean(fp32_labels == y_test))) <= 0.01
+
+
+def test_the_same_estimator_converts_to_the_same_bytes(workspace: Workspace, tmp_path: Path, digits) -> None:
+    """Reproducible images need reproducible models: no random graph name (skl2onnx's default is a UUID)."""
+    x_train, x_test, y_train, _ = digits
+    path = tmp_path / "lr.joblib"
+    joblib.dump(LogisticRegression(max_iter=500).fit(x_train, y_train), path)
+    Model.register(workspace, path, "lr", sample_input=x_test[:4])
+    first = convert_model(workspace, "lr").model
+    second = convert_model(workspace, "lr").model
+    assert first.id != second.id
+    assert [f.digest for f in first.files] == [f.digest for f in second.files]
