@@ -12,23 +12,25 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from cloud_targets.commands.common import (
     Stages,
     Warnings,
     check_file,
+    confirm,
     deployment_config,
+    echo,
     inference_config,
     inference_options,
+    json_option,
     logged_warnings,
     open_ws,
+    print_table,
     public_record,
 )
-from packager.cli.output import console, plain, print_json, printable
+from packager.cli.output import print_json, printable
 from packager.errors import EdgepackError, InvalidInputError
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (no secrets).")
 name_argument = click.argument("name")
 
 
@@ -49,10 +51,6 @@ def _live_state(service: Any, refresh: bool = True) -> str:
 
         print_warning(f"service {service.name}: cannot read its state now ({exc}); showing the last one stored")
         return service.serialize()["state"]
-
-
-def _echo(text: str) -> None:
-    console.print(printable(text), markup=False, soft_wrap=True)
 
 
 def _error_line(name: str, error: str | None) -> str | None:
@@ -84,15 +82,10 @@ def list_(ctx: click.Context, compute_type: str | None, tags: tuple[str, ...], a
         print_json(docs)
         return
     if not docs:
-        _echo("no web services (deploy one with `edgepack deploy -n NAME -m MODEL ...`)")
+        echo("no web services (deploy one with `edgepack deploy -n NAME -m MODEL ...`)")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("NAME", "TYPE", "STATE", "SCORING URI", "MODELS"):
-        table.add_column(column)
-    for d in docs:
-        cells = (d["name"], d["computeType"], d["state"], d["scoringUri"] or "-", ", ".join(d["models"]))
-        table.add_row(*(plain(c) for c in cells))
-    console.print(table)
+    rows = [(d["name"], d["computeType"], d["state"], d["scoringUri"] or "-", ", ".join(d["models"])) for d in docs]
+    print_table(("NAME", "TYPE", "STATE", "SCORING URI", "MODELS"), rows)
 
 
 @service.command()
@@ -124,7 +117,7 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
     ]
     for key, value in rows:
         if value not in (None, ""):
-            _echo(f"{key:<13} {value}")
+            echo(f"{key:<13} {value}")
 
 
 @service.command()
@@ -174,8 +167,8 @@ def keys(ctx: click.Context, name: str, as_json: bool) -> None:
     if as_json:
         print_json({"primaryKey": primary, "secondaryKey": secondary})
         return
-    _echo(f"primary    {primary}")
-    _echo(f"secondary  {secondary}")
+    echo(f"primary    {primary}")
+    echo(f"secondary  {secondary}")
 
 
 @service.command("regen-key")
@@ -206,7 +199,7 @@ def regen_key(ctx: click.Context, name: str, which: str, set_key: str | None) ->
     svc = _service(ctx, name)
     with Stages() as stages, stages.stage(f"{name}: replacing the {which.capitalize()} key"):
         svc.regen_key(which.capitalize(), set_key=set_key)
-    _echo(f"replaced the {which.capitalize()} key of {name}; `edgepack service keys {name}` prints it")
+    echo(f"replaced the {which.capitalize()} key of {name}; `edgepack service keys {name}` prints it")
 
 
 @service.command()
@@ -219,8 +212,8 @@ def token(ctx: click.Context, name: str, as_json: bool) -> None:
     if as_json:
         print_json({"accessToken": access, "refreshAfter": refresh_after.isoformat()})
         return
-    _echo(access)
-    _echo(f"refresh after {refresh_after.isoformat()}")
+    echo(access)
+    echo(f"refresh after {refresh_after.isoformat()}")
 
 
 @service.command()
@@ -284,7 +277,7 @@ def reload(ctx: click.Context, name: str) -> None:
             svc.reload()
         except WebserviceException as exc:
             fail(name, exc)
-    _echo(f"reloaded {name}: {svc.state}")
+    echo(f"reloaded {name}: {svc.state}")
 
 
 @service.command()
@@ -294,13 +287,10 @@ def reload(ctx: click.Context, name: str) -> None:
 def delete(ctx: click.Context, name: str, yes: bool) -> None:
     """Stop and remove a service: no container or process is left behind."""
     svc = _service(ctx, name)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise click.UsageError(f"pass -y to delete service {name} without a prompt")
-        click.confirm(f"delete service {name} ({svc.compute_type})?", abort=True)
+    confirm(yes, f"delete service {name} ({svc.compute_type})", "-y")
     with Stages() as stages, stages.stage(f"{name}: deleting"):
         svc.delete()
-    _echo(f"deleted service {name}")
+    echo(f"deleted service {name}")
 
 
 __all__ = ["service"]
