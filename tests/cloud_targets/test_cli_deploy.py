@@ -18,6 +18,7 @@ from cloud_targets.targets.local import process
 from packager import Workspace
 from tests.cloud_targets.cli_support import Run, runner
 from tests.cloud_targets.local.support import SAMPLE, body, expected, register, write_app
+from tests.support.workspaces import user_workspace
 
 AKS_KEYS = {"primaryKey": "aks-primary-Zq8xW3vT5pLm9nR2", "secondaryKey": "aks-secondary-Hy4kD7fJ1sXc6bN0"}
 AKS_YAML = f"""
@@ -47,15 +48,7 @@ schemaVersion: legacy
 
 @pytest.fixture
 def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
-    monkeypatch.setenv("EDGEPACK_WORKSPACE", str(tmp_path / "ws"))
-    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
-    monkeypatch.delenv("EDGEPACK_DEBUG", raising=False)
-    monkeypatch.delenv("EDGEPACK_IMAGE_REGISTRY", raising=False)
-    monkeypatch.chdir(tmp_path)
-    workspace = Workspace.from_path(tmp_path / "ws", create=True)
-    yield workspace
-    for svc in Webservice.list(workspace):  # never leave a process behind
-        svc.delete()
+    yield from user_workspace(tmp_path, monkeypatch)
 
 
 @pytest.fixture
