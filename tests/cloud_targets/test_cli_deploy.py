@@ -16,7 +16,7 @@ import yaml
 from cloud_targets import Webservice
 from cloud_targets.targets.local import process
 from packager import Workspace
-from tests.cloud_targets.cli_support import Run, runner
+from tests.cloud_targets.cli_support import Run
 from tests.cloud_targets.local.support import SAMPLE, body, expected, register, write_app
 from tests.support.workspaces import user_workspace
 
@@ -49,11 +49,6 @@ schemaVersion: legacy
 @pytest.fixture
 def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
     yield from user_workspace(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    return runner(capsys)
 
 
 def write(path: Path, doc: object) -> Path:

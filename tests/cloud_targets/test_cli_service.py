@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from packager import Workspace
-from tests.cloud_targets.cli_support import Run, runner
+from tests.cloud_targets.cli_support import Run
 from tests.cloud_targets.local.support import body, register, write_app
 from tests.support.workspaces import user_workspace
 
@@ -19,11 +19,6 @@ from tests.support.workspaces import user_workspace
 @pytest.fixture
 def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
     yield from user_workspace(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    return runner(capsys)
 
 
 def status(url: str, key: str | None) -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from packager import Workspace
-from tests.cloud_targets.cli_support import Run, runner
+from tests.cloud_targets.cli_support import Run
 from tests.support.workspaces import user_workspace
 
 pytest.importorskip("sklearn")
@@ -114,11 +114,6 @@ def guide(tmp_path: Path) -> Path:
 @pytest.fixture
 def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
     yield from user_workspace(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    return runner(capsys)
 
 
 def running_under(folder: Path) -> set[int]:
