@@ -4,6 +4,7 @@ the log bridge for ``cloud_targets.*`` warnings, the public (secret-free) servic
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -20,6 +21,8 @@ from cloud_targets.config import DeploymentConfig, LocalDeploymentConfig, load_d
 from packager.cli.output import console, err_console, markup_safe, plain, print_json, print_warning, printable
 from packager.errors import InvalidInputError
 from packager.image.inference_config import InferenceConfig
+
+MAX_REQUEST_BYTES = 100 * 1024 * 1024
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (no secrets).")
 
@@ -233,6 +236,25 @@ def confirm(yes: bool, question: str, flag: str = "--yes") -> None:
     click.confirm(f"{question}?", abort=True)
 
 
+def json_body(data: str | None = None, file: str | None = None) -> str:
+    """A request body to score: ``data``, else the UTF-8 text of ``file`` (at most ``MAX_REQUEST_BYTES``),
+    checked to be JSON."""
+    what = "the input" if data is not None else f"request file {file}"
+    if data is None:
+        path = Path(file or "")
+        if path.stat().st_size > MAX_REQUEST_BYTES:
+            raise InvalidInputError(f"{what} is larger than {MAX_REQUEST_BYTES} bytes")
+        try:
+            data = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"{what} is not UTF-8 text ({exc.reason}); give JSON") from None
+    try:
+        json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{what} is not valid JSON ({exc}); give a JSON body") from None
+    return data
+
+
 def open_ws(ctx: click.Context) -> Any:
     from packager.cli.model import open_workspace
 
@@ -249,6 +271,7 @@ __all__ = [
     "first_line",
     "inference_config",
     "inference_options",
+    "json_body",
     "json_option",
     "logged_warnings",
     "open_ws",

@@ -16,11 +16,9 @@ traffic. Read commands take ``--json`` and print no secret; ``get-credentials`` 
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import click
@@ -30,6 +28,7 @@ from cloud_targets.commands.common import (
     Warnings,
     confirm,
     echo,
+    json_body,
     json_option,
     logged_warnings,
     open_ws,
@@ -39,8 +38,6 @@ from cloud_targets.commands.common import (
 )
 from packager.cli.output import print_json, printable
 from packager.errors import ConflictError, EdgepackError, InvalidInputError
-
-MAX_REQUEST_BYTES = 100 * 1024 * 1024
 
 file_option = click.option(
     "-f", "--file", "file", required=True, type=click.Path(dir_okay=False), help="The v2 YAML file."
@@ -293,21 +290,6 @@ def update(
         _report_endpoint(_endpoint(ctx, name), as_json, warnings)
 
 
-def _request_body(request_file: str) -> str:
-    path = Path(request_file)
-    if path.stat().st_size > MAX_REQUEST_BYTES:
-        raise InvalidInputError(f"request file {request_file} is larger than {MAX_REQUEST_BYTES} bytes")
-    try:
-        body = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"request file {request_file} is not UTF-8 text ({exc.reason}); give JSON") from None
-    try:
-        json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"request file {request_file} is not valid JSON ({exc})") from None
-    return body
-
-
 @endpoint.command()
 @click.option("-n", "--name", required=True, help="The endpoint.")
 @click.option(
@@ -318,7 +300,7 @@ def _request_body(request_file: str) -> str:
 @click.pass_context
 def invoke(ctx: click.Context, name: str, request_file: str, deployment_name: str | None, as_json: bool) -> None:
     """Score: POST the request file to the endpoint (or one deployment) and print the answer."""
-    body = _request_body(request_file)
+    body = json_body(file=request_file)
     ep = _endpoint(ctx, name)
     if deployment_name:
         _version(ep, deployment_name)

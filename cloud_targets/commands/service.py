@@ -6,9 +6,7 @@ bearer token (token auth). Unknown services and bad input exit non-zero with one
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
@@ -22,6 +20,7 @@ from cloud_targets.commands.common import (
     echo,
     inference_config,
     inference_options,
+    json_body,
     json_option,
     logged_warnings,
     open_ws,
@@ -142,15 +141,7 @@ def run(ctx: click.Context, name: str, data: str | None, file: str | None, as_js
     """Score: POST the input to the service's /score (with its key or a fresh token) and print the answer."""
     if bool(data) == bool(file):
         raise click.UsageError("give the input with either -d JSON or -f FILE")
-    try:
-        body = data if data is not None else Path(file or "").read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"input file {file} is not UTF-8 text ({exc.reason}); give a JSON body") from None
-    try:
-        json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"the input is not valid JSON ({exc}); the service takes a JSON body") from None
-    answer = _service(ctx, name).run(body)
+    answer = _service(ctx, name).run(json_body(data, file))
     if as_json or not isinstance(answer, str):
         print_json(answer)
     else:
