@@ -371,27 +371,18 @@ class Webservice(RecordHandle):
     def serialize(self) -> dict[str, Any]:
         """The service as a JSON-ready dict (what ``edgepack service show --json`` prints): no secrets."""
         r = self._record
-        return {
-            "name": r.name,
-            "computeType": r.compute_type,
-            "state": r.state,
-            "error": r.error,
-            "scoringUri": r.scoring_uri,
-            "swaggerUri": r.swagger_uri,
-            "models": list(r.models),
-            "imageId": r.image if r.target.get("mode") != "process" else None,  # process mode: no image
-            "imageDigest": r.image_digest,
-            "authEnabled": r.auth == "key",
-            "tokenAuthEnabled": r.auth == "token",
-            "deploymentConfig": dict(r.deployment_config),
-            "inferenceConfig": dict(r.inference_config),
-            "target": {k: v for k, v in r.target.items() if k != "content"},
-            "tags": dict(r.tags),
-            "properties": dict(r.properties),
-            "description": r.description,
-            "createdTime": r.created_time,
-            "updatedTime": r.updated_time,
-        }
+        return self._public(
+            {
+                "models": list(r.models),
+                "imageId": r.image if r.target.get("mode") != "process" else None,  # process mode: no image
+                "imageDigest": r.image_digest,
+                "authEnabled": r.auth == "key",
+                "tokenAuthEnabled": r.auth == "token",
+                "deploymentConfig": dict(r.deployment_config),
+                "inferenceConfig": dict(r.inference_config),
+                "target": {k: v for k, v in r.target.items() if k != "content"},
+            }
+        )
 
     def __repr__(self) -> str:
         r = self._record

@@ -508,34 +508,25 @@ class Endpoint(RecordHandle):
     def serialize(self) -> dict[str, Any]:
         """The endpoint as a JSON-ready dict (no secrets)."""
         r = self._record
-        return {
-            "name": r.name,
-            "computeType": r.compute_type,
-            "state": r.state,
-            "error": r.error,
-            "scoringUri": r.scoring_uri,
-            "swaggerUri": r.swagger_uri,
-            "authMode": r.auth,
-            "revision": r.revision,
-            "versions": [
-                {
-                    "name": v.name,
-                    "trafficPercentile": v.traffic,
-                    "isDefault": v.default,
-                    "isControlVersionType": v.control,
-                    "models": list(v.models),
-                    "scoringUri": r.version_uris.get(v.name),
-                    "deploymentConfig": dict(v.deployment_config),
-                    "description": v.description,
-                }
-                for v in r.versions
-            ],
-            "tags": dict(r.tags),
-            "properties": dict(r.properties),
-            "description": r.description,
-            "createdTime": r.created_time,
-            "updatedTime": r.updated_time,
-        }
+        return self._public(
+            {
+                "authMode": r.auth,
+                "revision": r.revision,
+                "versions": [
+                    {
+                        "name": v.name,
+                        "trafficPercentile": v.traffic,
+                        "isDefault": v.default,
+                        "isControlVersionType": v.control,
+                        "models": list(v.models),
+                        "scoringUri": r.version_uris.get(v.name),
+                        "deploymentConfig": dict(v.deployment_config),
+                        "description": v.description,
+                    }
+                    for v in r.versions
+                ],
+            }
+        )
 
     def __repr__(self) -> str:
         r = self._record

@@ -104,6 +104,24 @@ class RecordHandle:
     def token_auth_enabled(self) -> bool:
         return self._record.auth == "token"
 
+    def _public(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """``serialize()``: the record's name, state and URIs, then ``fields``, then its metadata (no secrets)."""
+        r = self._record
+        return {
+            "name": r.name,
+            "computeType": r.compute_type,
+            "state": r.state,
+            "error": r.error,
+            "scoringUri": r.scoring_uri,
+            "swaggerUri": r.swagger_uri,
+            **fields,
+            "tags": dict(r.tags),
+            "properties": dict(r.properties),
+            "description": r.description,
+            "createdTime": r.created_time,
+            "updatedTime": r.updated_time,
+        }
+
     def _auth_error(self, auth: str, wanted: str) -> EdgepackError:
         from cloud_targets.webservice import WebserviceException
 
