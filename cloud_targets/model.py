@@ -13,6 +13,7 @@ from typing import Any
 
 from cloud_targets.config.model import DeploymentConfig, LocalDeploymentConfig
 from cloud_targets.services import configs
+from cloud_targets.services.lifecycle import new_secrets, resolve_models
 from cloud_targets.services.names import check_service_name
 from cloud_targets.services.store import ServiceRecord, ServiceStore
 from cloud_targets.webservice import (
@@ -21,9 +22,7 @@ from cloud_targets.webservice import (
     _config_warnings,
     _deploy_into,
     _merge,
-    _new_secrets,
     _preflight,
-    _resolve_models,
     _teardown,
 )
 from packager.errors import ConflictError, InvalidInputError
@@ -97,7 +96,7 @@ class Model(RegistryModel):
         config.validate()
         mode = configs.auth_mode(config)
         warnings = _config_warnings(name, config)
-        resolved = _resolve_models(workspace, models)
+        resolved = resolve_models(workspace, models)
         if not resolved:
             raise InvalidInputError("no model to deploy: pass at least one registered model")
         inference_config = inference_config or InferenceConfig()
@@ -119,7 +118,7 @@ class Model(RegistryModel):
                 description=config.description,
                 auth=mode,
             )
-            secrets = _new_secrets(config, mode)
+            secrets = new_secrets(mode, None, config.primary_key, config.secondary_key)
             try:
                 target_warnings = _deploy_into(workspace, store, record, resolved, inference_config, config,
                                                secrets, deployment_target=deployment_target)  # fmt: skip
@@ -200,7 +199,7 @@ class Model(RegistryModel):
         from packager.image import builder
         from packager.image.reference import ImageRef
 
-        resolved = _resolve_models(workspace, models)
+        resolved = resolve_models(workspace, models)
         config = inference_config or InferenceConfig()
         name = image_name or "edgepack-package"
         label = image_label or f"{int(time.time())}"

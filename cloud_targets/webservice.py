@@ -9,14 +9,11 @@ secret sit in a 0600 file, and every change runs under the service's lock.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import logging
-import secrets as pysecrets
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -27,6 +24,17 @@ from cloud_targets.config.factories import (
 )
 from cloud_targets.config.model import DeploymentConfig
 from cloud_targets.services import configs
+from cloud_targets.services.lifecycle import (
+    RecordHandle,
+    app_of,
+    config_of,
+    image_registry,
+    key_choice,
+    new_secrets,
+    push_image,
+    resolve_models,
+    wait_healthy,
+)
 from cloud_targets.services.store import ServiceRecord, ServiceSecrets, ServiceStore
 from cloud_targets.targets.base import (
     CONTAINER_PORT,
@@ -41,7 +49,6 @@ from cloud_targets.targets.base import (
     secret_env,
 )
 from packager.errors import EdgepackError, InvalidInputError, NotFoundError
-from packager.image.environment import Environment
 from packager.image.inference_config import InferenceConfig
 from packager.registry import Model
 from packager.workspace import Workspace
@@ -78,56 +85,7 @@ def _read_record(store: ServiceStore, name: str) -> ServiceRecord:
         raise WebserviceInputError(str(exc)) from None
 
 
-def _app_of(config: InferenceConfig) -> dict[str, Any]:
-    """What reload/update need to rebuild ``config``: absolute paths and the base image."""
-    entry = config.entry_script_file
-    app: dict[str, Any] = {
-        "entry_script": str(entry) if entry else None,
-        "source_directory": config.source_directory,
-        "conda_file": config.conda_file,
-        "base_image": config.base_image_ref(),
-    }
-    env = config.environment
-    if env is not None:  # v1's Environment (packages, base image, variables): kept for update/reload
-        app["environment"] = env.to_dict()
-        if env.docker.base_image_registry.password:
-            log.warning(
-                "environment %s: the base image registry's password is not kept; pass the inference config "
-                "again to update the service",
-                env.name,
-            )
-    return app
-
-
-def _config_of(app: Mapping[str, Any]) -> InferenceConfig:
-    if app.get("environment"):  # the base image, conda packages and variables are the environment's
-        return InferenceConfig(
-            entry_script=app.get("entry_script"),
-            source_directory=app.get("source_directory"),
-            environment=Environment.from_dict(app["environment"], Path.cwd()),
-        )
-    return InferenceConfig(
-        entry_script=app.get("entry_script"),
-        source_directory=app.get("source_directory"),
-        conda_file=app.get("conda_file"),
-        base_image=app.get("base_image"),
-    )
-
-
-def _new_secrets(config: DeploymentConfig, mode: str, old: ServiceSecrets | None = None) -> ServiceSecrets:
-    """Keys (given, kept, or generated) for key auth; a signing secret for token auth; nothing otherwise."""
-    old = old or ServiceSecrets()
-    if mode == "key":
-        return ServiceSecrets(
-            primary_key=config.primary_key or old.primary_key or pysecrets.token_urlsafe(32),
-            secondary_key=config.secondary_key or old.secondary_key or pysecrets.token_urlsafe(32),
-        )
-    if mode == "token":
-        return ServiceSecrets(token_secret=old.token_secret or pysecrets.token_urlsafe(32))
-    return ServiceSecrets()
-
-
-class Webservice:
+class Webservice(RecordHandle):
     """One deployed service. ``Webservice(workspace, name)`` loads it (a :class:`WebserviceException`, as
     in v1, when there is none)."""
 
@@ -196,30 +154,6 @@ class Webservice:
 
     # -- attributes --------------------------------------------------------------------------------------
     @property
-    def compute_type(self) -> str:
-        return self._record.compute_type
-
-    @property
-    def scoring_uri(self) -> str | None:
-        return self._record.scoring_uri
-
-    @property
-    def swagger_uri(self) -> str | None:
-        return self._record.swagger_uri
-
-    @property
-    def tags(self) -> dict[str, str]:
-        return dict(self._record.tags)
-
-    @property
-    def properties(self) -> dict[str, str]:
-        return dict(self._record.properties)
-
-    @property
-    def description(self) -> str | None:
-        return self._record.description
-
-    @property
     def models(self) -> list[str]:
         return list(self._record.models)
 
@@ -237,20 +171,8 @@ class Webservice:
         return self._record.updated_time
 
     @property
-    def error(self) -> str | None:
-        return self._record.error
-
-    @property
     def deployment_config(self) -> DeploymentConfig:
         return configs.deserialize_config(self._record.deployment_config)
-
-    @property
-    def auth_enabled(self) -> bool:
-        return self._record.auth == "key"
-
-    @property
-    def token_auth_enabled(self) -> bool:
-        return self._record.auth == "token"
 
     @property
     def warnings(self) -> list[str]:
@@ -297,28 +219,21 @@ class Webservice:
         fails or ``timeout_sec`` passes."""
         deadline = None if timeout_sec is None else time.monotonic() + timeout_sec
         self._wait_on_target(show_output, timeout_sec)
-        last = None
-        while True:
-            state = self._refresh_state()
-            if show_output and state != last:
-                print(f"{self.name}: {state}", file=sys.stdout, flush=True)
-                last = state
-            if state == HEALTHY:
-                return
+
+        def fail(state: str) -> WebserviceException:
+            logs = self.get_logs(200)
             if state == FAILED:
-                logs = self.get_logs(200)
-                raise WebserviceException(
+                return WebserviceException(
                     f"service {self.name} failed: {self._record.error or 'see the logs'}\n"
                     f"last log lines:\n{_tail(logs, 50)}",
                     logs,
                 )
-            if deadline is not None and time.monotonic() > deadline:
-                logs = self.get_logs(200)
-                raise WebserviceException(
-                    f"service {self.name} is still {state} after {timeout_sec:g} s; last log lines:\n{_tail(logs, 50)}",
-                    logs,
-                )
-            time.sleep(POLL_S)
+            return WebserviceException(
+                f"service {self.name} is still {state} after {timeout_sec:g} s; last log lines:\n{_tail(logs, 50)}",
+                logs,
+            )
+
+        wait_healthy(self.name, self._refresh_state, fail, deadline, show_output, POLL_S)
 
     def _wait_on_target(self, show_output: bool, timeout_sec: float | None) -> None:
         """Targets that follow their own rollout (Kubernetes: ``kubectl rollout status``) wait here first."""
@@ -354,13 +269,8 @@ class Webservice:
 
         if not self.scoring_uri:
             raise WebserviceException(f"service {self.name} has no scoring URI (state {self._record.state})")
-        credential = None
-        if self._record.auth == "key":
-            credential = self.get_keys()[0]
-        elif self._record.auth == "token":
-            credential = self.get_token()[0]
         try:
-            resp = score_request(self.scoring_uri, input_data, key=credential, timeout=timeout)
+            resp = score_request(self.scoring_uri, input_data, key=self.credential(), timeout=timeout)
         except HttpError as exc:
             raise WebserviceException(f"service {self.name}: {exc}") from None
         except (ConnectionError, TimeoutError) as exc:
@@ -370,28 +280,13 @@ class Webservice:
         except ValueError:
             return resp.text
 
-    def get_keys(self) -> tuple[str, str]:
-        """``(primary, secondary)``; only with key auth."""
-        if self._record.auth != "key":
-            raise WebserviceException(f"service {self.name} does not use key auth (auth_enabled is false)")
-        s = self._store.read_secrets(self.name)
-        return s.primary_key or "", s.secondary_key or ""
-
     def regen_key(self, key: str, set_key: str | None = None) -> None:
         """Replace the ``'Primary'`` or ``'Secondary'`` key (with ``set_key`` or a new random one) and restart
         the service with it: the old key stops working."""
-        which = str(key).strip().lower()
-        if which not in ("primary", "secondary"):
-            raise WebserviceInputError(f"key must be 'Primary' or 'Secondary', not {key!r}")
-        if set_key is not None and len(set_key) < 16:
-            raise WebserviceInputError("set_key must be at least 16 characters")
+        which = key_choice(key, set_key, WebserviceInputError)
         with self._store.lock(self.name):
             record = self._store.read(self.name)
-            if record.auth != "key":
-                raise WebserviceException(f"service {self.name} does not use key auth (auth_enabled is false)")
-            s = self._store.read_secrets(self.name)
-            setattr(s, f"{which}_key", set_key or pysecrets.token_urlsafe(32))
-            self._store.write_secrets(self.name, s)
+            s = self._rotate_key(record, which, set_key)
             target = _target_for(self.workspace, self._store, record)
             spec = _spec(record, configs.deserialize_config(record.deployment_config), s)
             deployed = target.update_secrets(spec, record.target)
@@ -399,18 +294,6 @@ class Webservice:
             self._store.write(record)
             self._record = record
         self.wait_for_deployment()
-
-    def get_token(self) -> tuple[str, dt.datetime]:
-        """``(token, refresh_after)`` minted with the service's secret; only with token auth."""
-        from edge_module.server.auth import mint_token
-
-        if self._record.auth != "token":
-            raise WebserviceException(f"service {self.name} does not use token auth (token_auth_enabled is false)")
-        secret = self._store.read_secrets(self.name).token_secret
-        if not secret:
-            raise WebserviceException(f"service {self.name} has no token secret stored; deploy it again")
-        token = mint_token(secret, subject=self.name)
-        return token.access_token, dt.datetime.fromtimestamp(token.refresh_after, dt.UTC)
 
     def update(
         self,
@@ -463,16 +346,17 @@ class Webservice:
                 self._warnings = warnings
                 return
             resolved = (
-                _resolve_models(self.workspace, models)
+                resolve_models(self.workspace, models)
                 if models is not None
-                else _resolve_models(self.workspace, record.models)
+                else resolve_models(self.workspace, record.models)
             )
-            ic = inference_config or _config_of(record.app)
+            ic = inference_config or config_of(record.app)
             old_secrets = self._store.read_secrets(self.name)
             keep = old_secrets if record.auth == mode else None
-            new_secrets = _new_secrets(config, mode, keep)  # stored by _deploy_into when the service restarts
+            # stored by _deploy_into when the service restarts
+            fresh = new_secrets(mode, keep, config.primary_key, config.secondary_key)
             record.auth = mode
-            target_warnings = _deploy_into(self.workspace, self._store, record, resolved, ic, config, new_secrets,
+            target_warnings = _deploy_into(self.workspace, self._store, record, resolved, ic, config, fresh,
                                            rebuild=models is not None or inference_config is not None)  # fmt: skip
             self._record = record
             self._warnings = _merge(warnings, target_warnings)
@@ -487,27 +371,18 @@ class Webservice:
     def serialize(self) -> dict[str, Any]:
         """The service as a JSON-ready dict (what ``edgepack service show --json`` prints): no secrets."""
         r = self._record
-        return {
-            "name": r.name,
-            "computeType": r.compute_type,
-            "state": r.state,
-            "error": r.error,
-            "scoringUri": r.scoring_uri,
-            "swaggerUri": r.swagger_uri,
-            "models": list(r.models),
-            "imageId": r.image if r.target.get("mode") != "process" else None,  # process mode: no image
-            "imageDigest": r.image_digest,
-            "authEnabled": r.auth == "key",
-            "tokenAuthEnabled": r.auth == "token",
-            "deploymentConfig": dict(r.deployment_config),
-            "inferenceConfig": dict(r.inference_config),
-            "target": {k: v for k, v in r.target.items() if k != "content"},
-            "tags": dict(r.tags),
-            "properties": dict(r.properties),
-            "description": r.description,
-            "createdTime": r.created_time,
-            "updatedTime": r.updated_time,
-        }
+        return self._public(
+            {
+                "models": list(r.models),
+                "imageId": r.image if r.target.get("mode") != "process" else None,  # process mode: no image
+                "imageDigest": r.image_digest,
+                "authEnabled": r.auth == "key",
+                "tokenAuthEnabled": r.auth == "token",
+                "deploymentConfig": dict(r.deployment_config),
+                "inferenceConfig": dict(r.inference_config),
+                "target": {k: v for k, v in r.target.items() if k != "content"},
+            }
+        )
 
     def __repr__(self) -> str:
         r = self._record
@@ -547,7 +422,7 @@ class LocalWebservice(Webservice):
             spec = _spec(
                 record, configs.deserialize_config(record.deployment_config), self._store.read_secrets(self.name)
             )
-            deployed = target.reload(spec, record.target, _config_of(record.app))
+            deployed = target.reload(spec, record.target, config_of(record.app))
             _apply(record, deployed)
             self._store.write(record)
             self._record = record
@@ -603,14 +478,6 @@ def _same_runtime(a: DeploymentConfig, b: DeploymentConfig) -> bool:
     same_settings = {**configs.serialize_config(a), **meta} == {**configs.serialize_config(b), **meta}
     same_keys = (a.primary_key, a.secondary_key) == (b.primary_key, b.secondary_key)
     return same_settings and same_keys
-
-
-def _resolve_models(workspace: Workspace, models: Sequence[Model | str]) -> list[Model]:
-    from packager.image.builder import resolve_models
-
-    if isinstance(models, Model | str):
-        models = [models]
-    return resolve_models(workspace, list(models))
 
 
 def _target_for(workspace: Workspace, store: ServiceStore, record: ServiceRecord, mode: str | None = None) -> Any:
@@ -675,7 +542,7 @@ def _deploy_into(
     Returns the target's warnings (settings it does not honour)."""
     record.models = [m.id for m in models]
     record.inference_config = inference_config.serialize()
-    record.app = _app_of(inference_config)
+    record.app = app_of(inference_config)
     record.deployment_config = configs.serialize_config(config)
     if record.compute_type == "LOCAL":
         from cloud_targets.targets.local import LocalTarget, resolve_mode
@@ -712,7 +579,7 @@ def _deploy_into(
     where = deployment_target if deployment_target is not None else (previous or None)
     target = remote_target(record.compute_type, config, where)  # reads the kubeconfig / ids: fails before a build
     if rebuild or not record.image:
-        record.image, record.image_digest = _push_image(workspace, record.name, models, inference_config,
+        record.image, record.image_digest = push_image(workspace, record.name, models, inference_config,
                                                         getattr(target, "compute", where))  # fmt: skip
     spec = _spec(record, config, secrets)
     store.write_secrets(record.name, secrets)  # only now: a failed build or push leaves the running service's keys
@@ -739,41 +606,7 @@ def _preflight(workspace: Workspace, compute_type: str, config: DeploymentConfig
     from cloud_targets.targets.registry import remote_target
 
     target = remote_target(compute_type, config, deployment_target)
-    _image_registry(getattr(target, "compute", deployment_target))
-
-
-def _image_registry(deployment_target: Any) -> str:
-    from cloud_targets.targets.compute import image_registry_of
-
-    registry = image_registry_of(deployment_target)
-    if not registry:
-        raise InvalidInputError(
-            "remote targets pull the image from a registry: pass deployment_target with image_registry, or set "
-            "EDGEPACK_IMAGE_REGISTRY (e.g. myacr.azurecr.io/models)"
-        )
-    return registry
-
-
-def _push_image(
-    workspace: Workspace, name: str, models: Sequence[Model], config: InferenceConfig, deployment_target: Any
-) -> tuple[str, str]:
-    """Remote targets pull from a registry: build for linux/amd64 and push to ``deployment_target.image_registry``
-    or ``$EDGEPACK_IMAGE_REGISTRY``; returns the reference pinned by digest and the digest."""
-    import os
-
-    from cloud_targets.targets.local.docker_mode import ENV_BASE
-    from packager.image import builder
-    from packager.image.spec import Platform
-
-    registry = _image_registry(deployment_target)
-    tag = f"{int(time.time())}"
-    base = None if config.base_image_ref() else os.environ.get(ENV_BASE)
-    request = builder.BuildRequest(
-        list(models), builder.Destination.registry(f"{registry.rstrip('/')}/{name}:{tag}"), config,
-        [Platform("linux", "amd64")], base=base,
-    )  # fmt: skip
-    doc = builder.run(workspace, request)
-    return f"{registry.rstrip('/')}/{name}@{doc['index_digest']}", doc["index_digest"]
+    image_registry(getattr(target, "compute", deployment_target))
 
 
 def dumps_public(services: Sequence[Webservice]) -> str:

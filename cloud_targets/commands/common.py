@@ -1,22 +1,30 @@
-"""What ``edgepack deploy`` and ``edgepack service`` share: config loading with warnings, stage progress,
-the log bridge for ``cloud_targets.*`` warnings, and the public (secret-free) service record."""
+"""What ``edgepack deploy``, ``service`` and ``endpoint`` share: config loading with warnings, stage progress,
+the log bridge for ``cloud_targets.*`` warnings, the public (secret-free) service record, and output helpers
+(plain lines, tables, reports, log tails, confirmations)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from cloud_targets.config import DeploymentConfig, LocalDeploymentConfig, load_deployment_config
-from packager.cli.output import err_console, markup_safe, print_warning
+from packager.cli.output import console, err_console, markup_safe, plain, print_json, print_warning, printable
 from packager.errors import InvalidInputError
 from packager.image.inference_config import InferenceConfig
+
+MAX_REQUEST_BYTES = 100 * 1024 * 1024
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (no secrets).")
 
 
 class Warnings:
@@ -186,6 +194,67 @@ def public_record(service: Any, state: str | None = None) -> dict[str, Any]:
     return doc
 
 
+def echo(text: str) -> None:
+    """One line of plain text on stdout (no markup, never wrapped)."""
+    console.print(printable(text), markup=False, soft_wrap=True)
+
+
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """A borderless table on stdout, every cell as plain text."""
+    table = Table(box=None, pad_edge=False)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(plain(str(c)) for c in row))
+    console.print(table)
+
+
+def print_report(doc: dict[str, Any], lines: Sequence[str], as_json: bool, warnings: Warnings | None) -> None:
+    """``doc`` (with the warnings printed so far) as JSON for ``--json``, else ``lines``."""
+    if as_json:
+        print_json({**doc, **({"warnings": list(warnings.seen)} if warnings else {})})
+        return
+    for line in lines:
+        echo(line)
+
+
+def print_log_tail(exc: BaseException, lines: int = 30) -> None:
+    """A failed deployment's last log lines (``exc.logs``) on stderr."""
+    logs = (getattr(exc, "logs", "") or "").strip().splitlines()[-lines:]
+    if logs:
+        err_console.print("last log lines:", markup=False)
+        for line in logs:
+            err_console.print("  " + printable(line), markup=False, soft_wrap=True)
+
+
+def confirm(yes: bool, question: str, flag: str = "--yes") -> None:
+    """Ask ``question?`` unless ``yes``; with no terminal to ask on, a usage error naming ``flag``."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise click.UsageError(f"pass {flag} to {question} without a prompt")
+    click.confirm(f"{question}?", abort=True)
+
+
+def json_body(data: str | None = None, file: str | None = None) -> str:
+    """A request body to score: ``data``, else the UTF-8 text of ``file`` (at most ``MAX_REQUEST_BYTES``),
+    checked to be JSON."""
+    what = "the input" if data is not None else f"request file {file}"
+    if data is None:
+        path = Path(file or "")
+        if path.stat().st_size > MAX_REQUEST_BYTES:
+            raise InvalidInputError(f"{what} is larger than {MAX_REQUEST_BYTES} bytes")
+        try:
+            data = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InvalidInputError(f"{what} is not UTF-8 text ({exc.reason}); give JSON") from None
+    try:
+        json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError(f"{what} is not valid JSON ({exc}); give a JSON body") from None
+    return data
+
+
 def open_ws(ctx: click.Context) -> Any:
     from packager.cli.model import open_workspace
 
@@ -196,11 +265,18 @@ __all__ = [
     "Stages",
     "Warnings",
     "check_file",
+    "confirm",
     "deployment_config",
+    "echo",
     "first_line",
     "inference_config",
     "inference_options",
+    "json_body",
+    "json_option",
     "logged_warnings",
     "open_ws",
+    "print_log_tail",
+    "print_report",
+    "print_table",
     "public_record",
 ]

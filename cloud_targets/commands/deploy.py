@@ -23,6 +23,8 @@ from cloud_targets.commands.common import (
     deployment_config,
     first_line,
     open_ws,
+    print_log_tail,
+    print_report,
     public_record,
 )
 from cloud_targets.config import DeploymentConfig, validate_service_name
@@ -176,9 +178,6 @@ def run_endpoint_deploy(req: Request, as_json: bool, warnings: Warnings) -> None
                                 deployment_target=req.target, overwrite=req.overwrite)  # fmt: skip
     doc = endpoint.serialize()
     doc["state"] = endpoint.state
-    if as_json:
-        print_json({**doc, "warnings": list(warnings.seen)})
-        return
     lines = [
         f"endpoint {doc['name']} ({doc['computeType']}): {doc['state']}",
         f"  scoring URI  {doc.get('scoringUri') or '-'}",
@@ -187,27 +186,17 @@ def run_endpoint_deploy(req: Request, as_json: bool, warnings: Warnings) -> None
     for v in doc["versions"]:
         flags = ", ".join(f for f, on in (("default", v["isDefault"]), ("control", v["isControlVersionType"])) if on)
         lines.append(f"  version {v['name']:<12} {v['trafficPercentile']:g}%{f' ({flags})' if flags else ''}")
-    for line in lines:
-        console.print(printable(line), markup=False, soft_wrap=True)
+    print_report(doc, lines, as_json, warnings)
 
 
 def fail(name: str, exc: Any) -> None:
     """A failed deployment: the service's last log lines on stderr, then the one-line error."""
-    from packager.cli.output import err_console
-
-    logs = (getattr(exc, "logs", "") or "").strip().splitlines()[-30:]
-    if logs:
-        err_console.print("last log lines:", markup=False)
-        for line in logs:
-            err_console.print("  " + printable(line), markup=False, soft_wrap=True)
+    print_log_tail(exc)
     raise EdgepackError(f"{first_line(exc)} (more with `edgepack service logs {name}`)") from None
 
 
 def report(service: Any, state: str | None, as_json: bool, warnings: Warnings) -> None:
     doc = public_record(service, state)
-    if as_json:
-        print_json({**doc, "warnings": list(warnings.seen)})
-        return
     lines = [
         f"service {doc['name']} ({doc['computeType']}): {doc['state']}",
         f"  scoring URI  {doc.get('scoringUri') or '-'}",
@@ -220,8 +209,7 @@ def report(service: Any, state: str | None, as_json: bool, warnings: Warnings) -
         lines.append(f"  auth         token (`edgepack service token {doc['name']}`)")
     if state is None:
         lines.append(f"  not waiting: `edgepack service show {doc['name']}` tells when it is Healthy")
-    for line in lines:
-        console.print(printable(line), markup=False, soft_wrap=True)
+    print_report(doc, lines, as_json, warnings)
 
 
 # -- dry run --------------------------------------------------------------------------------------------------

@@ -16,23 +16,29 @@ traffic. Read commands take ``--json`` and print no secret; ``get-credentials`` 
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
-from cloud_targets.commands.common import Stages, Warnings, logged_warnings, open_ws
-from packager.cli.output import console, plain, print_json, printable
+from cloud_targets.commands.common import (
+    Stages,
+    Warnings,
+    confirm,
+    echo,
+    json_body,
+    json_option,
+    logged_warnings,
+    open_ws,
+    print_log_tail,
+    print_report,
+    print_table,
+)
+from packager.cli.output import print_json, printable
 from packager.errors import ConflictError, EdgepackError, InvalidInputError
 
-MAX_REQUEST_BYTES = 100 * 1024 * 1024
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (no secrets).")
 file_option = click.option(
     "-f", "--file", "file", required=True, type=click.Path(dir_okay=False), help="The v2 YAML file."
 )
@@ -47,22 +53,10 @@ yes_option = click.option("-y", "--yes", is_flag=True, help="Do not ask for conf
 endpoint_name_option = click.option("-e", "--endpoint-name", "endpoint_name", required=True, help="The endpoint.")
 
 
-def _echo(text: str) -> None:
-    console.print(printable(text), markup=False, soft_wrap=True)
-
-
 def _endpoint(ctx: click.Context, name: str) -> Any:
     from cloud_targets.endpoints import Endpoint
 
     return Endpoint(open_ws(ctx), name)
-
-
-def _confirm(yes: bool, question: str) -> None:
-    if yes:
-        return
-    if not sys.stdin.isatty():
-        raise click.UsageError(f"pass --yes to {question} without a prompt")
-    click.confirm(f"{question}?", abort=True)
 
 
 def _target(local: bool, context: str | None, kubeconfig: str | None, image_registry: str | None) -> tuple[str, Any]:
@@ -81,6 +75,15 @@ def _target(local: bool, context: str | None, kubeconfig: str | None, image_regi
             f"(or --kubeconfig FILE, or set ${ENV_KUBE_CONTEXT})"
         )
     return "AKS", KubernetesCompute(context=context, kubeconfig=kubeconfig, image_registry=image_registry)
+
+
+def _version(ep: Any, name: str) -> Any:
+    """The endpoint's deployment ``name`` (an error listing the deployments when there is none)."""
+    if name not in ep.versions:
+        raise InvalidInputError(
+            f"endpoint {ep.name} has no deployment {name} (it has: {', '.join(ep.versions) or 'none'})"
+        )
+    return ep.versions[name]
 
 
 def _endpoint_doc(ep: Any) -> dict[str, Any]:
@@ -107,9 +110,6 @@ def _version_doc(ep: Any, version: Any) -> dict[str, Any]:
 
 def _report_endpoint(ep: Any, as_json: bool, warnings: Warnings | None = None) -> None:
     doc = _endpoint_doc(ep)
-    if as_json:
-        print_json({**doc, **({"warnings": list(warnings.seen)} if warnings else {})})
-        return
     traffic = " ".join(f"{k}={v}" for k, v in doc["traffic"].items()) or "(no deployment yet)"
     rows = [
         ("name", ep.name),
@@ -122,9 +122,7 @@ def _report_endpoint(ep: Any, as_json: bool, warnings: Warnings | None = None) -
         ("description", doc.get("description")),
         ("tags", ", ".join(f"{k}={v}" for k, v in (doc.get("tags") or {}).items())),
     ]
-    for key, value in rows:
-        if value not in (None, ""):
-            _echo(f"{key:<13} {value}")
+    print_report(doc, [f"{key:<13} {value}" for key, value in rows if value not in (None, "")], as_json, warnings)
 
 
 # -- endpoint -----------------------------------------------------------------------------------------------------
@@ -231,16 +229,18 @@ def list_(ctx: click.Context, as_json: bool) -> None:
         print_json(docs)
         return
     if not docs:
-        _echo("no endpoints (create one with `edgepack endpoint create -f endpoint.yml --local`)")
+        echo("no endpoints (create one with `edgepack endpoint create -f endpoint.yml --local`)")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("NAME", "TYPE", "SCORING URI", "TRAFFIC"):
-        table.add_column(column)
-    for ep, d in zip(found, docs, strict=True):
-        traffic = " ".join(f"{k}={v}" for k, v in d["traffic"].items()) or "-"
-        cells = (ep.name, d.get("computeType") or d.get("compute_type") or "", ep.scoring_uri or "-", traffic)
-        table.add_row(*(plain(str(c)) for c in cells))
-    console.print(table)
+    rows = [
+        (
+            ep.name,
+            d.get("computeType") or d.get("compute_type") or "",
+            ep.scoring_uri or "-",
+            " ".join(f"{k}={v}" for k, v in d["traffic"].items()) or "-",
+        )
+        for ep, d in zip(found, docs, strict=True)
+    ]
+    print_table(("NAME", "TYPE", "SCORING URI", "TRAFFIC"), rows)
 
 
 @endpoint.command()
@@ -290,21 +290,6 @@ def update(
         _report_endpoint(_endpoint(ctx, name), as_json, warnings)
 
 
-def _request_body(request_file: str) -> str:
-    path = Path(request_file)
-    if path.stat().st_size > MAX_REQUEST_BYTES:
-        raise InvalidInputError(f"request file {request_file} is larger than {MAX_REQUEST_BYTES} bytes")
-    try:
-        body = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"request file {request_file} is not UTF-8 text ({exc.reason}); give JSON") from None
-    try:
-        json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"request file {request_file} is not valid JSON ({exc})") from None
-    return body
-
-
 @endpoint.command()
 @click.option("-n", "--name", required=True, help="The endpoint.")
 @click.option(
@@ -315,12 +300,10 @@ def _request_body(request_file: str) -> str:
 @click.pass_context
 def invoke(ctx: click.Context, name: str, request_file: str, deployment_name: str | None, as_json: bool) -> None:
     """Score: POST the request file to the endpoint (or one deployment) and print the answer."""
-    body = _request_body(request_file)
+    body = json_body(file=request_file)
     ep = _endpoint(ctx, name)
-    if deployment_name and deployment_name not in ep.versions:
-        raise InvalidInputError(
-            f"endpoint {name} has no deployment {deployment_name} (it has: {', '.join(ep.versions) or 'none'})"
-        )
+    if deployment_name:
+        _version(ep, deployment_name)
     answer = ep.run(body, version=deployment_name)
     if as_json or not isinstance(answer, str):
         print_json(answer)
@@ -330,10 +313,7 @@ def invoke(ctx: click.Context, name: str, request_file: str, deployment_name: st
 
 def _logs(ctx: click.Context, name: str, deployment: str, lines: int) -> None:
     ep = _endpoint(ctx, name)
-    if deployment not in ep.versions:
-        raise InvalidInputError(
-            f"endpoint {name} has no deployment {deployment} (it has: {', '.join(ep.versions) or 'none'})"
-        )
+    _version(ep, deployment)
     for line in ep.get_logs(version=deployment, num_lines=lines).splitlines():
         sys.stdout.write(printable(line) + "\n")
 
@@ -373,7 +353,7 @@ def get_credentials(ctx: click.Context, name: str, as_json: bool) -> None:
         print_json(doc)
     else:
         for key, value in doc.items():
-            _echo(f"{key:<14} {value}")
+            echo(f"{key:<14} {value}")
 
 
 @endpoint.command()
@@ -383,10 +363,10 @@ def get_credentials(ctx: click.Context, name: str, as_json: bool) -> None:
 def delete(ctx: click.Context, name: str, yes: bool) -> None:
     """Delete an endpoint and all its deployments: nothing is left running."""
     ep = _endpoint(ctx, name)
-    _confirm(yes, f"delete endpoint {name} and its deployments ({', '.join(ep.versions) or 'none'})")
+    confirm(yes, f"delete endpoint {name} and its deployments ({', '.join(ep.versions) or 'none'})")
     with Stages() as stages, stages.stage(f"{name}: deleting"):
         ep.delete()
-    _echo(f"deleted endpoint {name}")
+    echo(f"deleted endpoint {name}")
 
 
 # -- deployments --------------------------------------------------------------------------------------------------
@@ -455,11 +435,11 @@ def _deploy(
         if as_json:
             print_json({**doc, "warnings": list(warnings.seen)})
             return
-        _echo(f"deployment {ep.name}/{dep.name}: {doc['state']}, {doc['traffic']}% of the traffic")
-        _echo(f"  models       {', '.join(doc['models']) or '-'}")
-        _echo(f"  scoring URI  {ep.scoring_uri}")
+        echo(f"deployment {ep.name}/{dep.name}: {doc['state']}, {doc['traffic']}% of the traffic")
+        echo(f"  models       {', '.join(doc['models']) or '-'}")
+        echo(f"  scoring URI  {ep.scoring_uri}")
         if not all_traffic and not doc["traffic"]:
-            _echo(
+            echo(
                 f'  no traffic yet: `edgepack endpoint update -n {ep.name} --traffic "{dep.name}=100"` (or a '
                 f"share), or test it with `edgepack endpoint invoke -n {ep.name} -d {dep.name} -r FILE`"
             )
@@ -470,16 +450,11 @@ def _failure(endpoint_name: str, deployment_name: str) -> Iterator[None]:
     """A deployment that does not start: its last log lines on stderr, then one error line."""
     from cloud_targets import WebserviceException
     from cloud_targets.commands.common import first_line
-    from packager.cli.output import err_console
 
     try:
         yield
     except WebserviceException as exc:
-        logs = (getattr(exc, "logs", "") or "").strip().splitlines()[-30:]
-        if logs:
-            err_console.print("last log lines:", markup=False)
-            for line in logs:
-                err_console.print("  " + printable(line), markup=False, soft_wrap=True)
+        print_log_tail(exc)
         raise EdgepackError(
             f"{first_line(exc)} (more with `edgepack endpoint get-logs -n {endpoint_name} --deployment "
             f"{deployment_name}`)"
@@ -523,22 +498,10 @@ def deployment_list(ctx: click.Context, endpoint_name: str, as_json: bool) -> No
         print_json(docs)
         return
     if not docs:
-        _echo(f"endpoint {endpoint_name} has no deployment (`edgepack endpoint deployment create -f blue.yml`)")
+        echo(f"endpoint {endpoint_name} has no deployment (`edgepack endpoint deployment create -f blue.yml`)")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("NAME", "TRAFFIC", "STATE", "MODELS"):
-        table.add_column(column)
-    for d in docs:
-        table.add_row(*(plain(str(c)) for c in (d["name"], f"{d['traffic']}%", d["state"], ", ".join(d["models"]))))
-    console.print(table)
-
-
-def _version(ep: Any, name: str) -> Any:
-    if name not in ep.versions:
-        raise InvalidInputError(
-            f"endpoint {ep.name} has no deployment {name} (it has: {', '.join(ep.versions) or 'none'})"
-        )
-    return ep.versions[name]
+    rows = [(d["name"], f"{d['traffic']}%", d["state"], ", ".join(d["models"])) for d in docs]
+    print_table(("NAME", "TRAFFIC", "STATE", "MODELS"), rows)
 
 
 @deployment.command("show")
@@ -554,7 +517,7 @@ def deployment_show(ctx: click.Context, name: str, endpoint_name: str, as_json: 
         print_json(doc)
         return
     for key, value in doc.items():
-        _echo(f"{key:<14} {', '.join(value) if isinstance(value, list) else value}")
+        echo(f"{key:<14} {', '.join(value) if isinstance(value, list) else value}")
 
 
 @deployment.command("get-logs")
@@ -581,10 +544,10 @@ def deployment_delete(ctx: click.Context, name: str, endpoint_name: str, yes: bo
             f"deployment {name} takes {_pct(version.traffic_percentile)}% of {endpoint_name}'s traffic: shift it "
             f'first, e.g. `edgepack endpoint update -n {endpoint_name} --traffic "OTHER=100"`'
         )
-    _confirm(yes, f"delete deployment {name} of endpoint {endpoint_name}")
+    confirm(yes, f"delete deployment {name} of endpoint {endpoint_name}")
     with Stages() as stages, stages.stage(f"{endpoint_name}/{name}: deleting"):
         ep.delete_version(name)
-    _echo(f"deleted deployment {name} of endpoint {endpoint_name}")
+    echo(f"deleted deployment {name} of endpoint {endpoint_name}")
 
 
 __all__ = ["endpoint"]

@@ -6,29 +6,30 @@ bearer token (token auth). Unknown services and bad input exit non-zero with one
 
 from __future__ import annotations
 
-import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import click
-from rich.table import Table
 
 from cloud_targets.commands.common import (
     Stages,
     Warnings,
     check_file,
+    confirm,
     deployment_config,
+    echo,
     inference_config,
     inference_options,
+    json_body,
+    json_option,
     logged_warnings,
     open_ws,
+    print_table,
     public_record,
 )
-from packager.cli.output import console, plain, print_json, printable
+from packager.cli.output import print_json, printable
 from packager.errors import EdgepackError, InvalidInputError
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts (no secrets).")
 name_argument = click.argument("name")
 
 
@@ -49,10 +50,6 @@ def _live_state(service: Any, refresh: bool = True) -> str:
 
         print_warning(f"service {service.name}: cannot read its state now ({exc}); showing the last one stored")
         return service.serialize()["state"]
-
-
-def _echo(text: str) -> None:
-    console.print(printable(text), markup=False, soft_wrap=True)
 
 
 def _error_line(name: str, error: str | None) -> str | None:
@@ -84,15 +81,10 @@ def list_(ctx: click.Context, compute_type: str | None, tags: tuple[str, ...], a
         print_json(docs)
         return
     if not docs:
-        _echo("no web services (deploy one with `edgepack deploy -n NAME -m MODEL ...`)")
+        echo("no web services (deploy one with `edgepack deploy -n NAME -m MODEL ...`)")
         return
-    table = Table(box=None, pad_edge=False)
-    for column in ("NAME", "TYPE", "STATE", "SCORING URI", "MODELS"):
-        table.add_column(column)
-    for d in docs:
-        cells = (d["name"], d["computeType"], d["state"], d["scoringUri"] or "-", ", ".join(d["models"]))
-        table.add_row(*(plain(c) for c in cells))
-    console.print(table)
+    rows = [(d["name"], d["computeType"], d["state"], d["scoringUri"] or "-", ", ".join(d["models"])) for d in docs]
+    print_table(("NAME", "TYPE", "STATE", "SCORING URI", "MODELS"), rows)
 
 
 @service.command()
@@ -124,7 +116,7 @@ def show(ctx: click.Context, name: str, as_json: bool) -> None:
     ]
     for key, value in rows:
         if value not in (None, ""):
-            _echo(f"{key:<13} {value}")
+            echo(f"{key:<13} {value}")
 
 
 @service.command()
@@ -149,15 +141,7 @@ def run(ctx: click.Context, name: str, data: str | None, file: str | None, as_js
     """Score: POST the input to the service's /score (with its key or a fresh token) and print the answer."""
     if bool(data) == bool(file):
         raise click.UsageError("give the input with either -d JSON or -f FILE")
-    try:
-        body = data if data is not None else Path(file or "").read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidInputError(f"input file {file} is not UTF-8 text ({exc.reason}); give a JSON body") from None
-    try:
-        json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise InvalidInputError(f"the input is not valid JSON ({exc}); the service takes a JSON body") from None
-    answer = _service(ctx, name).run(body)
+    answer = _service(ctx, name).run(json_body(data, file))
     if as_json or not isinstance(answer, str):
         print_json(answer)
     else:
@@ -174,8 +158,8 @@ def keys(ctx: click.Context, name: str, as_json: bool) -> None:
     if as_json:
         print_json({"primaryKey": primary, "secondaryKey": secondary})
         return
-    _echo(f"primary    {primary}")
-    _echo(f"secondary  {secondary}")
+    echo(f"primary    {primary}")
+    echo(f"secondary  {secondary}")
 
 
 @service.command("regen-key")
@@ -206,7 +190,7 @@ def regen_key(ctx: click.Context, name: str, which: str, set_key: str | None) ->
     svc = _service(ctx, name)
     with Stages() as stages, stages.stage(f"{name}: replacing the {which.capitalize()} key"):
         svc.regen_key(which.capitalize(), set_key=set_key)
-    _echo(f"replaced the {which.capitalize()} key of {name}; `edgepack service keys {name}` prints it")
+    echo(f"replaced the {which.capitalize()} key of {name}; `edgepack service keys {name}` prints it")
 
 
 @service.command()
@@ -219,8 +203,8 @@ def token(ctx: click.Context, name: str, as_json: bool) -> None:
     if as_json:
         print_json({"accessToken": access, "refreshAfter": refresh_after.isoformat()})
         return
-    _echo(access)
-    _echo(f"refresh after {refresh_after.isoformat()}")
+    echo(access)
+    echo(f"refresh after {refresh_after.isoformat()}")
 
 
 @service.command()
@@ -284,7 +268,7 @@ def reload(ctx: click.Context, name: str) -> None:
             svc.reload()
         except WebserviceException as exc:
             fail(name, exc)
-    _echo(f"reloaded {name}: {svc.state}")
+    echo(f"reloaded {name}: {svc.state}")
 
 
 @service.command()
@@ -294,13 +278,10 @@ def reload(ctx: click.Context, name: str) -> None:
 def delete(ctx: click.Context, name: str, yes: bool) -> None:
     """Stop and remove a service: no container or process is left behind."""
     svc = _service(ctx, name)
-    if not yes:
-        if not sys.stdin.isatty():
-            raise click.UsageError(f"pass -y to delete service {name} without a prompt")
-        click.confirm(f"delete service {name} ({svc.compute_type})?", abort=True)
+    confirm(yes, f"delete service {name} ({svc.compute_type})", "-y")
     with Stages() as stages, stages.stage(f"{name}: deleting"):
         svc.delete()
-    _echo(f"deleted service {name}")
+    echo(f"deleted service {name}")
 
 
 __all__ = ["service"]

@@ -28,6 +28,13 @@ def _build(cls: type[DeploymentConfig], args: dict[str, Any]) -> Any:
     return config
 
 
+def _no_blobfuse(args: dict[str, Any]) -> dict[str, Any]:
+    """``args`` without ``blobfuse_enabled`` (how v1 fetched models: meaningless here), warned about when set."""
+    if args.pop("blobfuse_enabled") is not None:
+        log.warning("blobfuse_enabled is ignored: edgepack puts the models in the image, nothing is mounted")
+    return args
+
+
 def local_deploy_configuration(
     port: int | None = None,
     *,
@@ -123,10 +130,7 @@ def aks_deploy_configuration(
     to off with ``token_auth_enabled=True``. ``blobfuse_enabled`` (how v1 fetched models) has no
     meaning here: the models are in the image.
     """
-    args = dict(locals())
-    if args.pop("blobfuse_enabled") is not None:
-        log.warning("blobfuse_enabled is ignored: edgepack puts the models in the image, nothing is mounted")
-    return _build(AksDeploymentConfig, args)
+    return _build(AksDeploymentConfig, _no_blobfuse(dict(locals())))
 
 
 def aks_endpoint_deploy_configuration(
@@ -171,10 +175,7 @@ def aks_endpoint_deploy_configuration(
     version's ``version_name`` and ``traffic_percentile`` (v1's order), and, keyword-only,
     ``is_default`` / ``is_control_version_type`` (v1 set those with ``create_version``/``update_version``;
     here a deployment config can carry them too)."""
-    args = dict(locals())
-    if args.pop("blobfuse_enabled") is not None:
-        log.warning("blobfuse_enabled is ignored: edgepack puts the models in the image, nothing is mounted")
-    return _build(AksEndpointDeploymentConfig, args)
+    return _build(AksEndpointDeploymentConfig, _no_blobfuse(dict(locals())))
 
 
 __all__ = [

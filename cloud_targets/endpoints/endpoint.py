@@ -14,10 +14,7 @@ the largest share (a warning says so).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
-import secrets as pysecrets
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,17 +28,19 @@ from cloud_targets.config.rules import validate_service_name, version_name_probl
 from cloud_targets.endpoints.spec import EndpointSpec, VersionSpec
 from cloud_targets.endpoints.store import EndpointRecord, EndpointStore, VersionRecord
 from cloud_targets.services import configs
+from cloud_targets.services.lifecycle import (
+    RecordHandle,
+    app_of,
+    config_of,
+    key_choice,
+    new_secrets,
+    push_image,
+    resolve_models,
+    wait_healthy,
+)
 from cloud_targets.services.store import ServiceSecrets
 from cloud_targets.targets.base import FAILED, HEALTHY, TRANSITIONING, UNHEALTHY, ServiceSpec, module_env, secret_env
-from cloud_targets.webservice import (
-    WebserviceException,
-    WebserviceInputError,
-    WebserviceNotFoundError,
-    _app_of,
-    _config_of,
-    _push_image,
-    _resolve_models,
-)
+from cloud_targets.webservice import WebserviceException, WebserviceInputError, WebserviceNotFoundError
 from edge_module.router.routes import PIN_HEADER, RoutesError, RouteTable, VersionRoute
 from packager.errors import ConflictError, EdgepackError, InvalidInputError, NotFoundError
 from packager.image.inference_config import InferenceConfig
@@ -89,18 +88,6 @@ def _read(store: EndpointStore, name: str) -> EndpointRecord:
         raise EndpointInputError(str(exc)) from None
 
 
-def _secrets_for(mode: str, old: ServiceSecrets | None = None) -> ServiceSecrets:
-    old = old or ServiceSecrets()
-    if mode == "key":
-        return ServiceSecrets(
-            primary_key=old.primary_key or pysecrets.token_urlsafe(32),
-            secondary_key=old.secondary_key or pysecrets.token_urlsafe(32),
-        )
-    if mode == "token":
-        return ServiceSecrets(token_secret=old.token_secret or pysecrets.token_urlsafe(32))
-    return ServiceSecrets()
-
-
 def check_split(versions: Sequence[VersionRecord]) -> None:
     """v1's rules on the versions' shares and flags (:meth:`RouteTable.validate`), as an :class:`EndpointInputError`."""
     routes = tuple(VersionRoute(v.name, "http://-", v.traffic, v.default, v.control) for v in versions)
@@ -127,11 +114,13 @@ def _percent(value: Any, what: str) -> float:
     return float(value)
 
 
-class Endpoint:
+class Endpoint(RecordHandle):
     """An endpoint and its versions. ``Endpoint(workspace, name)`` loads it (:class:`EndpointNotFoundError`
     when there is none)."""
 
     _compute_type: ClassVar[str] = ""
+    _kind: ClassVar[str] = "endpoint"
+    _recreate_hint: ClassVar[str] = "delete and create it again"
 
     def __new__(cls, workspace: Workspace, name: str) -> Endpoint:
         if cls is Endpoint:
@@ -211,8 +200,7 @@ class Endpoint:
             for key in (primary_key, secondary_key):
                 if key is not None and len(key) < 16:
                     raise EndpointInputError("primary_key and secondary_key must be at least 16 characters")
-            given = ServiceSecrets(primary_key=primary_key, secondary_key=secondary_key)
-            secrets = _secrets_for(auth_mode, given if auth_mode == "key" else None)
+            secrets = new_secrets(auth_mode, None, primary_key, secondary_key)
             store.write_secrets(name, secrets)
             ep = cls._from_record(workspace, record)
             try:
@@ -233,42 +221,6 @@ class Endpoint:
         ]
 
     # -- attributes ------------------------------------------------------------------------------------
-    @property
-    def compute_type(self) -> str:
-        return self._record.compute_type
-
-    @property
-    def scoring_uri(self) -> str | None:
-        return self._record.scoring_uri
-
-    @property
-    def swagger_uri(self) -> str | None:
-        return self._record.swagger_uri
-
-    @property
-    def description(self) -> str | None:
-        return self._record.description
-
-    @property
-    def tags(self) -> dict[str, str]:
-        return dict(self._record.tags)
-
-    @property
-    def properties(self) -> dict[str, str]:
-        return dict(self._record.properties)
-
-    @property
-    def auth_enabled(self) -> bool:
-        return self._record.auth == "key"
-
-    @property
-    def token_auth_enabled(self) -> bool:
-        return self._record.auth == "token"
-
-    @property
-    def error(self) -> str | None:
-        return self._record.error
-
     @property
     def versions(self) -> dict[str, EndpointVersion]:
         """Each version (v1's ``endpoint.versions``), in creation order, with its live state."""
@@ -344,7 +296,7 @@ class Endpoint:
         if problem:
             raise EndpointInputError(problem)
         traffic = _percent(traffic_percentile, "traffic_percentile")
-        resolved = _resolve_models(self.workspace, models or [])
+        resolved = resolve_models(self.workspace, models or [])
         if not resolved:
             raise EndpointInputError("no model for the version: pass models=[...] (registered models)")
         ic = inference_config or InferenceConfig()
@@ -406,8 +358,8 @@ class Endpoint:
             check_split(record.versions)
             builds = {}
             if models is not None or inference_config is not None or deployment_config is not None:
-                resolved = _resolve_models(self.workspace, models if models is not None else version.models)
-                ic = inference_config or _config_of(version.app)
+                resolved = resolve_models(self.workspace, models if models is not None else version.models)
+                ic = inference_config or config_of(version.app)
                 config = deployment_config or configs.deserialize_config(version.deployment_config)
                 config.validate()
                 rebuild = models is not None or inference_config is not None
@@ -482,53 +434,17 @@ class Endpoint:
                 self._record = record
                 return
             record.auth = mode
-            secrets = _secrets_for(mode)
+            secrets = new_secrets(mode)
             self._store.write_secrets(self.name, secrets)
             self._rekey(record, secrets)
-
-    def get_keys(self) -> tuple[str, str]:
-        """``(primary, secondary)``; only with key auth."""
-        if self._record.auth != "key":
-            raise WebserviceException(f"endpoint {self.name} does not use key auth (auth_mode {self._record.auth})")
-        s = self._store.read_secrets(self.name)
-        return s.primary_key or "", s.secondary_key or ""
 
     def regen_key(self, key: str, set_key: str | None = None) -> None:
         """Replace the ``'Primary'`` or ``'Secondary'`` key; the router restarts with it (the old key stops
         working; requests arriving during the restart are refused)."""
-        which = str(key).strip().lower()
-        if which not in ("primary", "secondary"):
-            raise EndpointInputError(f"key must be 'Primary' or 'Secondary', not {key!r}")
-        if set_key is not None and len(set_key) < 16:
-            raise EndpointInputError("set_key must be at least 16 characters")
+        which = key_choice(key, set_key, EndpointInputError)
         with self._store.lock(self.name):
             record = _read(self._store, self.name)
-            if record.auth != "key":
-                raise WebserviceException(f"endpoint {self.name} does not use key auth (auth_mode {record.auth})")
-            s = self._store.read_secrets(self.name)
-            setattr(s, f"{which}_key", set_key or pysecrets.token_urlsafe(32))
-            self._store.write_secrets(self.name, s)
-            self._rekey(record, s)
-
-    def get_token(self) -> tuple[str, dt.datetime]:
-        """``(token, refresh_after)`` signed with the endpoint's secret; only with token auth."""
-        from edge_module.server.auth import mint_token
-
-        if self._record.auth != "token":
-            raise WebserviceException(f"endpoint {self.name} does not use token auth (auth_mode {self._record.auth})")
-        secret = self._store.read_secrets(self.name).token_secret
-        if not secret:
-            raise WebserviceException(f"endpoint {self.name} has no token secret stored; delete and create it again")
-        token = mint_token(secret, subject=self.name)
-        return token.access_token, dt.datetime.fromtimestamp(token.refresh_after, dt.UTC)
-
-    def credential(self) -> str | None:
-        """What a client sends as ``Authorization: Bearer``: the primary key, a fresh token, or None."""
-        if self._record.auth == "key":
-            return self.get_keys()[0]
-        if self._record.auth == "token":
-            return self.get_token()[0]
-        return None
+            self._rekey(record, self._rotate_key(record, which, set_key))
 
     def run(self, input_data: Any, version: str | None = None, timeout: float = 60.0) -> Any:
         """POST ``input_data`` to the endpoint (``version`` pins one with the ``azureml-model-deployment``
@@ -568,18 +484,18 @@ class Endpoint:
     def wait_for_deployment(self, show_output: bool = False, timeout_sec: float | None = DEFAULT_TIMEOUT_S) -> None:
         """Wait until the router and every version are Healthy (v1's ``wait_for_deployment``)."""
         deadline = None if timeout_sec is None else time.monotonic() + timeout_sec
-        last = None
-        while True:
+        error: str | None = None
+
+        def poll() -> str:
+            nonlocal error
             state, error = self._overall()
-            if show_output and state != last:
-                print(f"{self.name}: {state}", file=sys.stdout, flush=True)
-                last = state
-            if state == HEALTHY:
-                return
-            if state == FAILED or (deadline is not None and time.monotonic() > deadline):
-                logs = self.get_logs(num_lines=50)
-                raise WebserviceException(f"endpoint {self.name} is {state}: {error or 'see the logs'}", logs)
-            time.sleep(POLL_S)
+            return state
+
+        def fail(state: str) -> WebserviceException:
+            logs = self.get_logs(num_lines=50)
+            return WebserviceException(f"endpoint {self.name} is {state}: {error or 'see the logs'}", logs)
+
+        wait_healthy(self.name, poll, fail, deadline, show_output, POLL_S)
 
     def delete(self) -> None:
         """Stop the router and every version; remove the endpoint's state. No process or container is left."""
@@ -592,34 +508,25 @@ class Endpoint:
     def serialize(self) -> dict[str, Any]:
         """The endpoint as a JSON-ready dict (no secrets)."""
         r = self._record
-        return {
-            "name": r.name,
-            "computeType": r.compute_type,
-            "state": r.state,
-            "error": r.error,
-            "scoringUri": r.scoring_uri,
-            "swaggerUri": r.swagger_uri,
-            "authMode": r.auth,
-            "revision": r.revision,
-            "versions": [
-                {
-                    "name": v.name,
-                    "trafficPercentile": v.traffic,
-                    "isDefault": v.default,
-                    "isControlVersionType": v.control,
-                    "models": list(v.models),
-                    "scoringUri": r.version_uris.get(v.name),
-                    "deploymentConfig": dict(v.deployment_config),
-                    "description": v.description,
-                }
-                for v in r.versions
-            ],
-            "tags": dict(r.tags),
-            "properties": dict(r.properties),
-            "description": r.description,
-            "createdTime": r.created_time,
-            "updatedTime": r.updated_time,
-        }
+        return self._public(
+            {
+                "authMode": r.auth,
+                "revision": r.revision,
+                "versions": [
+                    {
+                        "name": v.name,
+                        "trafficPercentile": v.traffic,
+                        "isDefault": v.default,
+                        "isControlVersionType": v.control,
+                        "models": list(v.models),
+                        "scoringUri": r.version_uris.get(v.name),
+                        "deploymentConfig": dict(v.deployment_config),
+                        "description": v.description,
+                    }
+                    for v in r.versions
+                ],
+            }
+        )
 
     def __repr__(self) -> str:
         r = self._record
@@ -649,7 +556,7 @@ class Endpoint:
     def _fill(version: VersionRecord, models: Sequence[Model], ic: InferenceConfig, config: DeploymentConfig) -> None:
         version.models = [m.id for m in models]
         version.inference_config = ic.serialize()
-        version.app = _app_of(ic)
+        version.app = app_of(ic)
         version.deployment_config = configs.serialize_config(config)
 
     def _spec(self, record: EndpointRecord, secrets: ServiceSecrets) -> EndpointSpec:
@@ -685,7 +592,7 @@ class Endpoint:
                 version.image, version.image_digest = built["image"], built.get("digest")
             else:
                 compute = getattr(target, "compute", None) or record.deployment_target or None
-                version.image, version.image_digest = _push_image(self.workspace, f"{record.name}-{name}", models,
+                version.image, version.image_digest = push_image(self.workspace, f"{record.name}-{name}", models,
                                                                   ic, compute)  # fmt: skip
 
     def _apply(

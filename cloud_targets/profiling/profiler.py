@@ -55,8 +55,8 @@ def profile(
     on_stage: Callable[[str], None] | None = None,
 ) -> ModelProfile:
     """Profile ``models`` at every ``cpu`` x ``memory_gb`` setting (see :meth:`cloud_targets.Model.profile`)."""
+    from cloud_targets.services.lifecycle import resolve_models
     from cloud_targets.targets.local import resolve_mode
-    from cloud_targets.webservice import _resolve_models
 
     check_name(profile_name)
     cpus = sorted({limits.check_cpu(c) for c in cpu})
@@ -73,7 +73,7 @@ def profile(
     if not 1 <= int(loadgen_processes) <= 8:
         raise InvalidInputError(f"load generator processes {loadgen_processes!r}: give 1 to 8")
     bodies = bodies_from(input_data)
-    resolved = _resolve_models(workspace, models)
+    resolved = resolve_models(workspace, models)
     if not resolved:
         raise InvalidInputError("no model to profile: pass at least one registered model (-m NAME[:VERSION])")
     mode = mode or resolve_mode()

@@ -11,29 +11,12 @@ from __future__ import annotations
 import json
 import re
 
+from edge_module.server.status import phrase as status_phrase
+
 CRLF = b"\r\n"
 END = b"\r\n\r\n"
 MAX_CHUNK_LINE = 1024  # a chunk-size line (with extensions) of a response
 MAX_TRAILERS = 65536
-
-_PHRASES = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    411: "Length Required",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
-}
 
 
 class HttpError(Exception):
@@ -54,7 +37,7 @@ def response(
     close: bool = False,
 ) -> bytes:
     """A whole response (``headers``: extra header lines, each ending in CRLF)."""
-    phrase = _PHRASES.get(status, "Unknown")
+    phrase = status_phrase(status)
     return b"".join(
         (
             f"HTTP/1.1 {status} {phrase}\r\ncontent-type: ".encode(),

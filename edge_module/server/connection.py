@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 import httptools
 import orjson
 
+from edge_module.server.status import phrase as status_phrase
+
 if TYPE_CHECKING:
     from edge_module.server.service import Service
 
@@ -29,36 +31,13 @@ access_log = logging.getLogger("edgepack.access")
 
 REQUEST_ID_LIMIT = 100
 MAX_PIPELINE = 64
-_PHRASES = {
-    100: "Continue",
-    200: "OK",
-    204: "No Content",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    411: "Length Required",
-    413: "Content Too Large",
-    414: "URI Too Long",
-    415: "Unsupported Media Type",
-    422: "Unprocessable Content",
-    429: "Too Many Requests",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    501: "Not Implemented",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}
 _STATUS_LINES: dict[int, bytes] = {}
 
 
 def status_line(status: int) -> bytes:
     line = _STATUS_LINES.get(status)
     if line is None:
-        phrase = _PHRASES.get(status, "Unknown")
+        phrase = status_phrase(status)
         line = _STATUS_LINES[status] = f"HTTP/1.1 {status} {phrase}\r\n".encode()
     return line
 

@@ -16,8 +16,9 @@ import yaml
 from cloud_targets import Webservice
 from cloud_targets.targets.local import process
 from packager import Workspace
-from tests.cloud_targets.cli_support import Run, runner
+from tests.cloud_targets.cli_support import Run
 from tests.cloud_targets.local.support import SAMPLE, body, expected, register, write_app
+from tests.support.workspaces import user_workspace
 
 AKS_KEYS = {"primaryKey": "aks-primary-Zq8xW3vT5pLm9nR2", "secondaryKey": "aks-secondary-Hy4kD7fJ1sXc6bN0"}
 AKS_YAML = f"""
@@ -47,20 +48,7 @@ schemaVersion: legacy
 
 @pytest.fixture
 def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
-    monkeypatch.setenv("EDGEPACK_WORKSPACE", str(tmp_path / "ws"))
-    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
-    monkeypatch.delenv("EDGEPACK_DEBUG", raising=False)
-    monkeypatch.delenv("EDGEPACK_IMAGE_REGISTRY", raising=False)
-    monkeypatch.chdir(tmp_path)
-    workspace = Workspace.from_path(tmp_path / "ws", create=True)
-    yield workspace
-    for svc in Webservice.list(workspace):  # never leave a process behind
-        svc.delete()
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    return runner(capsys)
+    yield from user_workspace(tmp_path, monkeypatch)
 
 
 def write(path: Path, doc: object) -> Path:

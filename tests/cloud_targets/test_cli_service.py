@@ -10,27 +10,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from cloud_targets import Webservice
 from packager import Workspace
-from tests.cloud_targets.cli_support import Run, runner
+from tests.cloud_targets.cli_support import Run
 from tests.cloud_targets.local.support import body, register, write_app
+from tests.support.workspaces import user_workspace
 
 
 @pytest.fixture
 def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
-    monkeypatch.setenv("EDGEPACK_WORKSPACE", str(tmp_path / "ws"))
-    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
-    monkeypatch.delenv("EDGEPACK_DEBUG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    workspace = Workspace.from_path(tmp_path / "ws", create=True)
-    yield workspace
-    for svc in Webservice.list(workspace):
-        svc.delete()
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    return runner(capsys)
+    yield from user_workspace(tmp_path, monkeypatch)
 
 
 def status(url: str, key: str | None) -> int:

@@ -73,11 +73,6 @@ def apiserver() -> Iterator[FakeApiServer]:
 
 
 @pytest.fixture
-def kubeconf(apiserver: FakeApiServer, tmp_path: Path) -> str:
-    return kubeconfig(str(tmp_path / "kubeconfig"), {"dev": (apiserver.url, "dev-token")}, "dev")
-
-
-@pytest.fixture
 def recorder() -> Iterator[FakeApiServer]:
     """An HTTP server on 127.0.0.1 that records every request: a registry nothing may be pushed to."""
     server = FakeApiServer().start()

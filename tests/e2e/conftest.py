@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud_targets import Webservice
 from packager import Workspace
+from tests.support.workspaces import user_workspace
 
 MODES = [pytest.param("process", id="process"), pytest.param("docker", id="docker", marks=pytest.mark.slow)]
 
@@ -20,14 +20,7 @@ MODES = [pytest.param("process", id="process"), pytest.param("docker", id="docke
 @pytest.fixture
 def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
     """The user's workspace (also ``$EDGEPACK_WORKSPACE`` for the CLI); the working folder is ``tmp_path``."""
-    monkeypatch.setenv("EDGEPACK_WORKSPACE", str(tmp_path / "ws"))
-    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
-    monkeypatch.delenv("EDGEPACK_DEBUG", raising=False)
-    monkeypatch.chdir(tmp_path)
-    workspace = Workspace.from_path(tmp_path / "ws", create=True)
-    yield workspace
-    for svc in Webservice.list(workspace):  # never leave a process or container behind
-        svc.delete()
+    yield from user_workspace(tmp_path, monkeypatch)
 
 
 @pytest.fixture(params=MODES)

@@ -19,18 +19,14 @@ LAUNCH = (
 )
 
 
-class Proc:
-    """A server process whose stderr lines are collected by a thread."""
+class StderrProcess:
+    """A child process whose stderr lines a thread collects (``lines``), with waits on them and a clean stop."""
 
-    def __init__(
-        self, args: list[str], env: dict[str, str] | None = None, module: bool = False, cwd: str | None = None
-    ):
-        full_env = {**os.environ, **(env or {})}
-        full_env.pop("AZUREML_MODEL_DIR", None)
-        cmd = [sys.executable, "-m", "edge_module", *args] if module else [sys.executable, "-c", LAUNCH, *args]
-        self.p = subprocess.Popen(
-            cmd, cwd=cwd or ROOT, env=full_env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
+    STOP_SIGNAL: int = signal.SIGINT
+    STOP_WAIT: float = 15
+
+    def _collect(self, p: subprocess.Popen[str]) -> None:
+        self.p = p
         self.lines: list[str] = []
         self._q: queue.Queue[str] = queue.Queue()
         threading.Thread(target=self._pump, daemon=True).start()
@@ -62,12 +58,29 @@ class Proc:
                 raise AssertionError(f"no line matching {pattern!r}; stderr so far:\n{''.join(self.lines)}")
             time.sleep(0.05)
 
-    def stop(self) -> int:
+    def stop(self, sig: int | None = None) -> int:
+        """Signal the process (``STOP_SIGNAL`` by default), kill it after ``STOP_WAIT`` s; its exit code."""
         if self.p.poll() is None:
-            self.p.send_signal(signal.SIGINT)
+            self.p.send_signal(self.STOP_SIGNAL if sig is None else sig)
             try:
-                self.p.wait(15)
+                self.p.wait(self.STOP_WAIT)
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait()
         return self.p.returncode
+
+
+class Proc(StderrProcess):
+    """A server process whose stderr lines are collected by a thread."""
+
+    def __init__(
+        self, args: list[str], env: dict[str, str] | None = None, module: bool = False, cwd: str | None = None
+    ):
+        full_env = {**os.environ, **(env or {})}
+        full_env.pop("AZUREML_MODEL_DIR", None)
+        cmd = [sys.executable, "-m", "edge_module", *args] if module else [sys.executable, "-c", LAUNCH, *args]
+        self._collect(
+            subprocess.Popen(
+                cmd, cwd=cwd or ROOT, env=full_env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+        )

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +21,7 @@ from edge_module.router.routes import RouteTable, VersionRoute
 from edge_module.server.lifecycle import BackgroundServer
 from edge_module.settings import Settings
 from tests.conftest import ROOT
+from tests.support.procs import StderrProcess
 from tests.support.scorers import FunctionApp
 
 
@@ -56,8 +55,11 @@ def write_routes(path: Path, endpoint: str, revision: int, versions: list[tuple[
     os.replace(tmp, path)
 
 
-class RouterProc:
+class RouterProc(StderrProcess):
     """``python -m edge_module.router`` on a free port, its stderr collected."""
+
+    STOP_SIGNAL = signal.SIGTERM
+    STOP_WAIT = 30
 
     def __init__(self, routes: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()):
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
@@ -77,34 +79,12 @@ class RouterProc:
             "0.05",
             *args,
         ]
-        self.p = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stderr=subprocess.PIPE, text=True)
-        self.lines: list[str] = []
-        self._q: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
+        self._collect(subprocess.Popen(cmd, cwd=ROOT, env=full_env, stderr=subprocess.PIPE, text=True))
         line = self.wait_for(r"listening on http://")
         match = re.search(r"http://[\d.]+:(\d+)", line)
         assert match, line
         self.port = int(match.group(1))
         self.url = f"http://127.0.0.1:{self.port}"
-
-    def _pump(self) -> None:
-        assert self.p.stderr is not None
-        for line in self.p.stderr:
-            self.lines.append(line)
-            self._q.put(line)
-
-    def wait_for(self, pattern: str, timeout: float = 20) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self._q.get(timeout=0.1)
-            except queue.Empty:
-                if self.p.poll() is not None:
-                    break
-                continue
-            if re.search(pattern, line):
-                return line
-        raise AssertionError(f"no line matching {pattern!r}; stderr so far:\n{''.join(self.lines)}")
 
     def state(self, headers: dict[str, str] | None = None) -> dict[str, Any]:
         r = requests.get(self.url + "/-/router", headers=headers, timeout=10)
@@ -132,13 +112,3 @@ class RouterProc:
             ),
             **kwargs,
         )
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.p.poll() is None:
-            self.p.send_signal(sig)
-            try:
-                self.p.wait(30)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        return self.p.returncode

@@ -23,7 +23,7 @@ from cloud_targets.targets.compute import KubernetesCompute
 from packager import Workspace
 from tests.cloud_targets.cli_support import runner
 from tests.cloud_targets.endpoints.support import app, register
-from tests.cloud_targets.targets.kubernetes.fake_apiserver import FakeApiServer, kubeconfig
+from tests.cloud_targets.targets.kubernetes.fake_apiserver import FakeApiServer
 from tests.cloud_targets.test_remote_flow import in_registry, remote_env  # noqa: F401  (fixture)
 
 NS = "ml"
@@ -55,11 +55,6 @@ def apiserver() -> Iterator[FakeApiServer]:
             server.pod_proxy[(ns, pod, "/-/router")] = {"endpoint": EP, "revision": 10**6, "versions": {}}
     yield server
     server.stop()
-
-
-@pytest.fixture
-def kubeconf(apiserver: FakeApiServer, tmp_path: Path) -> str:
-    return kubeconfig(str(tmp_path / "kubeconfig"), {"dev": (apiserver.url, "dev-token")}, "dev")
 
 
 @pytest.fixture

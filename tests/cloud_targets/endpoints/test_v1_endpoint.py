@@ -16,18 +16,12 @@ from cloud_targets.config import load_deployment_config
 from packager import Workspace
 from tests.cloud_targets.cli_support import Run, runner
 from tests.cloud_targets.endpoints.support import app, register
+from tests.support.workspaces import user_workspace
 
 
 @pytest.fixture
 def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
-    monkeypatch.setenv("EDGEPACK_WORKSPACE", str(tmp_path / "ws"))
-    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
-    monkeypatch.delenv("EDGEPACK_KUBE_CONTEXT", raising=False)
-    monkeypatch.chdir(tmp_path)
-    workspace = Workspace.from_path(tmp_path / "ws", create=True)
-    yield workspace
-    for ep in Endpoint.list(workspace):
-        ep.delete()
+    yield from user_workspace(tmp_path, monkeypatch)
 
 
 def test_model_deploy_creates_then_adds_versions(ws: Workspace, tmp_path: Path, caplog: pytest.LogCaptureFixture):

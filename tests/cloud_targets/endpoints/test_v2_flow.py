@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from packager import Workspace
-from tests.cloud_targets.cli_support import Run, runner
+from tests.cloud_targets.cli_support import Run
+from tests.support.workspaces import user_workspace
 
 pytest.importorskip("sklearn")
 joblib = pytest.importorskip("joblib")
@@ -112,22 +113,7 @@ def guide(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def ws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Workspace]:
-    monkeypatch.setenv("EDGEPACK_WORKSPACE", str(tmp_path / "ws"))
-    monkeypatch.setenv("EDGEPACK_LOCAL_MODE", "process")
-    monkeypatch.delenv("EDGEPACK_DEBUG", raising=False)
-    monkeypatch.delenv("EDGEPACK_KUBE_CONTEXT", raising=False)
-    monkeypatch.chdir(tmp_path)
-    workspace = Workspace.from_path(tmp_path / "ws", create=True)
-    yield workspace
-    from cloud_targets.endpoints import Endpoint
-
-    for ep in Endpoint.list(workspace):  # a failed test leaves nothing running either
-        ep.delete()
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Run:
-    return runner(capsys)
+    yield from user_workspace(tmp_path, monkeypatch)
 
 
 def running_under(folder: Path) -> set[int]:
