@@ -25,6 +25,7 @@ mantissa (``max|a| * max|b| * K < 2**24`` or ``2**53``), which makes them exact;
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 
@@ -411,6 +412,87 @@ def bfp_dot_folded_columns(
     if bias is not None:
         out += np.asarray(bias, np.float32)[:, None]
     return out
+
+
+class DensePlan(NamedTuple):
+    """What ``bfp_dense_run`` needs of a layer, computed once: the weights ``(n_blocks, M, k)``, the bias
+    as a float32 column ``(M, 1)`` (or None), the float32 constants ``(-limit, limit, magic)`` ``(3, 1, 1,
+    1)`` that times ``2**E`` give a block's saturation bounds ``±(2**m - 1) * step`` and
+    ``_folded_magic``'s rounding constant, the block size, and the float32 bit patterns bounding the
+    nonzero block maxima: at least ``low_bits`` (no exponent clipped, every block product normal) and
+    below ``high_bits`` (no exponent clipped, no block result near overflow; inf and NaN are above)."""
+
+    weights: np.ndarray
+    bias: np.ndarray | None
+    constants: np.ndarray
+    block_size: int
+    low_bits: int
+    high_bits: int
+
+
+def bfp_dense_plan(w: tuple[np.ndarray, int, int], bias: np.ndarray | None, params: dict) -> DensePlan | None:
+    """The ``DensePlan`` of weights as ``transposed_weights`` gives them, or None where rounding by
+    ``_folded_magic``'s constant does not apply (``m > 22``, truncation)."""
+    k, m, e_bits = int(params["block_size"]), int(params["mantissa_bits"]), int(params["exponent_bits"])
+    if m > _MAGIC_MAX_BITS or params.get("rounding", "nearest_even") != "nearest_even":
+        return None
+    w_t, w_low, w_high = w
+    e_min, e_max = bfp.exponent_range(e_bits)
+    # as bfp_dot_folded_columns and _folded_magic: exponents low..high of the nonzero input blocks with
+    # low + w_low - 2(m-1) >= -126, high + w_high + 2 + log2(k) + 1 <= 126, none clipped, within -100..100
+    low = max(e_min, -100, -126 + 2 * (m - 1) - int(w_low))
+    high = min(e_max, 100, 126 - int(w_high) - 3 - (k - 1).bit_length())
+    if low > high:
+        return None
+    limit = 2.0 - 2.0 ** (1 - m)  # (2**m - 1) * step = 2**E * limit
+    constants = np.array([-limit, limit, 1.5 * 2.0 ** (24 - m)], np.float32).reshape(3, 1, 1, 1)
+    column = None if bias is None else np.ascontiguousarray(np.asarray(bias, np.float32).reshape(-1, 1))
+    return DensePlan(np.ascontiguousarray(w_t, np.float32), column, constants, k, (low + 127) << 23, (high + 128) << 23)
+
+
+def bfp_dense_run(xt: np.ndarray, plan: DensePlan) -> np.ndarray | None:
+    """A BFP dense layer in few numpy calls (small batches, where the per-call cost dominates): float32
+    inputs as C-contiguous columns ``xt (n_blocks * k, R)``, the result ``(M, R)``. The inputs are clipped
+    to their block's saturation bound ``±(2**m - 1) * step`` (what a block maximum rounding up to
+    ``2**(E+1)`` saturates to; values below it round as before) and rounded half to even by
+    ``_folded_magic``'s constant; then the exact block products, summed in block order in float32, the
+    bias added last: equal to ``bfp_dot_folded``. None where the exponents leave the plan's bounds, for
+    an all-zero, infinite or NaN input (the other paths decide)."""
+    w_t, bias, constants, k, low_bits, high_bits = plan
+    n_blocks, rows = xt.shape[0] // k, xt.shape[1]
+    if xt.dtype != np.float32 or xt.ndim != 2 or n_blocks * k != xt.shape[0] or not xt.flags.c_contiguous:
+        return None
+    if n_blocks != w_t.shape[0] or rows == 0:
+        return None
+    blocks = xt.reshape(n_blocks, k, rows)
+    bits = np.maximum.reduce(np.abs(blocks), axis=1).view(np.int32)  # |x| block maxima as float32 bits
+    less = np.subtract(bits, 1)  # zero blocks: -1, the top as unsigned
+    if not (0 <= int(less.max()) < high_bits - 1 and int(less.view(np.uint32).min()) >= low_bits - 1):
+        return None
+    pow2 = np.bitwise_and(bits, _EXPONENT_BITS).view(np.float32)[:, None, :]  # 2**E; 0 for zero blocks
+    low_bound, high_bound, magic = constants * pow2  # each (n_blocks, 1, R)
+    scaled = np.minimum(blocks, high_bound)  # (clip with array bounds is slower)
+    np.maximum(scaled, low_bound, out=scaled)
+    scaled += magic
+    scaled -= magic
+    partial = np.matmul(w_t, scaled)  # (n_blocks, M, R), exact
+    out = partial[0].copy() if n_blocks == 1 else np.add(partial[0], partial[1])
+    for term in partial[2:]:  # in block order (one call per block beats a reduction on small arrays)
+        out += term
+    if bias is not None:
+        out += bias
+    return out
+
+
+def bfp_dense_columns(
+    xt: np.ndarray, w: tuple[np.ndarray, int, int], bias: np.ndarray | None, params: dict
+) -> np.ndarray | None:
+    """``bfp_dense_run`` with the plan made here (see there); ``w`` as ``transposed_weights`` gives it."""
+    k = int(params["block_size"])
+    if xt.ndim != 2 or xt.shape[0] % k or xt.shape[0] // k != w[0].shape[0] or w[0].shape[2] != k:
+        raise ValueError(f"inputs of shape {xt.shape} do not match the weights' blocks {w[0].shape[::2]}")
+    plan = bfp_dense_plan(w, bias, params)
+    return None if plan is None else bfp_dense_run(xt, plan)
 
 
 def bfp_dot_folded(

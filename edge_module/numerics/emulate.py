@@ -211,6 +211,10 @@ class Program:
             data["folded"] = dot.bfp_fold_weights(data["weight"], data["weight_exponent"], layer["bfp"])
             if data["folded"] is not None and layer["op"] == "conv":
                 data["folded_t"] = dot.transposed_weights(data["folded"])
+            elif data["folded"] is not None and _whole_blocks(data, layer):
+                data["dense_plan"] = dot.bfp_dense_plan(
+                    dot.transposed_weights(data["folded"]), data["bias"], layer["bfp"]
+                )
         elif layer["scheme"] == "fixed" and "weight" in data and in_fmt is not None and in_fmt["kind"] == "fixed":
             fast = _fixed_fast(data, in_fmt, layer)
             if fast is not None and out_fmt["kind"] == "fixed":
@@ -241,7 +245,7 @@ class Program:
                 inputs = [_value(held[name], tensors[name]) for name in layer["inputs"]]
             held[layer["output"]] = _OPS[layer["op"]](self, layer, inputs)
         chosen = held if keep_all else {name: held[name] for name in self.outputs}
-        return {name: np.asarray(_value(v, tensors[name]), np.float32) for name, v in chosen.items()}
+        return {name: np.ascontiguousarray(_value(v, tensors[name]), np.float32) for name, v in chosen.items()}
 
     def _out(self, layer: Mapping, values: np.ndarray) -> np.ndarray:
         """The layer's result values converted to its output tensor's format, as that tensor is held."""
@@ -387,8 +391,20 @@ def _int8_fast(data: Mapping, in_fmt: Mapping, out_fmt: Mapping) -> tuple | None
     return wt, b.astype(dtype), scale.astype(np.float32), np.float32(-128 - zero), np.float32(127 - zero), dtype
 
 
+def _whole_blocks(data: Mapping, layer: Mapping) -> bool:
+    """Whether a dense layer's dot products are whole BFP blocks (``K % k == 0``)."""
+    return np.shape(data["weight"])[-1] % int(layer["bfp"]["block_size"]) == 0
+
+
 def _dense(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
-    return program._matmul(layer, program._pre(layer, inputs[0]))
+    x = inputs[0]
+    plan = layer["data"].get("dense_plan")
+    if plan is not None and x.dtype == np.float32 and x.ndim == 2:
+        # the inputs as columns (a no-op when the previous dense layer left its result transposed)
+        y = dot.bfp_dense_run(np.ascontiguousarray(x.T), plan)
+        if y is not None:
+            return program._out(layer, y.T)
+    return program._matmul(layer, program._pre(layer, x))
 
 
 def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:

@@ -244,6 +244,10 @@ class FpgaRuntime(ModelRuntime):
         if self.driver:
             driver = load_driver(self.driver, self.path, self.device)
             accelerator = DriverAccelerator(driver, program.inputs, program.outputs, self.name)
+        else:  # the emulator's temporaries stay in the heap between batches (edge_module.scoring.heap)
+            from edge_module.scoring.heap import keep_freed_memory
+
+            keep_freed_memory()
         host = self.path / manifest["host"] if manifest.get("host") else None
         threads = self.threads
 

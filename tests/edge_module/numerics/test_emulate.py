@@ -3,6 +3,7 @@ order, an int8 Conv against onnxruntime's QLinearConv, save/load, clear errors."
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 
 import numpy as np
@@ -339,3 +340,49 @@ def test_int8_tensors_are_held_as_the_quantizer_s_codes_minus_the_zero_point(zer
         assert held.dtype == np.float32
         assert np.array_equal(held, int8.quantize(x, scale, zero_point).astype(np.float32) - zero_point)
         assert np.array_equal(_value(held, fmt), to_format(x, fmt))
+
+
+@pytest.mark.parametrize("m", [3, 7])
+def test_bfp_mlp_on_the_column_path_equals_the_kernel(m, monkeypatch) -> None:
+    """Dense layers of whole blocks run as columns (``dot.bfp_dense_run``; each result left transposed
+    for the next), bit for bit the float64 kernel layer by layer; a dense layer of a partial block
+    (``K % k != 0``) and inputs the column path declines (a NaN-free input with a tiny block) take the
+    other paths. Outputs are C-contiguous."""
+    from edge_module.numerics import bfp, dot
+
+    rng = np.random.default_rng(m)
+    params = {"block_size": 16, "mantissa_bits": m, "exponent_bits": 8, "rounding": "nearest_even"}
+    sizes = [64, 48, 32, 10, 3]  # 32 -> 10 -> 3: the last layer has K = 10, one partial block
+    arrays, layers, tensors = {}, [], {"x": {"kind": "float"}}
+    prev = "x"
+    for i, (k_in, k_out) in enumerate(itertools.pairwise(sizes)):
+        w_mant, w_exp = bfp.quantize(rng.standard_normal((k_out, k_in)) * 0.3, 1, 16, m, 8)
+        arrays.update({f"w{i}": w_mant, f"e{i}": w_exp, f"b{i}": rng.standard_normal(k_out).astype(np.float32)})
+        roles = {"weight": f"w{i}", "weight_exponent": f"e{i}", "bias": f"b{i}"}
+        layers.append(
+            {"name": f"d{i}", "op": "dense", "inputs": [prev], "output": f"d{i}", "scheme": "bfp", "bfp": params}
+            | {"attrs": {}, "arrays": roles}
+        )
+        layers.append({"name": f"r{i}", "op": "relu", "inputs": [f"d{i}"], "output": f"r{i}", "scheme": "float"})
+        tensors.update({f"d{i}": {"kind": "float"}, f"r{i}": {"kind": "float"}})
+        prev = f"r{i}"
+    spec = {"format_version": 1, "inputs": ["x"], "outputs": [prev], "layers": layers, "tensors": tensors}
+    program = Program(spec, arrays)
+    assert [layer["data"].get("dense_plan") is not None for layer in program._prepared[::2]] == [True] * 3 + [False]
+    calls = []
+    run = dot.bfp_dense_run
+    monkeypatch.setattr(dot, "bfp_dense_run", lambda *a: (y := run(*a), calls.append(y is not None))[0])
+    for x in (
+        (rng.standard_normal((64, 64)) * np.exp2(rng.uniform(-8, 8, (64, 64)))).astype(np.float32),
+        np.where(np.arange(64) < 16, np.float32(2.0**-120), rng.standard_normal((5, 64)).astype(np.float32)),
+    ):
+        calls.clear()
+        got = program.run(x, keep_all=True)
+        want = x.astype(np.float64)
+        for i in range(4):
+            w_mant, w_exp, bias = arrays[f"w{i}"], arrays[f"e{i}"], arrays[f"b{i}"]
+            want = dot.bfp_dot(want, w_mant, w_exp, bias, params)
+            assert np.array_equal(got[f"d{i}"], want), i
+            want = np.maximum(want, 0)
+        assert got[prev].flags.c_contiguous and np.array_equal(got[prev], want)
+        assert calls == ([True] * 3 if x.shape[0] == 64 else [False, True, True])  # tiny: the first declines
