@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.model_selection import train_test_split
     from threadpoolctl import threadpool_limits
 
+    from edge_module.scoring import ort_matmul
+    from edge_module.scoring.heap import keep_freed_memory
     from fpga import compile_onnx
 
     x, y = load_digits(return_X_y=True)
@@ -188,6 +190,11 @@ def main(argv: list[str] | None = None) -> int:
             accuracy = {"onnxruntime float": float((reference.argmax(1) == labels).mean())}
             accuracy.update({fmt: float((c.predict(xte).argmax(1) == labels).mean()) for fmt, c in compiled.items()})
             for threads in settings:
+                # as the scoring module sets up an emulated model (edge_module.scoring.fpga_runtime): glibc
+                # malloc thresholds raised (the torch import above raises them too), large exact products on
+                # onnxruntime with the thread setting
+                keep_freed_memory()
+                ort_matmul.install(1 if threads == "one" else None)
                 session = sessions(path, threads)
                 fns = {"onnxruntime float": lambda b, s=session: s.run(None, {"x": b})}
                 fns.update({fmt: with_host_threads(c, threads).predict for fmt, c in compiled.items()})

@@ -286,11 +286,11 @@ class Program:
                 _, wt, bias, _, a_frac, scaled = fast
                 out_frac = dot.frac_bits(out_fmt)
                 if scaled is not None:  # x values against rescaled weights: the sums times 2**F_out, exact
-                    t = x @ scaled[0]
+                    t = dot.exact_float_matmul(x, scaled[0])
                     t += scaled[1]
                     codes = dot.fixed_codes_of_scaled(t.astype(np.float64, copy=False), out_fmt)
                     return np.ldexp(codes, -out_frac, out=codes)
-                acc = x @ wt
+                acc = dot.exact_float_matmul(x, wt)
                 acc += bias
                 codes = dot.fixed_codes_of_scaled(np.ldexp(acc.astype(np.float64), out_frac - a_frac), out_fmt)
                 return np.ldexp(codes, -out_frac, out=codes)
@@ -310,7 +310,7 @@ class Program:
             fast = data.get("fast")
             if fast is not None:  # the int32 accumulator never wraps; every partial sum is exact
                 wt, bias, scale, low, high, _ = fast
-                acc = x @ wt
+                acc = dot.exact_float_matmul(x, wt)
                 dot.rows_op(np.add, acc, bias)
                 acc = acc.astype(np.float32, copy=False)  # exact integers below 2**31: as int32 -> float32
                 dot.rows_op(np.multiply, acc, scale)

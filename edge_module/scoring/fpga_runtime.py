@@ -244,10 +244,12 @@ class FpgaRuntime(ModelRuntime):
         if self.driver:
             driver = load_driver(self.driver, self.path, self.device)
             accelerator = DriverAccelerator(driver, program.inputs, program.outputs, self.name)
-        else:  # the emulator's temporaries stay in the heap between batches (edge_module.scoring.heap)
+        else:  # temporaries stay in the heap between batches; large exact products run on onnxruntime
+            from edge_module.scoring import ort_matmul
             from edge_module.scoring.heap import keep_freed_memory
 
             keep_freed_memory()
+            ort_matmul.install(self.threads)
         host = self.path / manifest["host"] if manifest.get("host") else None
         threads = self.threads
 
