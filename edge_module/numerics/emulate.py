@@ -181,6 +181,7 @@ class Program:
         self.inputs: list[str] = list(spec["inputs"])
         self.outputs: list[str] = list(spec["outputs"])
         self._prepared = [self._prepare(layer) for layer in spec["layers"]]
+        self._fused = self._fuse_relus(self._prepared)
 
     @classmethod
     def load(cls, directory: str | Path) -> Program:
@@ -226,6 +227,40 @@ class Program:
         prepared["native"] = prepared["keep"] or (data.get("fast") is not None and layer["scheme"] == "int8")
         return prepared
 
+    def _fuse_relus(self, prepared: list[dict]) -> list[dict]:
+        """The layers with each ReLU that keeps its format folded into the dense layer before it when
+        that layer computes its result in few calls (int8: the clip's lower bound; BFP on columns with a
+        float result: in place) and nothing else reads the pre-ReLU tensor. The same bits: ``run`` uses
+        this list unless asked for every tensor."""
+        readers: dict[str, int] = {}
+        for layer in prepared:
+            for name in layer["inputs"]:
+                readers[name] = readers.get(name, 0) + 1
+        fused: list[dict] = []
+        for layer in prepared:
+            before = fused[-1] if fused else None
+            if (
+                layer["op"] == "relu"
+                and layer["keep"]
+                and before is not None
+                and before["op"] == "dense"
+                and not before.get("relu")
+                and before["output"] == layer["inputs"][0]
+                and readers.get(before["output"]) == 1
+                and before["output"] not in self.outputs
+                and (
+                    (before["scheme"] == "int8" and before["data"].get("fast") is not None)
+                    or (
+                        before["data"].get("dense_plan") is not None
+                        and self.tensors[before["output"]]["kind"] == "float"
+                    )
+                )
+            ):
+                fused[-1] = {**before, "relu": True, "output": layer["output"]}
+                continue
+            fused.append(layer)
+        return fused
+
     def run(self, feeds: Mapping[str, np.ndarray] | np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
         """Outputs (float32) for the inputs (a dict by name, or one array for a one-input program);
         ``keep_all``: every tensor."""
@@ -238,7 +273,7 @@ class Program:
             raise ValueError(f"missing program input(s) {missing}; it takes {self.inputs}")
         held = {name: _hold(np.asarray(feeds[name]), self.tensors[name]) for name in self.inputs}
         tensors = self.tensors
-        for layer in self._prepared:
+        for layer in self._prepared if keep_all else self._fused:
             if layer["native"]:
                 inputs = [held[name] for name in layer["inputs"]]
             else:
@@ -315,6 +350,8 @@ class Program:
                 acc = acc.astype(np.float32, copy=False)  # exact integers below 2**31: as int32 -> float32
                 dot.rows_op(np.multiply, acc, scale)
                 np.rint(acc, out=acc)
+                if layer.get("relu"):  # a ReLU folded in (_fuse_relus): held codes are signed as the values
+                    low = max(low, np.float32(0))
                 return np.clip(acc, low, high, out=acc)  # codes minus the zero point, as int8 tensors are held
             y = dot.int8_dot(
                 codes_of(x, in_fmt),
@@ -403,7 +440,13 @@ def _dense(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.nda
         # the inputs as columns (a no-op when the previous dense layer left its result transposed)
         y = dot.bfp_dense_run(np.ascontiguousarray(x.T), plan)
         if y is not None:
+            if layer.get("relu"):  # a ReLU folded in (_fuse_relus), as _relu computes it
+                _relu_in_place(y)
             return program._out(layer, y.T)
+        if layer.get("relu"):  # the other BFP paths: a fresh float32 result
+            y = program._matmul(layer, x)
+            _relu_in_place(y)
+            return y
     return program._matmul(layer, program._pre(layer, x))
 
 
@@ -569,6 +612,14 @@ def _relu(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndar
     if x.dtype.kind == "f" and x.size >= 1 << 14:  # clip is numpy's fast pass on large arrays; NaN stays NaN
         return program._out(layer, np.clip(x, x.dtype.type(0), x.dtype.type(np.inf)))
     return program._out(layer, np.maximum(x, 0))
+
+
+def _relu_in_place(x: np.ndarray) -> None:
+    """``_relu``'s arithmetic on a float array, in place."""
+    if x.size >= 1 << 14:
+        np.clip(x, x.dtype.type(0), x.dtype.type(np.inf), out=x)
+    else:
+        np.maximum(x, x.dtype.type(0), out=x)
 
 
 def _add(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:

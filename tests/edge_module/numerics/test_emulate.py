@@ -369,6 +369,10 @@ def test_bfp_mlp_on_the_column_path_equals_the_kernel(m, monkeypatch) -> None:
     spec = {"format_version": 1, "inputs": ["x"], "outputs": [prev], "layers": layers, "tensors": tensors}
     program = Program(spec, arrays)
     assert [layer["data"].get("dense_plan") is not None for layer in program._prepared[::2]] == [True] * 3 + [False]
+    assert [(layer["op"], layer.get("relu", False)) for layer in program._fused] == [("dense", True)] * 3 + [
+        ("dense", False),
+        ("relu", False),
+    ]
     calls = []
     run = dot.bfp_dense_run
     monkeypatch.setattr(dot, "bfp_dense_run", lambda *a: (y := run(*a), calls.append(y is not None))[0])
@@ -386,3 +390,59 @@ def test_bfp_mlp_on_the_column_path_equals_the_kernel(m, monkeypatch) -> None:
             want = np.maximum(want, 0)
         assert got[prev].flags.c_contiguous and np.array_equal(got[prev], want)
         assert calls == ([True] * 3 if x.shape[0] == 64 else [False, True, True])  # tiny: the first declines
+        fused = program.run(x)[prev]  # the ReLUs folded into the column-path layers before them
+        assert fused.flags.c_contiguous and np.array_equal(fused.view(np.int32), got[prev].view(np.int32))
+
+
+@pytest.mark.parametrize("zero_point", [0, 5, -7])
+def test_relus_folded_into_int8_dense_layers_give_the_same_codes(zero_point) -> None:
+    """dense -> relu -> dense (an output: its ReLU not folded) -> relu -> dense; the folded program against
+    the layer-by-layer one (``keep_all``) and the int8 kernel (onnxruntime's arithmetic) with ReLU on codes."""
+    from edge_module.numerics import dot
+
+    rng = np.random.default_rng(zero_point + 50)
+    sizes = [30, 20, 12, 5]
+    fmts = [{"kind": "int8", "scale": float(s), "zero_point": zero_point} for s in rng.uniform(0.01, 0.1, 7)]
+    tensors, layers, arrays, prev = {"x": fmts[0]}, [], {}, "x"
+    for i, (k_in, k_out) in enumerate(itertools.pairwise(sizes)):
+        arrays.update(
+            {
+                f"w{i}": rng.integers(-127, 128, (k_out, k_in)).astype(np.int8),
+                f"s{i}": rng.uniform(0.002, 0.02, k_out).astype(np.float32),
+                f"b{i}": rng.integers(-300, 300, k_out).astype(np.int32),
+            }
+        )
+        roles = {"weight": f"w{i}", "weight_scale": f"s{i}", "bias": f"b{i}"}
+        layers.append(
+            {"name": f"d{i}", "op": "dense", "inputs": [prev], "output": f"d{i}", "scheme": "int8", "attrs": {}}
+            | {"arrays": roles}
+        )
+        tensors[f"d{i}"] = fmts[2 * i + 1]
+        prev = f"d{i}"
+        if i < 2:
+            layers.append({"name": f"r{i}", "op": "relu", "inputs": [prev], "output": f"r{i}", "scheme": "int8"})
+            tensors[f"r{i}"] = fmts[2 * i + 1]
+            prev = f"r{i}"
+    spec = {"format_version": 1, "inputs": ["x"], "outputs": ["d1", "r1", prev], "layers": layers, "tensors": tensors}
+    program = Program(spec, arrays)
+    assert [(layer["op"], layer.get("relu", False)) for layer in program._fused] == [
+        ("dense", True),
+        ("dense", False),
+        ("relu", False),
+        ("dense", False),
+    ]
+    x = rng.uniform(-1.5, 1.5, (40, 30)).astype(np.float32)
+    every = program.run(x, keep_all=True)
+    fused = program.run(x)
+    for name in ("d1", "r1", prev):
+        assert np.array_equal(fused[name].view(np.int32), every[name].view(np.int32))
+    codes = np.clip(np.rint(x / np.float32(fmts[0]["scale"])) + zero_point, -128, 127).astype(np.int64)
+    for i in range(3):
+        f_in, f_out = tensors[layers[2 * i]["inputs"][0]], tensors[f"d{i}"]
+        w, ws, b = arrays[f"w{i}"], arrays[f"s{i}"], arrays[f"b{i}"]
+        codes = dot.int8_dot(codes, f_in["scale"], zero_point, w, ws, b, f_out["scale"], zero_point).astype(np.int64)
+        if i < 2:
+            codes = np.maximum(codes, zero_point)
+    want = (codes - zero_point).astype(np.float64) * float(np.float32(tensors[prev]["scale"]))
+    assert np.array_equal(fused[prev], want.astype(np.float32))
+    assert len(np.unique(codes)) > 10
