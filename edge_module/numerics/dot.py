@@ -478,6 +478,7 @@ class DensePlan(NamedTuple):
     block_size: int
     low_bits: int
     high_bits: int
+    tiles: dict  # the bias tiled per batch size (``tiled``)
 
 
 def bfp_dense_plan(w: tuple[np.ndarray, int, int], bias: np.ndarray | None, params: dict) -> DensePlan | None:
@@ -497,7 +498,9 @@ def bfp_dense_plan(w: tuple[np.ndarray, int, int], bias: np.ndarray | None, para
     limit = 2.0 - 2.0 ** (1 - m)  # (2**m - 1) * step = 2**E * limit
     constants = np.array([-limit, limit, 1.5 * 2.0 ** (24 - m)], np.float32).reshape(3, 1, 1, 1)
     column = None if bias is None else np.ascontiguousarray(np.asarray(bias, np.float32).reshape(-1, 1))
-    return DensePlan(np.ascontiguousarray(w_t, np.float32), column, constants, k, (low + 127) << 23, (high + 128) << 23)
+    return DensePlan(
+        np.ascontiguousarray(w_t, np.float32), column, constants, k, (low + 127) << 23, (high + 128) << 23, {}
+    )
 
 
 def bfp_dense_run(xt: np.ndarray, plan: DensePlan) -> np.ndarray | None:
@@ -508,7 +511,7 @@ def bfp_dense_run(xt: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     ``_folded_magic``'s constant; then the exact block products, summed in block order in float32, the
     bias added last: equal to ``bfp_dot_folded``. None where the exponents leave the plan's bounds, for
     an all-zero, infinite or NaN input (the other paths decide)."""
-    w_t, bias, constants, k, low_bits, high_bits = plan
+    w_t, bias, constants, k, low_bits, high_bits, tiles = plan
     n_blocks, rows = xt.shape[0] // k, xt.shape[1]
     if xt.dtype != np.float32 or xt.ndim != 2 or n_blocks * k != xt.shape[0] or not xt.flags.c_contiguous:
         return None
@@ -530,7 +533,7 @@ def bfp_dense_run(xt: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     for term in partial[2:]:  # in block order (one call per block beats a reduction on small arrays)
         out += term
     if bias is not None:
-        out += bias
+        out += tiled(tiles, "bias", bias, out.shape) if out.size <= TILE_MAX_ELEMENTS else bias
     return out
 
 
@@ -608,6 +611,22 @@ def rows_op(op: np.ufunc, out: np.ndarray, row: np.ndarray) -> None:
         op(flat, np.tile(row.astype(out.dtype, copy=False), group), out=flat)
     else:
         op(out, row, out=out)
+
+
+TILE_MAX_ELEMENTS = 1 << 16  # tiled vectors kept for small results only (where broadcasting costs most)
+
+
+def tiled(cache: dict, key: object, vector: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``vector`` broadcast to ``shape`` as a whole read-only array, kept in ``cache`` under ``(key,
+    shape)`` (a few batch sizes): on small arrays a same-shape operation costs about half a broadcasting
+    one, with the same float operations."""
+    tile = cache.get((key, shape))
+    if tile is None:
+        tile = np.ascontiguousarray(np.broadcast_to(vector, shape))
+        tile.flags.writeable = False
+        if len(cache) < 16:
+            cache[(key, shape)] = tile
+    return tile
 
 
 def _add_rows(out: np.ndarray, row: np.ndarray) -> None:

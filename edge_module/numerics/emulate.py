@@ -346,9 +346,15 @@ class Program:
             if fast is not None:  # the int32 accumulator never wraps; every partial sum is exact
                 wt, bias, scale, low, high, _ = fast
                 acc = dot.exact_float_matmul(x, wt)
-                dot.rows_op(np.add, acc, bias)
-                acc = acc.astype(np.float32, copy=False)  # exact integers below 2**31: as int32 -> float32
-                dot.rows_op(np.multiply, acc, scale)
+                if acc.size <= dot.TILE_MAX_ELEMENTS and acc.ndim == 2 and acc.flags.c_contiguous:
+                    tiles = data.setdefault("tiles", {})
+                    acc += dot.tiled(tiles, "bias", bias, acc.shape)
+                    acc = acc.astype(np.float32, copy=False)  # exact integers below 2**31: as int32 -> float32
+                    acc *= dot.tiled(tiles, "scale", scale, acc.shape)
+                else:
+                    dot.rows_op(np.add, acc, bias)
+                    acc = acc.astype(np.float32, copy=False)
+                    dot.rows_op(np.multiply, acc, scale)
                 np.rint(acc, out=acc)
                 if layer.get("relu"):  # a ReLU folded in (_fuse_relus): held codes are signed as the values
                     low = max(low, np.float32(0))

@@ -338,3 +338,17 @@ def test_sum_in_order_adds_in_order(shape) -> None:
     out = np.empty(shape[1:], np.float32)
     assert np.array_equal(dot.sum_in_order(terms, out), want)
     assert not np.array_equal(terms.sum(axis=0, dtype=np.float64).astype(np.float32), want) or shape[0] < 3
+
+
+def test_tiled_vectors_are_cached_per_shape_and_read_only() -> None:
+    cache: dict = {}
+    row = np.arange(3, dtype=np.float32)
+    tile = dot.tiled(cache, "b", row, (4, 3))
+    assert tile.flags.c_contiguous and not tile.flags.writeable
+    assert np.array_equal(tile, np.broadcast_to(row, (4, 3)))
+    assert dot.tiled(cache, "b", row, (4, 3)) is tile
+    column = dot.tiled(cache, "c", row.reshape(3, 1), (3, 5))
+    assert np.array_equal(column, np.repeat(row.reshape(3, 1), 5, axis=1)) and len(cache) == 2
+    for rows in range(20):  # bounded: later shapes are made but not kept
+        dot.tiled(cache, "b", row, (rows, 3))
+    assert len(cache) == 16
