@@ -372,6 +372,7 @@ def bfp_folded_inputs(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int
 
 _MAGIC_MAX_BITS = 22  # x + C must stay in C's binade: |x| < 2**(E+1) <= C / 3 needs m <= 22
 _EXPONENT_BITS = np.int32(0x7F800000)  # a float32's exponent field: masking the rest gives 2**floor(log2 x)
+_INVERSE_BITS = np.int32(254 << 23)  # less the exponent bits of 2**E: the bits of 2**-E
 
 
 def _folded_magic(
@@ -466,15 +467,16 @@ def bfp_dot_folded_columns(
 
 class DensePlan(NamedTuple):
     """What ``bfp_dense_run`` needs of a layer, computed once: the weights ``(n_blocks, M, k)``, the bias
-    as a float32 column ``(M, 1)`` (or None), the float32 constants ``(-limit, limit, magic)`` ``(3, 1, 1,
-    1)`` that times ``2**E`` give a block's saturation bounds ``±(2**m - 1) * step`` and
-    ``_folded_magic``'s rounding constant, the block size, and the float32 bit patterns bounding the
-    nonzero block maxima: at least ``low_bits`` (no exponent clipped, every block product normal) and
-    below ``high_bits`` (no exponent clipped, no block result near overflow; inf and NaN are above)."""
+    as a float32 column ``(M, 1)`` (or None), the float32 ``limit = 2 - 2**(1-m)`` (the saturation bound
+    ``(2**m - 1) * step`` of a block scaled to ``E = 0``) and rounding constant ``magic = 1.5 * 2**(24-m)``
+    (``_folded_magic``'s at ``E = 0``), the block size, and the float32 bit patterns bounding the nonzero
+    block maxima: at least ``low_bits`` (no exponent clipped, every block product normal) and below
+    ``high_bits`` (no exponent clipped, no block result near overflow; inf and NaN are above)."""
 
     weights: np.ndarray
     bias: np.ndarray | None
-    constants: np.ndarray
+    limit: np.float32
+    magic: np.float32
     block_size: int
     low_bits: int
     high_bits: int
@@ -495,11 +497,10 @@ def bfp_dense_plan(w: tuple[np.ndarray, int, int], bias: np.ndarray | None, para
     high = min(e_max, 100, 126 - int(w_high) - 3 - (k - 1).bit_length())
     if low > high:
         return None
-    limit = 2.0 - 2.0 ** (1 - m)  # (2**m - 1) * step = 2**E * limit
-    constants = np.array([-limit, limit, 1.5 * 2.0 ** (24 - m)], np.float32).reshape(3, 1, 1, 1)
+    limit, magic = np.float32(2.0 - 2.0 ** (1 - m)), np.float32(1.5 * 2.0 ** (24 - m))
     column = None if bias is None else np.ascontiguousarray(np.asarray(bias, np.float32).reshape(-1, 1))
     return DensePlan(
-        np.ascontiguousarray(w_t, np.float32), column, constants, k, (low + 127) << 23, (high + 128) << 23, {}
+        np.ascontiguousarray(w_t, np.float32), column, limit, magic, k, (low + 127) << 23, (high + 128) << 23, {}
     )
 
 
@@ -508,10 +509,13 @@ def bfp_dense_run(xt: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     inputs as C-contiguous columns ``xt (n_blocks * k, R)``, the result ``(M, R)``. The inputs are clipped
     to their block's saturation bound ``±(2**m - 1) * step`` (what a block maximum rounding up to
     ``2**(E+1)`` saturates to; values below it round as before) and rounded half to even by
-    ``_folded_magic``'s constant; then the exact block products, summed in block order in float32, the
-    bias added last: equal to ``bfp_dot_folded``. None where the exponents leave the plan's bounds, for
-    an all-zero, infinite or NaN input (the other paths decide)."""
-    w_t, bias, constants, k, low_bits, high_bits, tiles = plan
+    ``_folded_magic``'s constant, both on the blocks scaled by ``2**-E`` (exact; scalar bounds and
+    constant, where per-block ones would broadcast, which costs twice as much; values that underflow
+    there are far below half a step and round to 0 either way), then scaled back by ``2**E``; then the
+    exact block products, summed in block order in float32, the bias added last: equal to
+    ``bfp_dot_folded``. None where the exponents leave the plan's bounds, for an all-zero, infinite or
+    NaN input (the other paths decide)."""
+    w_t, bias, limit, magic, k, low_bits, high_bits, tiles = plan
     n_blocks, rows = xt.shape[0] // k, xt.shape[1]
     if xt.dtype != np.float32 or xt.ndim != 2 or n_blocks * k != xt.shape[0] or not xt.flags.c_contiguous:
         return None
@@ -522,12 +526,13 @@ def bfp_dense_run(xt: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     less = np.subtract(bits, 1)  # zero blocks: -1, the top as unsigned
     if not (0 <= int(less.max()) < high_bits - 1 and int(less.view(np.uint32).min()) >= low_bits - 1):
         return None
-    pow2 = np.bitwise_and(bits, _EXPONENT_BITS).view(np.float32)[:, None, :]  # 2**E; 0 for zero blocks
-    low_bound, high_bound, magic = constants * pow2  # each (n_blocks, 1, R)
-    scaled = np.minimum(blocks, high_bound)  # (clip with array bounds is slower)
-    np.maximum(scaled, low_bound, out=scaled)
+    exps = np.bitwise_and(bits, _EXPONENT_BITS)  # the bits of 2**E; 0 for zero blocks
+    down = np.subtract(_INVERSE_BITS, exps).view(np.float32)[:, None, :]  # 2**-E; 2**127 for zero blocks
+    scaled = np.multiply(blocks, down)  # |x| < 2 with the maximum in [1, 2)
+    np.clip(scaled, -limit, limit, out=scaled)
     scaled += magic
     scaled -= magic
+    scaled *= exps.view(np.float32)[:, None, :]  # exact: the block products stay normal (the plan's bounds)
     partial = np.matmul(w_t, scaled)  # (n_blocks, M, R), exact
     out = partial[0].copy() if n_blocks == 1 else np.add(partial[0], partial[1])
     for term in partial[2:]:  # in block order (one call per block beats a reduction on small arrays)

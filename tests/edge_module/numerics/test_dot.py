@@ -269,6 +269,9 @@ def test_bfp_dense_columns_equal_the_per_block_product(k, m) -> None:
             x[:2, k : 2 * k] = np.ldexp(np.float32(2**m - 0.5), -m + 1)  # the maximum rounds up (saturates)
             x[2:, k : 2 * k] = np.ldexp(rng.integers(-(2**m), 2**m, (rows - 2, k)) + 0.5, -m)  # ties
             x[3:5, k : 2 * k] *= -1
+            x[:, -k:-2] = np.float32(2.0**-140)  # subnormal and (scaled by 2**-E) underflowing values
+            x[:, -2] = np.float32(2.0**-90)
+            x[:, -1] = np.float32(-(2.0**60))  # beside a large block maximum: they round to 0
         w = (rng.standard_normal((6, width)) * np.exp2(rng.uniform(-spread, spread, (6, width)))).astype(np.float32)
         w_mant, w_exp = bfp.quantize(w, 1, k, m, 8)
         x_mant, x_exp = bfp.quantize(x, -1, k, m, 8)
