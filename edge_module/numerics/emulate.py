@@ -442,8 +442,8 @@ def _whole_blocks(data: Mapping, layer: Mapping) -> bool:
 def _dense(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
     x = inputs[0]
     plan = layer["data"].get("dense_plan")
-    if plan is not None and x.dtype == np.float32 and x.ndim == 2:
-        # the inputs as columns (a no-op when the previous dense layer left its result transposed)
+    if plan is not None and x.dtype == np.float32 and x.ndim == 2 and (x.flags.f_contiguous or x.size <= DENSE_COPY):
+        # the inputs as columns: free when the previous dense layer left its result transposed, else a copy
         y = dot.bfp_dense_run(np.ascontiguousarray(x.T), plan)
         if y is not None:
             if layer.get("relu"):  # a ReLU folded in (_fuse_relus), as _relu computes it
@@ -479,6 +479,7 @@ def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndar
     return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
 
 
+DENSE_COPY = 8192  # BFP dense layers transpose inputs of up to this many values to take the column path
 COLUMN_CHANNELS = 4  # convolutions of at most this many input channels take im2col in columns
 BFP_COLUMN_PIXELS = 16384  # BFP ones when the batch has this many input pixels (measured: smaller ones gain nothing)
 
