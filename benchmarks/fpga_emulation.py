@@ -8,9 +8,12 @@ size: the whole compiled model (emulated accelerator part + host part in onnxrun
 model in onnxruntime. Thread settings, the same for both sides: ``one`` = onnxruntime
 ``intra_op_num_threads=1`` (also for the compiled model's host part) and numpy's BLAS limited to one
 thread (threadpoolctl), as an emulating scoring module on one core; ``default`` = both libraries' own
-defaults. Every round times one pass over the test set for onnxruntime and for every format, in turn,
-so machine load hits all alike; the table gives the median round. Reports the slowdown factor (goal in
-issue 15: msfp/int8 within 5x of float onnxruntime) and the test accuracy of each. A third, untrained
+defaults. The process gets the settings the scoring module applies when it emulates a model
+(``edge_module.scoring.heap`` malloc thresholds, ``edge_module.scoring.ort_matmul`` for large exact
+products, with the thread setting). Every round times one pass over the test set for onnxruntime
+and for every format, in turn, so machine load hits all alike; the table gives the median round.
+Reports the slowdown factor (goal in issue 15: msfp/int8 within 5x of float onnxruntime) and the test
+accuracy of each. A third, untrained
 CIFAR-sized CNN on random inputs ("wide"; accuracy = agreement with float) shows the ratio once
 arithmetic, not per-layer Python overhead, dominates: the digits models take onnxruntime only
 10-70 us per batch of 64.
