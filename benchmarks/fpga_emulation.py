@@ -13,10 +13,9 @@ defaults. The process gets the settings the scoring module applies when it emula
 products, with the thread setting). Every round times one pass over the test set for onnxruntime
 and for every format, in turn, so machine load hits all alike; the table gives the median round.
 Reports the slowdown factor (goal in issue 15: msfp/int8 within 5x of float onnxruntime) and the test
-accuracy of each. A third, untrained
-CIFAR-sized CNN on random inputs ("wide"; accuracy = agreement with float) shows the ratio once
-arithmetic, not per-layer Python overhead, dominates: the digits models take onnxruntime only
-10-70 us per batch of 64.
+accuracy of each. A third, untrained CIFAR-sized CNN on random inputs ("wide"; accuracy = agreement
+with float) shows the ratio once arithmetic, not per-layer Python overhead, dominates: the digits
+models take onnxruntime only 10-70 us per batch of 64.
 """
 
 from __future__ import annotations
