@@ -441,7 +441,7 @@ def bfp_dot_folded_columns(
     w: tuple[np.ndarray, int, int],
     bias: np.ndarray | None,
     params: dict,
-    chunk_elements: int = 1 << 18,
+    chunk_elements: int = 1 << 19,  # measured: 2**19 beats 2**18 and 2**20 on a CIFAR-sized first layer
 ) -> np.ndarray | None:
     """``bfp_dot_folded`` transposed: ``bfp_folded_columns`` values ``(n_blocks, k, N)`` against the folded
     weights transposed (``bfp_fold_weights`` with values ``(n_blocks, M, k)``: ``transposed_weights``),
