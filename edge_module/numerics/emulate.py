@@ -449,11 +449,10 @@ def _dense(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.nda
             if layer.get("relu"):  # a ReLU folded in (_fuse_relus), as _relu computes it
                 _relu_in_place(y)
             return program._out(layer, y.T)
-        if layer.get("relu"):  # the other BFP paths: a fresh float32 result
-            y = program._matmul(layer, x)
-            _relu_in_place(y)
-            return y
-    return program._matmul(layer, program._pre(layer, x))
+    y = program._matmul(layer, program._pre(layer, x))
+    if layer.get("relu") and layer["scheme"] == "bfp":  # folded in; the other BFP paths: a fresh float32 result
+        _relu_in_place(y)  # (int8 layers fold it into their clip)
+    return y
 
 
 def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
