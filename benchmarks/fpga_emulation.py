@@ -8,12 +8,14 @@ size: the whole compiled model (emulated accelerator part + host part in onnxrun
 model in onnxruntime. Thread settings, the same for both sides: ``one`` = onnxruntime
 ``intra_op_num_threads=1`` (also for the compiled model's host part) and numpy's BLAS limited to one
 thread (threadpoolctl), as an emulating scoring module on one core; ``default`` = both libraries' own
-defaults. Every round times one pass over the test set for onnxruntime and for every format, in turn,
-so machine load hits all alike; the table gives the median round. Reports the slowdown factor (goal in
-issue 15: msfp/int8 within 5x of float onnxruntime) and the test accuracy of each. A third, untrained
-CIFAR-sized CNN on random inputs ("wide"; accuracy = agreement with float) shows the ratio once
-arithmetic, not per-layer Python overhead, dominates: the digits models take onnxruntime only
-10-70 us per batch of 64.
+defaults. The process gets the settings the scoring module applies when it emulates a model
+(``edge_module.scoring.heap`` malloc thresholds, ``edge_module.scoring.ort_matmul`` for large exact
+products, with the thread setting). Every round times one pass over the test set for onnxruntime
+and for every format, in turn, so machine load hits all alike; the table gives the median round.
+Reports the slowdown factor (goal in issue 15: msfp/int8 within 5x of float onnxruntime) and the test
+accuracy of each. A third, untrained CIFAR-sized CNN on random inputs ("wide"; accuracy = agreement
+with float) shows the ratio once arithmetic, not per-layer Python overhead, dominates: the digits
+models take onnxruntime only 10-70 us per batch of 64.
 """
 
 from __future__ import annotations
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.model_selection import train_test_split
     from threadpoolctl import threadpool_limits
 
+    from edge_module.scoring import ort_matmul
+    from edge_module.scoring.heap import keep_freed_memory
     from fpga import compile_onnx
 
     x, y = load_digits(return_X_y=True)
@@ -188,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
             accuracy = {"onnxruntime float": float((reference.argmax(1) == labels).mean())}
             accuracy.update({fmt: float((c.predict(xte).argmax(1) == labels).mean()) for fmt, c in compiled.items()})
             for threads in settings:
+                # as the scoring module sets up an emulated model (edge_module.scoring.fpga_runtime): glibc
+                # malloc thresholds raised (the torch import above raises them too), large exact products on
+                # onnxruntime with the thread setting
+                keep_freed_memory()
+                ort_matmul.install(1 if threads == "one" else None)
                 session = sessions(path, threads)
                 fns = {"onnxruntime float": lambda b, s=session: s.run(None, {"x": b})}
                 fns.update({fmt: with_host_threads(c, threads).predict for fmt, c in compiled.items()})

@@ -25,10 +25,61 @@ mantissa (``max|a| * max|b| * K < 2**24`` or ``2**53``), which makes them exact;
 from __future__ import annotations
 
 import math
+from typing import NamedTuple, Protocol
 
 import numpy as np
 
 from . import bfp, fixed
+
+
+class MatmulBackend(Protocol):
+    """A faster engine for the float32 matrix products whose every partial sum is exact (so any
+    summation order or FMA gives the same result): ``matmul(a (R, K), b (K, M)) -> (R, M)`` and
+    ``block_products(x (R, n_blocks, k), w (n_blocks, k, M)) -> (n_blocks, R, M)``, both C-contiguous
+    float32 in and out. ``edge_module.scoring.ort_matmul`` provides one on onnxruntime (numerics itself
+    stays numpy only)."""
+
+    def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray: ...
+
+    def block_products(self, x: np.ndarray, w: np.ndarray) -> np.ndarray: ...
+
+
+BACKEND_MIN_PRODUCTS = 1 << 22  # smaller products stay on numpy: a backend call costs some 10-20 us
+_backend: MatmulBackend | None = None
+
+
+def set_backend(backend: MatmulBackend | None) -> MatmulBackend | None:
+    """Use ``backend`` for large exact float32 products (None: numpy alone); returns the previous one."""
+    global _backend
+    previous, _backend = _backend, backend
+    return previous
+
+
+def _on_backend(a: np.ndarray, b: np.ndarray, products: int) -> bool:
+    return (
+        _backend is not None
+        and products >= BACKEND_MIN_PRODUCTS
+        and a.dtype == np.float32
+        and b.dtype == np.float32
+        and a.flags.c_contiguous
+        and b.flags.c_contiguous
+    )
+
+
+def exact_float_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b`` for float ``a (R, K)`` and ``b (K, M)`` whose every partial sum is exact: on the backend
+    when one is set and the product is large, else numpy."""
+    if a.ndim == 2 and b.ndim == 2 and _on_backend(a, b, a.shape[0] * a.shape[1] * b.shape[1]):
+        return _backend.matmul(a, b)  # type: ignore[union-attr]
+    return a @ b
+
+
+def block_products(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``(n_blocks, R, M)`` products of rows ``x (R, n_blocks, k)`` block by block with ``w (n_blocks, k,
+    M)``, every one exact: on the backend when one is set and the products are large, else numpy."""
+    if _on_backend(x, w, x.size * w.shape[-1]):
+        return _backend.block_products(x, w)  # type: ignore[union-attr]
+    return np.matmul(x.transpose(1, 0, 2), w)
 
 
 def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -321,6 +372,7 @@ def bfp_folded_inputs(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int
 
 _MAGIC_MAX_BITS = 22  # x + C must stay in C's binade: |x| < 2**(E+1) <= C / 3 needs m <= 22
 _EXPONENT_BITS = np.int32(0x7F800000)  # a float32's exponent field: masking the rest gives 2**floor(log2 x)
+_INVERSE_BITS = np.int32(254 << 23)  # less the exponent bits of 2**E: the bits of 2**-E
 
 
 def _folded_magic(
@@ -389,7 +441,7 @@ def bfp_dot_folded_columns(
     w: tuple[np.ndarray, int, int],
     bias: np.ndarray | None,
     params: dict,
-    chunk_elements: int = 1 << 18,
+    chunk_elements: int = 1 << 19,  # measured: 2**19 beats 2**18 and 2**20 on a CIFAR-sized first layer
 ) -> np.ndarray | None:
     """``bfp_dot_folded`` transposed: ``bfp_folded_columns`` values ``(n_blocks, k, N)`` against the folded
     weights transposed (``bfp_fold_weights`` with values ``(n_blocks, M, k)``: ``transposed_weights``),
@@ -411,6 +463,98 @@ def bfp_dot_folded_columns(
     if bias is not None:
         out += np.asarray(bias, np.float32)[:, None]
     return out
+
+
+class DensePlan(NamedTuple):
+    """What ``bfp_dense_run`` needs of a layer, computed once: the weights ``(n_blocks, M, k)``, the bias
+    as a float32 column ``(M, 1)`` (or None), the float32 ``limit = 2 - 2**(1-m)`` (the saturation bound
+    ``(2**m - 1) * step`` of a block scaled to ``E = 0``) and rounding constant ``magic = 1.5 * 2**(24-m)``
+    (``_folded_magic``'s at ``E = 0``), the block size, and the float32 bit patterns bounding the nonzero
+    block maxima: at least ``low_bits`` (no exponent clipped, every block product normal) and below
+    ``high_bits`` (no exponent clipped, no block result near overflow; inf and NaN are above)."""
+
+    weights: np.ndarray
+    bias: np.ndarray | None
+    limit: np.float32
+    magic: np.float32
+    block_size: int
+    low_bits: int
+    high_bits: int
+    tiles: dict  # the bias tiled per batch size (``tiled``)
+
+
+def bfp_dense_plan(w: tuple[np.ndarray, int, int], bias: np.ndarray | None, params: dict) -> DensePlan | None:
+    """The ``DensePlan`` of weights as ``transposed_weights`` gives them, or None where rounding by
+    ``_folded_magic``'s constant does not apply (``m > 22``, truncation)."""
+    k, m, e_bits = int(params["block_size"]), int(params["mantissa_bits"]), int(params["exponent_bits"])
+    if m > _MAGIC_MAX_BITS or params.get("rounding", "nearest_even") != "nearest_even":
+        return None
+    w_t, w_low, w_high = w
+    e_min, e_max = bfp.exponent_range(e_bits)
+    # as bfp_dot_folded_columns and _folded_magic: exponents low..high of the nonzero input blocks with
+    # low + w_low - 2(m-1) >= -126, high + w_high + 2 + log2(k) + 1 <= 126, none clipped, within -100..100
+    low = max(e_min, -100, -126 + 2 * (m - 1) - int(w_low))
+    high = min(e_max, 100, 126 - int(w_high) - 3 - (k - 1).bit_length())
+    if low > high:
+        return None
+    limit, magic = np.float32(2.0 - 2.0 ** (1 - m)), np.float32(1.5 * 2.0 ** (24 - m))
+    column = None if bias is None else np.ascontiguousarray(np.asarray(bias, np.float32).reshape(-1, 1))
+    return DensePlan(
+        np.ascontiguousarray(w_t, np.float32), column, limit, magic, k, (low + 127) << 23, (high + 128) << 23, {}
+    )
+
+
+def bfp_dense_run(xt: np.ndarray, plan: DensePlan) -> np.ndarray | None:
+    """A BFP dense layer in few numpy calls (small batches, where the per-call cost dominates): float32
+    inputs as C-contiguous columns ``xt (n_blocks * k, R)``, the result ``(M, R)``. The inputs are clipped
+    to their block's saturation bound ``±(2**m - 1) * step`` (what a block maximum rounding up to
+    ``2**(E+1)`` saturates to; values below it round as before) and rounded half to even by
+    ``_folded_magic``'s constant, both on the blocks scaled by ``2**-E`` (exact; scalar bounds and
+    constant, where per-block ones would broadcast, which costs twice as much; values that underflow
+    there are far below half a step and round to 0 either way), then scaled back by ``2**E``; then the
+    exact block products, summed in block order in float32, the bias added last: equal to
+    ``bfp_dot_folded``. None where the exponents leave the plan's bounds, for an all-zero, infinite or
+    NaN input (the other paths decide)."""
+    w_t, bias, limit, magic, k, low_bits, high_bits, tiles = plan
+    n_blocks, rows = xt.shape[0] // k, xt.shape[1]
+    if xt.dtype != np.float32 or xt.ndim != 2 or n_blocks * k != xt.shape[0] or not xt.flags.c_contiguous:
+        return None
+    if n_blocks != w_t.shape[0] or rows == 0:
+        return None
+    blocks = xt.reshape(n_blocks, k, rows)
+    # |x| block maxima as float32 bits: the same order as the floats (NaN above inf); integers reduce faster
+    bits = np.maximum.reduce(np.abs(blocks).view(np.int32), axis=1)
+    less = np.subtract(bits, 1)  # zero blocks: -1, the top as unsigned
+    if not (0 <= int(less.max()) < high_bits - 1 and int(less.view(np.uint32).min()) >= low_bits - 1):
+        return None
+    exps = np.bitwise_and(bits, _EXPONENT_BITS)  # the bits of 2**E; 0 for zero blocks
+    down = np.subtract(_INVERSE_BITS, exps).view(np.float32)[:, None, :]  # 2**-E; 2**127 for zero blocks
+    scaled = np.multiply(blocks, down)  # |x| < 2 with the maximum in [1, 2)
+    np.clip(scaled, -limit, limit, out=scaled)
+    scaled += magic
+    scaled -= magic
+    scaled *= exps.view(np.float32)[:, None, :]  # exact: the block products stay normal (the plan's bounds)
+    partial = np.matmul(w_t, scaled)  # (n_blocks, M, R), exact
+    if n_blocks > 4 and partial[0].size >= 2:  # one reduction, in block order (see sum_in_order)
+        out = np.add.reduce(partial, axis=0)
+    else:  # in block order (one call per block beats a reduction for few blocks)
+        out = partial[0].copy() if n_blocks == 1 else np.add(partial[0], partial[1])
+        for term in partial[2:]:
+            out += term
+    if bias is not None:
+        out += tiled(tiles, "bias", bias, out.shape) if out.size <= TILE_MAX_ELEMENTS else bias
+    return out
+
+
+def bfp_dense_columns(
+    xt: np.ndarray, w: tuple[np.ndarray, int, int], bias: np.ndarray | None, params: dict
+) -> np.ndarray | None:
+    """``bfp_dense_run`` with the plan made here (see there); ``w`` as ``transposed_weights`` gives it."""
+    k = int(params["block_size"])
+    if xt.ndim != 2 or xt.shape[0] % k or xt.shape[0] // k != w[0].shape[0] or w[0].shape[2] != k:
+        raise ValueError(f"inputs of shape {xt.shape} do not match the weights' blocks {w[0].shape[::2]}")
+    plan = bfp_dense_plan(w, bias, params)
+    return None if plan is None else bfp_dense_run(xt, plan)
 
 
 def bfp_dot_folded(
@@ -435,13 +579,15 @@ def bfp_dot_folded(
     if x_vals.shape[2] < w_vals.shape[1]:  # one short block: the weights' padding rows meet no inputs
         w_vals = w_vals[:, : x_vals.shape[2], :]
     out = np.empty((rows, m_out), np.float32)
+    if _backend is not None:  # fewer, larger calls (measured: ~1000-row chunks of a CIFAR-sized layer)
+        chunk_elements *= 4
     step = max(1, chunk_elements // max(1, n_blocks * m_out))
     for start in range(0, rows, step):
         acc = out[start : start + step]
         if n_blocks == 1:  # one block: its exact sums are the result
             np.matmul(x_vals[start : start + step, 0], w_vals[0], out=acc)
             continue
-        partial = np.matmul(x_vals[start : start + step].transpose(1, 0, 2), w_vals)  # (nb, r, M), exact
+        partial = block_products(x_vals[start : start + step], w_vals)  # (nb, r, M), exact
         sum_in_order(partial, acc)
     if bias is not None:
         _add_rows(out, np.asarray(bias, np.float32))
@@ -474,6 +620,22 @@ def rows_op(op: np.ufunc, out: np.ndarray, row: np.ndarray) -> None:
         op(flat, np.tile(row.astype(out.dtype, copy=False), group), out=flat)
     else:
         op(out, row, out=out)
+
+
+TILE_MAX_ELEMENTS = 1 << 16  # tiled vectors kept for small results only (where broadcasting costs most)
+
+
+def tiled(cache: dict, key: object, vector: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``vector`` broadcast to ``shape`` as a whole read-only array, kept in ``cache`` under ``(key,
+    shape)`` (a few batch sizes): on small arrays a same-shape operation costs about half a broadcasting
+    one, with the same float operations."""
+    tile = cache.get((key, shape))
+    if tile is None:
+        tile = np.ascontiguousarray(np.broadcast_to(vector, shape))
+        tile.flags.writeable = False
+        if len(cache) < 16:
+            cache[(key, shape)] = tile
+    return tile
 
 
 def _add_rows(out: np.ndarray, row: np.ndarray) -> None:

@@ -181,6 +181,7 @@ class Program:
         self.inputs: list[str] = list(spec["inputs"])
         self.outputs: list[str] = list(spec["outputs"])
         self._prepared = [self._prepare(layer) for layer in spec["layers"]]
+        self._fused = self._fuse_relus(self._prepared)
 
     @classmethod
     def load(cls, directory: str | Path) -> Program:
@@ -211,6 +212,10 @@ class Program:
             data["folded"] = dot.bfp_fold_weights(data["weight"], data["weight_exponent"], layer["bfp"])
             if data["folded"] is not None and layer["op"] == "conv":
                 data["folded_t"] = dot.transposed_weights(data["folded"])
+            elif data["folded"] is not None and _whole_blocks(data, layer):
+                data["dense_plan"] = dot.bfp_dense_plan(
+                    dot.transposed_weights(data["folded"]), data["bias"], layer["bfp"]
+                )
         elif layer["scheme"] == "fixed" and "weight" in data and in_fmt is not None and in_fmt["kind"] == "fixed":
             fast = _fixed_fast(data, in_fmt, layer)
             if fast is not None and out_fmt["kind"] == "fixed":
@@ -221,6 +226,40 @@ class Program:
         # ops that read their inputs as held (int8 tensors as codes); the others get the values
         prepared["native"] = prepared["keep"] or (data.get("fast") is not None and layer["scheme"] == "int8")
         return prepared
+
+    def _fuse_relus(self, prepared: list[dict]) -> list[dict]:
+        """The layers with each ReLU that keeps its format folded into the dense layer before it when
+        that layer computes its result in few calls (int8: the clip's lower bound; BFP on columns with a
+        float result: in place) and nothing else reads the pre-ReLU tensor. The same bits: ``run`` uses
+        this list unless asked for every tensor."""
+        readers: dict[str, int] = {}
+        for layer in prepared:
+            for name in layer["inputs"]:
+                readers[name] = readers.get(name, 0) + 1
+        fused: list[dict] = []
+        for layer in prepared:
+            before = fused[-1] if fused else None
+            if (
+                layer["op"] == "relu"
+                and layer["keep"]
+                and before is not None
+                and before["op"] == "dense"
+                and not before.get("relu")
+                and before["output"] == layer["inputs"][0]
+                and readers.get(before["output"]) == 1
+                and before["output"] not in self.outputs
+                and (
+                    (before["scheme"] == "int8" and before["data"].get("fast") is not None)
+                    or (
+                        before["data"].get("dense_plan") is not None
+                        and self.tensors[before["output"]]["kind"] == "float"
+                    )
+                )
+            ):
+                fused[-1] = {**before, "relu": True, "output": layer["output"]}
+                continue
+            fused.append(layer)
+        return fused
 
     def run(self, feeds: Mapping[str, np.ndarray] | np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
         """Outputs (float32) for the inputs (a dict by name, or one array for a one-input program);
@@ -234,14 +273,14 @@ class Program:
             raise ValueError(f"missing program input(s) {missing}; it takes {self.inputs}")
         held = {name: _hold(np.asarray(feeds[name]), self.tensors[name]) for name in self.inputs}
         tensors = self.tensors
-        for layer in self._prepared:
+        for layer in self._prepared if keep_all else self._fused:
             if layer["native"]:
                 inputs = [held[name] for name in layer["inputs"]]
             else:
                 inputs = [_value(held[name], tensors[name]) for name in layer["inputs"]]
             held[layer["output"]] = _OPS[layer["op"]](self, layer, inputs)
         chosen = held if keep_all else {name: held[name] for name in self.outputs}
-        return {name: np.asarray(_value(v, tensors[name]), np.float32) for name, v in chosen.items()}
+        return {name: np.ascontiguousarray(_value(v, tensors[name]), np.float32) for name, v in chosen.items()}
 
     def _out(self, layer: Mapping, values: np.ndarray) -> np.ndarray:
         """The layer's result values converted to its output tensor's format, as that tensor is held."""
@@ -282,11 +321,11 @@ class Program:
                 _, wt, bias, _, a_frac, scaled = fast
                 out_frac = dot.frac_bits(out_fmt)
                 if scaled is not None:  # x values against rescaled weights: the sums times 2**F_out, exact
-                    t = x @ scaled[0]
+                    t = dot.exact_float_matmul(x, scaled[0])
                     t += scaled[1]
                     codes = dot.fixed_codes_of_scaled(t.astype(np.float64, copy=False), out_fmt)
                     return np.ldexp(codes, -out_frac, out=codes)
-                acc = x @ wt
+                acc = dot.exact_float_matmul(x, wt)
                 acc += bias
                 codes = dot.fixed_codes_of_scaled(np.ldexp(acc.astype(np.float64), out_frac - a_frac), out_fmt)
                 return np.ldexp(codes, -out_frac, out=codes)
@@ -306,11 +345,19 @@ class Program:
             fast = data.get("fast")
             if fast is not None:  # the int32 accumulator never wraps; every partial sum is exact
                 wt, bias, scale, low, high, _ = fast
-                acc = x @ wt
-                dot.rows_op(np.add, acc, bias)
-                acc = acc.astype(np.float32, copy=False)  # exact integers below 2**31: as int32 -> float32
-                dot.rows_op(np.multiply, acc, scale)
+                acc = dot.exact_float_matmul(x, wt)
+                if acc.size <= dot.TILE_MAX_ELEMENTS and acc.ndim == 2 and acc.flags.c_contiguous:
+                    tiles = data.setdefault("tiles", {})
+                    acc += dot.tiled(tiles, "bias", bias, acc.shape)
+                    acc = acc.astype(np.float32, copy=False)  # exact integers below 2**31: as int32 -> float32
+                    acc *= dot.tiled(tiles, "scale", scale, acc.shape)
+                else:
+                    dot.rows_op(np.add, acc, bias)
+                    acc = acc.astype(np.float32, copy=False)
+                    dot.rows_op(np.multiply, acc, scale)
                 np.rint(acc, out=acc)
+                if layer.get("relu"):  # a ReLU folded in (_fuse_relus): held codes are signed as the values
+                    low = max(low, np.float32(0))
                 return np.clip(acc, low, high, out=acc)  # codes minus the zero point, as int8 tensors are held
             y = dot.int8_dot(
                 codes_of(x, in_fmt),
@@ -387,8 +434,25 @@ def _int8_fast(data: Mapping, in_fmt: Mapping, out_fmt: Mapping) -> tuple | None
     return wt, b.astype(dtype), scale.astype(np.float32), np.float32(-128 - zero), np.float32(127 - zero), dtype
 
 
+def _whole_blocks(data: Mapping, layer: Mapping) -> bool:
+    """Whether a dense layer's dot products are whole BFP blocks (``K % k == 0``)."""
+    return np.shape(data["weight"])[-1] % int(layer["bfp"]["block_size"]) == 0
+
+
 def _dense(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
-    return program._matmul(layer, program._pre(layer, inputs[0]))
+    x = inputs[0]
+    plan = layer["data"].get("dense_plan")
+    if plan is not None and x.dtype == np.float32 and x.ndim == 2 and (x.flags.f_contiguous or x.size <= DENSE_COPY):
+        # the inputs as columns: free when the previous dense layer left its result transposed, else a copy
+        y = dot.bfp_dense_run(np.ascontiguousarray(x.T), plan)
+        if y is not None:
+            if layer.get("relu"):  # a ReLU folded in (_fuse_relus), as _relu computes it
+                _relu_in_place(y)
+            return program._out(layer, y.T)
+    y = program._matmul(layer, program._pre(layer, x))
+    if layer.get("relu") and layer["scheme"] == "bfp":  # folded in; the other BFP paths: a fresh float32 result
+        _relu_in_place(y)  # (int8 layers fold it into their clip)
+    return y
 
 
 def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
@@ -414,6 +478,7 @@ def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndar
     return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
 
 
+DENSE_COPY = 8192  # BFP dense layers transpose inputs of up to this many values to take the column path
 COLUMN_CHANNELS = 4  # convolutions of at most this many input channels take im2col in columns
 BFP_COLUMN_PIXELS = 16384  # BFP ones when the batch has this many input pixels (measured: smaller ones gain nothing)
 
@@ -553,6 +618,14 @@ def _relu(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndar
     if x.dtype.kind == "f" and x.size >= 1 << 14:  # clip is numpy's fast pass on large arrays; NaN stays NaN
         return program._out(layer, np.clip(x, x.dtype.type(0), x.dtype.type(np.inf)))
     return program._out(layer, np.maximum(x, 0))
+
+
+def _relu_in_place(x: np.ndarray) -> None:
+    """``_relu``'s arithmetic on a float array, in place."""
+    if x.size >= 1 << 14:
+        np.clip(x, x.dtype.type(0), x.dtype.type(np.inf), out=x)
+    else:
+        np.maximum(x, x.dtype.type(0), out=x)
 
 
 def _add(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:

@@ -150,6 +150,7 @@ class FpgaPipeline:
         self.inputs, self.outputs = list(inputs), list(outputs)
         self._session_options = session_options
         self._session: Any = None
+        self._host_io: tuple[Any, list[str], list[str]] | None = None
         self._lock = threading.Lock()
 
     def session(self) -> Any:
@@ -178,9 +179,15 @@ class FpgaPipeline:
         values.update(self.accelerator.run(accel_in))
         session = self.session()
         if session is not None:
-            host_in = {i.name: values[i.name] for i in session.get_inputs()}
-            names = [o.name for o in session.get_outputs()]
-            values.update(zip(names, session.run(names, host_in), strict=True))
+            io = self._host_io
+            if io is None or io[0] is not session:  # the names, read once per session (each read costs us)
+                io = self._host_io = (
+                    session,
+                    [i.name for i in session.get_inputs()],
+                    [o.name for o in session.get_outputs()],
+                )
+            _, inputs, names = io
+            values.update(zip(names, session.run(names, {name: values[name] for name in inputs}), strict=True))
         return {name: values[name] for name in self.outputs}
 
 
@@ -244,6 +251,12 @@ class FpgaRuntime(ModelRuntime):
         if self.driver:
             driver = load_driver(self.driver, self.path, self.device)
             accelerator = DriverAccelerator(driver, program.inputs, program.outputs, self.name)
+        else:  # temporaries stay in the heap between batches; large exact products run on onnxruntime
+            from edge_module.scoring import ort_matmul
+            from edge_module.scoring.heap import keep_freed_memory
+
+            keep_freed_memory()
+            ort_matmul.install(self.threads)
         host = self.path / manifest["host"] if manifest.get("host") else None
         threads = self.threads
 

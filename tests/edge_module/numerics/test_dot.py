@@ -253,6 +253,67 @@ def test_bfp_folded_columns_equal_the_per_block_product(k, m) -> None:
             assert np.array_equal(got.T, want)
 
 
+@pytest.mark.parametrize(("k", "m"), [(16, 3), (16, 7), (8, 5), (4, 2), (2, 1)])
+def test_bfp_dense_columns_equal_the_per_block_product(k, m) -> None:
+    """The few-call dense path (inputs clipped to the saturation bound before the rounding constant)
+    against the float64 kernel: zero blocks, ties, block maxima that round up, wide ranges, 1..n blocks."""
+    rng = np.random.default_rng(k * m + 1)
+    params = {"block_size": k, "mantissa_bits": m, "exponent_bits": 8, "rounding": "nearest_even"}
+    for spread, rows, n_blocks in ((2, 7, 5), (20, 64, 4), (40, 3, 2), (3, 64, 1)):
+        width = n_blocks * k
+        x = (rng.standard_normal((rows, width)) * np.exp2(rng.uniform(-spread, spread, (rows, width)))).astype(
+            np.float32
+        )
+        if n_blocks > 1:
+            x[:, :k] = 0  # an all-zero block
+            x[:2, k : 2 * k] = np.ldexp(np.float32(2**m - 0.5), -m + 1)  # the maximum rounds up (saturates)
+            x[2:, k : 2 * k] = np.ldexp(rng.integers(-(2**m), 2**m, (rows - 2, k)) + 0.5, -m)  # ties
+            x[3:5, k : 2 * k] *= -1
+            x[:, -k:-2] = np.float32(2.0**-140)  # subnormal and (scaled by 2**-E) underflowing values
+            x[:, -2] = np.float32(2.0**-90)
+            x[:, -1] = np.float32(-(2.0**60))  # beside a large block maximum: they round to 0
+        w = (rng.standard_normal((6, width)) * np.exp2(rng.uniform(-spread, spread, (6, width)))).astype(np.float32)
+        w_mant, w_exp = bfp.quantize(w, 1, k, m, 8)
+        x_mant, x_exp = bfp.quantize(x, -1, k, m, 8)
+        folded = dot.bfp_fold_weights(w_mant, w_exp, params)
+        folded_w = dot.transposed_weights(folded)
+        for bias in (rng.standard_normal(6).astype(np.float32), None):
+            want = dot.bfp_dot_blocks(
+                dot._blocked(x_mant.astype(np.float64), k),
+                x_exp.astype(np.int64),
+                dot.bfp_weights(w_mant, w_exp, params),
+                bias,
+            )
+            got = dot.bfp_dense_columns(np.ascontiguousarray(x.T), folded_w, bias, params)
+            assert got is not None
+            assert np.array_equal(got.T, want)
+            rows_path = dot.bfp_dot_folded(dot.bfp_folded_inputs(x, params), folded, bias, params)
+            assert np.array_equal(got.T, rows_path)
+
+
+def test_bfp_dense_columns_leave_what_they_cannot_do_to_the_other_paths() -> None:
+    params = {"block_size": 4, "mantissa_bits": 7, "exponent_bits": 8, "rounding": "nearest_even"}
+    w_mant, w_exp = bfp.quantize(np.ones((3, 8), np.float32), 1, 4, 7, 8)
+    weights = dot.transposed_weights(dot.bfp_fold_weights(w_mant, w_exp, params))
+    xt = np.ones((8, 5), np.float32)
+    assert dot.bfp_dense_plan(weights, None, {**params, "rounding": "truncate"}) is None
+    assert dot.bfp_dense_plan(weights, None, {**params, "mantissa_bits": 23}) is None
+    assert dot.bfp_dense_columns(xt, weights, None, params) is not None
+    assert dot.bfp_dense_columns(np.zeros((8, 5), np.float32), weights, None, params) is None
+    assert dot.bfp_dense_columns(xt.astype(np.float64), weights, None, params) is None
+    assert dot.bfp_dense_columns(np.asfortranarray(xt), weights, None, params) is None
+    for value in (2.0**-110, 2.0**-140, 2.0**105, np.inf, -np.inf, np.nan, -np.nan):
+        odd = xt.copy()
+        odd[4:, 1] = value
+        assert dot.bfp_dense_columns(odd, weights, None, params) is None, value
+    narrow = {**params, "exponent_bits": 4}  # exponents -7..7: larger values clip, the row path handles them
+    assert dot.bfp_dense_columns(xt * 2.0**9, weights, None, narrow) is None
+    assert dot.bfp_dense_columns(xt * 2.0**-9, weights, None, narrow) is None
+    assert dot.bfp_dense_columns(xt, weights, None, narrow) is not None
+    with pytest.raises(ValueError, match="do not match"):
+        dot.bfp_dense_columns(np.ones((6, 3), np.float32), weights, None, params)
+
+
 def test_bfp_folded_columns_leave_what_they_cannot_round_to_the_row_path() -> None:
     params = {"block_size": 4, "mantissa_bits": 7, "exponent_bits": 8, "rounding": "nearest_even"}
     cols = np.ones((8, 3), np.float32)
@@ -280,3 +341,17 @@ def test_sum_in_order_adds_in_order(shape) -> None:
     out = np.empty(shape[1:], np.float32)
     assert np.array_equal(dot.sum_in_order(terms, out), want)
     assert not np.array_equal(terms.sum(axis=0, dtype=np.float64).astype(np.float32), want) or shape[0] < 3
+
+
+def test_tiled_vectors_are_cached_per_shape_and_read_only() -> None:
+    cache: dict = {}
+    row = np.arange(3, dtype=np.float32)
+    tile = dot.tiled(cache, "b", row, (4, 3))
+    assert tile.flags.c_contiguous and not tile.flags.writeable
+    assert np.array_equal(tile, np.broadcast_to(row, (4, 3)))
+    assert dot.tiled(cache, "b", row, (4, 3)) is tile
+    column = dot.tiled(cache, "c", row.reshape(3, 1), (3, 5))
+    assert np.array_equal(column, np.repeat(row.reshape(3, 1), 5, axis=1)) and len(cache) == 2
+    for rows in range(20):  # bounded: later shapes are made but not kept
+        dot.tiled(cache, "b", row, (rows, 3))
+    assert len(cache) == 16

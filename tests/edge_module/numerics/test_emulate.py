@@ -3,6 +3,7 @@ order, an int8 Conv against onnxruntime's QLinearConv, save/load, clear errors."
 
 from __future__ import annotations
 
+import itertools
 from fractions import Fraction
 
 import numpy as np
@@ -339,3 +340,111 @@ def test_int8_tensors_are_held_as_the_quantizer_s_codes_minus_the_zero_point(zer
         assert held.dtype == np.float32
         assert np.array_equal(held, int8.quantize(x, scale, zero_point).astype(np.float32) - zero_point)
         assert np.array_equal(_value(held, fmt), to_format(x, fmt))
+
+
+@pytest.mark.parametrize("m", [3, 7])
+def test_bfp_mlp_on_the_column_path_equals_the_kernel(m, monkeypatch) -> None:
+    """Dense layers of whole blocks run as columns (``dot.bfp_dense_run``; each result left transposed
+    for the next), bit for bit the float64 kernel layer by layer; a dense layer of a partial block
+    (``K % k != 0``) and inputs the column path declines (a NaN-free input with a tiny block) take the
+    other paths. Outputs are C-contiguous."""
+    from edge_module.numerics import bfp, dot
+
+    rng = np.random.default_rng(m)
+    params = {"block_size": 16, "mantissa_bits": m, "exponent_bits": 8, "rounding": "nearest_even"}
+    sizes = [64, 48, 32, 10, 3]  # 32 -> 10 -> 3: the last layer has K = 10, one partial block
+    arrays, layers, tensors = {}, [], {"x": {"kind": "float"}}
+    prev = "x"
+    for i, (k_in, k_out) in enumerate(itertools.pairwise(sizes)):
+        w_mant, w_exp = bfp.quantize(rng.standard_normal((k_out, k_in)) * 0.3, 1, 16, m, 8)
+        arrays.update({f"w{i}": w_mant, f"e{i}": w_exp, f"b{i}": rng.standard_normal(k_out).astype(np.float32)})
+        roles = {"weight": f"w{i}", "weight_exponent": f"e{i}", "bias": f"b{i}"}
+        layers.append(
+            {"name": f"d{i}", "op": "dense", "inputs": [prev], "output": f"d{i}", "scheme": "bfp", "bfp": params}
+            | {"attrs": {}, "arrays": roles}
+        )
+        layers.append({"name": f"r{i}", "op": "relu", "inputs": [f"d{i}"], "output": f"r{i}", "scheme": "float"})
+        tensors.update({f"d{i}": {"kind": "float"}, f"r{i}": {"kind": "float"}})
+        prev = f"r{i}"
+    spec = {"format_version": 1, "inputs": ["x"], "outputs": [prev], "layers": layers, "tensors": tensors}
+    program = Program(spec, arrays)
+    assert [layer["data"].get("dense_plan") is not None for layer in program._prepared[::2]] == [True] * 3 + [False]
+    assert [(layer["op"], layer.get("relu", False)) for layer in program._fused] == [("dense", True)] * 3 + [
+        ("dense", False),
+        ("relu", False),
+    ]
+    calls = []
+    run = dot.bfp_dense_run
+    monkeypatch.setattr(dot, "bfp_dense_run", lambda *a: (y := run(*a), calls.append(y is not None))[0])
+    for x in (
+        (rng.standard_normal((64, 64)) * np.exp2(rng.uniform(-8, 8, (64, 64)))).astype(np.float32),
+        np.where(np.arange(64) < 16, np.float32(2.0**-120), rng.standard_normal((5, 64)).astype(np.float32)),
+        (rng.standard_normal((300, 64)) * np.exp2(rng.uniform(-8, 8, (300, 64)))).astype(np.float32),  # rows
+    ):
+        calls.clear()
+        got = program.run(x, keep_all=True)
+        want = x.astype(np.float64)
+        for i in range(4):
+            w_mant, w_exp, bias = arrays[f"w{i}"], arrays[f"e{i}"], arrays[f"b{i}"]
+            want = dot.bfp_dot(want, w_mant, w_exp, bias, params)
+            assert np.array_equal(got[f"d{i}"], want), i
+            want = np.maximum(want, 0)
+        assert got[prev].flags.c_contiguous and np.array_equal(got[prev], want)
+        # tiny: the first declines; large C-ordered inputs take the row path (no transposing copy)
+        assert calls == {64: [True] * 3, 5: [False, True, True], 300: []}[x.shape[0]]
+        fused = program.run(x)[prev]  # the ReLUs folded into the column-path layers before them
+        assert fused.flags.c_contiguous and np.array_equal(fused.view(np.int32), got[prev].view(np.int32))
+
+
+@pytest.mark.parametrize("zero_point", [0, 5, -7])
+def test_relus_folded_into_int8_dense_layers_give_the_same_codes(zero_point) -> None:
+    """dense -> relu -> dense (an output: its ReLU not folded) -> relu -> dense; the folded program against
+    the layer-by-layer one (``keep_all``) and the int8 kernel (onnxruntime's arithmetic) with ReLU on codes."""
+    from edge_module.numerics import dot
+
+    rng = np.random.default_rng(zero_point + 50)
+    sizes = [30, 20, 12, 5]
+    fmts = [{"kind": "int8", "scale": float(s), "zero_point": zero_point} for s in rng.uniform(0.01, 0.1, 7)]
+    tensors, layers, arrays, prev = {"x": fmts[0]}, [], {}, "x"
+    for i, (k_in, k_out) in enumerate(itertools.pairwise(sizes)):
+        arrays.update(
+            {
+                f"w{i}": rng.integers(-127, 128, (k_out, k_in)).astype(np.int8),
+                f"s{i}": rng.uniform(0.002, 0.02, k_out).astype(np.float32),
+                f"b{i}": rng.integers(-300, 300, k_out).astype(np.int32),
+            }
+        )
+        roles = {"weight": f"w{i}", "weight_scale": f"s{i}", "bias": f"b{i}"}
+        layers.append(
+            {"name": f"d{i}", "op": "dense", "inputs": [prev], "output": f"d{i}", "scheme": "int8", "attrs": {}}
+            | {"arrays": roles}
+        )
+        tensors[f"d{i}"] = fmts[2 * i + 1]
+        prev = f"d{i}"
+        if i < 2:
+            layers.append({"name": f"r{i}", "op": "relu", "inputs": [prev], "output": f"r{i}", "scheme": "int8"})
+            tensors[f"r{i}"] = fmts[2 * i + 1]
+            prev = f"r{i}"
+    spec = {"format_version": 1, "inputs": ["x"], "outputs": ["d1", "r1", prev], "layers": layers, "tensors": tensors}
+    program = Program(spec, arrays)
+    assert [(layer["op"], layer.get("relu", False)) for layer in program._fused] == [
+        ("dense", True),
+        ("dense", False),
+        ("relu", False),
+        ("dense", False),
+    ]
+    x = rng.uniform(-1.5, 1.5, (40, 30)).astype(np.float32)
+    every = program.run(x, keep_all=True)
+    fused = program.run(x)
+    for name in ("d1", "r1", prev):
+        assert np.array_equal(fused[name].view(np.int32), every[name].view(np.int32))
+    codes = np.clip(np.rint(x / np.float32(fmts[0]["scale"])) + zero_point, -128, 127).astype(np.int64)
+    for i in range(3):
+        f_in, f_out = tensors[layers[2 * i]["inputs"][0]], tensors[f"d{i}"]
+        w, ws, b = arrays[f"w{i}"], arrays[f"s{i}"], arrays[f"b{i}"]
+        codes = dot.int8_dot(codes, f_in["scale"], zero_point, w, ws, b, f_out["scale"], zero_point).astype(np.int64)
+        if i < 2:
+            codes = np.maximum(codes, zero_point)
+    want = (codes - zero_point).astype(np.float64) * float(np.float32(tensors[prev]["scale"]))
+    assert np.array_equal(fused[prev], want.astype(np.float32))
+    assert len(np.unique(codes)) > 10
