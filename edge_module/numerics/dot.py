@@ -373,6 +373,8 @@ def bfp_folded_inputs(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int
 _MAGIC_MAX_BITS = 22  # x + C must stay in C's binade: |x| < 2**(E+1) <= C / 3 needs m <= 22
 _EXPONENT_BITS = np.int32(0x7F800000)  # a float32's exponent field: masking the rest gives 2**floor(log2 x)
 _INVERSE_BITS = np.int32(254 << 23)  # less the exponent bits of 2**E: the bits of 2**-E
+# numpy's clip ufunc called directly: ``np.clip``'s Python wrapper costs more than the clipping on small arrays
+_CLIP = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", None) or np.clip
 
 
 def _folded_magic(
@@ -481,6 +483,9 @@ class DensePlan(NamedTuple):
     low_bits: int
     high_bits: int
     tiles: dict  # the bias tiled per batch size (``tiled``)
+    integer_weights: np.ndarray | None  # the weights times 2**-(m-1) (exact, all normal) for ``_dense_integers``
+    top: float  # the largest mantissa, 2**m - 1
+    up_bits: int  # less the exponent bits of 2**E: the bits of 2**(m-1-E)
 
 
 def bfp_dense_plan(w: tuple[np.ndarray, int, int], bias: np.ndarray | None, params: dict) -> DensePlan | None:
@@ -499,8 +504,24 @@ def bfp_dense_plan(w: tuple[np.ndarray, int, int], bias: np.ndarray | None, para
         return None
     limit, magic = np.float32(2.0 - 2.0 ** (1 - m)), np.float32(1.5 * 2.0 ** (24 - m))
     column = None if bias is None else np.ascontiguousarray(np.asarray(bias, np.float32).reshape(-1, 1))
+    w_t = np.ascontiguousarray(w_t, np.float32)
+    integer = None
+    if int(w_low) - 2 * (m - 1) >= -126:  # every nonzero weight stays normal, so the scaling is exact
+        integer = np.ascontiguousarray(w_t * np.float32(2.0 ** (1 - m)))
+        if not np.array_equal(integer * np.float32(2.0 ** (m - 1)), w_t):
+            integer = None
     return DensePlan(
-        np.ascontiguousarray(w_t, np.float32), column, limit, magic, k, (low + 127) << 23, (high + 128) << 23, {}
+        w_t,
+        column,
+        limit,
+        magic,
+        k,
+        (low + 127) << 23,
+        (high + 128) << 23,
+        {},
+        integer,
+        float((1 << m) - 1),
+        (254 + m - 1) << 23,
     )
 
 
@@ -513,15 +534,19 @@ def bfp_dense_run(xt: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     constant, where per-block ones would broadcast, which costs twice as much; values that underflow
     there are far below half a step and round to 0 either way), then scaled back by ``2**E``; then the
     exact block products, summed in block order in float32, the bias added last: equal to
-    ``bfp_dot_folded``. None where the exponents leave the plan's bounds, for an all-zero, infinite or
-    NaN input (the other paths decide)."""
-    w_t, bias, limit, magic, k, low_bits, high_bits, tiles = plan
+    ``bfp_dot_folded``. Batches without an all-zero block take ``_dense_integers`` (fewer calls, the same
+    products). None where the exponents leave the plan's bounds, for an all-zero, infinite or NaN input
+    (the other paths decide)."""
+    w_t, _, limit, magic, k, low_bits, high_bits = plan[:7]
     n_blocks, rows = xt.shape[0] // k, xt.shape[1]
     if xt.dtype != np.float32 or xt.ndim != 2 or n_blocks * k != xt.shape[0] or not xt.flags.c_contiguous:
         return None
     if n_blocks != w_t.shape[0] or rows == 0:
         return None
     blocks = xt.reshape(n_blocks, k, rows)
+    partial = _dense_integers(blocks, plan) if plan.integer_weights is not None else None
+    if partial is not None:
+        return _dense_sum(partial, plan)
     # |x| block maxima as float32 bits: the same order as the floats (NaN above inf); integers reduce faster
     bits = np.maximum.reduce(np.abs(blocks).view(np.int32), axis=1)
     less = np.subtract(bits, 1)  # zero blocks: -1, the top as unsigned
@@ -530,11 +555,38 @@ def bfp_dense_run(xt: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     exps = np.bitwise_and(bits, _EXPONENT_BITS)  # the bits of 2**E; 0 for zero blocks
     down = np.subtract(_INVERSE_BITS, exps).view(np.float32)[:, None, :]  # 2**-E; 2**127 for zero blocks
     scaled = np.multiply(blocks, down)  # |x| < 2 with the maximum in [1, 2)
-    np.clip(scaled, -limit, limit, out=scaled)
+    _CLIP(scaled, -limit, limit, out=scaled)
     scaled += magic
     scaled -= magic
     scaled *= exps.view(np.float32)[:, None, :]  # exact: the block products stay normal (the plan's bounds)
-    partial = np.matmul(w_t, scaled)  # (n_blocks, M, R), exact
+    return _dense_sum(np.matmul(w_t, scaled), plan)  # (n_blocks, M, R) block products, exact
+
+
+def _dense_integers(blocks: np.ndarray, plan: DensePlan) -> np.ndarray | None:
+    """``bfp_dense_run``'s block products in fewer calls, or None unless every block is nonzero with an
+    exponent within the plan's bounds (one check: ``E - low`` as unsigned, where zero, subnormal, too
+    small, too large, infinite and NaN blocks all come out at least ``high - low``). The block exponents
+    as the largest masked exponent field (the same as the masked largest ``|x|``); the inputs scaled by
+    ``2**(m-1-E)`` to integer steps, rounded half to even by ``rint`` and clipped to ``±(2**m - 1)`` (the
+    same codes: a value rounding up to ``2**m`` saturates either way), scaled by ``2**E`` and multiplied
+    with the weights times ``2**-(m-1)``: the same exact products as the weights' folded values against
+    the codes times ``2**(E-(m-1))``."""
+    exps = np.maximum.reduce(np.bitwise_and(blocks.view(np.int32), _EXPONENT_BITS), axis=1)
+    if int(np.maximum.reduce(np.subtract(exps, plan.low_bits).view(np.uint32), axis=None)) >= (
+        plan.high_bits - plan.low_bits
+    ):
+        return None
+    up = np.subtract(plan.up_bits, exps.view(np.uint32)).view(np.float32)[:, None, :]  # 2**(m-1-E)
+    scaled = np.multiply(blocks, up)
+    np.rint(scaled, out=scaled)
+    _CLIP(scaled, -plan.top, plan.top, out=scaled)
+    scaled *= exps.view(np.float32)[:, None, :]
+    return np.matmul(plan.integer_weights, scaled)
+
+
+def _dense_sum(partial: np.ndarray, plan: DensePlan) -> np.ndarray:
+    """The block products ``(n_blocks, M, R)`` summed in block order in float32, the bias added last."""
+    n_blocks, bias, tiles = partial.shape[0], plan.bias, plan.tiles
     if n_blocks > 4 and partial[0].size >= 2:  # one reduction, in block order (see sum_in_order)
         out = np.add.reduce(partial, axis=0)
     else:  # in block order (one call per block beats a reduction for few blocks)

@@ -291,6 +291,64 @@ def test_bfp_dense_columns_equal_the_per_block_product(k, m) -> None:
             assert np.array_equal(got.T, rows_path)
 
 
+@pytest.mark.parametrize(("k", "m"), [(16, 3), (16, 7), (8, 5), (4, 2), (2, 1), (4, 8)])
+def test_bfp_dense_integer_steps_equal_the_per_block_product(k, m) -> None:
+    """The integer-step dense path (no zero block: rint and a clip to the largest mantissa, the weights
+    times 2**-(m-1)) against the float64 kernel and the magic-constant path: ties, block maxima that
+    round up, wide ranges, subnormal and underflowing values beside large ones, 1..n blocks."""
+    rng = np.random.default_rng(k * m + 7)
+    params = {"block_size": k, "mantissa_bits": m, "exponent_bits": 8, "rounding": "nearest_even"}
+    for spread, rows, n_blocks in ((2, 7, 5), (20, 64, 4), (40, 3, 2), (3, 64, 1)):
+        width = n_blocks * k
+        x = (rng.standard_normal((rows, width)) * np.exp2(rng.uniform(-spread, spread, (rows, width)))).astype(
+            np.float32
+        )
+        if n_blocks > 1:
+            x[:2, :k] = np.ldexp(np.float32(2**m - 0.5), -m + 1)  # the maximum rounds up (saturates)
+            x[2:, :k] = np.ldexp(rng.integers(-(2**m), 2**m, (rows - 2, k)) + 0.5, -m)  # ties
+            x[2:, 0] = np.float32(1.5)  # a nonzero block
+            x[3:5, :k] *= -1
+            x[:, -k:-2] = np.float32(2.0**-140)  # subnormal and (scaled by 2**(m-1-E)) underflowing values
+            x[:, -2] = np.float32(2.0**-90)
+            x[:, -1] = np.float32(-(2.0**60))  # beside a large block maximum: they round to 0
+        w = (rng.standard_normal((6, width)) * np.exp2(rng.uniform(-spread, spread, (6, width)))).astype(np.float32)
+        w_mant, w_exp = bfp.quantize(w, 1, k, m, 8)
+        x_mant, x_exp = bfp.quantize(x, -1, k, m, 8)
+        folded = dot.bfp_fold_weights(w_mant, w_exp, params)
+        for bias in (rng.standard_normal(6).astype(np.float32), None):
+            plan = dot.bfp_dense_plan(dot.transposed_weights(folded), bias, params)
+            assert plan is not None and plan.integer_weights is not None
+            xt = np.ascontiguousarray(x.T)
+            assert dot._dense_integers(xt.reshape(n_blocks, k, rows), plan) is not None
+            want = dot.bfp_dot_blocks(
+                dot._blocked(x_mant.astype(np.float64), k),
+                x_exp.astype(np.int64),
+                dot.bfp_weights(w_mant, w_exp, params),
+                bias,
+            )
+            got = dot.bfp_dense_run(xt, plan)
+            assert got is not None
+            assert np.array_equal(got.T, want)
+            magic = dot.bfp_dense_run(xt, plan._replace(integer_weights=None))
+            assert np.array_equal(got.view(np.int32), magic.view(np.int32))
+
+
+def test_bfp_dense_integer_steps_leave_zero_and_odd_blocks_to_the_magic_path() -> None:
+    params = {"block_size": 4, "mantissa_bits": 7, "exponent_bits": 8, "rounding": "nearest_even"}
+    w_mant, w_exp = bfp.quantize(np.ones((3, 8), np.float32), 1, 4, 7, 8)
+    plan = dot.bfp_dense_plan(dot.transposed_weights(dot.bfp_fold_weights(w_mant, w_exp, params)), None, params)
+    xt = np.ones((8, 5), np.float32)
+    assert dot._dense_integers(xt.reshape(2, 4, 5), plan) is not None
+    for value in (0.0, -0.0, 2.0**-110, 2.0**-140, 2.0**105, np.inf, -np.inf, np.nan, -np.nan):
+        odd = xt.copy()
+        odd[4:, 1] = value  # one block's values
+        assert dot._dense_integers(odd.reshape(2, 4, 5), plan) is None, value
+        if value == 0.0:  # the magic-constant path takes the zero block (its results: the test above)
+            assert dot.bfp_dense_run(odd, plan) is not None
+    tiny = dot.transposed_weights(dot.bfp_fold_weights(w_mant, w_exp - 120, params))  # 2**-(m-1) would be subnormal
+    assert dot.bfp_dense_plan(tiny, None, params).integer_weights is None
+
+
 def test_bfp_dense_columns_leave_what_they_cannot_do_to_the_other_paths() -> None:
     params = {"block_size": 4, "mantissa_bits": 7, "exponent_bits": 8, "rounding": "nearest_even"}
     w_mant, w_exp = bfp.quantize(np.ones((3, 8), np.float32), 1, 4, 7, 8)
