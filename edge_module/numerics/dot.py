@@ -371,7 +371,7 @@ def bfp_folded_inputs(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int
 
 
 _MAGIC_MAX_BITS = 22  # x + C must stay in C's binade: |x| < 2**(E+1) <= C / 3 needs m <= 22
-_EXPONENT_BITS = np.int32(0x7F800000)  # a float32's exponent field: masking the rest gives 2**floor(log2 x)
+_EXPONENT_BITS = 0x7F800000  # a float32's exponent field: masking the rest gives 2**floor(log2 x)
 _INVERSE_BITS = np.int32(254 << 23)  # less the exponent bits of 2**E: the bits of 2**-E
 # numpy's clip ufunc called directly: ``np.clip``'s Python wrapper costs more than the clipping on small arrays
 _CLIP = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", None) or np.clip
@@ -571,25 +571,22 @@ def _dense_integers(blocks: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     same codes: a value rounding up to ``2**m`` saturates either way), scaled by ``2**E`` and multiplied
     with the weights times ``2**-(m-1)``: the same exact products as the weights' folded values against
     the codes times ``2**(E-(m-1))``."""
-    exps = np.maximum.reduce(np.bitwise_and(blocks.view(np.int32), _EXPONENT_BITS), axis=1)
-    if int(np.maximum.reduce(np.subtract(exps, plan.low_bits).view(np.uint32), axis=None)) >= (
-        plan.high_bits - plan.low_bits
-    ):
-        return None
-    up = np.subtract(plan.up_bits, exps.view(np.uint32)).view(np.float32)[:, None, :]  # 2**(m-1-E)
-    scaled = np.multiply(blocks, up)
+    exps = np.maximum.reduce(np.bitwise_and(blocks.view(np.uint32), _EXPONENT_BITS), axis=1, keepdims=True)
+    if int(np.maximum.reduce(np.subtract(exps, plan.low_bits), axis=None)) >= plan.high_bits - plan.low_bits:
+        return None  # (unsigned: a block below low wraps around to the top)
+    scaled = np.multiply(blocks, np.subtract(plan.up_bits, exps).view(np.float32))  # times 2**(m-1-E)
     np.rint(scaled, out=scaled)
     _CLIP(scaled, -plan.top, plan.top, out=scaled)
-    scaled *= exps.view(np.float32)[:, None, :]
+    scaled *= exps.view(np.float32)
     return np.matmul(plan.integer_weights, scaled)
 
 
 def _dense_sum(partial: np.ndarray, plan: DensePlan) -> np.ndarray:
     """The block products ``(n_blocks, M, R)`` summed in block order in float32, the bias added last."""
     n_blocks, bias, tiles = partial.shape[0], plan.bias, plan.tiles
-    if n_blocks > 4 and partial[0].size >= 2:  # one reduction, in block order (see sum_in_order)
-        out = np.add.reduce(partial, axis=0)
-    else:  # in block order (one call per block beats a reduction for few blocks)
+    if n_blocks > 2 and partial[0].size >= 2:  # one reduction, in block order (see sum_in_order)
+        out = np.add.reduce(partial, axis=0)  # measured: beats one call per block from 3 blocks of 64 x 64
+    else:  # in block order
         out = partial[0].copy() if n_blocks == 1 else np.add(partial[0], partial[1])
         for term in partial[2:]:
             out += term
