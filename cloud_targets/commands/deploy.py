@@ -227,12 +227,17 @@ def _placeholder_secrets(config: DeploymentConfig) -> dict[str, str]:
     return {}
 
 
+def dry_run_image(registry: str | None, repository: str) -> str:
+    """The image --dry-run shows for one not built: ``<registry>/<repository>:dry-run``."""
+    return f"{(registry or '<registry>').rstrip('/')}/{repository}:{DRY_RUN_TAG}"
+
+
 def _remote_spec(req: Request, flags: TargetFlags) -> tuple[Any, str | None]:
     from cloud_targets.services import configs
     from cloud_targets.targets.base import ServiceSpec, module_env
 
     registry = flags.image_registry or os.environ.get(REGISTRY_ENV)
-    image = f"{(registry or '<registry>').rstrip('/')}/{req.name}:{DRY_RUN_TAG}"
+    image = dry_run_image(registry, req.name)
     spec = ServiceSpec(
         name=req.name,
         image=image,
@@ -291,6 +296,27 @@ def dry_run(req: Request, flags: TargetFlags, as_json: bool, warnings: Warnings)
         "inferenceConfig": req.inference_config.serialize(),
         "deploymentConfig": req.config.to_dict(),
     }
+    if req.compute_type == "AKSENDPOINT":
+        from cloud_targets.endpoints.store import EndpointStore
+
+        if EndpointStore(req.workspace).exists(req.name):  # the endpoint as it would be with this version
+            from cloud_targets.commands.endpoint_dry_run import endpoint_dry_run
+            from cloud_targets.endpoints import Endpoint
+
+            config = req.config
+            endpoint_dry_run(
+                Endpoint(req.workspace, req.name),
+                config.version_name or req.name,  # type: ignore[attr-defined]
+                config,
+                models=head["models"],
+                as_json=as_json,
+                warnings=warnings,
+                head=head,
+                traffic_percentile=float(config.traffic_percentile or 0),  # type: ignore[attr-defined]
+                is_default=bool(config.is_default),  # type: ignore[attr-defined]
+                is_control_version_type=bool(config.is_control_version_type),  # type: ignore[attr-defined]
+            )
+            return
     if req.compute_type == "AKSENDPOINT" and req.target is None:
         from cloud_targets.targets.local import resolve_mode
 
@@ -358,6 +384,7 @@ __all__ = [
     "check_request",
     "deployment_target",
     "dry_run",
+    "dry_run_image",
     "fail",
     "report",
     "run_deploy",

@@ -4,6 +4,7 @@
   edgepack endpoint create -f endpoint.yml --local
   edgepack endpoint deployment create -f blue-deployment.yml --all-traffic
   edgepack endpoint invoke -n my-endpoint --request-file sample-request.json
+  edgepack endpoint deployment create -f green-deployment.yml --dry-run
   edgepack endpoint deployment create -f green-deployment.yml
   edgepack endpoint update -n my-endpoint --traffic "blue=90 green=10"
   edgepack endpoint get-logs -n my-endpoint --deployment green
@@ -383,6 +384,7 @@ def _deploy(
     update: bool,
     all_traffic: bool,
     as_json: bool,
+    dry_run: bool = False,
 ) -> None:
     from cloud_targets.endpoints import v2_mapping
     from cloud_targets.endpoints.v2 import load_deployment
@@ -411,6 +413,12 @@ def _deploy(
         warnings.add(ic_warnings + list(ic.warnings))
         config, config_warnings = v2_mapping.deployment_config(dep, "LOCAL" if is_local else "AKSENDPOINT")
         warnings.add(config_warnings)
+        if dry_run:
+            from cloud_targets.commands.endpoint_dry_run import endpoint_dry_run
+
+            endpoint_dry_run(ep, dep.name, config, models=_planned_models(ctx, dep), as_json=as_json,
+                             warnings=warnings, all_traffic=all_traffic)  # fmt: skip
+            return
         model = v2_mapping.resolve_model(open_ws(ctx), dep) if dep.model is not None else None
         models = [model] if model is not None else []
         with Stages() as stages, _failure(ep.name, dep.name):
@@ -445,6 +453,18 @@ def _deploy(
             )
 
 
+def _planned_models(ctx: click.Context, dep: Any) -> list[str]:
+    """The model ids a deployment would use, registering nothing (``model.path``: ``NAME:next``)."""
+    from cloud_targets.endpoints import v2_mapping
+    from packager.registry.model import Model
+
+    if dep.model is None:
+        return []
+    if dep.model.path is not None:
+        return [f"{v2_mapping.model_name(dep)}:next"]
+    return [Model(open_ws(ctx), dep.model.name, version=dep.model.version).id]
+
+
 @contextmanager
 def _failure(endpoint_name: str, deployment_name: str) -> Iterator[None]:
     """A deployment that does not start: its last log lines on stderr, then one error line."""
@@ -463,27 +483,37 @@ def _failure(endpoint_name: str, deployment_name: str) -> Iterator[None]:
 
 @deployment.command("create")
 @file_option
+@click.option("--dry-run", is_flag=True, help="Print the endpoint as it would be (objects or plan); change nothing.")
 @click.option("--all-traffic", is_flag=True, help="Send all of the endpoint's traffic to it once it is ready.")
 @click.option("--local", is_flag=True, help="The endpoint is a local one (checked; v2's flag).")
 @set_option
 @json_option
 @click.pass_context
 def deployment_create(
-    ctx: click.Context, file: str, all_traffic: bool, local: bool, overrides: tuple[str, ...], as_json: bool
+    ctx: click.Context,
+    file: str,
+    dry_run: bool,
+    all_traffic: bool,
+    local: bool,
+    overrides: tuple[str, ...],
+    as_json: bool,
 ) -> None:
     """Create a deployment from its YAML: register the model, build, start and wait until it is ready."""
-    _deploy(ctx, file, overrides, local, False, all_traffic, as_json)
+    _deploy(ctx, file, overrides, local, False, all_traffic, as_json, dry_run)
 
 
 @deployment.command("update")
 @file_option
+@click.option("--dry-run", is_flag=True, help="Print the endpoint as it would be (objects or plan); change nothing.")
 @click.option("--local", is_flag=True, help="The endpoint is a local one (checked; v2's flag).")
 @set_option
 @json_option
 @click.pass_context
-def deployment_update(ctx: click.Context, file: str, local: bool, overrides: tuple[str, ...], as_json: bool) -> None:
+def deployment_update(
+    ctx: click.Context, file: str, dry_run: bool, local: bool, overrides: tuple[str, ...], as_json: bool
+) -> None:
     """Replace a deployment's model, code or settings from its YAML; its traffic share stays."""
-    _deploy(ctx, file, overrides, local, True, False, as_json)
+    _deploy(ctx, file, overrides, local, True, False, as_json, dry_run)
 
 
 @deployment.command("list")

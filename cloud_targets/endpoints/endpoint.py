@@ -14,10 +14,11 @@ the largest share (a warning says so).
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, ClassVar
@@ -404,6 +405,62 @@ class Endpoint(RecordHandle):
                             self.name, version_name, heir.name)  # fmt: skip
             check_split(record.versions)
             self._apply(record, self._store.read_secrets(self.name))
+
+    # -- dry run ---------------------------------------------------------------------------------------
+    def preview(
+        self,
+        version_name: str,
+        deployment_config: DeploymentConfig,
+        image: str,
+        *,
+        models: Sequence[str] = (),
+        traffic_percentile: float | None = None,
+        is_default: bool = False,
+        is_control_version_type: bool | None = None,
+        all_traffic: bool = False,
+    ) -> tuple[EndpointRecord, EndpointSpec]:
+        """The endpoint as adding ``version_name`` (or replacing it, when it exists) would leave it, ``image``
+        standing for the image not built, all the traffic on it with ``all_traffic`` (``--dry-run``).
+
+        The same checks as :meth:`create_version` / :meth:`update_version`; nothing is built, applied or
+        written, and the spec's secrets are placeholders (the real ones are never in it)."""
+        problem = version_name_problem(version_name)
+        if problem:
+            raise EndpointInputError(problem)
+        deployment_config.validate()
+        record = copy.deepcopy(_read(self._store, self.name))
+        version = record.version(version_name)
+        if version is None:
+            version = VersionRecord(name=version_name, control=bool(is_control_version_type))
+            record.versions.append(version)
+            if len(record.versions) == 1:
+                is_default = True
+        elif is_control_version_type is not None:
+            version.control = bool(is_control_version_type)
+        if traffic_percentile is not None:
+            version.traffic = _percent(traffic_percentile, "traffic_percentile")
+        if is_default:
+            for v in record.versions:
+                v.default = v is version
+        if all_traffic:
+            for v in record.versions:
+                v.traffic = 100.0 if v is version else 0.0
+        check_split(record.versions)
+        version.models = list(models)
+        version.deployment_config = configs.serialize_config(deployment_config)
+        version.image, version.image_digest = image, None
+        record.revision += 1
+        real = self._store.read_secrets(self.name)
+        placeholders = ServiceSecrets(**{f.name: "dry-run" if getattr(real, f.name) else None for f in fields(real)})
+        return record, self._spec(record, placeholders)
+
+    def preview_objects(self, spec: EndpointSpec) -> list[dict[str, Any]]:
+        """A Kubernetes endpoint: every object its target would apply for ``spec`` (Secrets hold placeholders;
+        print them through ``to_yaml``). Nothing is sent."""
+        plan = getattr(self._target(), "plan", None)
+        if self._record.compute_type == "LOCAL" or plan is None:
+            raise EndpointInputError(f"endpoint {self.name} is not a Kubernetes endpoint: it has no objects to show")
+        return plan(spec, self._record.target or None)
 
     # -- endpoint-wide ---------------------------------------------------------------------------------
     def update(

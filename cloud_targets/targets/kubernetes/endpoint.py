@@ -30,6 +30,7 @@ from cloud_targets.targets.kubernetes.endpoint_objects import (
     ROLE_LABEL,
     VERSION_LABEL,
     endpoint_namespace,
+    endpoint_objects,
     object_name,
     parse_gateway,
     routes_config_name,
@@ -87,6 +88,11 @@ class KubernetesEndpointTarget:
         return "gateway" if self.gateway else "router"
 
     # -- apply -------------------------------------------------------------------------------------------------
+    def plan(self, spec: EndpointSpec, previous: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Every object :meth:`apply` would write for ``spec`` (``--dry-run``): nothing is read or sent."""
+        namespace = endpoint_namespace(spec, current=(previous or {}).get("namespace"))
+        return endpoint_objects(spec, namespace, self.mode, self.gateway, service_type=self.compute.service_type)
+
     def apply(self, spec: EndpointSpec, previous: Mapping[str, Any] | None = None) -> EndpointDeployed:
         previous = previous or {}
         namespace = endpoint_namespace(spec, current=previous.get("namespace"))

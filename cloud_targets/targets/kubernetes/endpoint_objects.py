@@ -362,7 +362,11 @@ def split_objects(spec: EndpointSpec, namespace: str, mode: str, gateway: str | 
 
 
 def endpoint_objects(
-    spec: EndpointSpec, namespace: str | None = None, mode: str = "router", gateway: str | None = None
+    spec: EndpointSpec,
+    namespace: str | None = None,
+    mode: str = "router",
+    gateway: str | None = None,
+    service_type: str = "ClusterIP",
 ) -> list[dict[str, Any]]:
     """Every object of the endpoint in apply order, as dicts (``--dry-run``; Secret values are real: pass them
     through :func:`cloud_targets.targets.kubernetes.objects.redacted` or ``to_yaml`` before printing)."""
@@ -373,7 +377,7 @@ def endpoint_objects(
         out.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
     for objects in version_objects(spec, ns, mode=mode).values():
         out += [to_dict(o) for o in objects]
-    out += [to_dict(o) for o in split_objects(spec, ns, mode, gateway)]
+    out += [to_dict(o) for o in split_objects(spec, ns, mode, gateway, service_type=service_type)]
     return out
 
 
