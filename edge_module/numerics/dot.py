@@ -371,6 +371,7 @@ def bfp_folded_inputs(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int
 
 
 _MAGIC_MAX_BITS = 22  # x + C must stay in C's binade: |x| < 2**(E+1) <= C / 3 needs m <= 22
+_MAGNITUDE_BITS = 0x7FFFFFFF  # a float32's bits less the sign: |x| as unsigned bits, in the order of |x|
 _EXPONENT_BITS = 0x7F800000  # a float32's exponent field: masking the rest gives 2**floor(log2 x)
 _INVERSE_BITS = np.int32(254 << 23)  # less the exponent bits of 2**E: the bits of 2**-E
 # numpy's clip ufunc called directly: ``np.clip``'s Python wrapper costs more than the clipping on small arrays
@@ -563,17 +564,25 @@ def bfp_dense_run(xt: np.ndarray, plan: DensePlan) -> np.ndarray | None:
 
 
 def _dense_integers(blocks: np.ndarray, plan: DensePlan) -> np.ndarray | None:
-    """``bfp_dense_run``'s block products in fewer calls, or None unless every block is nonzero with an
-    exponent within the plan's bounds (one check: ``E - low`` as unsigned, where zero, subnormal, too
-    small, too large, infinite and NaN blocks all come out at least ``high - low``). The block exponents
-    as the largest masked exponent field (the same as the masked largest ``|x|``); the inputs scaled by
+    """``bfp_dense_run``'s block products in fewer calls, or None unless every block is all zero or has an
+    exponent within the plan's bounds, and some block is nonzero (one check when no block is all zero:
+    the largest ``|x|`` bits less ``low`` as unsigned, where zero, subnormal, too small, too large,
+    infinite and NaN blocks all come out at least ``high - low``; else the nonzero blocks are checked
+    as ``bfp_dense_run`` does and the all-zero ones take the exponent ``low``: zeros at every step). The
+    block exponents as the largest ``|x|`` bits' exponent field; the inputs scaled by
     ``2**(m-1-E)`` to integer steps, rounded half to even by ``rint`` and clipped to ``±(2**m - 1)`` (the
     same codes: a value rounding up to ``2**m`` saturates either way), scaled by ``2**E`` and multiplied
     with the weights times ``2**-(m-1)``: the same exact products as the weights' folded values against
     the codes times ``2**(E-(m-1))``."""
-    exps = np.maximum.reduce(np.bitwise_and(blocks.view(np.uint32), _EXPONENT_BITS), axis=1, keepdims=True)
-    if int(np.maximum.reduce(np.subtract(exps, plan.low_bits), axis=None)) >= plan.high_bits - plan.low_bits:
-        return None  # (unsigned: a block below low wraps around to the top)
+    bits = np.maximum.reduce(np.bitwise_and(blocks.view(np.uint32), _MAGNITUDE_BITS), axis=1, keepdims=True)
+    if int(np.maximum.reduce(np.subtract(bits, plan.low_bits), axis=None)) >= plan.high_bits - plan.low_bits:
+        # some block outside the bounds (unsigned: below low wraps around to the top) or all zero
+        less = np.subtract(bits, 1)  # all-zero blocks wrap around to the top, above every bound
+        nonzero = int(np.count_nonzero(bits))
+        if not nonzero or int(less.min()) < plan.low_bits - 1 or np.count_nonzero(less < plan.high_bits - 1) != nonzero:
+            return None
+        bits[bits == 0] = plan.low_bits  # all-zero blocks: any exponent gives zeros
+    exps = np.bitwise_and(bits, _EXPONENT_BITS)
     scaled = np.multiply(blocks, np.subtract(plan.up_bits, exps).view(np.float32))  # times 2**(m-1-E)
     np.rint(scaled, out=scaled)
     _CLIP(scaled, -plan.top, plan.top, out=scaled)

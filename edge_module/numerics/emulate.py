@@ -212,6 +212,7 @@ class Program:
             data["folded"] = dot.bfp_fold_weights(data["weight"], data["weight_exponent"], layer["bfp"])
             if data["folded"] is not None and layer["op"] == "conv":
                 data["folded_t"] = dot.transposed_weights(data["folded"])
+                data["conv_plan"] = dot.bfp_dense_plan(data["folded_t"], data["bias"], layer["bfp"])
             elif data["folded"] is not None and _whole_blocks(data, layer):
                 data["dense_plan"] = dot.bfp_dense_plan(
                     dot.transposed_weights(data["folded"]), data["bias"], layer["bfp"]
@@ -530,8 +531,11 @@ def _bfp_conv_folded(program: Program, layer: Mapping, x: np.ndarray) -> np.ndar
         c <= COLUMN_CHANNELS and n * h * w >= BFP_COLUMN_PIXELS
     ):  # few channels: im2col, quantization, products in columns
         length = -(-int(np.prod(geometry[0])) * c // k) * k
-        folded = dot.bfp_folded_columns(_patch_cols(x, geometry, length), params)
-        y = None if folded is None else dot.bfp_dot_folded_columns(folded, data["folded_t"], data["bias"], params)
+        cols = _patch_cols(x, geometry, length)
+        y = _conv_plan_run(cols, data.get("conv_plan"))
+        if y is None:
+            folded = dot.bfp_folded_columns(cols, params)
+            y = None if folded is None else dot.bfp_dot_folded_columns(folded, data["folded_t"], data["bias"], params)
         if y is not None:
             y = y.reshape(-1, n, *_out_hw(h, w, geometry)).transpose(1, 0, 2, 3)
             return program._out(layer, y)
@@ -554,6 +558,29 @@ def _bfp_conv_folded(program: Program, layer: Mapping, x: np.ndarray) -> np.ndar
     if y is None:
         return None
     return program._out(layer, y).reshape(*out_shape, -1).transpose(0, 3, 1, 2)
+
+
+CONV_PLAN_CHUNK = 1 << 20  # block products per chunk of columns (measured on the CIFAR-sized first layer)
+
+
+def _conv_plan_run(cols: np.ndarray, plan: dot.DensePlan | None) -> np.ndarray | None:
+    """``dot.bfp_dense_run`` on patch columns ``(n_blocks * k, N)`` in chunks of columns (the block
+    products of a chunk stay in cache), giving ``(M, N)``; None when there is no plan or some chunk's
+    exponents leave its bounds (the column path decides, with the same bits)."""
+    if plan is None:
+        return None
+    n_blocks, m_out, _ = plan.weights.shape
+    total = cols.shape[1]
+    step = max(1, CONV_PLAN_CHUNK // max(1, n_blocks * m_out))
+    if step >= total:
+        return dot.bfp_dense_run(cols, plan)
+    out = np.empty((m_out, total), np.float32)
+    for start in range(0, total, step):
+        part = dot.bfp_dense_run(np.ascontiguousarray(cols[:, start : start + step]), plan)
+        if part is None:
+            return None
+        out[:, start : start + step] = part
+    return out
 
 
 def _out_hw(h: int, w: int, geometry: tuple) -> tuple[int, int]:

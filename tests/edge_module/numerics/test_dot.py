@@ -333,18 +333,26 @@ def test_bfp_dense_integer_steps_equal_the_per_block_product(k, m) -> None:
             assert np.array_equal(got.view(np.int32), magic.view(np.int32))
 
 
-def test_bfp_dense_integer_steps_leave_zero_and_odd_blocks_to_the_magic_path() -> None:
+def test_bfp_dense_integer_steps_take_zero_blocks_and_leave_odd_ones_to_the_magic_path() -> None:
     params = {"block_size": 4, "mantissa_bits": 7, "exponent_bits": 8, "rounding": "nearest_even"}
     w_mant, w_exp = bfp.quantize(np.ones((3, 8), np.float32), 1, 4, 7, 8)
     plan = dot.bfp_dense_plan(dot.transposed_weights(dot.bfp_fold_weights(w_mant, w_exp, params)), None, params)
     xt = np.ones((8, 5), np.float32)
     assert dot._dense_integers(xt.reshape(2, 4, 5), plan) is not None
+    assert dot._dense_integers(np.zeros((2, 4, 5), np.float32), plan) is None  # all zero: the other paths
     for value in (0.0, -0.0, 2.0**-110, 2.0**-140, 2.0**105, np.inf, -np.inf, np.nan, -np.nan):
-        odd = xt.copy()
-        odd[4:, 1] = value  # one block's values
-        assert dot._dense_integers(odd.reshape(2, 4, 5), plan) is None, value
-        if value == 0.0:  # the magic-constant path takes the zero block (its results: the test above)
-            assert dot.bfp_dense_run(odd, plan) is not None
+        for rest in (1.0, 0.0):  # besides the odd block: ones, or all-zero blocks too
+            odd = xt.copy()
+            odd[4:, 1] = value  # one block's values
+            odd[:4, 3] = rest
+            integers = dot._dense_integers(odd.reshape(2, 4, 5), plan)
+            if value != 0.0:
+                assert integers is None, value
+                continue
+            assert integers is not None  # zero blocks: the same products as the magic-constant path
+            got = dot.bfp_dense_run(odd, plan)
+            magic = dot.bfp_dense_run(odd, plan._replace(integer_weights=None))
+            assert np.array_equal(got, magic) and np.array_equal(got[:, 1], [4.0] * 3)
     tiny = dot.transposed_weights(dot.bfp_fold_weights(w_mant, w_exp - 120, params))  # 2**-(m-1) would be subnormal
     assert dot.bfp_dense_plan(tiny, None, params).integer_weights is None
 
