@@ -448,3 +448,38 @@ def test_relus_folded_into_int8_dense_layers_give_the_same_codes(zero_point) -> 
     want = (codes - zero_point).astype(np.float64) * float(np.float32(tensors[prev]["scale"]))
     assert np.array_equal(fused[prev], want.astype(np.float32))
     assert len(np.unique(codes)) > 10
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_bfp_conv_plan_columns_in_chunks_equal_the_row_path(channels, monkeypatch) -> None:
+    """The few-channel BFP convolution on the dense plan, in small chunks of columns, against the row path
+    bit for bit: zero rows (all-zero blocks), ties, saturating maxima, a subnormal block (which sends its
+    chunk back to the column path)."""
+    from edge_module.numerics import bfp, emulate
+
+    monkeypatch.setattr(emulate, "BFP_COLUMN_PIXELS", 1)
+    monkeypatch.setattr(emulate, "CONV_PLAN_CHUNK", 16 * 4 * 2)  # a few columns per chunk
+    rng = np.random.default_rng(channels)
+    shape = (3, channels, 9, 7)
+    x = (rng.standard_normal(shape) * np.exp(rng.uniform(-2, 2, shape))).astype(np.float32)
+    x[0, :, :3] = 0
+    x[1, :, 2] = np.float32(2.0**-3 * 1.5)  # halfway between steps next to values of 2**-1
+    x[1, :, 3] = np.float32(0.5)
+    x[2, :, 4] = np.float32(2.0 - 2.0**-10)  # rounds up to 2**m: saturates
+    params = {"block_size": 8, "mantissa_bits": 4, "exponent_bits": 8, "rounding": "nearest_even"}
+    k_len = 6 * channels  # ATTRS' 3 x 2 kernel
+    w_mant, w_exp = bfp.quantize(rng.standard_normal((4, k_len)), 1, 8, 4)
+    arrays = {"weight": w_mant, "weight_exponent": w_exp, "bias": rng.standard_normal(4).astype(np.float32)}
+    program = conv_program("bfp", {"kind": "float"}, {"kind": "float"}, arrays, {"bfp": params})
+    runs = []
+    plan_run = emulate._conv_plan_run
+    monkeypatch.setattr(emulate, "_conv_plan_run", lambda *a: runs.append(y := plan_run(*a)) or y)
+    tiny = x.copy()
+    tiny[2] = np.float32(2.0**-140)  # subnormal blocks
+    for data in (x, tiny):
+        got = program.run(data)["y"]
+        monkeypatch.setattr(emulate, "COLUMN_CHANNELS", 0)
+        want = program.run(data)["y"]
+        monkeypatch.setattr(emulate, "COLUMN_CHANNELS", 4)
+        assert got.shape == want.shape and np.array_equal(got, want)
+    assert [y is not None for y in runs] == [True, False]
