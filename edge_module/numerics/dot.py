@@ -751,3 +751,36 @@ def fixed_codes_of_scaled(t: np.ndarray, fmt: dict) -> np.ndarray:
         np.minimum(code, high, out=code)
     code += 0.0  # -0.0 -> 0.0
     return code
+
+
+def bfp_folded_channels(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int] | None:
+    """``bfp_folded_inputs`` of a float32 NCHW tensor blocked along its channels (``C % k == 0``: each
+    pixel's channel blocks), computed in NCHW (block maxima over a middle axis: long inner loops), the
+    values NCHW: the largest ``|x|`` bits per block give ``E``; ``x * 2**(m-1-E)`` rounded (``rint`` /
+    ``trunc``), clipped to ``±(2**m - 1)`` and scaled by ``2**(E-(m-1))``, all exact. None unless every
+    nonzero block's exponent is within ``-100..min(e_max - 1, 100)`` (no exponent clipped) and some
+    block is nonzero, or ``m > 23`` (the other paths decide)."""
+    n, c, h, w = x.shape
+    k, m, e_bits = int(params["block_size"]), int(params["mantissa_bits"]), int(params["exponent_bits"])
+    if x.dtype != np.float32 or c % k or m > 23 or x.size == 0:
+        return None
+    _, e_max = bfp.exponent_range(e_bits)
+    blocks = np.ascontiguousarray(x).reshape(n, c // k, k, h * w)
+    bits = np.maximum.reduce(np.bitwise_and(blocks.view(np.uint32), _MAGNITUDE_BITS), axis=2, keepdims=True)
+    nonzero = bits[bits != 0]
+    if nonzero.size == 0:
+        return None
+    low, high = int(nonzero.min()) >> 23, int(nonzero.max()) >> 23  # biased exponents (inf/NaN: 255)
+    if low - 127 < -100 or high - 127 > min(e_max - 1, 100):
+        return None
+    bits[bits == 0] = low << 23  # all-zero blocks: any exponent gives zeros
+    exps = np.bitwise_and(bits, _EXPONENT_BITS)
+    scaled = np.multiply(blocks, np.subtract(np.uint32((254 + m - 1) << 23), exps).view(np.float32))
+    if params.get("rounding", "nearest_even") == "nearest_even":
+        np.rint(scaled, out=scaled)
+    else:
+        np.trunc(scaled, out=scaled)
+    top = np.float32((1 << m) - 1)
+    _CLIP(scaled, -top, top, out=scaled)
+    scaled *= np.subtract(exps, np.uint32((m - 1) << 23)).view(np.float32)  # 2**(E-(m-1)), normal
+    return scaled.reshape(n, c, h, w), low - 127, high - 127

@@ -540,10 +540,14 @@ def _bfp_conv_folded(program: Program, layer: Mapping, x: np.ndarray) -> np.ndar
             y = y.reshape(-1, n, *_out_hw(h, w, geometry)).transpose(1, 0, 2, 3)
             return program._out(layer, y)
     if c % k == 0:
-        folded = dot.bfp_folded_inputs(x.transpose(0, 2, 3, 1).reshape(-1, c), params)
-        if folded is None:
-            return None
-        values = folded[0].reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        folded = dot.bfp_folded_channels(x, params)
+        if folded is not None:
+            values = folded[0]
+        else:
+            folded = dot.bfp_folded_inputs(x.transpose(0, 2, 3, 1).reshape(-1, c), params)
+            if folded is None:
+                return None
+            values = folded[0].reshape(n, h, w, c).transpose(0, 3, 1, 2)
         patches = windows(values, *geometry)
         rows = patches.shape[0] * patches.shape[1] * patches.shape[2]
         y = _bfp_folded(layer, None, (patches.reshape(rows, -1, k), folded[1], folded[2]))

@@ -421,3 +421,48 @@ def test_tiled_vectors_are_cached_per_shape_and_read_only() -> None:
     for rows in range(20):  # bounded: later shapes are made but not kept
         dot.tiled(cache, "b", row, (rows, 3))
     assert len(cache) == 16
+
+
+@pytest.mark.parametrize(
+    ("channels", "k", "m", "rounding"),
+    [
+        (16, 16, 7, "nearest_even"),
+        (32, 16, 3, "nearest_even"),
+        (24, 8, 4, "nearest_even"),
+        (8, 8, 5, "truncate"),
+        (48, 16, 7, "truncate"),
+    ],
+)
+def test_bfp_folded_channels_equal_the_row_quantizer(channels, k, m, rounding) -> None:
+    """Quantizing an NCHW tensor once per pixel's channel block (before im2col) gives bfp_folded_inputs'
+    values on its channels-last rows: random scales, all-zero blocks, ties, saturating maxima."""
+    params = {"block_size": k, "mantissa_bits": m, "exponent_bits": 8, "rounding": rounding}
+    rng = np.random.default_rng(channels + k + m)
+    shape = (3, channels, 5, 6)
+    x = (rng.standard_normal(shape) * np.exp(rng.uniform(-8, 8, shape))).astype(np.float32)
+    x[0, :k, :2] = 0  # all-zero blocks
+    x[1, :k, 1] = np.float32(0.5)  # maxima 2**-1 and ties halfway between steps
+    x[1, 1:k:2, 1] = np.float32(2.0 ** (-1 - m) * 3)
+    x[2, :k, 3] = -np.float32(2.0 - 2.0 ** (-m - 2))  # rounds up to 2**m steps: saturates
+    got = dot.bfp_folded_channels(x, params)
+    rows = np.ascontiguousarray(x.transpose(0, 2, 3, 1)).reshape(-1, channels)
+    want = dot.bfp_folded_inputs(rows, params)
+    assert got is not None and want is not None
+    assert np.array_equal(got[0].transpose(0, 2, 3, 1).reshape(rows.shape[0], -1), want[0].reshape(rows.shape[0], -1))
+    assert want[1] <= got[1] <= got[2] == want[2]
+    mant, exps = bfp.quantize(rows, 1, k, m, 8, rounding)
+    values = mant.astype(np.float64) * np.ldexp(1.0, np.repeat(exps, k, axis=1) - (m - 1))
+    assert np.array_equal(got[0].transpose(0, 2, 3, 1).reshape(rows.shape), values)
+
+
+def test_bfp_folded_channels_leave_what_they_cannot_do_to_the_row_quantizer() -> None:
+    params = {"block_size": 4, "mantissa_bits": 5, "exponent_bits": 8, "rounding": "nearest_even"}
+    x = np.ones((2, 8, 3, 3), np.float32)
+    assert dot.bfp_folded_channels(x, params) is not None
+    assert dot.bfp_folded_channels(x[:, :6], params) is None  # not whole channel blocks
+    assert dot.bfp_folded_channels(np.zeros_like(x), params) is None
+    assert dot.bfp_folded_channels(x.astype(np.float64), params) is None
+    for value in (2.0**-110, 2.0**-140, 2.0**120, np.inf, np.nan):
+        odd = x.copy()
+        odd[1, 4:, 2, 2] = value
+        assert dot.bfp_folded_channels(odd, params) is None, value
