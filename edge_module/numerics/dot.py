@@ -577,17 +577,27 @@ def _dense_integers(blocks: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     bits = np.maximum.reduce(np.bitwise_and(blocks.view(np.uint32), _MAGNITUDE_BITS), axis=1, keepdims=True)
     if int(np.maximum.reduce(np.subtract(bits, plan.low_bits), axis=None)) >= plan.high_bits - plan.low_bits:
         # some block outside the bounds (unsigned: below low wraps around to the top) or all zero
-        less = np.subtract(bits, 1)  # all-zero blocks wrap around to the top, above every bound
-        nonzero = int(np.count_nonzero(bits))
-        if not nonzero or int(less.min()) < plan.low_bits - 1 or np.count_nonzero(less < plan.high_bits - 1) != nonzero:
+        bits = admit_zero_blocks(bits, plan)
+        if bits is None:
             return None
-        bits[bits == 0] = plan.low_bits  # all-zero blocks: any exponent gives zeros
     exps = np.bitwise_and(bits, _EXPONENT_BITS)
     scaled = np.multiply(blocks, np.subtract(plan.up_bits, exps).view(np.float32))  # times 2**(m-1-E)
     np.rint(scaled, out=scaled)
     _CLIP(scaled, -plan.top, plan.top, out=scaled)
     scaled *= exps.view(np.float32)
     return np.matmul(plan.integer_weights, scaled)
+
+
+def admit_zero_blocks(bits: np.ndarray, plan: DensePlan) -> np.ndarray | None:
+    """``_dense_integers``' slower check, for block maxima ``bits`` (``|x|`` as uint32) that failed the
+    fast one: ``bits`` with the all-zero blocks set to ``low_bits`` (any exponent gives them zeros), or
+    None when a nonzero block is outside the plan's bounds or every block is zero."""
+    less = np.subtract(bits, 1)  # all-zero blocks wrap around to the top, above every bound
+    nonzero = int(np.count_nonzero(bits))
+    if not nonzero or int(less.min()) < plan.low_bits - 1 or np.count_nonzero(less < plan.high_bits - 1) != nonzero:
+        return None
+    bits[bits == 0] = plan.low_bits
+    return bits
 
 
 def _dense_sum(partial: np.ndarray, plan: DensePlan) -> np.ndarray:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dot, fixed, int8
+from . import dense_chain, dot, fixed, int8
 
 FORMAT_VERSION = 1
 PROGRAM_JSON, PROGRAM_NPZ = "program.json", "program.npz"
@@ -182,6 +182,7 @@ class Program:
         self.outputs: list[str] = list(spec["outputs"])
         self._prepared = [self._prepare(layer) for layer in spec["layers"]]
         self._fused = self._fuse_relus(self._prepared)
+        self._chained = self._chain_dense(self._fused)
 
     @classmethod
     def load(cls, directory: str | Path) -> Program:
@@ -262,6 +263,36 @@ class Program:
             fused.append(layer)
         return fused
 
+    def _chain_dense(self, fused: list[dict]) -> list[dict]:
+        """``fused`` with each maximal run of at least two BFP dense layers that ``dense_chain`` can link
+        (each reading only the previous one's float32 result, which nothing else reads) replaced by one
+        ``chain`` layer: ``run`` uses this list unless asked for every tensor (the same bits)."""
+        readers: dict[str, int] = {}
+        for layer in fused:
+            for name in layer["inputs"]:
+                readers[name] = readers.get(name, 0) + 1
+
+        def link(layer: dict) -> bool:
+            return layer["op"] == "dense" and dense_chain.applies(layer["data"].get("dense_plan"))
+
+        def joins(before: dict, layer: dict) -> bool:
+            plan, prev = layer["data"]["dense_plan"].integer_weights, before["data"]["dense_plan"].integer_weights
+            return (
+                layer["inputs"] == [before["output"]]
+                and readers.get(before["output"]) == 1
+                and before["output"] not in self.outputs
+                and self.tensors[before["output"]]["kind"] == "float"
+                and prev.shape[1] == plan.shape[0] * plan.shape[2]
+            )
+
+        runs: list[list[dict]] = []
+        for layer in fused:
+            if link(layer) and runs and link(runs[-1][-1]) and joins(runs[-1][-1], layer):
+                runs[-1].append(layer)
+            else:
+                runs.append([layer])
+        return [run[0] if len(run) == 1 else _chain_layer(run) for run in runs]
+
     def run(self, feeds: Mapping[str, np.ndarray] | np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
         """Outputs (float32) for the inputs (a dict by name, or one array for a one-input program);
         ``keep_all``: every tensor."""
@@ -274,7 +305,7 @@ class Program:
             raise ValueError(f"missing program input(s) {missing}; it takes {self.inputs}")
         held = {name: _hold(np.asarray(feeds[name]), self.tensors[name]) for name in self.inputs}
         tensors = self.tensors
-        for layer in self._prepared if keep_all else self._fused:
+        for layer in self._prepared if keep_all else self._chained:
             if layer["native"]:
                 inputs = [held[name] for name in layer["inputs"]]
             else:
@@ -454,6 +485,34 @@ def _dense(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.nda
     if layer.get("relu") and layer["scheme"] == "bfp":  # folded in; the other BFP paths: a fresh float32 result
         _relu_in_place(y)  # (int8 layers fold it into their clip)
     return y
+
+
+def _chain_layer(layers: list[dict]) -> dict:
+    """A ``chain`` layer: BFP dense layers run by one ``dense_chain.DenseChain`` (``_dense_chain``)."""
+    plans = [layer["data"]["dense_plan"] for layer in layers]
+    chain = dense_chain.DenseChain(plans, [bool(layer.get("relu")) for layer in layers])
+    return {
+        "name": "+".join(layer["name"] for layer in layers),
+        "op": "chain",
+        "inputs": layers[0]["inputs"],
+        "output": layers[-1]["output"],
+        "native": False,
+        "layers": layers,
+        "chain": chain,
+    }
+
+
+def _dense_chain(program: Program, chain: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
+    """The chain's layers in one ``DenseChain.run`` when ``_dense`` would take the column path for the
+    first, else (or when some layer declines) one by one from the chain's input: the same bits."""
+    x = inputs[0]
+    if x.dtype == np.float32 and x.ndim == 2 and (x.flags.f_contiguous or x.size <= DENSE_COPY):
+        y = chain["chain"].run(np.ascontiguousarray(x.T))
+        if y is not None:
+            return program._out(chain["layers"][-1], y.T)
+    for layer in chain["layers"]:  # float32 tensors in between: held as their values
+        x = _dense(program, layer, [x])
+    return x
 
 
 def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
@@ -653,7 +712,7 @@ def _relu(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndar
 
 def _relu_in_place(x: np.ndarray) -> None:
     """``_relu``'s arithmetic on a float array, in place."""
-    if x.size >= 1 << 14:
+    if x.size >= dense_chain.RELU_CLIP_ELEMENTS:
         np.clip(x, x.dtype.type(0), x.dtype.type(np.inf), out=x)
     else:
         np.maximum(x, x.dtype.type(0), out=x)
@@ -680,6 +739,7 @@ def _reshape(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.n
 
 _OPS = {
     "dense": _dense,
+    "chain": _dense_chain,
     "conv": _conv,
     "relu": _relu,
     "maxpool": _maxpool,
