@@ -1,0 +1,130 @@
+"""BFP MLPs whose dense layers run as one ``dense_chain.DenseChain``: bit for bit the per-layer path
+(``run(keep_all=True)``), including the inputs the chain declines (then run layer by layer)."""
+
+from __future__ import annotations
+
+import itertools
+import re
+
+import numpy as np
+import pytest
+
+from edge_module.numerics import bfp, dense_chain
+from edge_module.numerics.emulate import Program
+
+SIZES = [32, 64, 32, 16, 10]  # 200 rows of 32 values still take the column path (emulate.DENSE_COPY)
+
+
+def mlp(k: int, m: int, seed: int = 0, bias_shift: float = 0.0, outputs: tuple[str, ...] = ()) -> Program:
+    """Dense layers of ``SIZES``, a ReLU after each but the last; ``outputs`` more program outputs."""
+    rng = np.random.default_rng(seed)
+    params = {"block_size": k, "mantissa_bits": m, "exponent_bits": 8, "rounding": "nearest_even"}
+    arrays, layers, tensors, prev = {}, [], {"x": {"kind": "float"}}, "x"
+    for i, (k_in, k_out) in enumerate(itertools.pairwise(SIZES)):
+        w_mant, w_exp = bfp.quantize(rng.standard_normal((k_out, k_in)) * 0.3, 1, k, m, 8)
+        bias = (rng.standard_normal(k_out) + bias_shift).astype(np.float32)
+        bias[0] = -0.0
+        arrays.update({f"w{i}": w_mant, f"e{i}": w_exp, f"b{i}": bias})
+        roles = {"weight": f"w{i}", "weight_exponent": f"e{i}", "bias": f"b{i}"}
+        layers.append(
+            {"name": f"d{i}", "op": "dense", "inputs": [prev], "output": f"d{i}", "scheme": "bfp", "bfp": params}
+            | {"attrs": {}, "arrays": roles}
+        )
+        tensors[f"d{i}"] = {"kind": "float"}
+        prev = f"d{i}"
+        if i < len(SIZES) - 2:
+            layers.append({"name": f"r{i}", "op": "relu", "inputs": [prev], "output": f"r{i}", "scheme": "float"})
+            tensors[f"r{i}"] = {"kind": "float"}
+            prev = f"r{i}"
+    spec = {"format_version": 1, "inputs": ["x"], "outputs": [*outputs, prev], "layers": layers, "tensors": tensors}
+    return Program(spec, arrays)
+
+
+def inputs(rows: int, k: int, m: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Named input batches: random of several scales, all-zero blocks (of +-0.0), ties, saturating blocks,
+    blocks below the plans' bounds and above them."""
+    shape = (rows, SIZES[0])
+    normal = rng.standard_normal(shape).astype(np.float32)
+    zeros = normal.copy()
+    zeros[:, :k] = np.copysign(np.float32(0), rng.standard_normal((rows, k)))
+    zeros[1::2, k:] = 0  # every other row all zero
+    step = np.float32(2.0 ** (1 - m))  # blocks with maximum 1.5: E = 0
+    ties = ((rng.integers(-(1 << m), 1 << m, shape) + np.float32(0.5)) * step).astype(np.float32)
+    ties[:, ::k] = 1.5
+    saturating = normal.copy()
+    saturating[:, ::k] = np.float32(2 - 2.0**-m) * np.exp2(rng.integers(-3, 4, (rows, SIZES[0] // k)))  # rounds up
+    tiny, huge = normal.copy(), normal.copy()
+    tiny[:, :k] *= np.float32(2.0**-125)
+    huge[-1, -1] = 1e36
+    return {
+        "small": normal * np.float32(1e-3),
+        "normal": normal,
+        "large": normal * np.float32(1e3),
+        "wide": (normal * np.exp2(rng.uniform(-20, 20, shape))).astype(np.float32),
+        "zeros": zeros,
+        "ties": ties,
+        "saturating": saturating,
+        "tiny": tiny,
+        "huge": huge,
+    }
+
+
+@pytest.mark.parametrize("rows", [1, 3, 64, 200, 256])  # 256: the first ReLU clips (RELU_CLIP_ELEMENTS)
+@pytest.mark.parametrize("k", [8, 16])
+@pytest.mark.parametrize("m", [3, 7], ids=["msfp12", "msfp16"])
+def test_a_chain_equals_the_layers_one_by_one(m, k, rows, monkeypatch) -> None:
+    program = mlp(k, m, seed=rows)
+    assert [layer["op"] for layer in program._chained] == ["chain"]
+    assert [layer["name"] for layer in program._chained[0]["layers"]] == ["d0", "d1", "d2", "d3"]
+    results = []
+    run = dense_chain.DenseChain.run
+    monkeypatch.setattr(dense_chain.DenseChain, "run", lambda *a: (y := run(*a), results.append(y is not None))[0])
+    taken = {}
+    for name, x in inputs(rows, k, m, np.random.default_rng(rows + k + m)).items():
+        results.clear()
+        want = program.run(x, keep_all=True)["d3"]
+        got = program.run(x)["d3"]
+        assert got.flags.c_contiguous and np.array_equal(got.view(np.int32), want.view(np.int32)), name
+        taken[name] = results == [True]
+    assert not taken["tiny"] and not taken["huge"]  # below and above the first plan's bounds: layer by layer
+    assert all(taken[name] for name in ("small", "normal", "large", "zeros", "ties", "saturating")), taken
+
+
+def test_a_later_layer_declining_runs_the_chain_layer_by_layer(monkeypatch) -> None:
+    """Negative biases leave a ReLU's outputs all zero (but the -0.0 bias's): the layer after it declines."""
+    program = mlp(16, 7, bias_shift=-1e3)
+    x = np.random.default_rng(1).standard_normal((64, SIZES[0])).astype(np.float32)
+    calls = []
+    run = dense_chain.DenseChain._layer
+    spy = staticmethod(lambda *a: (y := run(*a), calls.append(y is not None))[0])
+    monkeypatch.setattr(dense_chain.DenseChain, "_layer", spy)
+    got = program.run(x)["d3"]
+    assert calls[0] and not calls[-1]
+    assert np.array_equal(got.view(np.int32), program.run(x, keep_all=True)["d3"].view(np.int32))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_and_inf_behave_as_layer_by_layer(bad) -> None:
+    program = mlp(16, 3)
+    x = np.random.default_rng(2).standard_normal((64, SIZES[0])).astype(np.float32)
+    x[5, 7] = bad
+    try:
+        want = program.run(x, keep_all=True)["d3"]
+    except ValueError as error:
+        with pytest.raises(ValueError, match=re.escape(str(error))):
+            program.run(x)
+    else:
+        assert np.array_equal(program.run(x)["d3"].view(np.int32), want.view(np.int32))
+
+
+def test_chains_end_at_tensors_read_elsewhere() -> None:
+    """An intermediate program output splits the chain; a single layer stays a dense layer."""
+    program = mlp(16, 7, outputs=("r1",))
+    assert [layer["op"] for layer in program._chained] == ["chain", "chain"]
+    assert [[inner["name"] for inner in layer["layers"]] for layer in program._chained] == [["d0", "d1"], ["d2", "d3"]]
+    program = mlp(16, 7, outputs=("r2",))
+    assert [layer["op"] for layer in program._chained] == ["chain", "dense"]
+    x = np.random.default_rng(3).standard_normal((3, SIZES[0])).astype(np.float32)
+    got, want = program.run(x), program.run(x, keep_all=True)
+    for name in ("r2", "d3"):
+        assert np.array_equal(got[name].view(np.int32), want[name].view(np.int32))
