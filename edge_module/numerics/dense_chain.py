@@ -15,6 +15,7 @@ and so does the chain. When some layer declines (``None``), the caller runs the 
 
 from __future__ import annotations
 
+import itertools
 from typing import NamedTuple
 
 import numpy as np
@@ -65,7 +66,7 @@ class DenseChain:
             )
             for plan, relu in zip(plans, relus, strict=True)
         ]
-        for before, after in zip(self.layers, self.layers[1:]):
+        for before, after in itertools.pairwise(self.layers):
             if before.weights.shape[1] != after.weights.shape[0] * after.weights.shape[2]:
                 raise ValueError("a dense chain's layer does not read its predecessor's whole result")
         self.tiles: dict = {}  # zeros for the ReLU per shape (dot.tiled)
