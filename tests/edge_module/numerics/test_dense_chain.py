@@ -128,3 +128,12 @@ def test_chains_end_at_tensors_read_elsewhere() -> None:
     got, want = program.run(x), program.run(x, keep_all=True)
     for name in ("r2", "d3"):
         assert np.array_equal(got[name].view(np.int32), want[name].view(np.int32))
+
+
+@pytest.mark.parametrize("size", [1, 7, 4096])
+def test_the_int32_relu_equals_numpy_s_float_maximum(size) -> None:
+    """What the chain's ReLU relies on: ``np.maximum(y, 0)`` gives +0.0 for -0.0 (as the int32 maximum)."""
+    y = np.tile(np.array([-0.0, 0.0, -1.5, 2.0, -np.inf, np.inf, 1e-45, -1e-45], np.float32), size)
+    bits = y.view(np.int32).copy()
+    np.maximum(bits, np.zeros_like(bits), out=bits)
+    assert np.array_equal(bits, np.maximum(y, np.float32(0)).view(np.int32))
