@@ -230,9 +230,10 @@ class Program:
         return prepared
 
     def _fuse_relus(self, prepared: list[dict]) -> list[dict]:
-        """The layers with each ReLU that keeps its format folded into the dense layer before it when
-        that layer computes its result in few calls (int8: the clip's lower bound; BFP on columns with a
-        float result: in place) and nothing else reads the pre-ReLU tensor. The same bits: ``run`` uses
+        """The layers with each ReLU that keeps its format folded into the dense or BFP convolution layer
+        before it when that layer computes its result in few calls (int8 dense: the clip's lower bound;
+        BFP with a float result: in place, or the ReLU after the other convolution paths) and nothing else
+        reads the pre-ReLU tensor. The same bits: ``run`` uses
         this list unless asked for every tensor."""
         readers: dict[str, int] = {}
         for layer in prepared:
@@ -245,15 +246,15 @@ class Program:
                 layer["op"] == "relu"
                 and layer["keep"]
                 and before is not None
-                and before["op"] == "dense"
+                and before["op"] in ("dense", "conv")
                 and not before.get("relu")
                 and before["output"] == layer["inputs"][0]
                 and readers.get(before["output"]) == 1
                 and before["output"] not in self.outputs
                 and (
-                    (before["scheme"] == "int8" and before["data"].get("fast") is not None)
+                    (before["op"] == "dense" and before["scheme"] == "int8" and before["data"].get("fast") is not None)
                     or (
-                        before["data"].get("dense_plan") is not None
+                        before["data"].get("dense_plan" if before["op"] == "dense" else "conv_plan") is not None
                         and self.tensors[before["output"]]["kind"] == "float"
                     )
                 )
@@ -516,6 +517,19 @@ def _dense_chain(program: Program, chain: Mapping, inputs: list[np.ndarray]) -> 
 
 
 def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
+    """A convolution; with a ReLU folded in (``_fuse_relus``), the ReLU's arithmetic on its result."""
+    relu = layer.get("relu", False)
+    if layer["scheme"] == "bfp":
+        attrs = layer["attrs"]
+        geometry = (tuple(attrs["kernel_shape"]), _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]))
+        y = _one_block_conv(inputs[0], geometry, layer["data"].get("conv_plan"), relu)
+        if y is not None:
+            return program._out(layer, y.transpose(1, 0, 2, 3))
+    y = _conv_values(program, layer, inputs)
+    return _relu_values(y) if relu else y
+
+
+def _conv_values(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
     x, attrs = program._pre(layer, inputs[0]), layer["attrs"]
     kernel = tuple(attrs["kernel_shape"])
     pad_value = 0.0
@@ -623,6 +637,71 @@ def _bfp_conv_folded(program: Program, layer: Mapping, x: np.ndarray) -> np.ndar
     return program._out(layer, y).reshape(*out_shape, -1).transpose(0, 3, 1, 2)
 
 
+def _one_block_conv(
+    x: np.ndarray, geometry: tuple, plan: dot.DensePlan | None, relu: bool = False
+) -> np.ndarray | None:
+    """A BFP convolution whose patches are one block (``kh * kw * C <= k``) without an im2col copy, as
+    ``(M, N, OH, OW)`` (a view), or None where ``dot.bfp_dense_run``'s bounds do not hold (the other
+    paths decide, with the same bits). The input sits zero-padded in flat per-channel planes, so a shift
+    by ``i * dh * Wp + j * dw`` reaches kernel position ``(i, j)`` from every pixel at once: the block
+    maxima are a max filter of the magnitude bits (one ``maximum`` of two long contiguous slices per
+    kernel column, then per row) and the patches a strided view ``(kh, kw, C, N * Hp * Wp)`` with
+    contiguous rows. Everything is computed for every padded pixel (windows running past a row's end
+    too, never picked; an out-of-bounds value there only sends the batch to the other paths): long
+    inner loops beat numpy's strided ones over short image rows several times. Then
+    ``_dense_integers``'s arithmetic: codes ``rint(x * 2**(m-1-E))`` clipped to ``±(2**m - 1)``, all-zero
+    blocks given the exponent ``low``, the one block's exact product with the integer weights, scaled by
+    ``2**E`` (exact: the same value as scaling the codes first), the bias added last; ``relu``: then
+    ``_relu``'s arithmetic (chosen by the size of the result, as ``_relu`` chooses it)."""
+    if plan is None or plan.integer_weights is None or x.dtype != np.float32 or plan.weights.shape[0] != 1:
+        return None
+    (kh, kw), (top, left, bottom, right), (sh, sw), (dh, dw) = geometry
+    n, c, h, w = x.shape
+    length = kh * kw * c
+    if length > plan.block_size or x.size == 0:
+        return None
+    oh, ow = _out_hw(h, w, geometry)
+    hp, wp = h + top + bottom, w + left + right
+    size, down = n * hp * wp, (kh - 1) * dh * wp
+    flat = np.zeros((c, size + down + (kw - 1) * dw), np.float32)
+    flat[:, :size].reshape(c, n, hp, wp)[:, :, top : top + h, left : left + w] = x.transpose(1, 0, 2, 3)
+    magnitude = np.bitwise_and(flat.view(np.uint32), _MAGNITUDE)
+    magnitude = magnitude[0] if c == 1 else np.maximum.reduce(magnitude, axis=0)
+    across = magnitude[: size + down]
+    for j in range(1, kw):
+        across = np.maximum(across, magnitude[j * dw : j * dw + size + down])
+    bits = across[:size]
+    for i in range(1, kh):
+        bits = np.maximum(bits, across[i * dh * wp : i * dh * wp + size])
+    if int(np.maximum.reduce(np.subtract(bits, plan.low_bits), axis=None)) >= plan.high_bits - plan.low_bits:
+        less = np.subtract(bits, 1)  # all-zero blocks wrap around to the top, above every bound
+        nonzero = int(np.count_nonzero(bits))
+        if not nonzero or int(less.min()) < plan.low_bits - 1 or np.count_nonzero(less < plan.high_bits - 1) != nonzero:
+            return None
+        bits = np.maximum(bits, np.uint32(plan.low_bits))  # all-zero blocks: any exponent gives zeros
+    exps = np.bitwise_and(bits, _EXPONENT)
+    item, plane = flat.strides[1], flat.strides[0]
+    patches = np.lib.stride_tricks.as_strided(
+        flat, (kh, kw, c, size), (dh * wp * item, dw * item, plane, item), writeable=False
+    )
+    codes = np.empty((length, size), np.float32)
+    np.multiply(patches, np.subtract(plan.up_bits, exps).view(np.float32), out=codes.reshape(patches.shape))
+    np.rint(codes, out=codes)
+    dot._CLIP(codes, -plan.top, plan.top, out=codes)
+    y = np.matmul(plan.integer_weights[0, :, :length], codes)  # exact integer sums
+    y *= exps.view(np.float32)
+    if plan.bias is not None:
+        y += plan.bias
+    if relu:
+        _relu_in_place(y, size=n * oh * ow * y.shape[0])
+    picked = (slice(None), slice(None), slice(0, (oh - 1) * sh + 1, sh), slice(0, (ow - 1) * sw + 1, sw))
+    return y.reshape(-1, n, hp, wp)[picked]
+
+
+_MAGNITUDE = np.uint32(0x7FFFFFFF)  # a float32's bits less the sign
+_EXPONENT = np.uint32(0x7F800000)  # a float32's exponent field: masking the rest gives 2**floor(log2 x)
+
+
 CONV_PLAN_CHUNK = 1 << 20  # block products per chunk of columns (measured on the CIFAR-sized first layer)
 
 
@@ -704,15 +783,21 @@ def _gap(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarr
 
 
 def _relu(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
-    x = inputs[0]
-    if x.dtype.kind == "f" and x.size >= 1 << 14:  # clip is numpy's fast pass on large arrays; NaN stays NaN
-        return program._out(layer, np.clip(x, x.dtype.type(0), x.dtype.type(np.inf)))
-    return program._out(layer, np.maximum(x, 0))
+    return program._out(layer, _relu_values(inputs[0]))
 
 
-def _relu_in_place(x: np.ndarray) -> None:
-    """``_relu``'s arithmetic on a float array, in place."""
-    if x.size >= dense_chain.RELU_CLIP_ELEMENTS:
+def _relu_values(x: np.ndarray) -> np.ndarray:
+    """ReLU: ``clip`` on large float arrays (numpy's fast pass; NaN stays NaN, -0.0 stays -0.0), else
+    ``maximum`` (-0.0 becomes 0.0)."""
+    if x.dtype.kind == "f" and x.size >= dense_chain.RELU_CLIP_ELEMENTS:
+        return np.clip(x, x.dtype.type(0), x.dtype.type(np.inf))
+    return np.maximum(x, 0)
+
+
+def _relu_in_place(x: np.ndarray, size: int | None = None) -> None:
+    """``_relu_values``' arithmetic on a float array, in place, chosen as for ``size`` elements (default:
+    the array's own; a result computed with extra elements keeps its picked part's choice)."""
+    if (x.size if size is None else size) >= dense_chain.RELU_CLIP_ELEMENTS:
         np.clip(x, x.dtype.type(0), x.dtype.type(np.inf), out=x)
     else:
         np.maximum(x, x.dtype.type(0), out=x)

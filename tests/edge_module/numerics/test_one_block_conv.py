@@ -1,0 +1,131 @@
+"""BFP convolutions whose patches are one block (``kh * kw * C <= k``) on the flat-shift path
+(``emulate._one_block_conv``) against the other convolution paths, bit for bit: strides, dilations,
+asymmetric pads, all-zero windows, -0.0, ties, saturating maxima, ReLUs folded in on either side of
+numpy's clip/maximum switch, and batches that leave the plan's bounds (the other paths decide)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_module.numerics import bfp, emulate
+from edge_module.numerics.emulate import Program
+
+GEOMETRIES = [
+    {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [1, 1], "dilations": [1, 1]},
+    {"kernel_shape": [3, 2], "pads": [1, 0, 1, 2], "strides": [2, 1], "dilations": [1, 2]},
+    {"kernel_shape": [2, 2], "pads": [0, 0, 0, 0], "strides": [2, 2], "dilations": [1, 1]},
+]
+
+
+def conv_relu_program(attrs: dict, channels: int, m: int, k: int, relu: bool, seed: int) -> Program:
+    rng = np.random.default_rng(seed)
+    kh, kw = attrs["kernel_shape"]
+    w_mant, w_exp = bfp.quantize(rng.standard_normal((5, kh * kw * channels)), 1, k, m)
+    bias = rng.standard_normal(5).astype(np.float32)
+    bias[1] = -0.0
+    params = {"block_size": k, "mantissa_bits": m, "exponent_bits": 8, "rounding": "nearest_even"}
+    layers = [
+        {
+            "name": "conv",
+            "op": "conv",
+            "inputs": ["x"],
+            "output": "c",
+            "scheme": "bfp",
+            "bfp": params,
+            "attrs": attrs,
+            "arrays": {"weight": "w", "weight_exponent": "e", "bias": "b"},
+        }
+    ]
+    if relu:
+        layers.append({"name": "relu", "op": "relu", "inputs": ["c"], "output": "y", "scheme": "float", "attrs": {}})
+    spec = {
+        "format_version": 1,
+        "inputs": ["x"],
+        "outputs": ["y" if relu else "c"],
+        "layers": layers,
+        "tensors": {name: {"kind": "float"} for name in ("x", "c", "y")},
+    }
+    return Program(spec, {"w": w_mant, "e": w_exp, "b": bias})
+
+
+def hard_inputs(shape: tuple[int, ...], m: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = (rng.standard_normal(shape) * np.exp(rng.uniform(-4, 4, shape))).astype(np.float32)
+    x[0, :, : shape[2] // 2] = 0  # all-zero windows
+    x[0, :, -1] = -0.0
+    x[-1, :, 1] = np.float32(2.0**-3 * 1.5)  # halfway between steps next to values of 2**-1 (m = 3)
+    x[-1, :, 2] = np.float32(0.5)
+    x[-1, :, 3, ::2] = np.ldexp(np.float32(2**m - 0.5), -m + 1)  # block maxima rounding up to 2**m: saturate
+    return x
+
+
+def both_paths(program: Program, x: np.ndarray, monkeypatch) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+    taken: list[bool] = []
+    one_block = emulate._one_block_conv
+    monkeypatch.setattr(emulate, "_one_block_conv", lambda *a: taken.append((y := one_block(*a)) is not None) or y)
+    got = program.run(x)[program.outputs[0]]
+    monkeypatch.setattr(emulate, "_one_block_conv", lambda *a: None)
+    want = program.run(x)[program.outputs[0]]
+    monkeypatch.setattr(emulate, "_one_block_conv", one_block)
+    return got, want, taken
+
+
+@pytest.mark.parametrize("attrs", GEOMETRIES)
+@pytest.mark.parametrize(("channels", "m", "k"), [(1, 7, 16), (1, 3, 16), (2, 3, 8), (4, 7, 16), (1, 4, 8)])
+@pytest.mark.parametrize("relu", [False, True])
+def test_one_block_convolutions_equal_the_other_paths(attrs, channels, m, k, relu, monkeypatch) -> None:
+    kh, kw = attrs["kernel_shape"]
+    if kh * kw * channels > k:
+        pytest.skip("patches of more than one block")
+    program = conv_relu_program(attrs, channels, m, k, relu, seed=channels * 7 + m)
+    assert [layer["op"] for layer in program._fused] == ["conv"]  # the ReLU folded into the convolution
+    assert program._fused[0].get("relu", False) is relu
+    x = hard_inputs((3, channels, 9, 8), m, seed=m)
+    got, want, taken = both_paths(program, x, monkeypatch)
+    assert taken == [True]
+    assert got.shape == want.shape and np.array_equal(got.view(np.int32), want.view(np.int32))
+    assert len(np.unique(want)) > 20
+
+
+@pytest.mark.parametrize("batch", [1, 40, 80])  # 5 x 8 x 8 outputs per image: both sides of RELU_CLIP_ELEMENTS
+def test_folded_relus_keep_numpy_s_choice_for_the_picked_size(batch, monkeypatch) -> None:
+    """The ReLU runs on every padded pixel but chooses clip or maximum (they differ on -0.0) as the
+    unfused ReLU does for the picked outputs' size."""
+    calls: list[int | None] = []
+    relu_in_place = emulate._relu_in_place
+    monkeypatch.setattr(emulate, "_relu_in_place", lambda y, size=None: calls.append(size) or relu_in_place(y, size))
+    program = conv_relu_program(GEOMETRIES[0], 1, 7, 16, True, seed=3)
+    x = hard_inputs((batch, 1, 8, 8), 7, seed=batch)
+    got, want, taken = both_paths(program, x, monkeypatch)
+    assert taken == [True] and calls == [batch * 5 * 8 * 8]
+    assert np.array_equal(got.view(np.int32), want.view(np.int32))
+
+
+@pytest.mark.parametrize(
+    "value", [np.float32(2.0**-140), np.float32(1e36), np.float32(np.inf), np.float32(np.nan)]
+)  # a subnormal or huge block: outside the plan's bounds; inf/NaN: the other paths raise
+def test_batches_outside_the_bounds_take_the_other_paths(value, monkeypatch) -> None:
+    program = conv_relu_program(GEOMETRIES[1], 2, 3, 8, True, seed=5)
+    x = hard_inputs((2, 2, 9, 8), 3, seed=1)
+    x[1, 1, 4, 4] = value
+    taken: list[bool] = []
+    one_block = emulate._one_block_conv
+    monkeypatch.setattr(emulate, "_one_block_conv", lambda *a: taken.append((y := one_block(*a)) is not None) or y)
+    if not np.isfinite(value):
+        with pytest.raises(ValueError, match="NaN/inf"):
+            program.run(x)
+        assert taken == [False]
+        return
+    got = program.run(x)["y"]
+    assert taken == [False]
+    monkeypatch.setattr(emulate, "_one_block_conv", lambda *a: None)
+    assert np.array_equal(got.view(np.int32), program.run(x)["y"].view(np.int32))
+
+
+def test_patches_of_several_blocks_are_not_taken() -> None:
+    program = conv_relu_program(GEOMETRIES[0], 2, 7, 16, False, seed=1)  # 3 x 3 x 2 = 18 > 16
+    x = hard_inputs((2, 2, 6, 6), 7, seed=2)
+    layer = program._fused[0]
+    geometry = ((3, 3), (1, 1, 1, 1), (1, 1), (1, 1))
+    assert emulate._one_block_conv(x, geometry, layer["data"]["conv_plan"]) is None
