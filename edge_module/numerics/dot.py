@@ -487,6 +487,7 @@ class DensePlan(NamedTuple):
     integer_weights: np.ndarray | None  # the weights times 2**-(m-1) (exact, all normal) for ``_dense_integers``
     top: float  # the largest mantissa, 2**m - 1
     up_bits: int  # less the exponent bits of 2**E: the bits of 2**(m-1-E)
+    low: np.ndarray  # low_bits as a 0-d uint32 array (numpy's fast path for array operands)
 
 
 def bfp_dense_plan(w: tuple[np.ndarray, int, int], bias: np.ndarray | None, params: dict) -> DensePlan | None:
@@ -523,6 +524,7 @@ def bfp_dense_plan(w: tuple[np.ndarray, int, int], bias: np.ndarray | None, para
         integer,
         float((1 << m) - 1),
         (254 + m - 1) << 23,
+        np.array((low + 127) << 23, np.uint32),
     )
 
 
@@ -591,13 +593,13 @@ def _dense_integers(blocks: np.ndarray, plan: DensePlan) -> np.ndarray | None:
 def admit_zero_blocks(bits: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     """``_dense_integers``' slower check, for block maxima ``bits`` (``|x|`` as uint32) that failed the
     fast one: ``bits`` with the all-zero blocks set to ``low_bits`` (any exponent gives them zeros), or
-    None when a nonzero block is outside the plan's bounds or every block is zero."""
-    less = np.subtract(bits, 1)  # all-zero blocks wrap around to the top, above every bound
-    nonzero = int(np.count_nonzero(bits))
-    if not nonzero or int(less.min()) < plan.low_bits - 1 or np.count_nonzero(less < plan.high_bits - 1) != nonzero:
+    None when a nonzero block is outside the plan's bounds or every block is zero. Less one as
+    unsigned, all-zero blocks wrap around to the top, so the smallest is the smallest nonzero block;
+    the largest ``bits`` is the largest nonzero one (inf and NaN above ``high_bits``); once every nonzero
+    block is at least ``low_bits``, a maximum with it moves the zeros alone."""
+    if int(np.subtract(bits, 1).min()) < plan.low_bits - 1 or not 0 < int(bits.max()) < plan.high_bits:
         return None
-    bits[bits == 0] = plan.low_bits
-    return bits
+    return np.maximum(bits, plan.low, out=bits)
 
 
 def _dense_sum(partial: np.ndarray, plan: DensePlan) -> np.ndarray:

@@ -674,11 +674,9 @@ def _one_block_conv(
     for i in range(1, kh):
         bits = np.maximum(bits, across[i * dh * wp : i * dh * wp + size])
     if int(np.maximum.reduce(np.subtract(bits, plan.low_bits), axis=None)) >= plan.high_bits - plan.low_bits:
-        less = np.subtract(bits, 1)  # all-zero blocks wrap around to the top, above every bound
-        nonzero = int(np.count_nonzero(bits))
-        if not nonzero or int(less.min()) < plan.low_bits - 1 or np.count_nonzero(less < plan.high_bits - 1) != nonzero:
+        bits = dot.admit_zero_blocks(bits, plan)  # some block all zero, or out of bounds
+        if bits is None:
             return None
-        bits = np.maximum(bits, np.uint32(plan.low_bits))  # all-zero blocks: any exponent gives zeros
     exps = np.bitwise_and(bits, _EXPONENT)
     item, plane = flat.strides[1], flat.strides[0]
     patches = np.lib.stride_tricks.as_strided(
