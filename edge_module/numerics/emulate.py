@@ -810,8 +810,15 @@ def _concat(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.nd
 
 
 def _flatten(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
+    """``x.reshape(N, -1)``: a view of a C-contiguous ``x``, else one copy in Fortran order (its transpose
+    is C-contiguous: the columns a following dense layer reads with no second copy)."""
     x = inputs[0]
-    return program._out(layer, x.reshape(x.shape[0], -1))
+    if x.ndim < 2 or x.flags.c_contiguous:
+        return program._out(layer, x.reshape(x.shape[0], -1))
+    n = x.shape[0]
+    out = np.empty((n, x[0].size), x.dtype, order="F")
+    np.copyto(out.T.reshape(*x.shape[1:], n), x.transpose(*range(1, x.ndim), 0))
+    return program._out(layer, out)
 
 
 def _reshape(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
