@@ -597,7 +597,8 @@ def admit_zero_blocks(bits: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     unsigned, all-zero blocks wrap around to the top, so the smallest is the smallest nonzero block;
     the largest ``bits`` is the largest nonzero one (inf and NaN above ``high_bits``); once every nonzero
     block is at least ``low_bits``, a maximum with it moves the zeros alone."""
-    if int(np.subtract(bits, 1).min()) < plan.low_bits - 1 or not 0 < int(bits.max()) < plan.high_bits:
+    smallest = int(np.minimum.reduce(np.subtract(bits, 1), axis=None))
+    if smallest < plan.low_bits - 1 or not 0 < int(np.maximum.reduce(bits, axis=None)) < plan.high_bits:
         return None
     return np.maximum(bits, plan.low, out=bits)
 

@@ -525,6 +525,10 @@ def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndar
         y = _one_block_conv(inputs[0], geometry, layer["data"].get("conv_plan"), relu)
         if y is not None:
             return program._out(layer, y.transpose(1, 0, 2, 3))
+        y = _position_block_conv(inputs[0], geometry, layer["data"].get("conv_plan"), relu)
+        if y is not None:
+            n, _, h, w = inputs[0].shape
+            return program._out(layer, y).reshape(n, *_out_hw(h, w, geometry), -1).transpose(0, 3, 1, 2)
     y = _conv_values(program, layer, inputs)
     return _relu_values(y) if relu else y
 
@@ -694,6 +698,62 @@ def _one_block_conv(
         _relu_in_place(y, size=n * oh * ow * y.shape[0])
     picked = (slice(None), slice(None), slice(0, (oh - 1) * sh + 1, sh), slice(0, (ow - 1) * sw + 1, sw))
     return y.reshape(-1, n, hp, wp)[picked]
+
+
+def _position_block_conv(
+    x: np.ndarray, geometry: tuple, plan: dot.DensePlan | None, relu: bool = False
+) -> np.ndarray | None:
+    """A BFP convolution whose blocks are whole kernel positions (``k % C == 0``, ``C < k``, several
+    blocks): rows ``(N * OH * OW, M)``, or None where ``dot.bfp_dense_run``'s bounds do not hold (the
+    other paths decide, with the same bits). A block's maximum is the largest of its positions' pixel
+    channel maxima, so the block maxima come from the pixels' maxima (zero-padded, flat: one
+    ``maximum`` of two shifted slices per extra position in a block) instead of a reduction over every
+    patch's short blocks; then ``_dense_integers``' arithmetic on the im2col rows (each block's exponent
+    repeated along it: broadcasting over a short last axis is slow), the block products summed in
+    block order in float32, the bias added last, ``relu``: ``_relu``'s arithmetic."""
+    if plan is None or plan.integer_weights is None or x.dtype != np.float32:
+        return None
+    (kh, kw), (top, left, bottom, right), (sh, sw), (dh, dw) = geometry
+    n, c, h, w = x.shape
+    k, n_blocks = plan.block_size, plan.weights.shape[0]
+    if c >= k or k % c or n_blocks < 2 or -(-kh * kw * c // k) != n_blocks or x.size == 0:
+        return None
+    per = k // c  # kernel positions per block
+    oh, ow = _out_hw(h, w, geometry)
+    hp, wp = h + top + bottom, w + left + right
+    size = n * hp * wp
+    flat = np.zeros(size + (kh - 1) * dh * wp + (kw - 1) * dw, np.uint32)
+    pixels = np.maximum.reduce(np.bitwise_and(x.view(np.uint32), _MAGNITUDE), axis=1)
+    flat[:size].reshape(n, hp, wp)[:, top : top + h, left : left + w] = pixels
+    grid = np.empty((n_blocks, size), np.uint32)
+    for b in range(n_blocks):
+        shifts = [(q // kw) * dh * wp + (q % kw) * dw for q in range(b * per, min((b + 1) * per, kh * kw))]
+        grid[b] = flat[shifts[0] : shifts[0] + size]
+        for shift in shifts[1:]:
+            np.maximum(grid[b], flat[shift : shift + size], out=grid[b])
+    picked = grid.reshape(n_blocks, n, hp, wp)[:, :, 0 : (oh - 1) * sh + 1 : sh, 0 : (ow - 1) * sw + 1 : sw]
+    bits = np.ascontiguousarray(picked.transpose(1, 2, 3, 0)).reshape(-1, n_blocks)  # (L, n_blocks)
+    if int(np.maximum.reduce(np.subtract(bits, plan.low_bits), axis=None)) >= plan.high_bits - plan.low_bits:
+        bits = dot.admit_zero_blocks(bits, plan)  # some block all zero, or out of bounds
+        if bits is None:
+            return None
+    exps = np.repeat(np.bitwise_and(bits, _EXPONENT), k, axis=1)  # (L, n_blocks * k)
+    codes = _patch_rows(x, geometry, n_blocks * k)
+    np.multiply(codes, np.subtract(plan.up_bits, exps).view(np.float32), out=codes)  # times 2**(m-1-E)
+    np.rint(codes, out=codes)
+    dot._CLIP(codes, -plan.top, plan.top, out=codes)
+    codes *= exps.view(np.float32)
+    weights = plan.tiles.get("rows")  # the integer weights as (n_blocks, k, M) for row blocks
+    if weights is None:
+        weights = plan.tiles["rows"] = np.ascontiguousarray(plan.integer_weights.transpose(0, 2, 1))
+    partial = np.matmul(codes.reshape(-1, n_blocks, k).transpose(1, 0, 2), weights)  # (n_blocks, L, M), exact
+    out = dot.sum_in_order(partial, np.empty(partial.shape[1:], np.float32))
+    if plan.bias is not None:
+        bias = plan.bias.reshape(-1)
+        out += dot.tiled(plan.tiles, "bias rows", bias, out.shape) if out.size <= dot.TILE_MAX_ELEMENTS else bias
+    if relu:
+        _relu_in_place(out)
+    return out
 
 
 _MAGNITUDE = np.uint32(0x7FFFFFFF)  # a float32's bits less the sign

@@ -250,6 +250,7 @@ def test_convolutions_in_columns_equal_the_row_layout(scheme, monkeypatch) -> No
     from edge_module.numerics import bfp, emulate
 
     monkeypatch.setattr(emulate, "BFP_COLUMN_PIXELS", 1)
+    monkeypatch.setattr(emulate, "_position_block_conv", lambda *a: None)  # (it would go first)
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((3, 2, 9, 7)) * np.exp(rng.uniform(-2, 2, (3, 2, 9, 7)))).astype(np.float32)
     x[0, :, :3] = 0
@@ -460,6 +461,7 @@ def test_bfp_conv_plan_columns_in_chunks_equal_the_row_path(channels, monkeypatc
     monkeypatch.setattr(emulate, "BFP_COLUMN_PIXELS", 1)
     monkeypatch.setattr(emulate, "CONV_PLAN_CHUNK", 16 * 4 * 2)  # a few columns per chunk
     monkeypatch.setattr(emulate, "_one_block_conv", lambda *a: None)  # (one-block patches would go there first)
+    monkeypatch.setattr(emulate, "_position_block_conv", lambda *a: None)
     rng = np.random.default_rng(channels)
     shape = (3, channels, 9, 7)
     x = (rng.standard_normal(shape) * np.exp(rng.uniform(-2, 2, shape))).astype(np.float32)

@@ -1,7 +1,8 @@
-"""BFP convolutions whose patches are one block (``kh * kw * C <= k``) on the flat-shift path
-(``emulate._one_block_conv``) against the other convolution paths, bit for bit: strides, dilations,
-asymmetric pads, all-zero windows, -0.0, ties, saturating maxima, ReLUs folded in on either side of
-numpy's clip/maximum switch, and batches that leave the plan's bounds (the other paths decide)."""
+"""BFP convolutions on the paths that derive block maxima from pixel maxima against the other paths, bit
+for bit: one-block patches (``kh * kw * C <= k``, ``emulate._one_block_conv``) and blocks of whole kernel
+positions (``k % C == 0``, ``emulate._position_block_conv``); strides, dilations, asymmetric pads,
+all-zero windows, -0.0, ties, saturating maxima, ReLUs folded in on either side of numpy's clip/maximum
+switch, and batches that leave the plan's bounds (the other paths decide)."""
 
 from __future__ import annotations
 
@@ -60,14 +61,21 @@ def hard_inputs(shape: tuple[int, ...], m: int, seed: int) -> np.ndarray:
     return x
 
 
-def both_paths(program: Program, x: np.ndarray, monkeypatch) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+PATHS = ("_one_block_conv", "_position_block_conv")
+
+
+def both_paths(
+    program: Program, x: np.ndarray, monkeypatch, path: str = "_one_block_conv"
+) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+    """The output with ``path`` (recording whether it took the batch) and with neither fast path."""
     taken: list[bool] = []
-    one_block = emulate._one_block_conv
-    monkeypatch.setattr(emulate, "_one_block_conv", lambda *a: taken.append((y := one_block(*a)) is not None) or y)
+    fast = getattr(emulate, path)
+    monkeypatch.setattr(emulate, path, lambda *a: taken.append((y := fast(*a)) is not None) or y)
     got = program.run(x)[program.outputs[0]]
-    monkeypatch.setattr(emulate, "_one_block_conv", lambda *a: None)
+    for name in PATHS:
+        monkeypatch.setattr(emulate, name, lambda *a: None)
     want = program.run(x)[program.outputs[0]]
-    monkeypatch.setattr(emulate, "_one_block_conv", one_block)
+    monkeypatch.undo()
     return got, want, taken
 
 
@@ -110,9 +118,12 @@ def test_folded_relus_keep_numpy_s_choice_for_the_picked_size(batch, monkeypatch
     "value", [np.float32(2.0**-140), np.float32(1e36), np.float32(np.inf), np.float32(np.nan)]
 )  # a subnormal or huge block: outside the plan's bounds; inf/NaN: the other paths raise
 def test_batches_outside_the_bounds_take_the_other_paths(value, monkeypatch) -> None:
-    program = conv_relu_program(GEOMETRIES[1], 2, 3, 8, True, seed=5)
+    program = conv_relu_program(GEOMETRIES[2], 2, 3, 8, True, seed=5)  # 2 x 2 x 2: one block of 8
     x = hard_inputs((2, 2, 9, 8), 3, seed=1)
-    x[1, 1, 4, 4] = value
+    if np.isfinite(value):
+        x[1] = value  # whole windows of it
+    else:
+        x[1, 1, 4, 4] = value
     taken: list[bool] = []
     one_block = emulate._one_block_conv
     monkeypatch.setattr(emulate, "_one_block_conv", lambda *a: taken.append((y := one_block(*a)) is not None) or y)
@@ -123,6 +134,10 @@ def test_batches_outside_the_bounds_take_the_other_paths(value, monkeypatch) -> 
         return
     got = program.run(x)["y"]
     assert taken == [False]
+    x[1] = 1.0
+    program.run(x)
+    assert taken == [False, True]  # it declined for the value, not the geometry
+    x[1] = value
     monkeypatch.setattr(emulate, "_one_block_conv", lambda *a: None)
     assert np.array_equal(got.view(np.int32), program.run(x)["y"].view(np.int32))
 
@@ -133,3 +148,56 @@ def test_patches_of_several_blocks_are_not_taken() -> None:
     layer = program._fused[0]
     geometry = ((3, 3), (1, 1, 1, 1), (1, 1), (1, 1))
     assert emulate._one_block_conv(x, geometry, layer["data"]["conv_plan"]) is None
+
+
+POSITION_BLOCK_CASES = [
+    (attrs, channels, m, k)
+    for attrs in GEOMETRIES
+    for channels, m, k in [(8, 7, 16), (8, 3, 16), (4, 7, 16), (2, 3, 8), (4, 4, 8), (2, 7, 16)]
+    if np.prod(attrs["kernel_shape"]) * channels > k
+]
+
+
+@pytest.mark.parametrize(("attrs", "channels", "m", "k"), POSITION_BLOCK_CASES)
+@pytest.mark.parametrize("relu", [False, True])
+def test_blocks_of_whole_kernel_positions_equal_the_other_paths(attrs, channels, m, k, relu, monkeypatch) -> None:
+    program = conv_relu_program(attrs, channels, m, k, relu, seed=channels * 5 + m)
+    x = hard_inputs((3, channels, 9, 8), m, seed=m + 1)
+    x[1, : channels // 2] = 0  # blocks zero in some of their positions only
+    got, want, taken = both_paths(program, x, monkeypatch, "_position_block_conv")
+    assert taken == [True]
+    assert got.shape == want.shape and np.array_equal(got.view(np.int32), want.view(np.int32))
+    assert len(np.unique(want)) > 20
+
+
+@pytest.mark.parametrize(
+    "value", [np.float32(2.0**-140), np.float32(1e36), np.float32(np.nan)]
+)  # outside the plan's bounds (the other paths decide; NaN: they raise)
+def test_position_blocks_outside_the_bounds_take_the_other_paths(value, monkeypatch) -> None:
+    program = conv_relu_program(GEOMETRIES[0], 4, 7, 16, False, seed=9)
+    x = hard_inputs((2, 4, 6, 7), 7, seed=4)
+    if np.isnan(value):
+        x[1, 2, 3, 3] = value
+    else:
+        x[1] = value  # whole blocks of it
+    taken: list[bool] = []
+    fast = emulate._position_block_conv
+    monkeypatch.setattr(emulate, "_position_block_conv", lambda *a: taken.append((y := fast(*a)) is not None) or y)
+    if np.isnan(value):
+        with pytest.raises(ValueError, match="NaN/inf"):
+            program.run(x)
+        assert taken == [False]
+        return
+    got = program.run(x)["c"]
+    assert taken == [False]
+    program.run(np.ones_like(x))
+    assert taken == [False, True]  # it declined for the value, not the geometry
+    monkeypatch.setattr(emulate, "_position_block_conv", lambda *a: None)
+    assert np.array_equal(got.view(np.int32), program.run(x)["c"].view(np.int32))
+
+
+def test_channels_that_do_not_divide_the_block_are_not_taken() -> None:
+    program = conv_relu_program(GEOMETRIES[0], 3, 7, 16, False, seed=1)  # 16 % 3 != 0
+    layer = program._fused[0]
+    x = hard_inputs((2, 3, 6, 6), 7, seed=2)
+    assert emulate._position_block_conv(x, ((3, 3), (1, 1, 1, 1), (1, 1), (1, 1)), layer["data"]["conv_plan"]) is None
