@@ -84,35 +84,55 @@ HOP_BY_HOP = frozenset(
         b"proxy-authorization",
     }
 )
-_HOP = re.compile(
+# a hop-by-hop header line (lower-cased head) from the CRLF before it, with any folded continuation
+_HOP_LINE = re.compile(
     rb"\r\n(?:connection|keep-alive|proxy-connection|te|upgrade|proxy-authenticate|proxy-authorization)[ \t]*:"
+    rb"[^\r\n]*(?:\r\n[ \t][^\r\n]*)*"
 )
+_NO_NAME = frozenset({b"close", b"keep-alive"})  # Connection options that name no other header
 # never dropped for being named in Connection: the framing of the body the router forwards, the target's
 # host, and the endpoint's credentials (forwarded to versions as before: not hop-by-hop)
 NOT_HOP = frozenset({b"content-length", b"transfer-encoding", b"host", b"authorization"})
 
 
+_CONNECTION = re.compile(rb"\r\nconnection[ \t]*:([^\r\n]*)")
+
+
 def connection_tokens(low: bytes) -> set[bytes]:
     """The options of every ``Connection`` header of a lower-cased head (``close``, ``keep-alive``, names)."""
-    tokens: set[bytes] = set()
-    start = low.find(b"\r\nconnection")
-    while start >= 0:
-        colon = low.find(b":", start)
-        eol = low.find(b"\r\n", start + 2)
-        if low[start + 12 : colon].strip(b" \t") == b"" and colon < eol:
-            tokens.update(t.strip(b" \t") for t in low[colon + 1 : eol].split(b","))
-        start = low.find(b"\r\nconnection", start + 2)
+    values = _CONNECTION.findall(low)
+    if len(values) == 1 and b"," not in values[0]:  # the usual one option
+        token = values[0].strip(b" \t")
+        return {token} if token else set()
+    tokens = set()
+    for value in values:
+        tokens.update(t.strip(b" \t") for t in value.split(b","))
     tokens.discard(b"")
     return tokens
 
 
-def strip_hop_by_hop(raw: bytes, low: bytes) -> bytes:
+def strip_hop_by_hop(raw: bytes, low: bytes, tokens: set[bytes] | None = None) -> bytes:
     """``raw`` (a head ending in the blank line; ``low`` lower-cased) without its hop-by-hop header lines:
     those of :data:`HOP_BY_HOP` and those a Connection header names (but :data:`NOT_HOP`). A head without
-    any is returned as is (no copy)."""
-    if _HOP.search(low) is None:
+    any is returned as is (no copy); when Connection names no other header, the lines are cut out whole.
+    ``tokens``: the head's :func:`connection_tokens` when known."""
+    spans = [m.span() for m in _HOP_LINE.finditer(low)]
+    if not spans:
         return raw
-    drop = (HOP_BY_HOP | connection_tokens(low)) - NOT_HOP
+    named = (connection_tokens(low) if tokens is None else tokens) - _NO_NAME - HOP_BY_HOP - NOT_HOP
+    if named or any(low[end : end + 2] != CRLF for _, end in spans):  # a bare CR in a value: line by line
+        return _strip_lines(raw, (HOP_BY_HOP | named) - NOT_HOP)
+    pieces = []
+    at = 0
+    for start, end in spans:
+        pieces.append(raw[at:start])
+        at = end
+    pieces.append(raw[at:])
+    return b"".join(pieces)
+
+
+def _strip_lines(raw: bytes, drop: frozenset[bytes] | set[bytes]) -> bytes:
+    """``raw`` without the header lines named in ``drop`` (lower-case), folded continuations with them."""
     lines = raw[:-4].split(b"\r\n")
     kept = [lines[0]]
     dropping = False
@@ -131,7 +151,7 @@ def strip_hop_by_hop(raw: bytes, low: bytes) -> bytes:
 class RequestHead:
     """A parsed request line, and the raw head to look headers up in (:meth:`get`)."""
 
-    __slots__ = ("http11", "keep_alive", "length", "low", "method", "path", "raw")
+    __slots__ = ("http11", "keep_alive", "length", "low", "method", "path", "raw", "tokens")
 
     def __init__(self, raw: bytes, low: bytes, method: bytes, path: bytes) -> None:
         self.raw = raw
@@ -141,6 +161,7 @@ class RequestHead:
         self.length = 0
         self.keep_alive = True
         self.http11 = True
+        self.tokens: set[bytes] = set()  # the Connection header's options
 
     def get(self, name: bytes) -> bytes | None:
         """The value of the header ``name`` (lower-case), or None; the first one when it is repeated."""
@@ -203,7 +224,7 @@ def parse_request_head(raw: bytes, max_headers: int, max_url: int, max_body: int
         if length > max_body:
             raise HttpError(413, f"request body of {length} bytes is over the {max_body}-byte limit")
     head.http11 = http11
-    tokens = connection_tokens(head.low) if head.count(b"connection") else set()
+    tokens = head.tokens = connection_tokens(head.low) if b"\r\nconnection" in head.low else set()
     head.keep_alive = b"close" not in tokens if http11 else b"keep-alive" in tokens
     return head
 
@@ -211,7 +232,7 @@ def parse_request_head(raw: bytes, max_headers: int, max_url: int, max_body: int
 def forward_request_head(head: RequestHead) -> bytes:
     """The head to send a version: without hop-by-hop headers, ``Via`` added; an HTTP/1.0 request asks to
     keep the router's pooled connection alive (an HTTP/1.1 one does by default)."""
-    raw = strip_hop_by_hop(head.raw, head.low)
+    raw = strip_hop_by_hop(head.raw, head.low, head.tokens)
     own = VIA_11 if head.http11 else VIA_10 + b"connection: keep-alive\r\n"
     return raw[:-2] + own + CRLF
 
