@@ -116,9 +116,10 @@ def strip_hop_by_hop(raw: bytes, low: bytes, tokens: set[bytes] | None = None) -
     those of :data:`HOP_BY_HOP` and those a Connection header names (but :data:`NOT_HOP`). A head without
     any is returned as is (no copy); when Connection names no other header, the lines are cut out whole.
     ``tokens``: the head's :func:`connection_tokens` when known."""
-    spans = [m.span() for m in _HOP_LINE.finditer(low)]
-    if not spans:
+    first = _HOP_LINE.search(low)
+    if first is None:
         return raw
+    spans = [m.span() for m in _HOP_LINE.finditer(low, first.start())]
     named = (connection_tokens(low) if tokens is None else tokens) - _NO_NAME - HOP_BY_HOP - NOT_HOP
     if named or any(low[end : end + 2] != CRLF for _, end in spans):  # a bare CR in a value: line by line
         return _strip_lines(raw, (HOP_BY_HOP | named) - NOT_HOP)
@@ -244,9 +245,10 @@ NONE, LENGTH, CHUNKED, UNTIL_CLOSE = 0, 1, 2, 3
 class ResponseHead:
     """The framing of an upstream response: its status, body mode and length, and whether it keeps alive."""
 
-    __slots__ = ("keep_alive", "length", "mode", "status")
+    __slots__ = ("keep_alive", "length", "low", "mode", "status")
 
-    def __init__(self, status: int, mode: int, length: int, keep_alive: bool):
+    def __init__(self, status: int, mode: int, length: int, keep_alive: bool, low: bytes = b""):
+        self.low = low  # the head, lower-cased
         self.status = status
         self.mode = mode
         self.length = length
@@ -271,13 +273,13 @@ def parse_response_head(raw: bytes, head_request: bool) -> ResponseHead:
         elif b"keep-alive" in tokens:
             keep = True
     if head_request or status < 200 or status in (204, 304):
-        return ResponseHead(status, NONE, 0, keep)
+        return ResponseHead(status, NONE, 0, keep, low)
     i = low.find(b"\r\ntransfer-encoding:")
     if i >= 0 and b"chunked" in low[i : low.find(b"\r\n", i + 2)]:
-        return ResponseHead(status, CHUNKED, 0, keep)
+        return ResponseHead(status, CHUNKED, 0, keep, low)
     if length >= 0:
-        return ResponseHead(status, LENGTH if length else NONE, length, keep)
-    return ResponseHead(status, UNTIL_CLOSE, 0, False)
+        return ResponseHead(status, LENGTH if length else NONE, length, keep, low)
+    return ResponseHead(status, UNTIL_CLOSE, 0, False, low)
 
 
 class ChunkedEnd:

@@ -310,11 +310,12 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.write(data)
 
-    def response_head(self, raw: bytes, until_close: bool) -> bytes:
+    def response_head(self, raw: bytes, low: bytes, until_close: bool) -> bytes:
         """A version's final response head as this client gets it: without hop-by-hop headers, with the
         version's name, ``Via`` and the router's own ``Connection`` (close when the connection ends
-        after this answer: the client asked, the body runs to the close, or the router stops)."""
-        raw = strip_hop_by_hop(raw, raw.lower())
+        after this answer: the client asked, the body runs to the close, or the router stops). ``low``:
+        ``raw`` lower-cased."""
+        raw = strip_hop_by_hop(raw, low)
         if until_close or self.router.stopping:
             self.keep_alive = False
         own = self.version.header + b"via: " + raw[5:8] + b" edgepack-router\r\n"  # type: ignore[union-attr]

@@ -179,7 +179,7 @@ class UpstreamConnection(asyncio.Protocol):
                     return
                 data = data[end + 4 :]
                 if head.status < 200:  # 100 Continue and friends: relay, the real answer follows
-                    client.write(strip_hop_by_hop(raw, raw.lower()))
+                    client.write(strip_hop_by_hop(raw, head.low))
                     if not data:
                         self.buf = b""
                         return
@@ -191,7 +191,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.mode = head.mode
             self.left = head.length
             self.keep_alive = head.keep_alive
-            out = client.response_head(raw, head.mode == UNTIL_CLOSE)
+            out = client.response_head(raw, head.low, head.mode == UNTIL_CLOSE)
             mode = self.mode
             if mode == NONE:
                 if data:
