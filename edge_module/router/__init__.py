@@ -3,8 +3,9 @@
 An endpoint (v1 ``AksEndpoint``, v2 managed online endpoint) holds several versions of a service;
 each takes a share of the traffic. The router picks a version per request, weighted by the shares
 in its routes file (:mod:`edge_module.router.routes`), health-aware (a version that is not ready
-gets nothing; its share goes to the default version), and forwards the request unchanged. A request
-names its version with the ``azureml-model-deployment`` header (v2's), whatever the weights.
+gets nothing; its share goes to the default version), and forwards the request without its hop-by-hop
+headers (RFC 9110 7.6.1), with ``Via``. A request names its version with the
+``azureml-model-deployment`` header (v2's), whatever the weights.
 
 It ships inside every module image (it needs only the standard library), so Kubernetes can run it
 as its own Deployment from any version's image: ``python -m edge_module.router --routes FILE``.

@@ -18,7 +18,14 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from edge_module.router.http import END, HttpError, error_response, parse_request_head
+from edge_module.router.http import (
+    END,
+    HttpError,
+    error_response,
+    forward_request_head,
+    parse_request_head,
+    strip_hop_by_hop,
+)
 from edge_module.router.routes import PIN_HEADER
 
 if TYPE_CHECKING:
@@ -46,6 +53,7 @@ class ClientConnection(asyncio.Protocol):
         "head_request",
         "held",
         "held_size",
+        "http11",
         "idempotent",
         "keep_alive",
         "last_active",
@@ -74,6 +82,7 @@ class ClientConnection(asyncio.Protocol):
         self.held_size = 0
         self.body_left = 0
         self.keep_alive = True
+        self.http11 = True
         self.head_request = False
         self.pinned = False
         self.tried: list[str] = []
@@ -181,6 +190,7 @@ class ClientConnection(asyncio.Protocol):
             self.reject(exc)
             return
         self.keep_alive = head.keep_alive
+        self.http11 = head.http11
         if head.path.startswith(b"/-/"):
             if head.length:
                 self.reject(HttpError(400, "the router's own routes take no request body"))
@@ -230,7 +240,8 @@ class ClientConnection(asyncio.Protocol):
         self.waiting = True
         self.start = time.monotonic()
         self.tried = []
-        self._dispatch(version, [raw, first] if first else [raw])
+        out = forward_request_head(head)
+        self._dispatch(version, [out, first] if first else [out])
 
     def _dispatch(self, version: VersionState, data: list[bytes]) -> None:
         """Send the request (what has arrived of it) to ``version``: on an idle pooled connection at
@@ -298,6 +309,22 @@ class ClientConnection(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None:
             self.transport.write(data)
+
+    def response_head(self, raw: bytes, low: bytes, until_close: bool) -> bytes:
+        """A version's final response head as this client gets it: without hop-by-hop headers, with the
+        version's name, ``Via`` and the router's own ``Connection`` (close when the connection ends
+        after this answer: the client asked, the body runs to the close, or the router stops). ``low``:
+        ``raw`` lower-cased."""
+        raw = strip_hop_by_hop(raw, low)
+        if until_close or self.router.stopping:
+            self.keep_alive = False
+        own = self.version.header + b"via: " + raw[5:8] + b" edgepack-router\r\n"  # type: ignore[union-attr]
+        if not self.keep_alive:
+            own += b"connection: close\r\n"
+        elif not self.http11:
+            own += b"connection: keep-alive\r\n"
+        cut = raw.find(b"\r\n") + 2
+        return raw[:cut] + own + raw[cut:]
 
     def response_done(self, status: int, clean: bool) -> None:
         """The upstream relayed a whole answer (``clean``: it was framed, else it ended with the connection)."""

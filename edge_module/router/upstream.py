@@ -2,9 +2,10 @@
 
 An :class:`UpstreamConnection` carries one request at a time for the client connection attached
 to it (:class:`~edge_module.router.proxy.ClientConnection`): the client writes the request bytes,
-the upstream parses only the response's status line and framing headers, adds the
-``azureml-model-deployment`` header after the status line and hands every byte to the client as it
-comes. When the response has ended and both sides allow it, the connection goes back to the pool.
+the upstream parses only the response's status line and framing headers, has the client rewrite the
+head (hop-by-hop headers out; ``azureml-model-deployment``, ``Via`` and the router's ``Connection`` in)
+and hands every byte of the body to the client as it comes. When the response has ended and both sides
+allow it, the connection goes back to the pool.
 """
 
 from __future__ import annotations
@@ -15,7 +16,16 @@ import time
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-from edge_module.router.http import CHUNKED, END, LENGTH, NONE, UNTIL_CLOSE, ChunkedEnd, parse_response_head
+from edge_module.router.http import (
+    CHUNKED,
+    END,
+    LENGTH,
+    NONE,
+    UNTIL_CLOSE,
+    ChunkedEnd,
+    parse_response_head,
+    strip_hop_by_hop,
+)
 
 if TYPE_CHECKING:
     from edge_module.router.proxy import ClientConnection
@@ -169,7 +179,7 @@ class UpstreamConnection(asyncio.Protocol):
                     return
                 data = data[end + 4 :]
                 if head.status < 200:  # 100 Continue and friends: relay, the real answer follows
-                    client.write(raw)
+                    client.write(strip_hop_by_hop(raw, head.low))
                     if not data:
                         self.buf = b""
                         return
@@ -181,8 +191,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.mode = head.mode
             self.left = head.length
             self.keep_alive = head.keep_alive
-            cut = raw.find(b"\r\n") + 2
-            out = raw[:cut] + client.version.header + raw[cut:]  # type: ignore[union-attr]
+            out = client.response_head(raw, head.low, head.mode == UNTIL_CLOSE)
             mode = self.mode
             if mode == NONE:
                 if data:

@@ -16,6 +16,7 @@ from edge_module.router.http import (
     HttpError,
     parse_request_head,
     parse_response_head,
+    strip_hop_by_hop,
 )
 from edge_module.router.routes import RouteTable, VersionRoute
 from edge_module.router.upstream import Pool
@@ -33,6 +34,36 @@ def test_a_request_head_is_parsed_and_headers_are_looked_up_case_insensitively()
     assert h.get(b"authorization") == b"Bearer AbC" and h.get(b"azureml-model-deployment") is None
     assert not parse_request_head(head("GET / HTTP/1.0\n\n"), 100, 1000, 100).keep_alive
     assert not parse_request_head(head("GET / HTTP/1.1\nConnection: close\n\n"), 100, 1000, 100).keep_alive
+
+
+def strip(text: str) -> bytes:
+    raw = head(text)
+    return strip_hop_by_hop(raw, raw.lower())
+
+
+def test_hop_by_hop_headers_and_those_connection_names_are_stripped() -> None:
+    raw = head("GET / HTTP/1.1\nHost: a\nX-A: 1\n\n")
+    assert strip_hop_by_hop(raw, raw.lower()) is raw  # nothing to drop: no copy
+    assert strip("GET / HTTP/1.1\nConnection: close,  X-B ,x-c\nHost: a\nx-b: 1\nX-C: 2\nX-D: 3\nTE: gzip\n\n") == head(
+        "GET / HTTP/1.1\nHost: a\nX-D: 3\n\n"
+    )
+    # two Connection lines both count; a folded continuation goes with its header; Connection-X is no Connection
+    assert strip(
+        "HTTP/1.1 200 OK\nConnection: x-a\nconnection : X-B\nX-A: 1\n more\nX-B: 2\nConnection-X: k\n\n"
+    ) == head("HTTP/1.1 200 OK\nConnection-X: k\n\n")
+    # the framing, the host and the credentials are never dropped for being named; Transfer-Encoding and
+    # Trailer go through with the chunked body the router passes on as framed
+    text = "HTTP/1.1 200 OK\nConnection: content-length, transfer-encoding, host, authorization\nTrailer: x\n"
+    kept = "Content-Length: 1\nTransfer-Encoding: chunked\nHost: a\nAuthorization: k\n\n"
+    assert strip(text + kept) == head("HTTP/1.1 200 OK\nTrailer: x\n" + kept)
+
+
+def test_keep_alive_reads_connection_tokens_not_substrings() -> None:
+    assert parse_request_head(head("GET / HTTP/1.1\nConnection: x-closely\n\n"), 100, 1000, 100).keep_alive
+    assert not parse_request_head(
+        head("GET / HTTP/1.1\nConnection: x\nConnection: Close\n\n"), 100, 1000, 100
+    ).keep_alive
+    assert parse_request_head(head("GET / HTTP/1.0\nConnection: Keep-Alive, x\n\n"), 100, 1000, 100).keep_alive
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 answers, when it may send a request twice, and that a connection it pools is usable again.
 
 The upstream answers by path: ``/big?n=N`` (N body bytes), ``/crash`` (reads the request, counts it,
-closes without answering), ``/half-head`` (half a status line, then closes); anything else ``ok``.
+closes without answering), ``/half-head`` (half a status line, then closes), ``/hop`` (``ok`` with
+hop-by-hop headers of its own); anything else ``ok``.
 It records every request head it receives.
 """
 
@@ -21,6 +22,7 @@ from tests.support.net import read_response, read_to_close, request_head
 from tests.support.router import RouterProc, write_routes
 
 TIMEOUT = 20.0
+HOP_ANSWER = b"Connection: X-Up-Hop\r\nX-Up-Hop: 1\r\nKeep-Alive: timeout=5, max=100\r\nProxy-Authenticate: Basic\r\n"
 
 
 class ScriptedUpstream:
@@ -77,7 +79,8 @@ class ScriptedUpstream:
                 body = b"ok"
                 if path.startswith(b"/big?n="):
                     body = b"x" * int(path.split(b"=")[1])
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+                extra = HOP_ANSWER if path == b"/hop" else b""
+                conn.sendall(b"HTTP/1.1 200 OK\r\n%sContent-Length: %d\r\n\r\n" % (extra, len(body)) + body)
                 if b"\r\nconnection: close" in low:
                     return
 
@@ -189,6 +192,72 @@ def probe_all_pooled(router: RouterProc, n: int = 8) -> list[tuple[int, bytes]]:
                 status, body = 0, str(exc).encode()
             out.append((status, body))
     return out
+
+
+def head_of(upstream: ScriptedUpstream, marker: bytes) -> dict[bytes, bytes]:
+    """The headers (lower-case names) of the one request the upstream received whose line has ``marker``."""
+    with upstream.lock:
+        found = [h for h in upstream.heads if marker in h.split(b"\r\n", 1)[0]]
+    assert len(found) == 1, found
+    lines = found[0].split(b"\r\n")[1:]
+    return {k.strip().lower(): v.strip() for k, _, v in (line.partition(b":") for line in lines)}
+
+
+REQUEST_HOPS = [
+    ("X-Secret-Hop", "1"),
+    ("Keep-Alive", "timeout=5"),
+    ("TE", "trailers"),
+    ("Proxy-Authorization", "Basic dXNlcjpwdw=="),
+    ("Proxy-Connection", "keep-alive"),
+    ("Authorization", "Bearer end-to-end"),
+    ("X-Kept", "yes"),
+]
+HOP_NAMES = {b"connection", b"x-secret-hop", b"keep-alive", b"te", b"proxy-authorization", b"proxy-connection"}
+
+
+def test_hop_by_hop_request_headers_do_not_reach_the_version(router: RouterProc, upstream: ScriptedUpstream) -> None:
+    headers = [("Connection", "close, X-Secret-Hop"), *REQUEST_HOPS]
+    with connect(router) as sock:
+        sock.sendall(request_head("POST", "/hop-close", headers))
+        status, answer, body = read_response(sock)
+        _, closed = read_to_close(sock)
+    assert (status, body, answer["connection"], closed) == (200, b"ok", "close", True)
+    got = head_of(upstream, b"/hop-close ")
+    assert not HOP_NAMES & got.keys()
+    # end-to-end headers go on as they were: the endpoint's Authorization (not hop-by-hop), the rest
+    assert got[b"authorization"] == b"Bearer end-to-end" and got[b"x-kept"] == b"yes" and got[b"host"] == b"x"
+    assert got[b"via"] == b"1.1 edgepack-router"
+
+
+def test_hop_by_hop_headers_go_neither_way_and_the_client_connection_stays_alive(
+    router: RouterProc, upstream: ScriptedUpstream
+) -> None:
+    headers = [("Connection", "X-Secret-Hop"), *REQUEST_HOPS, ("Content-Length", "2")]
+    with connect(router) as sock:
+        for i in range(2):  # both on one connection: the router keeps it alive
+            sock.sendall(request_head("POST", f"/hop?i={i}", headers) + b"{}")
+            status, answer, body = read_response(sock)
+            assert (status, body) == (200, b"ok")
+            assert not {"connection", "x-up-hop", "keep-alive", "proxy-authenticate"} & answer.keys(), answer
+            assert answer["content-length"] == "2" and answer["azureml-model-deployment"] == "blue"
+            assert answer["via"] == "1.1 edgepack-router"
+            got = head_of(upstream, b"/hop?i=%d " % i)
+            assert not HOP_NAMES & got.keys() and got[b"content-length"] == b"2"
+
+
+def test_an_http10_client_keeping_alive_is_told_so_by_the_router(router: RouterProc, upstream: ScriptedUpstream):
+    with connect(router) as sock:
+        for i in range(2):
+            sock.sendall(b"GET /hop10?i=%d HTTP/1.0\r\nConnection: keep-alive\r\nKeep-Alive: timeout=9\r\n\r\n" % i)
+            status, answer, body = read_response(sock)
+            assert (status, body, answer["connection"]) == (200, b"ok", "keep-alive")
+            got = head_of(upstream, b"/hop10?i=%d " % i)
+            assert got[b"connection"] == b"keep-alive" and b"keep-alive" not in got  # the router's pooled one
+            assert got[b"via"] == b"1.0 edgepack-router"
+        sock.sendall(b"GET /hop10?i=2 HTTP/1.0\r\n\r\n")  # no keep-alive: answered, then closed
+        status, answer, body = read_response(sock)
+        _, closed = read_to_close(sock)
+    assert (status, body, answer["connection"], closed) == (200, b"ok", "close", True)
 
 
 @pytest.mark.parametrize("line", [b"-2", b"+2", b"0x2", b"1_0", b" "])
