@@ -183,6 +183,7 @@ class Program:
         self._prepared = [self._prepare(layer) for layer in spec["layers"]]
         self._fused = self._fuse_relus(self._prepared)
         self._chained = self._chain_dense(self._fused)
+        self._plan_steps()
 
     @classmethod
     def load(cls, directory: str | Path) -> Program:
@@ -304,16 +305,55 @@ class Program:
         missing = [name for name in self.inputs if name not in feeds]
         if missing:
             raise ValueError(f"missing program input(s) {missing}; it takes {self.inputs}")
+        if not keep_all:
+            return self._run_steps(feeds)
         held = {name: _hold(np.asarray(feeds[name]), self.tensors[name]) for name in self.inputs}
         tensors = self.tensors
-        for layer in self._prepared if keep_all else self._chained:
+        for layer in self._prepared:
             if layer["native"]:
                 inputs = [held[name] for name in layer["inputs"]]
             else:
                 inputs = [_value(held[name], tensors[name]) for name in layer["inputs"]]
             held[layer["output"]] = _OPS[layer["op"]](self, layer, inputs)
-        chosen = held if keep_all else {name: held[name] for name in self.outputs}
-        return {name: np.ascontiguousarray(_value(v, tensors[name]), np.float32) for name, v in chosen.items()}
+        return {name: np.ascontiguousarray(_value(v, tensors[name]), np.float32) for name, v in held.items()}
+
+    def _plan_steps(self) -> None:
+        """What ``_run_steps`` reads, resolved once: each input's format, each layer's function, input
+        names and whether any input needs ``_value`` (int8 tensors read as values), each output's format."""
+        tensors = self.tensors
+        self._input_steps = [(name, tensors[name], tensors[name]["kind"] == "float") for name in self.inputs]
+        self._layer_steps = [
+            (
+                _OPS[layer["op"]],
+                layer,
+                tuple(layer["inputs"]),
+                not layer["native"] and any(tensors[name]["kind"] == "int8" for name in layer["inputs"]),
+                layer["output"],
+            )
+            for layer in self._chained
+        ]
+        self._output_steps = [(name, tensors[name], tensors[name]["kind"] == "int8") for name in self.outputs]
+
+    def _run_steps(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``run`` without ``keep_all`` on the layers of ``_chained`` (inputs checked by ``run``)."""
+        held = {
+            name: np.asarray(np.asarray(feeds[name]), np.float32) if plain else _hold(np.asarray(feeds[name]), fmt)
+            for name, fmt, plain in self._input_steps
+        }  # float tensors: to_format's conversion
+        tensors = self.tensors
+        for op, layer, names, values, output in self._layer_steps:
+            if values:
+                inputs = [_value(held[name], tensors[name]) for name in names]
+            else:
+                inputs = [held[name] for name in names]
+            held[output] = op(self, layer, inputs)
+        outputs = {}
+        for name, fmt, coded in self._output_steps:
+            v = _value(held[name], fmt) if coded else held[name]
+            if v.dtype != np.float32 or not v.flags.c_contiguous or v.ndim == 0:  # else a no-op
+                v = np.ascontiguousarray(v, np.float32)
+            outputs[name] = v
+        return outputs
 
     def _out(self, layer: Mapping, values: np.ndarray) -> np.ndarray:
         """The layer's result values converted to its output tensor's format, as that tensor is held."""
