@@ -174,21 +174,26 @@ class FpgaPipeline:
         missing = [name for name in self.inputs if name not in feeds]
         if missing:
             raise ValueError(f"missing model input(s) {missing}; the model takes {self.inputs}")
-        values = dict(feeds)  # the host part gets the inputs as given
-        accel_in = {name: np.asarray(feeds[name], np.float32) for name in self.accelerator.inputs}
-        values.update(self.accelerator.run(accel_in))
+        accelerator = self.accelerator
+        produced = accelerator.run({name: np.asarray(feeds[name], np.float32) for name in accelerator.inputs})
         session = self.session()
-        if session is not None:
-            io = self._host_io
-            if io is None or io[0] is not session:  # the names, read once per session (each read costs us)
-                io = self._host_io = (
-                    session,
-                    [i.name for i in session.get_inputs()],
-                    [o.name for o in session.get_outputs()],
-                )
-            _, inputs, names = io
-            values.update(zip(names, session.run(names, {name: values[name] for name in inputs}), strict=True))
-        return {name: values[name] for name in self.outputs}
+        if session is None:
+            return {name: produced[name] if name in produced else feeds[name] for name in self.outputs}
+        io = self._host_io
+        if io is None or io[0] is not session:  # the names, read once per session (each read costs us)
+            io = self._host_io = (
+                session,
+                [i.name for i in session.get_inputs()],
+                [o.name for o in session.get_outputs()],
+            )
+        _, inputs, names = io
+        # the host part reads the accelerator's results, else the inputs as given
+        results = session.run(names, {name: produced[name] if name in produced else feeds[name] for name in inputs})
+        host = dict(zip(names, results, strict=True))
+        return {
+            name: host[name] if name in host else produced[name] if name in produced else feeds[name]
+            for name in self.outputs
+        }
 
 
 def _specs(entries: list[Any], names: list[str], what: str, path: Path) -> list[TensorSpec]:
