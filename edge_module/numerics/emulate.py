@@ -548,9 +548,9 @@ def _dense_chain(program: Program, chain: Mapping, inputs: list[np.ndarray]) -> 
     first, else (or when some layer declines) one by one from the chain's input: the same bits."""
     x = inputs[0]
     if x.dtype == np.float32 and x.ndim == 2 and (x.flags.f_contiguous or x.size <= DENSE_COPY):
-        y = chain["chain"].run(np.ascontiguousarray(x.T))
+        y = chain["chain"].run(x)
         if y is not None:
-            return program._out(chain["layers"][-1], y.T)
+            return program._out(chain["layers"][-1], y)
     for layer in chain["layers"]:  # float32 tensors in between: held as their values
         x = _dense(program, layer, [x])
     return x
