@@ -140,10 +140,7 @@ class DenseChain:
         dot._CLIP(scaled, layer.bottom, layer.top, out=scaled)
         scaled *= exps.view(np.float32)
         blocks = scaled.transpose(1, 0, 2) if axis == 0 else scaled  # (n_blocks, k, R)
-        if last:
-            partial = np.matmul(blocks.transpose(0, 2, 1), layer.weights)
-        else:
-            partial = np.matmul(layer.weights, blocks)
+        partial = np.matmul(blocks.transpose(0, 2, 1), layer.weights) if last else np.matmul(layer.weights, blocks)
         if partial.shape[0] > 2 and partial[0].size >= 2:  # in block order (dot._dense_sum)
             return np.add.reduce(partial, axis=0)
         out = partial[0].copy() if partial.shape[0] == 1 else np.add(partial[0], partial[1])

@@ -342,10 +342,7 @@ class Program:
         }  # float tensors: to_format's conversion
         tensors = self.tensors
         for op, layer, names, values, output in self._layer_steps:
-            if values:
-                inputs = [_value(held[name], tensors[name]) for name in names]
-            else:
-                inputs = [held[name] for name in names]
+            inputs = [_value(held[name], tensors[name]) for name in names] if values else [held[name] for name in names]
             held[output] = op(self, layer, inputs)
         outputs = {}
         for name, fmt, coded in self._output_steps:

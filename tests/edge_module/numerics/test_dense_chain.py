@@ -137,3 +137,37 @@ def test_the_int32_relu_equals_numpy_s_float_maximum(size) -> None:
     bits = y.view(np.int32).copy()
     np.maximum(bits, np.zeros_like(bits), out=bits)
     assert np.array_equal(bits, np.maximum(y, np.float32(0)).view(np.int32))
+
+
+def test_interleaving_puts_the_blocks_along_the_first_axis() -> None:
+    y = np.arange(12)[dense_chain.interleaving(3, 4)]  # values b * 4 + j in the interleaved row order
+    assert np.array_equal(y.reshape(4, 3).T, np.arange(12).reshape(3, 4))
+
+
+@pytest.mark.parametrize("rows", [2, 64])
+@pytest.mark.parametrize("order", ["F", "C-strided"])
+def test_fortran_ordered_and_strided_inputs_equal_the_layers_one_by_one(order, rows) -> None:
+    """Columns read as they are (Fortran order) or copied once interleaved (a strided view)."""
+    program = mlp(16, 7, seed=rows)
+    for name, x in inputs(rows, 16, 7, np.random.default_rng(rows)).items():
+        x = np.asfortranarray(x) if order == "F" else np.repeat(x, 2, axis=0)[::2]
+        want = program.run(x, keep_all=True)["d3"]
+        got = program.run(x)["d3"]
+        assert got.flags.c_contiguous and np.array_equal(got.view(np.int32), want.view(np.int32)), name
+
+
+def test_a_last_layer_with_a_relu_equals_the_layers_one_by_one() -> None:
+    """The chain's last layer (products as rows) with a folded ReLU."""
+    program = mlp(8, 3, seed=5)
+    spec = dict(program.spec)
+    spec["layers"] = [
+        *spec["layers"],
+        {"name": "r3", "op": "relu", "inputs": ["d3"], "output": "r3", "scheme": "float"},
+    ]
+    spec["tensors"] = {**spec["tensors"], "r3": {"kind": "float"}}
+    spec["outputs"] = ["r3"]
+    program = Program(spec, program.arrays)
+    assert [layer["op"] for layer in program._chained] == ["chain"] and program._chained[0]["layers"][-1]["relu"]
+    for name, x in inputs(64, 8, 3, np.random.default_rng(7)).items():
+        want = program.run(x, keep_all=True)["r3"]
+        assert np.array_equal(program.run(x)["r3"].view(np.int32), want.view(np.int32)), name

@@ -186,3 +186,25 @@ def test_clear_errors(package, tmp_path: Path, driver_module: str) -> None:
         FpgaRuntime(tmp_path).load()
     with pytest.raises(SettingsError, match=r"pkg\.module:factory"):
         Settings(fpga_driver="/usr/lib/libvendor.so")
+
+
+class _Doubler:
+    """An accelerator: ``y = 2 * x``."""
+
+    inputs, outputs = ["x"], ["y"]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": feeds["x"] * 2}
+
+
+def test_a_pipeline_without_host_returns_accelerator_results_and_inputs() -> None:
+    from edge_module.scoring.fpga_runtime import FpgaPipeline
+
+    x = np.arange(4, dtype=np.float64)
+    pipeline = FpgaPipeline(_Doubler(), None, ["x"], ["y", "x"])
+    got = pipeline.run(x)
+    assert np.array_equal(got["y"], 2 * x) and got["y"].dtype == np.float32 and got["x"] is x
+    with pytest.raises(ValueError, match=r"missing model input\(s\) \['x'\]"):
+        pipeline.run({"z": x})
+    with pytest.raises(KeyError, match="w"):
+        FpgaPipeline(_Doubler(), None, ["x"], ["w"]).run(x)
