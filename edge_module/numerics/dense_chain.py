@@ -88,7 +88,7 @@ class DenseChain:
     def __init__(self, plans: list[dot.DensePlan], relus: list[bool]) -> None:
         self.layers = _links(plans, relus)
         self.n_blocks, _, self.k = plans[0].integer_weights.shape
-        self.tiles: dict = {}  # zeros for the ReLU and the biases per shape (dot.tiled)
+        self.tiles: dict = {}  # per batch size (_tiles)
 
     def run(self, x: np.ndarray) -> np.ndarray | None:
         """The last layer's result ``(R, M)`` (C-contiguous) for float32 rows ``x (R, n_blocks * k)``, or
@@ -104,14 +104,15 @@ class DenseChain:
             np.copyto(values, x.reshape(rows, n_blocks, k).transpose(2, 1, 0))
         magnitude = np.bitwise_and(values.view(np.uint32), _MAGNITUDE)
         last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
+        for i, (layer, (bias, zeros)) in enumerate(zip(self.layers, self._tiles(rows), strict=True)):
             y = self._layer(layer, values, magnitude, axis, i == last)
             if y is None:
                 return None
-            y = self._bias(i, layer, y)
-            if layer.relu and y.size < RELU_CLIP_ELEMENTS:
+            if bias is not None:  # the bias last (dot._dense_sum)
+                y += bias
+            if zeros is not None:
                 bits = y.view(np.int32)
-                np.maximum(bits, dot.tiled(self.tiles, "zeros", _ZERO_BITS, y.shape), out=bits)
+                np.maximum(bits, zeros, out=bits)
                 magnitude = y.view(np.uint32)  # nonnegative: the bits are |y|'s
             else:
                 if layer.relu:
@@ -122,6 +123,25 @@ class DenseChain:
             n_blocks, _, k = self.layers[i + 1].plan.integer_weights.shape
             values, magnitude, axis = y.reshape(k, n_blocks, rows), magnitude.reshape(k, n_blocks, rows), 0
         return None
+
+    def _tiles(self, rows: int) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+        """Per layer for ``rows`` rows: what to add as the bias (tiled up to ``dot.TILE_MAX_ELEMENTS``
+        results, else broadcast; None without a bias) and int32 zeros for the ReLU below
+        ``RELU_CLIP_ELEMENTS`` results (None: no ReLU, or a clip), kept for a few batch sizes."""
+        tiles = self.tiles.get(rows)
+        if tiles is None:
+            tiles = []
+            for i, layer in enumerate(self.layers):
+                m = layer.weights.shape[2] if i == len(self.layers) - 1 else layer.weights.shape[1]
+                shape = (rows, m) if i == len(self.layers) - 1 else (m, rows)
+                bias = layer.bias
+                if bias is not None and rows * m <= dot.TILE_MAX_ELEMENTS:
+                    bias = dot.tiled({}, None, bias, shape)
+                zeros = dot.tiled({}, None, _ZERO_BITS, shape) if layer.relu and rows * m < RELU_CLIP_ELEMENTS else None
+                tiles.append((bias, zeros))
+            if len(self.tiles) < 16:
+                self.tiles[rows] = tiles
+        return tiles
 
     @staticmethod
     def _layer(layer: _Layer, x: np.ndarray, magnitude: np.ndarray, axis: int, last: bool) -> np.ndarray | None:
@@ -147,9 +167,3 @@ class DenseChain:
         for term in partial[2:]:
             out += term
         return out
-
-    def _bias(self, i: int, layer: _Layer, y: np.ndarray) -> np.ndarray:
-        """``y`` plus the layer's bias, last (``dot._dense_sum``)."""
-        if layer.bias is not None:
-            y += dot.tiled(self.tiles, i, layer.bias, y.shape) if y.size <= dot.TILE_MAX_ELEMENTS else layer.bias
-        return y
