@@ -293,7 +293,7 @@ class Program:
                 runs[-1].append(layer)
             else:
                 runs.append([layer])
-        return [run[0] if len(run) == 1 else _chain_layer(run) for run in runs]
+        return [run[0] if len(run) == 1 else _chain_layer(run, self.tensors) for run in runs]
 
     def run(self, feeds: Mapping[str, np.ndarray] | np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
         """Outputs (float32) for the inputs (a dict by name, or one array for a one-input program);
@@ -525,8 +525,9 @@ def _dense(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.nda
     return y
 
 
-def _chain_layer(layers: list[dict]) -> dict:
-    """A ``chain`` layer: BFP dense layers run by one ``dense_chain.DenseChain`` (``_dense_chain``)."""
+def _chain_layer(layers: list[dict], tensors: Mapping[str, Mapping]) -> dict:
+    """A ``chain`` layer: BFP dense layers run by one ``dense_chain.DenseChain`` (``_dense_chain``);
+    ``float_out``: its output tensor is float (the chain's float32 result is held as it is)."""
     plans = [layer["data"]["dense_plan"] for layer in layers]
     chain = dense_chain.DenseChain(plans, [bool(layer.get("relu")) for layer in layers])
     return {
@@ -537,6 +538,7 @@ def _chain_layer(layers: list[dict]) -> dict:
         "native": False,
         "layers": layers,
         "chain": chain,
+        "float_out": tensors[layers[-1]["output"]]["kind"] == "float",
     }
 
 
@@ -547,7 +549,7 @@ def _dense_chain(program: Program, chain: Mapping, inputs: list[np.ndarray]) -> 
     if x.dtype == np.float32 and x.ndim == 2 and (x.flags.f_contiguous or x.size <= DENSE_COPY):
         y = chain["chain"].run(x)
         if y is not None:
-            return program._out(chain["layers"][-1], y)
+            return y if chain["float_out"] else program._out(chain["layers"][-1], y)
     for layer in chain["layers"]:  # float32 tensors in between: held as their values
         x = _dense(program, layer, [x])
     return x

@@ -171,3 +171,15 @@ def test_a_last_layer_with_a_relu_equals_the_layers_one_by_one() -> None:
     for name, x in inputs(64, 8, 3, np.random.default_rng(7)).items():
         want = program.run(x, keep_all=True)["r3"]
         assert np.array_equal(program.run(x)["r3"].view(np.int32), want.view(np.int32)), name
+
+
+def test_a_chain_with_a_fixed_point_result_converts_it_as_the_last_layer_does() -> None:
+    program = mlp(16, 7, seed=9)
+    spec = dict(program.spec)
+    fmt = {"kind": "fixed", "width": 12, "integer": 4, "rounding": "AP_RND", "overflow": "AP_SAT", "signed": True}
+    spec["tensors"] = {**spec["tensors"], "d3": fmt}
+    program = Program(spec, program.arrays)
+    assert [layer["op"] for layer in program._chained] == ["chain"] and not program._chained[0]["float_out"]
+    for name, x in inputs(64, 16, 7, np.random.default_rng(11)).items():
+        want = program.run(x, keep_all=True)["d3"]
+        assert np.array_equal(program.run(x)["d3"].view(np.int32), want.view(np.int32)), name
