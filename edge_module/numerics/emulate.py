@@ -36,6 +36,7 @@ import numpy as np
 from . import dense_chain, dot, fixed, int8
 
 FORMAT_VERSION = 1
+_FLOAT32 = np.dtype(np.float32)  # dtype identity: a cheap test, and a different instance only takes the general path
 PROGRAM_JSON, PROGRAM_NPZ = "program.json", "program.npz"
 
 
@@ -298,7 +299,7 @@ class Program:
     def run(self, feeds: Mapping[str, np.ndarray] | np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
         """Outputs (float32) for the inputs (a dict by name, or one array for a one-input program);
         ``keep_all``: every tensor."""
-        if not isinstance(feeds, Mapping):
+        if type(feeds) is not dict and not isinstance(feeds, Mapping):
             if len(self.inputs) != 1:
                 raise ValueError(f"the program has inputs {self.inputs}: pass a dict of arrays")
             feeds = {self.inputs[0]: feeds}
@@ -336,10 +337,14 @@ class Program:
 
     def _run_steps(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``run`` without ``keep_all`` on the layers of ``_chained`` (inputs checked by ``run``)."""
-        held = {
-            name: np.asarray(np.asarray(feeds[name]), np.float32) if plain else _hold(np.asarray(feeds[name]), fmt)
-            for name, fmt, plain in self._input_steps
-        }  # float tensors: to_format's conversion
+        held = {}
+        for name, fmt, plain in self._input_steps:
+            x = feeds[name]
+            if not plain:
+                x = _hold(np.asarray(x), fmt)
+            elif type(x) is not np.ndarray or x.dtype is not _FLOAT32:  # else a no-op
+                x = np.asarray(np.asarray(x), np.float32)  # to_format's conversion
+            held[name] = x
         tensors = self.tensors
         for op, layer, names, values, output in self._layer_steps:
             inputs = [_value(held[name], tensors[name]) for name in names] if values else [held[name] for name in names]
@@ -347,7 +352,7 @@ class Program:
         outputs = {}
         for name, fmt, coded in self._output_steps:
             v = _value(held[name], fmt) if coded else held[name]
-            if v.dtype != np.float32 or not v.flags.c_contiguous or v.ndim == 0:  # else a no-op
+            if v.dtype is not _FLOAT32 or not v.flags.c_contiguous or v.ndim == 0:  # else a no-op
                 v = np.ascontiguousarray(v, np.float32)
             outputs[name] = v
         return outputs
