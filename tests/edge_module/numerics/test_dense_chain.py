@@ -183,3 +183,20 @@ def test_a_chain_with_a_fixed_point_result_converts_it_as_the_last_layer_does() 
     for name, x in inputs(64, 16, 7, np.random.default_rng(11)).items():
         want = program.run(x, keep_all=True)["d3"]
         assert np.array_equal(program.run(x)["d3"].view(np.int32), want.view(np.int32)), name
+
+
+class _Sub(np.ndarray):
+    """An ndarray subclass."""
+
+
+def test_inputs_of_any_array_kind_run_as_their_float32_values() -> None:
+    """``run``'s input conversion: lists, float64, byte-swapped float32 and subclasses as float32 arrays."""
+    program = mlp(16, 7, seed=4)
+    x = np.random.default_rng(4).standard_normal((5, SIZES[0])).astype(np.float32)
+    want = program.run(x, keep_all=True)["d3"]
+    for given in (x.tolist(), x.astype(np.float64), x.astype(">f4"), x.view(_Sub), {"x": x}):
+        got = program.run(given)["d3"]
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        assert np.array_equal(got.view(np.int32), want.view(np.int32))
+    with pytest.raises(ValueError, match="missing program input"):
+        program.run({"y": x})
