@@ -1,6 +1,7 @@
 """Consecutive BFP dense layers (each reading the previous one's float32 result) in one function: the
-arithmetic of ``dot.bfp_dense_run``'s integer path layer after layer on the transposed columns, without
-the per-layer dispatch, checks and conversions (small batches, where numpy's per-call costs dominate).
+arithmetic of ``dot.bfp_dense_run``'s integer path layer after layer, without the per-layer dispatch,
+checks, conversions and transposed copies (small batches, where numpy's per-call costs dominate). The
+values between layers are interleaved (``DenseChain``), the last layer's block products come as rows.
 
 The bits equal the per-layer path's: every layer takes the same block maxima (``|x|`` bits), the same
 checks (``dot._dense_integers``' fast one, then ``dot.admit_zero_blocks``), the same scaling, ``rint``,
