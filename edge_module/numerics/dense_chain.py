@@ -1,6 +1,7 @@
 """Consecutive BFP dense layers (each reading the previous one's float32 result) in one function: the
-arithmetic of ``dot.bfp_dense_run``'s integer path layer after layer on the transposed columns, without
-the per-layer dispatch, checks and conversions (small batches, where numpy's per-call costs dominate).
+arithmetic of ``dot.bfp_dense_run``'s integer path layer after layer, without the per-layer dispatch,
+checks, conversions and transposed copies (small batches, where numpy's per-call costs dominate). The
+values between layers are interleaved (``DenseChain``), the last layer's block products come as rows.
 
 The bits equal the per-layer path's: every layer takes the same block maxima (``|x|`` bits), the same
 checks (``dot._dense_integers``' fast one, then ``dot.admit_zero_blocks``), the same scaling, ``rint``,
@@ -15,7 +16,6 @@ and so does the chain. When some layer declines (``None``), the caller runs the 
 
 from __future__ import annotations
 
-import itertools
 from typing import NamedTuple
 
 import numpy as np
@@ -30,7 +30,8 @@ _ZERO_BITS = np.array(0, np.int32)
 
 class _Layer(NamedTuple):
     plan: dot.DensePlan
-    weights: np.ndarray  # plan.integer_weights (n_blocks, M, k)
+    weights: np.ndarray  # plan.integer_weights (n_blocks, M, k), rows in the next layer's order; last: (n_blocks, k, M)
+    bias: np.ndarray | None  # plan.bias, rows as the weights' (a column (M, 1)); last: a row (M,)
     low: np.ndarray  # 0-d uint32 plan.low_bits
     span: int  # plan.high_bits - plan.low_bits
     up: np.ndarray  # 0-d uint32 plan.up_bits
@@ -47,66 +48,123 @@ def applies(plan: dot.DensePlan | None) -> bool:
     return plan.bias is None or bool(np.isfinite(plan.bias).all())
 
 
+def interleaving(n_blocks: int, k: int) -> np.ndarray:
+    """The row order ``j * n_blocks + b`` of the values ``b * k + j`` (value ``j`` of block ``b``): a
+    result in this order, reshaped to ``(k, n_blocks, R)``, has the blocks along its first axis."""
+    return np.arange(n_blocks * k).reshape(n_blocks, k).T.reshape(-1)
+
+
+def _links(plans: list[dot.DensePlan], relus: list[bool]) -> list[_Layer]:
+    """The layers with each one's rows (weights, bias) interleaved for the next layer's blocks, and the
+    last one's weights transposed (its result comes as rows ``(R, M)``)."""
+    layers = []
+    for i, (plan, relu) in enumerate(zip(plans, relus, strict=True)):
+        weights, bias = plan.integer_weights, plan.bias
+        if i + 1 < len(plans):
+            n_blocks, _, k = plans[i + 1].integer_weights.shape
+            if weights.shape[1] != n_blocks * k:
+                raise ValueError("a dense chain's layer does not read its predecessor's whole result")
+            order = interleaving(n_blocks, k)
+            weights = np.ascontiguousarray(weights[:, order, :])
+            bias = None if bias is None else np.ascontiguousarray(bias.reshape(-1, 1)[order])
+        else:
+            weights = np.ascontiguousarray(weights.transpose(0, 2, 1))
+            bias = None if bias is None else np.ascontiguousarray(bias.reshape(-1))
+        span = plan.high_bits - plan.low_bits
+        up, top = np.array(plan.up_bits, np.uint32), np.array(plan.top, np.float32)
+        bottom = np.array(-plan.top, np.float32)
+        layers.append(_Layer(plan, weights, bias, np.array(plan.low_bits, np.uint32), span, up, top, bottom, relu))
+    return layers
+
+
 class DenseChain:
     """Layers with ``DensePlan``s (``applies``) whose inputs are the previous layer's outputs (``M`` of one
     is ``n_blocks * k`` of the next), each with its folded ReLU flag. Read-only after construction but for
-    ``tiles`` (read-only arrays per batch size; safe to share between threads)."""
+    ``tiles`` (read-only arrays per batch size; safe to share between threads).
+
+    Between layers the values are interleaved ``(k, n_blocks, R)`` (``interleaving``: each layer's rows
+    are permuted once here): block maxima reduce over the first axis and the scales broadcast over it,
+    numpy's fast loops, where ``(n_blocks, k, R)`` blocks broadcast over the middle axis."""
 
     def __init__(self, plans: list[dot.DensePlan], relus: list[bool]) -> None:
-        self.layers = [
-            _Layer(
-                plan,
-                plan.integer_weights,
-                np.array(plan.low_bits, np.uint32),
-                plan.high_bits - plan.low_bits,
-                np.array(plan.up_bits, np.uint32),
-                np.array(plan.top, np.float32),
-                np.array(-plan.top, np.float32),
-                relu,
-            )
-            for plan, relu in zip(plans, relus, strict=True)
-        ]
-        for before, after in itertools.pairwise(self.layers):
-            if before.weights.shape[1] != after.weights.shape[0] * after.weights.shape[2]:
-                raise ValueError("a dense chain's layer does not read its predecessor's whole result")
-        self.tiles: dict = {}  # zeros for the ReLU per shape (dot.tiled)
+        self.layers = _links(plans, relus)
+        self.n_blocks, _, self.k = plans[0].integer_weights.shape
+        self.tiles: dict = {}  # per batch size (_tiles)
 
-    def run(self, xt: np.ndarray) -> np.ndarray | None:
-        """The last layer's result ``(M, R)`` for float32 C-contiguous columns ``xt (n_blocks * k, R)``,
-        or None when some layer's blocks leave its plan's bounds (or are all zero, inf or NaN)."""
-        first = self.layers[0].weights
-        if xt.dtype != np.float32 or xt.ndim != 2 or not xt.flags.c_contiguous or xt.shape[1] == 0:
+    def run(self, x: np.ndarray) -> np.ndarray | None:
+        """The last layer's result ``(R, M)`` (C-contiguous) for float32 rows ``x (R, n_blocks * k)``, or
+        None when some layer's blocks leave its plan's bounds (or are all zero, inf or NaN)."""
+        n_blocks, k = self.n_blocks, self.k
+        if x.dtype != np.float32 or x.ndim != 2 or x.shape[0] == 0 or x.shape[1] != n_blocks * k:
             return None
-        if xt.shape[0] != first.shape[0] * first.shape[2]:
-            return None
-        x, magnitude = xt, np.bitwise_and(xt.view(np.uint32), _MAGNITUDE)
-        for layer in self.layers:
-            x = self._layer(layer, x, magnitude)
-            if x is None:
+        rows = x.shape[0]
+        if x.flags.f_contiguous:  # the columns as they are: blocks (n_blocks, k, R)
+            values, axis = x.T.reshape(n_blocks, k, rows), 1
+        else:  # one copy, interleaved
+            values, axis = np.empty((k, n_blocks, rows), np.float32), 0
+            np.copyto(values, x.reshape(rows, n_blocks, k).transpose(2, 1, 0))
+        magnitude = np.bitwise_and(values.view(np.uint32), _MAGNITUDE)
+        last = len(self.layers) - 1
+        for i, (layer, (bias, zeros)) in enumerate(zip(self.layers, self._tiles(rows), strict=True)):
+            y = self._layer(layer, values, magnitude, axis, i == last)
+            if y is None:
                 return None
-            if layer.relu and x.size < RELU_CLIP_ELEMENTS:
-                bits = x.view(np.int32)
-                np.maximum(bits, dot.tiled(self.tiles, "zeros", _ZERO_BITS, x.shape), out=bits)
-                magnitude = x.view(np.uint32)  # nonnegative: the bits are |x|'s
+            if bias is not None:  # the bias last (dot._dense_sum)
+                y += bias
+            if zeros is not None:
+                bits = y.view(np.int32)
+                np.maximum(bits, zeros, out=bits)
+                magnitude = y.view(np.uint32)  # nonnegative: the bits are |y|'s
             else:
                 if layer.relu:
-                    np.clip(x, np.float32(0), np.float32(np.inf), out=x)
-                magnitude = np.bitwise_and(x.view(np.uint32), _MAGNITUDE)
-        return x
+                    np.clip(y, np.float32(0), np.float32(np.inf), out=y)
+                magnitude = None if i == last else np.bitwise_and(y.view(np.uint32), _MAGNITUDE)
+            if i == last:
+                return y
+            n_blocks, _, k = self.layers[i + 1].plan.integer_weights.shape
+            values, magnitude, axis = y.reshape(k, n_blocks, rows), magnitude.reshape(k, n_blocks, rows), 0
+        return None
+
+    def _tiles(self, rows: int) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+        """Per layer for ``rows`` rows: what to add as the bias (tiled up to ``dot.TILE_MAX_ELEMENTS``
+        results, else broadcast; None without a bias) and int32 zeros for the ReLU below
+        ``RELU_CLIP_ELEMENTS`` results (None: no ReLU, or a clip), kept for a few batch sizes."""
+        tiles = self.tiles.get(rows)
+        if tiles is None:
+            tiles = []
+            for i, layer in enumerate(self.layers):
+                m = layer.weights.shape[2] if i == len(self.layers) - 1 else layer.weights.shape[1]
+                shape = (rows, m) if i == len(self.layers) - 1 else (m, rows)
+                bias = layer.bias
+                if bias is not None and rows * m <= dot.TILE_MAX_ELEMENTS:
+                    bias = dot.tiled({}, None, bias, shape)
+                zeros = dot.tiled({}, None, _ZERO_BITS, shape) if layer.relu and rows * m < RELU_CLIP_ELEMENTS else None
+                tiles.append((bias, zeros))
+            if len(self.tiles) < 16:
+                self.tiles[rows] = tiles
+        return tiles
 
     @staticmethod
-    def _layer(layer: _Layer, x: np.ndarray, magnitude: np.ndarray) -> np.ndarray | None:
-        """One layer as ``dot._dense_integers`` and ``dot._dense_sum`` compute it (see there)."""
-        n_blocks, _, k = layer.weights.shape
-        shape = (n_blocks, k, x.shape[1])
-        bits = np.maximum.reduce(magnitude.reshape(shape), axis=1, keepdims=True)
+    def _layer(layer: _Layer, x: np.ndarray, magnitude: np.ndarray, axis: int, last: bool) -> np.ndarray | None:
+        """One layer's block products summed in block order, as ``dot._dense_integers`` and
+        ``dot._dense_sum`` compute them (see there), for blocks along ``axis`` of ``x`` (0: interleaved
+        ``(k, n_blocks, R)``, 1: ``(n_blocks, k, R)``): ``(M, R)``, or ``(R, M)`` for the ``last`` layer
+        (the block products are exact: any order of the same products gives the same sums)."""
+        bits = np.maximum.reduce(magnitude, axis=axis, keepdims=True)
         if int(np.maximum.reduce(np.subtract(bits, layer.low), axis=None)) >= layer.span:
             bits = dot.admit_zero_blocks(bits, layer.plan)
             if bits is None:
                 return None
         exps = np.bitwise_and(bits, _EXPONENT)
-        scaled = np.multiply(x.reshape(shape), np.subtract(layer.up, exps).view(np.float32))
+        scaled = np.multiply(x, np.subtract(layer.up, exps).view(np.float32))
         np.rint(scaled, out=scaled)
         dot._CLIP(scaled, layer.bottom, layer.top, out=scaled)
         scaled *= exps.view(np.float32)
-        return dot._dense_sum(np.matmul(layer.weights, scaled), layer.plan)
+        blocks = scaled.transpose(1, 0, 2) if axis == 0 else scaled  # (n_blocks, k, R)
+        partial = np.matmul(blocks.transpose(0, 2, 1), layer.weights) if last else np.matmul(layer.weights, blocks)
+        if partial.shape[0] > 2 and partial[0].size >= 2:  # in block order (dot._dense_sum)
+            return np.add.reduce(partial, axis=0)
+        out = partial[0].copy() if partial.shape[0] == 1 else np.add(partial[0], partial[1])
+        for term in partial[2:]:
+            out += term
+        return out

@@ -36,6 +36,7 @@ import numpy as np
 from . import dense_chain, dot, fixed, int8
 
 FORMAT_VERSION = 1
+_FLOAT32 = np.dtype(np.float32)  # dtype identity: a cheap test, and a different instance only takes the general path
 PROGRAM_JSON, PROGRAM_NPZ = "program.json", "program.npz"
 
 
@@ -183,6 +184,7 @@ class Program:
         self._prepared = [self._prepare(layer) for layer in spec["layers"]]
         self._fused = self._fuse_relus(self._prepared)
         self._chained = self._chain_dense(self._fused)
+        self._plan_steps()
 
     @classmethod
     def load(cls, directory: str | Path) -> Program:
@@ -292,28 +294,68 @@ class Program:
                 runs[-1].append(layer)
             else:
                 runs.append([layer])
-        return [run[0] if len(run) == 1 else _chain_layer(run) for run in runs]
+        return [run[0] if len(run) == 1 else _chain_layer(run, self.tensors) for run in runs]
 
     def run(self, feeds: Mapping[str, np.ndarray] | np.ndarray, keep_all: bool = False) -> dict[str, np.ndarray]:
         """Outputs (float32) for the inputs (a dict by name, or one array for a one-input program);
         ``keep_all``: every tensor."""
-        if not isinstance(feeds, Mapping):
+        if type(feeds) is not dict and not isinstance(feeds, Mapping):
             if len(self.inputs) != 1:
                 raise ValueError(f"the program has inputs {self.inputs}: pass a dict of arrays")
             feeds = {self.inputs[0]: feeds}
         missing = [name for name in self.inputs if name not in feeds]
         if missing:
             raise ValueError(f"missing program input(s) {missing}; it takes {self.inputs}")
+        if not keep_all:
+            return self._run_steps(feeds)
         held = {name: _hold(np.asarray(feeds[name]), self.tensors[name]) for name in self.inputs}
         tensors = self.tensors
-        for layer in self._prepared if keep_all else self._chained:
+        for layer in self._prepared:
             if layer["native"]:
                 inputs = [held[name] for name in layer["inputs"]]
             else:
                 inputs = [_value(held[name], tensors[name]) for name in layer["inputs"]]
             held[layer["output"]] = _OPS[layer["op"]](self, layer, inputs)
-        chosen = held if keep_all else {name: held[name] for name in self.outputs}
-        return {name: np.ascontiguousarray(_value(v, tensors[name]), np.float32) for name, v in chosen.items()}
+        return {name: np.ascontiguousarray(_value(v, tensors[name]), np.float32) for name, v in held.items()}
+
+    def _plan_steps(self) -> None:
+        """What ``_run_steps`` reads, resolved once: each input's format, each layer's function, input
+        names and whether any input needs ``_value`` (int8 tensors read as values), each output's format."""
+        tensors = self.tensors
+        self._input_steps = [(name, tensors[name], tensors[name]["kind"] == "float") for name in self.inputs]
+        self._layer_steps = [
+            (
+                _OPS[layer["op"]],
+                layer,
+                tuple(layer["inputs"]),
+                not layer["native"] and any(tensors[name]["kind"] == "int8" for name in layer["inputs"]),
+                layer["output"],
+            )
+            for layer in self._chained
+        ]
+        self._output_steps = [(name, tensors[name], tensors[name]["kind"] == "int8") for name in self.outputs]
+
+    def _run_steps(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``run`` without ``keep_all`` on the layers of ``_chained`` (inputs checked by ``run``)."""
+        held = {}
+        for name, fmt, plain in self._input_steps:
+            x = feeds[name]
+            if not plain:
+                x = _hold(np.asarray(x), fmt)
+            elif type(x) is not np.ndarray or x.dtype is not _FLOAT32:  # else a no-op
+                x = np.asarray(np.asarray(x), np.float32)  # to_format's conversion
+            held[name] = x
+        tensors = self.tensors
+        for op, layer, names, values, output in self._layer_steps:
+            inputs = [_value(held[name], tensors[name]) for name in names] if values else [held[name] for name in names]
+            held[output] = op(self, layer, inputs)
+        outputs = {}
+        for name, fmt, coded in self._output_steps:
+            v = _value(held[name], fmt) if coded else held[name]
+            if v.dtype is not _FLOAT32 or not v.flags.c_contiguous or v.ndim == 0:  # else a no-op
+                v = np.ascontiguousarray(v, np.float32)
+            outputs[name] = v
+        return outputs
 
     def _out(self, layer: Mapping, values: np.ndarray) -> np.ndarray:
         """The layer's result values converted to its output tensor's format, as that tensor is held."""
@@ -488,8 +530,9 @@ def _dense(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.nda
     return y
 
 
-def _chain_layer(layers: list[dict]) -> dict:
-    """A ``chain`` layer: BFP dense layers run by one ``dense_chain.DenseChain`` (``_dense_chain``)."""
+def _chain_layer(layers: list[dict], tensors: Mapping[str, Mapping]) -> dict:
+    """A ``chain`` layer: BFP dense layers run by one ``dense_chain.DenseChain`` (``_dense_chain``);
+    ``float_out``: its output tensor is float (the chain's float32 result is held as it is)."""
     plans = [layer["data"]["dense_plan"] for layer in layers]
     chain = dense_chain.DenseChain(plans, [bool(layer.get("relu")) for layer in layers])
     return {
@@ -500,6 +543,7 @@ def _chain_layer(layers: list[dict]) -> dict:
         "native": False,
         "layers": layers,
         "chain": chain,
+        "float_out": tensors[layers[-1]["output"]]["kind"] == "float",
     }
 
 
@@ -508,9 +552,9 @@ def _dense_chain(program: Program, chain: Mapping, inputs: list[np.ndarray]) -> 
     first, else (or when some layer declines) one by one from the chain's input: the same bits."""
     x = inputs[0]
     if x.dtype == np.float32 and x.ndim == 2 and (x.flags.f_contiguous or x.size <= DENSE_COPY):
-        y = chain["chain"].run(np.ascontiguousarray(x.T))
+        y = chain["chain"].run(x)
         if y is not None:
-            return program._out(chain["layers"][-1], y.T)
+            return y if chain["float_out"] else program._out(chain["layers"][-1], y)
     for layer in chain["layers"]:  # float32 tensors in between: held as their values
         x = _dense(program, layer, [x])
     return x

@@ -150,7 +150,7 @@ class FpgaPipeline:
         self.inputs, self.outputs = list(inputs), list(outputs)
         self._session_options = session_options
         self._session: Any = None
-        self._host_io: tuple[Any, list[str], list[str]] | None = None
+        self._host_io: tuple[Any, list[str], list[str], list[tuple[str, int]]] | None = None
         self._lock = threading.Lock()
 
     def session(self) -> Any:
@@ -169,26 +169,35 @@ class FpgaPipeline:
 
     def run(self, feeds: Mapping[str, np.ndarray] | np.ndarray) -> dict[str, np.ndarray]:
         """Every model output for the model inputs (a dict by name, or one array for a one-input model)."""
-        if not isinstance(feeds, Mapping):
+        if isinstance(feeds, np.ndarray) or not isinstance(feeds, Mapping):  # an array: no Mapping ABC check
             feeds = {self.inputs[0]: feeds}
         missing = [name for name in self.inputs if name not in feeds]
         if missing:
             raise ValueError(f"missing model input(s) {missing}; the model takes {self.inputs}")
-        values = dict(feeds)  # the host part gets the inputs as given
-        accel_in = {name: np.asarray(feeds[name], np.float32) for name in self.accelerator.inputs}
-        values.update(self.accelerator.run(accel_in))
+        accelerator = self.accelerator
+        produced = accelerator.run({name: np.asarray(feeds[name], np.float32) for name in accelerator.inputs})
         session = self.session()
-        if session is not None:
-            io = self._host_io
-            if io is None or io[0] is not session:  # the names, read once per session (each read costs us)
-                io = self._host_io = (
-                    session,
-                    [i.name for i in session.get_inputs()],
-                    [o.name for o in session.get_outputs()],
-                )
-            _, inputs, names = io
-            values.update(zip(names, session.run(names, {name: values[name] for name in inputs}), strict=True))
-        return {name: values[name] for name in self.outputs}
+        if session is None:
+            return {name: produced[name] if name in produced else feeds[name] for name in self.outputs}
+        io = self._host_io
+        if io is None or io[0] is not session:  # the names, read once per session (each read costs us)
+            io = self._host_io = self._read_host_io(session)
+        _, inputs, names, picks = io
+        # the host part reads the accelerator's results, else the inputs as given
+        results = session.run(names, {name: produced[name] if name in produced else feeds[name] for name in inputs})
+        if len(results) != len(names):
+            raise ValueError(f"the host part returned {len(results)} results for its {len(names)} outputs")
+        return {
+            name: results[i] if i >= 0 else produced[name] if name in produced else feeds[name] for name, i in picks
+        }
+
+    def _read_host_io(self, session: Any) -> tuple[Any, list[str], list[str], list[tuple[str, int]]]:
+        """The host part's input and output names, and each model output's index among the latter (-1:
+        the accelerator's result, else the input of that name)."""
+        inputs = [i.name for i in session.get_inputs()]
+        names = [o.name for o in session.get_outputs()]
+        picks = [(name, names.index(name) if name in names else -1) for name in self.outputs]
+        return session, inputs, names, picks
 
 
 def _specs(entries: list[Any], names: list[str], what: str, path: Path) -> list[TensorSpec]:

@@ -137,3 +137,66 @@ def test_the_int32_relu_equals_numpy_s_float_maximum(size) -> None:
     bits = y.view(np.int32).copy()
     np.maximum(bits, np.zeros_like(bits), out=bits)
     assert np.array_equal(bits, np.maximum(y, np.float32(0)).view(np.int32))
+
+
+def test_interleaving_puts_the_blocks_along_the_first_axis() -> None:
+    y = np.arange(12)[dense_chain.interleaving(3, 4)]  # values b * 4 + j in the interleaved row order
+    assert np.array_equal(y.reshape(4, 3).T, np.arange(12).reshape(3, 4))
+
+
+@pytest.mark.parametrize("rows", [2, 64])
+@pytest.mark.parametrize("order", ["F", "C-strided"])
+def test_fortran_ordered_and_strided_inputs_equal_the_layers_one_by_one(order, rows) -> None:
+    """Columns read as they are (Fortran order) or copied once interleaved (a strided view)."""
+    program = mlp(16, 7, seed=rows)
+    for name, x in inputs(rows, 16, 7, np.random.default_rng(rows)).items():
+        x = np.asfortranarray(x) if order == "F" else np.repeat(x, 2, axis=0)[::2]
+        want = program.run(x, keep_all=True)["d3"]
+        got = program.run(x)["d3"]
+        assert got.flags.c_contiguous and np.array_equal(got.view(np.int32), want.view(np.int32)), name
+
+
+def test_a_last_layer_with_a_relu_equals_the_layers_one_by_one() -> None:
+    """The chain's last layer (products as rows) with a folded ReLU."""
+    program = mlp(8, 3, seed=5)
+    spec = dict(program.spec)
+    spec["layers"] = [
+        *spec["layers"],
+        {"name": "r3", "op": "relu", "inputs": ["d3"], "output": "r3", "scheme": "float"},
+    ]
+    spec["tensors"] = {**spec["tensors"], "r3": {"kind": "float"}}
+    spec["outputs"] = ["r3"]
+    program = Program(spec, program.arrays)
+    assert [layer["op"] for layer in program._chained] == ["chain"] and program._chained[0]["layers"][-1]["relu"]
+    for name, x in inputs(64, 8, 3, np.random.default_rng(7)).items():
+        want = program.run(x, keep_all=True)["r3"]
+        assert np.array_equal(program.run(x)["r3"].view(np.int32), want.view(np.int32)), name
+
+
+def test_a_chain_with_a_fixed_point_result_converts_it_as_the_last_layer_does() -> None:
+    program = mlp(16, 7, seed=9)
+    spec = dict(program.spec)
+    fmt = {"kind": "fixed", "width": 12, "integer": 4, "rounding": "AP_RND", "overflow": "AP_SAT", "signed": True}
+    spec["tensors"] = {**spec["tensors"], "d3": fmt}
+    program = Program(spec, program.arrays)
+    assert [layer["op"] for layer in program._chained] == ["chain"] and not program._chained[0]["float_out"]
+    for name, x in inputs(64, 16, 7, np.random.default_rng(11)).items():
+        want = program.run(x, keep_all=True)["d3"]
+        assert np.array_equal(program.run(x)["d3"].view(np.int32), want.view(np.int32)), name
+
+
+class _Sub(np.ndarray):
+    """An ndarray subclass."""
+
+
+def test_inputs_of_any_array_kind_run_as_their_float32_values() -> None:
+    """``run``'s input conversion: lists, float64, byte-swapped float32 and subclasses as float32 arrays."""
+    program = mlp(16, 7, seed=4)
+    x = np.random.default_rng(4).standard_normal((5, SIZES[0])).astype(np.float32)
+    want = program.run(x, keep_all=True)["d3"]
+    for given in (x.tolist(), x.astype(np.float64), x.astype(">f4"), x.view(_Sub), {"x": x}):
+        got = program.run(given)["d3"]
+        assert got.dtype == np.float32 and got.flags.c_contiguous
+        assert np.array_equal(got.view(np.int32), want.view(np.int32))
+    with pytest.raises(ValueError, match="missing program input"):
+        program.run({"y": x})

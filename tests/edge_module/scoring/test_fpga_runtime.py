@@ -186,3 +186,46 @@ def test_clear_errors(package, tmp_path: Path, driver_module: str) -> None:
         FpgaRuntime(tmp_path).load()
     with pytest.raises(SettingsError, match=r"pkg\.module:factory"):
         Settings(fpga_driver="/usr/lib/libvendor.so")
+
+
+class _Doubler:
+    """An accelerator: ``y = 2 * x``."""
+
+    inputs, outputs = ["x"], ["y"]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {"y": feeds["x"] * 2}
+
+
+def test_a_pipeline_without_host_returns_accelerator_results_and_inputs() -> None:
+    from edge_module.scoring.fpga_runtime import FpgaPipeline
+
+    x = np.arange(4, dtype=np.float64)
+    pipeline = FpgaPipeline(_Doubler(), None, ["x"], ["y", "x"])
+    got = pipeline.run(x)
+    assert np.array_equal(got["y"], 2 * x) and got["y"].dtype == np.float32 and got["x"] is x
+    with pytest.raises(ValueError, match=r"missing model input\(s\) \['x'\]"):
+        pipeline.run({"z": x})
+    with pytest.raises(KeyError, match="w"):
+        FpgaPipeline(_Doubler(), None, ["x"], ["w"]).run(x)
+
+
+def test_a_pipeline_returns_host_results_accelerator_results_and_inputs() -> None:
+    """The host part (``z = -y``) reads the accelerator's result; outputs come from each of the three."""
+    from onnx import TensorProto, helper
+
+    from edge_module.scoring.fpga_runtime import FpgaPipeline
+
+    graph = helper.make_graph(
+        [helper.make_node("Neg", ["y"], ["z"])],
+        "host",
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])],
+        [helper.make_tensor_value_info("z", TensorProto.FLOAT, [None])],
+    )
+    host = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    host.ir_version = 8
+    pipeline = FpgaPipeline(_Doubler(), host.SerializeToString(), ["x"], ["z", "y", "x"])
+    x = np.arange(4, dtype=np.float32)
+    for _ in range(2):  # the second run reads the names kept from the first
+        got = pipeline.run({"x": x})
+        assert np.array_equal(got["z"], -2 * x) and np.array_equal(got["y"], 2 * x) and got["x"] is x
