@@ -10,7 +10,7 @@ differ in kind (0-d arrays of the same values: numpy then takes its fast loops).
 ``np.maximum`` of the result's bits as int32 with zeros: negative floats (and -0.0) are negative int32,
 so they become +0.0, and nonnegative floats keep their bits, as ``np.maximum(y, 0)`` gives them (+0.0 for
 -0.0; the result is never NaN: finite products and bias, see ``applies``); its bits are then the next
-layer's ``|x|`` bits as they are. From ``RELU_CLIP_ELEMENTS`` on, the per-layer path clips (keeping -0.0),
+layer's ``|x|`` bits as they are. From ``dot.RELU_CLIP_ELEMENTS`` on, the per-layer path clips (keeping -0.0),
 and so does the chain. When some layer declines (``None``), the caller runs the layers one by one.
 """
 
@@ -22,7 +22,6 @@ import numpy as np
 
 from . import dot
 
-RELU_CLIP_ELEMENTS = 1 << 14  # emulate._relu_in_place clips from this size, else np.maximum(y, 0)
 _MAGNITUDE = np.array(dot._MAGNITUDE_BITS, np.uint32)
 _EXPONENT = np.array(dot._EXPONENT_BITS, np.uint32)
 _ZERO_BITS = np.array(0, np.int32)
@@ -128,7 +127,7 @@ class DenseChain:
     def _tiles(self, rows: int) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
         """Per layer for ``rows`` rows: what to add as the bias (tiled up to ``dot.TILE_MAX_ELEMENTS``
         results, else broadcast; None without a bias) and int32 zeros for the ReLU below
-        ``RELU_CLIP_ELEMENTS`` results (None: no ReLU, or a clip), kept for a few batch sizes."""
+        ``dot.RELU_CLIP_ELEMENTS`` results (None: no ReLU, or a clip), kept for a few batch sizes."""
         tiles = self.tiles.get(rows)
         if tiles is None:
             tiles = []
@@ -138,7 +137,9 @@ class DenseChain:
                 bias = layer.bias
                 if bias is not None and rows * m <= dot.TILE_MAX_ELEMENTS:
                     bias = dot.tiled({}, None, bias, shape)
-                zeros = dot.tiled({}, None, _ZERO_BITS, shape) if layer.relu and rows * m < RELU_CLIP_ELEMENTS else None
+                zeros = (
+                    dot.tiled({}, None, _ZERO_BITS, shape) if layer.relu and rows * m < dot.RELU_CLIP_ELEMENTS else None
+                )
                 tiles.append((bias, zeros))
             if len(self.tiles) < 16:
                 self.tiles[rows] = tiles

@@ -714,6 +714,26 @@ def _add_rows(out: np.ndarray, row: np.ndarray) -> None:
     rows_op(np.add, out, row)
 
 
+RELU_CLIP_ELEMENTS = 1 << 14  # relu_values and relu_in_place clip from this size, else np.maximum(y, 0)
+
+
+def relu_values(x: np.ndarray) -> np.ndarray:
+    """ReLU: ``clip`` on large float arrays (numpy's fast pass; NaN stays NaN, -0.0 stays -0.0), else
+    ``maximum`` (-0.0 becomes 0.0)."""
+    if x.dtype.kind == "f" and x.size >= RELU_CLIP_ELEMENTS:
+        return np.clip(x, x.dtype.type(0), x.dtype.type(np.inf))
+    return np.maximum(x, 0)
+
+
+def relu_in_place(x: np.ndarray, size: int | None = None) -> None:
+    """``relu_values``' arithmetic on a float array, in place, chosen as for ``size`` elements (default:
+    the array's own; a result computed with extra elements keeps its picked part's choice)."""
+    if (x.size if size is None else size) >= RELU_CLIP_ELEMENTS:
+        np.clip(x, x.dtype.type(0), x.dtype.type(np.inf), out=x)
+    else:
+        np.maximum(x, x.dtype.type(0), out=x)
+
+
 def bfp_quantize_channels(x: np.ndarray, params: dict) -> tuple[np.ndarray, np.ndarray] | None:
     """BFP mantissas (float32, NCHW) and exponents ``(N, C/k, H, W)`` of a float32 NCHW tensor blocked
     along its channels, or None unless ``C`` is a multiple of ``k`` (and the float32 quantizer applies).

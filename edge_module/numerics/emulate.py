@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dense_chain, dot, fixed, int8
+from . import bfp_conv, dense_chain, dot, fixed, int8, patches
+from .patches import windows
 
 FORMAT_VERSION = 1
 _FLOAT32 = np.dtype(np.float32)  # dtype identity: a cheap test, and a different instance only takes the general path
@@ -96,67 +97,6 @@ def codes_of(values: np.ndarray, fmt: Mapping) -> np.ndarray:
     if fmt["kind"] == "int8":
         return (np.rint(values / float(np.float32(fmt["scale"]))) + int(fmt["zero_point"])).astype(np.int64)
     raise ValueError(f"a {fmt['kind']} tensor has no integer codes")
-
-
-def _pads(attrs: Mapping) -> tuple[int, int, int, int]:
-    pads = list(attrs.get("pads", [0, 0, 0, 0]))
-    return int(pads[0]), int(pads[1]), int(pads[2]), int(pads[3])
-
-
-def windows(
-    x: np.ndarray,
-    kernel: tuple[int, int],
-    pads: tuple[int, int, int, int],
-    strides: tuple[int, int],
-    dilations: tuple[int, int] = (1, 1),
-    pad_value: float = 0.0,
-) -> np.ndarray:
-    """Patches ``(N, OH, OW, kh, kw, C)`` of an NCHW tensor (ONNX ``pads``: top, left, bottom, right): one
-    copy of a strided view of the padded channels-last tensor."""
-    return np.ascontiguousarray(_window_view(x, kernel, pads, strides, dilations, pad_value))
-
-
-def _patch_rows(x: np.ndarray, geometry: tuple, length: int) -> np.ndarray:
-    """``windows(x, *geometry)`` as rows ``(N * OH * OW, length)``, zero-padded at the end to ``length``
-    (at least ``kh * kw * C``) in the same single copy."""
-    view = _window_view(x, *geometry)
-    n, oh, ow, kh, kw, c = view.shape
-    rows = np.empty((n, oh, ow, length), x.dtype)
-    rows[..., kh * kw * c :] = 0
-    if c == 1:  # one channel: one copy per kernel position is faster than the 1-element inner loops
-        for i in range(kh):
-            for j in range(kw):
-                rows[..., i * kw + j] = view[:, :, :, i, j, 0]
-    else:
-        np.copyto(rows[..., : kh * kw * c].reshape(n, oh, ow, kh, kw, c), view)
-    return rows.reshape(n * oh * ow, length)
-
-
-def _window_view(
-    x: np.ndarray,
-    kernel: tuple[int, int],
-    pads: tuple[int, int, int, int],
-    strides: tuple[int, int],
-    dilations: tuple[int, int] = (1, 1),
-    pad_value: float = 0.0,
-) -> np.ndarray:
-    """The read-only strided view ``windows`` copies."""
-    n, c, h, w = x.shape
-    kh, kw = kernel
-    top, left, bottom, right = pads
-    sh, sw = strides
-    dh, dw = dilations
-    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
-    if any(pads):
-        xp = np.full((n, h + top + bottom, w + left + right, c), pad_value, x.dtype)
-        xp[:, top : top + h, left : left + w, :] = x.transpose(0, 2, 3, 1)
-    else:
-        xp = np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    s0, s1, s2, s3 = xp.strides
-    return np.lib.stride_tricks.as_strided(
-        xp, (n, oh, ow, kh, kw, c), (s0, s1 * sh, s2 * sw, s1 * dh, s2 * dw, s3), writeable=False
-    )
 
 
 def _tile_max(x: np.ndarray, kh: int, kw: int) -> np.ndarray:
@@ -522,11 +462,11 @@ def _dense(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.nda
         y = dot.bfp_dense_run(np.ascontiguousarray(x.T), plan)
         if y is not None:
             if layer.get("relu"):  # a ReLU folded in (_fuse_relus), as _relu computes it
-                _relu_in_place(y)
+                dot.relu_in_place(y)
             return program._out(layer, y.T)
     y = program._matmul(layer, program._pre(layer, x))
     if layer.get("relu") and layer["scheme"] == "bfp":  # folded in; the other BFP paths: a fresh float32 result
-        _relu_in_place(y)  # (int8 layers fold it into their clip)
+        dot.relu_in_place(y)  # (int8 layers fold it into their clip)
     return y
 
 
@@ -563,300 +503,57 @@ def _dense_chain(program: Program, chain: Mapping, inputs: list[np.ndarray]) -> 
 def _conv(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
     """A convolution; with a ReLU folded in (``_fuse_relus``), the ReLU's arithmetic on its result."""
     relu = layer.get("relu", False)
-    if layer["scheme"] == "bfp":
-        attrs = layer["attrs"]
-        geometry = (tuple(attrs["kernel_shape"]), _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]))
-        y = _one_block_conv(inputs[0], geometry, layer["data"].get("conv_plan"), relu)
-        if y is not None:
-            return program._out(layer, y.transpose(1, 0, 2, 3))
-        y = _position_block_conv(inputs[0], geometry, layer["data"].get("conv_plan"), relu)
-        if y is not None:
-            n, _, h, w = inputs[0].shape
-            return program._out(layer, y).reshape(n, *_out_hw(h, w, geometry), -1).transpose(0, 3, 1, 2)
+    if layer["scheme"] == "bfp":  # its input as held: _pre leaves BFP layers' inputs as they are
+        result = bfp_conv.run(inputs[0], patches.geometry(layer["attrs"]), layer, relu)
+        if result is not None:
+            y = program._out(layer, result.values)
+            if result.grid is not None:
+                y = y.reshape(*result.grid, -1).transpose(0, 3, 1, 2)
+            return dot.relu_values(y) if relu and not result.relu_applied else y
     y = _conv_values(program, layer, inputs)
-    return _relu_values(y) if relu else y
+    return dot.relu_values(y) if relu else y
 
 
 def _conv_values(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
-    x, attrs = program._pre(layer, inputs[0]), layer["attrs"]
-    kernel = tuple(attrs["kernel_shape"])
-    pad_value = 0.0
-    if layer["scheme"] == "bfp":
-        y = _bfp_conv_folded(program, layer, x)
-        if y is not None:
-            return y
-        channels = dot.bfp_quantize_channels(x, layer["bfp"])
-        if channels is not None:  # quantized once per value, not once per patch: the same codes
-            return _bfp_conv(program, layer, *channels)
-    geometry = (kernel, _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]))
+    x = program._pre(layer, inputs[0])
+    geometry = patches.geometry(layer["attrs"])
     n, c = x.shape[:2]
-    if c <= COLUMN_CHANNELS and layer["data"].get("fast") is not None:  # exact sums: any layout
-        cols = _patch_cols(x, geometry, int(np.prod(kernel)) * c)
+    if c <= patches.COLUMN_CHANNELS and layer["data"].get("fast") is not None:  # exact sums: any layout
+        cols = patches.columns(x, geometry, int(np.prod(geometry[0])) * c)
         y = program._matmul(layer, cols.T)  # BLAS reads the transposed rows as they are
-        return y.reshape(n, *_out_hw(*x.shape[2:], geometry), -1).transpose(0, 3, 1, 2)
-    patches = windows(x, *geometry, pad_value)
-    n, oh, ow = patches.shape[:3]
-    y = program._matmul(layer, patches.reshape(n * oh * ow, -1))
+        return y.reshape(n, *patches.out_hw(*x.shape[2:], geometry), -1).transpose(0, 3, 1, 2)
+    rows = windows(x, *geometry, 0.0)
+    n, oh, ow = rows.shape[:3]
+    y = program._matmul(layer, rows.reshape(n * oh * ow, -1))
     return y.reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
 
 
 DENSE_COPY = 8192  # BFP dense layers transpose inputs of up to this many values to take the column path
-COLUMN_CHANNELS = 4  # convolutions of at most this many input channels take im2col in columns
-BFP_COLUMN_PIXELS = 16384  # BFP ones when the batch has this many input pixels (measured: smaller ones gain nothing)
 
 
-def _patch_cols(x: np.ndarray, geometry: tuple, length: int) -> np.ndarray:
-    """The patches of an NCHW tensor as columns ``(length, N * OH * OW)``: row ``(i * kw + j) * C + c`` is
-    channel ``c`` at kernel position ``(i, j)`` for every output pixel (``windows``' patch order,
-    transposed), then zero rows up to ``length``. One copy per kernel position reading whole image rows
-    (long inner loops, where ``windows`` copies runs of ``C`` values: faster for few channels)."""
-    (kh, kw), (top, left, bottom, right), (sh, sw), (dh, dw) = geometry
-    n, c, h, w = x.shape
-    oh, ow = _out_hw(h, w, geometry)
-    if top or left or bottom or right:
-        xp = np.zeros((n, c, h + top + bottom, w + left + right), x.dtype)
-        xp[:, :, top : top + h, left : left + w] = x
-    else:
-        xp = x
-    cols = np.empty((length, n, oh, ow), x.dtype)
-    cols[kh * kw * c :] = 0
-    for i in range(kh):
-        for j in range(kw):
-            part = xp[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw]
-            np.copyto(cols[(i * kw + j) * c : (i * kw + j + 1) * c], part.transpose(1, 0, 2, 3))
-    return cols.reshape(length, n * oh * ow)
-
-
-def _bfp_folded(layer: Mapping, x: np.ndarray | None, folded_x: tuple | None = None) -> np.ndarray | None:
-    """``dot.bfp_dot_folded`` for float32 rows ``x`` (or inputs already folded), None where it does not apply."""
+def _bfp_folded(layer: Mapping, x: np.ndarray | None) -> np.ndarray | None:
+    """``dot.bfp_dot_folded`` for float32 rows ``x``, None where it does not apply."""
     data = layer["data"]
     if data.get("folded") is None:
         return None
+    folded_x = dot.bfp_folded_inputs(x, layer["bfp"]) if x is not None else None
     if folded_x is None:
-        folded_x = dot.bfp_folded_inputs(x, layer["bfp"]) if x is not None else None
-        if folded_x is None:
-            return None
+        return None
     return dot.bfp_dot_folded(folded_x, data["folded"], data["bias"], layer["bfp"])
 
 
-def _bfp_conv_folded(program: Program, layer: Mapping, x: np.ndarray) -> np.ndarray | None:
-    """A BFP convolution on folded values: with ``C % k == 0`` the input is quantized once per pixel's
-    channel block (the blocks of every patch; padding is an all-zero block), else per patch."""
-    attrs, params, data = layer["attrs"], layer["bfp"], layer["data"]
-    if data.get("folded") is None or x.dtype != np.float32:
-        return None
-    n, c, h, w = x.shape
-    k = int(params["block_size"])
-    geometry = (tuple(attrs["kernel_shape"]), _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]))
-    if (
-        c <= COLUMN_CHANNELS and n * h * w >= BFP_COLUMN_PIXELS
-    ):  # few channels: im2col, quantization, products in columns
-        length = -(-int(np.prod(geometry[0])) * c // k) * k
-        cols = _patch_cols(x, geometry, length)
-        y = _conv_plan_run(cols, data.get("conv_plan"))
-        if y is None:
-            folded = dot.bfp_folded_columns(cols, params)
-            y = None if folded is None else dot.bfp_dot_folded_columns(folded, data["folded_t"], data["bias"], params)
-        if y is not None:
-            y = y.reshape(-1, n, *_out_hw(h, w, geometry)).transpose(1, 0, 2, 3)
-            return program._out(layer, y)
-    if c % k == 0:
-        folded = dot.bfp_folded_channels(x, params)
-        if folded is not None:
-            values = folded[0]
-        else:
-            folded = dot.bfp_folded_inputs(x.transpose(0, 2, 3, 1).reshape(-1, c), params)
-            if folded is None:
-                return None
-            values = folded[0].reshape(n, h, w, c).transpose(0, 3, 1, 2)
-        patches = windows(values, *geometry)
-        rows = patches.shape[0] * patches.shape[1] * patches.shape[2]
-        y = _bfp_folded(layer, None, (patches.reshape(rows, -1, k), folded[1], folded[2]))
-        out_shape = patches.shape[:3]
-    else:  # patches zero-padded to whole blocks as they are copied (what dot._blocked would add)
-        length = int(np.prod(geometry[0])) * c
-        if length > k:
-            length = -(-length // k) * k
-        patches = _patch_rows(x, geometry, length)
-        out_shape = (n, *_out_hw(h, w, geometry))
-        y = _bfp_folded(layer, patches)
-    if y is None:
-        return None
-    return program._out(layer, y).reshape(*out_shape, -1).transpose(0, 3, 1, 2)
-
-
-def _one_block_conv(
-    x: np.ndarray, geometry: tuple, plan: dot.DensePlan | None, relu: bool = False
-) -> np.ndarray | None:
-    """A BFP convolution whose patches are one block (``kh * kw * C <= k``) without an im2col copy, as
-    ``(M, N, OH, OW)`` (a view), or None where ``dot.bfp_dense_run``'s bounds do not hold (the other
-    paths decide, with the same bits). The input sits zero-padded in flat per-channel planes, so a shift
-    by ``i * dh * Wp + j * dw`` reaches kernel position ``(i, j)`` from every pixel at once: the block
-    maxima are a max filter of the magnitude bits (one ``maximum`` of two long contiguous slices per
-    kernel column, then per row) and the patches a strided view ``(kh, kw, C, N * Hp * Wp)`` with
-    contiguous rows. Everything is computed for every padded pixel (windows running past a row's end
-    too, never picked; an out-of-bounds value there only sends the batch to the other paths): long
-    inner loops beat numpy's strided ones over short image rows several times. Then
-    ``_dense_integers``'s arithmetic: codes ``rint(x * 2**(m-1-E))`` clipped to ``±(2**m - 1)``, all-zero
-    blocks given the exponent ``low``, the one block's exact product with the integer weights, scaled by
-    ``2**E`` (exact: the same value as scaling the codes first), the bias added last; ``relu``: then
-    ``_relu``'s arithmetic (chosen by the size of the result, as ``_relu`` chooses it)."""
-    if plan is None or plan.integer_weights is None or x.dtype != np.float32 or plan.weights.shape[0] != 1:
-        return None
-    (kh, kw), (top, left, bottom, right), (sh, sw), (dh, dw) = geometry
-    n, c, h, w = x.shape
-    length = kh * kw * c
-    if length > plan.block_size or x.size == 0:
-        return None
-    oh, ow = _out_hw(h, w, geometry)
-    hp, wp = h + top + bottom, w + left + right
-    size, down = n * hp * wp, (kh - 1) * dh * wp
-    flat = np.zeros((c, size + down + (kw - 1) * dw), np.float32)
-    flat[:, :size].reshape(c, n, hp, wp)[:, :, top : top + h, left : left + w] = x.transpose(1, 0, 2, 3)
-    magnitude = np.bitwise_and(flat.view(np.uint32), _MAGNITUDE)
-    magnitude = magnitude[0] if c == 1 else np.maximum.reduce(magnitude, axis=0)
-    across = magnitude[: size + down]
-    for j in range(1, kw):
-        across = np.maximum(across, magnitude[j * dw : j * dw + size + down])
-    bits = across[:size]
-    for i in range(1, kh):
-        bits = np.maximum(bits, across[i * dh * wp : i * dh * wp + size])
-    if int(np.maximum.reduce(np.subtract(bits, plan.low_bits), axis=None)) >= plan.high_bits - plan.low_bits:
-        bits = dot.admit_zero_blocks(bits, plan)  # some block all zero, or out of bounds
-        if bits is None:
-            return None
-    exps = np.bitwise_and(bits, _EXPONENT)
-    item, plane = flat.strides[1], flat.strides[0]
-    patches = np.lib.stride_tricks.as_strided(
-        flat, (kh, kw, c, size), (dh * wp * item, dw * item, plane, item), writeable=False
-    )
-    codes = np.empty((length, size), np.float32)
-    np.multiply(patches, np.subtract(plan.up_bits, exps).view(np.float32), out=codes.reshape(patches.shape))
-    np.rint(codes, out=codes)
-    dot._CLIP(codes, -plan.top, plan.top, out=codes)
-    y = np.matmul(plan.integer_weights[0, :, :length], codes)  # exact integer sums
-    y *= exps.view(np.float32)
-    if plan.bias is not None:
-        y += plan.bias
-    if relu:
-        _relu_in_place(y, size=n * oh * ow * y.shape[0])
-    picked = (slice(None), slice(None), slice(0, (oh - 1) * sh + 1, sh), slice(0, (ow - 1) * sw + 1, sw))
-    return y.reshape(-1, n, hp, wp)[picked]
-
-
-def _position_block_conv(
-    x: np.ndarray, geometry: tuple, plan: dot.DensePlan | None, relu: bool = False
-) -> np.ndarray | None:
-    """A BFP convolution whose blocks are whole kernel positions (``k % C == 0``, ``C < k``, several
-    blocks): rows ``(N * OH * OW, M)``, or None where ``dot.bfp_dense_run``'s bounds do not hold (the
-    other paths decide, with the same bits). A block's maximum is the largest of its positions' pixel
-    channel maxima, so the block maxima come from the pixels' maxima (zero-padded, flat: one
-    ``maximum`` of two shifted slices per extra position in a block) instead of a reduction over every
-    patch's short blocks; then ``_dense_integers``' arithmetic on the im2col rows (each block's exponent
-    repeated along it: broadcasting over a short last axis is slow), the block products summed in
-    block order in float32, the bias added last, ``relu``: ``_relu``'s arithmetic."""
-    if plan is None or plan.integer_weights is None or x.dtype != np.float32:
-        return None
-    (kh, kw), (top, left, bottom, right), (sh, sw), (dh, dw) = geometry
-    n, c, h, w = x.shape
-    k, n_blocks = plan.block_size, plan.weights.shape[0]
-    if c >= k or k % c or n_blocks < 2 or -(-kh * kw * c // k) != n_blocks or x.size == 0:
-        return None
-    per = k // c  # kernel positions per block
-    oh, ow = _out_hw(h, w, geometry)
-    hp, wp = h + top + bottom, w + left + right
-    size = n * hp * wp
-    flat = np.zeros(size + (kh - 1) * dh * wp + (kw - 1) * dw, np.uint32)
-    pixels = np.maximum.reduce(np.bitwise_and(x.view(np.uint32), _MAGNITUDE), axis=1)
-    flat[:size].reshape(n, hp, wp)[:, top : top + h, left : left + w] = pixels
-    grid = np.empty((n_blocks, size), np.uint32)
-    for b in range(n_blocks):
-        shifts = [(q // kw) * dh * wp + (q % kw) * dw for q in range(b * per, min((b + 1) * per, kh * kw))]
-        grid[b] = flat[shifts[0] : shifts[0] + size]
-        for shift in shifts[1:]:
-            np.maximum(grid[b], flat[shift : shift + size], out=grid[b])
-    picked = grid.reshape(n_blocks, n, hp, wp)[:, :, 0 : (oh - 1) * sh + 1 : sh, 0 : (ow - 1) * sw + 1 : sw]
-    bits = np.ascontiguousarray(picked.transpose(1, 2, 3, 0)).reshape(-1, n_blocks)  # (L, n_blocks)
-    if int(np.maximum.reduce(np.subtract(bits, plan.low_bits), axis=None)) >= plan.high_bits - plan.low_bits:
-        bits = dot.admit_zero_blocks(bits, plan)  # some block all zero, or out of bounds
-        if bits is None:
-            return None
-    exps = np.repeat(np.bitwise_and(bits, _EXPONENT), k, axis=1)  # (L, n_blocks * k)
-    codes = _patch_rows(x, geometry, n_blocks * k)
-    np.multiply(codes, np.subtract(plan.up_bits, exps).view(np.float32), out=codes)  # times 2**(m-1-E)
-    np.rint(codes, out=codes)
-    dot._CLIP(codes, -plan.top, plan.top, out=codes)
-    codes *= exps.view(np.float32)
-    weights = plan.tiles.get("rows")  # the integer weights as (n_blocks, k, M) for row blocks
-    if weights is None:
-        weights = plan.tiles["rows"] = np.ascontiguousarray(plan.integer_weights.transpose(0, 2, 1))
-    partial = np.matmul(codes.reshape(-1, n_blocks, k).transpose(1, 0, 2), weights)  # (n_blocks, L, M), exact
-    out = dot.sum_in_order(partial, np.empty(partial.shape[1:], np.float32))
-    if plan.bias is not None:
-        bias = plan.bias.reshape(-1)
-        out += dot.tiled(plan.tiles, "bias rows", bias, out.shape) if out.size <= dot.TILE_MAX_ELEMENTS else bias
-    if relu:
-        _relu_in_place(out)
-    return out
-
-
-_MAGNITUDE = np.uint32(0x7FFFFFFF)  # a float32's bits less the sign
-_EXPONENT = np.uint32(0x7F800000)  # a float32's exponent field: masking the rest gives 2**floor(log2 x)
-
-
-CONV_PLAN_CHUNK = 1 << 20  # block products per chunk of columns (measured on the CIFAR-sized first layer)
-
-
-def _conv_plan_run(cols: np.ndarray, plan: dot.DensePlan | None) -> np.ndarray | None:
-    """``dot.bfp_dense_run`` on patch columns ``(n_blocks * k, N)`` in chunks of columns (the block
-    products of a chunk stay in cache), giving ``(M, N)``; None when there is no plan or some chunk's
-    exponents leave its bounds (the column path decides, with the same bits)."""
-    if plan is None:
-        return None
-    n_blocks, m_out, _ = plan.weights.shape
-    total = cols.shape[1]
-    step = max(1, CONV_PLAN_CHUNK // max(1, n_blocks * m_out))
-    if step >= total:
-        return dot.bfp_dense_run(cols, plan)
-    out = np.empty((m_out, total), np.float32)
-    for start in range(0, total, step):
-        part = dot.bfp_dense_run(np.ascontiguousarray(cols[:, start : start + step]), plan)
-        if part is None:
-            return None
-        out[:, start : start + step] = part
-    return out
-
-
-def _out_hw(h: int, w: int, geometry: tuple) -> tuple[int, int]:
-    (kh, kw), (top, left, bottom, right), (sh, sw), (dh, dw) = geometry
-    return (h + top + bottom - dh * (kh - 1) - 1) // sh + 1, (w + left + right - dw * (kw - 1) - 1) // sw + 1
-
-
-def _bfp_conv(program: Program, layer: Mapping, mant: np.ndarray, exps: np.ndarray) -> np.ndarray:
-    attrs, data = layer["attrs"], layer["data"]
-    geometry = (tuple(attrs["kernel_shape"]), _pads(attrs), tuple(attrs["strides"]), tuple(attrs["dilations"]))
-    e_min = -((1 << (int(layer["bfp"]["exponent_bits"]) - 1)) - 1)
-    m_patches = windows(mant, *geometry)
-    e_patches = windows(exps.astype(np.float32), *geometry, pad_value=float(e_min))
-    n, oh, ow = m_patches.shape[:3]
-    k = int(layer["bfp"]["block_size"])
-    x_blocks = m_patches.reshape(n * oh * ow, -1, k)
-    x_exp = e_patches.reshape(n * oh * ow, -1).astype(np.int64)
-    y = dot.bfp_dot_blocks(x_blocks, x_exp, data["prepared"], data["bias"], float32_inputs=True)
-    return program._out(layer, y).reshape(n, oh, ow, -1).transpose(0, 3, 1, 2)
-
-
 def _pool_windows(x: np.ndarray, attrs: Mapping, pad_value: float) -> np.ndarray:
-    patches = windows(x, tuple(attrs["kernel_shape"]), _pads(attrs), tuple(attrs["strides"]), (1, 1), pad_value)
-    n, oh, ow, kh, kw, c = patches.shape
-    return patches.reshape(n, oh, ow, kh * kw, c)
+    kernel, pads = tuple(attrs["kernel_shape"]), patches.pads(attrs)
+    pooled = windows(x, kernel, pads, tuple(attrs["strides"]), (1, 1), pad_value)
+    n, oh, ow, kh, kw, c = pooled.shape
+    return pooled.reshape(n, oh, ow, kh * kw, c)
 
 
 def _maxpool(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
     x, attrs = inputs[0], layer["attrs"]
     (kh, kw), (sh, sw) = attrs["kernel_shape"], attrs["strides"]
     n, c, h, w = x.shape
-    if (kh, kw) == (sh, sw) and not any(_pads(attrs)) and h % kh == 0 and w % kw == 0:  # tiles
+    if (kh, kw) == (sh, sw) and not any(patches.pads(attrs)) and h % kh == 0 and w % kw == 0:  # tiles
         if kh * kw > 1:
             return program._out(layer, _tile_max(x, kh, kw))
         return program._out(layer, x.reshape(n, c, h // kh, kh, w // kw, kw).max(axis=(3, 5)))
@@ -885,24 +582,7 @@ def _gap(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarr
 
 
 def _relu(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:
-    return program._out(layer, _relu_values(inputs[0]))
-
-
-def _relu_values(x: np.ndarray) -> np.ndarray:
-    """ReLU: ``clip`` on large float arrays (numpy's fast pass; NaN stays NaN, -0.0 stays -0.0), else
-    ``maximum`` (-0.0 becomes 0.0)."""
-    if x.dtype.kind == "f" and x.size >= dense_chain.RELU_CLIP_ELEMENTS:
-        return np.clip(x, x.dtype.type(0), x.dtype.type(np.inf))
-    return np.maximum(x, 0)
-
-
-def _relu_in_place(x: np.ndarray, size: int | None = None) -> None:
-    """``_relu_values``' arithmetic on a float array, in place, chosen as for ``size`` elements (default:
-    the array's own; a result computed with extra elements keeps its picked part's choice)."""
-    if (x.size if size is None else size) >= dense_chain.RELU_CLIP_ELEMENTS:
-        np.clip(x, x.dtype.type(0), x.dtype.type(np.inf), out=x)
-    else:
-        np.maximum(x, x.dtype.type(0), out=x)
+    return program._out(layer, dot.relu_values(inputs[0]))
 
 
 def _add(program: Program, layer: Mapping, inputs: list[np.ndarray]) -> np.ndarray:

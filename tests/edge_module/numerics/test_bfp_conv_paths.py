@@ -1,6 +1,6 @@
 """BFP convolutions on the paths that derive block maxima from pixel maxima against the other paths, bit
-for bit: one-block patches (``kh * kw * C <= k``, ``emulate._one_block_conv``) and blocks of whole kernel
-positions (``k % C == 0``, ``emulate._position_block_conv``); strides, dilations, asymmetric pads,
+for bit: one-block patches (``kh * kw * C <= k``, ``bfp_conv._one_block_conv``) and blocks of whole kernel
+positions (``k % C == 0``, ``bfp_conv._position_block_conv``); strides, dilations, asymmetric pads,
 all-zero windows, -0.0, ties, saturating maxima, ReLUs folded in on either side of numpy's clip/maximum
 switch, and batches that leave the plan's bounds (the other paths decide)."""
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_module.numerics import bfp, emulate
+from edge_module.numerics import bfp, bfp_conv, dot
 from edge_module.numerics.emulate import Program
 
 GEOMETRIES = [
@@ -69,11 +69,11 @@ def both_paths(
 ) -> tuple[np.ndarray, np.ndarray, list[bool]]:
     """The output with ``path`` (recording whether it took the batch) and with neither fast path."""
     taken: list[bool] = []
-    fast = getattr(emulate, path)
-    monkeypatch.setattr(emulate, path, lambda *a: taken.append((y := fast(*a)) is not None) or y)
+    fast = getattr(bfp_conv, path)
+    monkeypatch.setattr(bfp_conv, path, lambda *a: taken.append((y := fast(*a)) is not None) or y)
     got = program.run(x)[program.outputs[0]]
     for name in PATHS:
-        monkeypatch.setattr(emulate, name, lambda *a: None)
+        monkeypatch.setattr(bfp_conv, name, lambda *a: None)
     want = program.run(x)[program.outputs[0]]
     monkeypatch.undo()
     return got, want, taken
@@ -105,8 +105,8 @@ def test_folded_relus_keep_numpy_s_choice_for_the_picked_size(batch, monkeypatch
     """The ReLU runs on every padded pixel but chooses clip or maximum (they differ on -0.0) as the
     unfused ReLU does for the picked outputs' size."""
     calls: list[int | None] = []
-    relu_in_place = emulate._relu_in_place
-    monkeypatch.setattr(emulate, "_relu_in_place", lambda y, size=None: calls.append(size) or relu_in_place(y, size))
+    relu_in_place = dot.relu_in_place
+    monkeypatch.setattr(dot, "relu_in_place", lambda y, size=None: calls.append(size) or relu_in_place(y, size))
     program = conv_relu_program(GEOMETRIES[0], 1, 7, 16, True, seed=3)
     x = hard_inputs((batch, 1, 8, 8), 7, seed=batch)
     got, want, taken = both_paths(program, x, monkeypatch)
@@ -125,8 +125,8 @@ def test_batches_outside_the_bounds_take_the_other_paths(value, monkeypatch) -> 
     else:
         x[1, 1, 4, 4] = value
     taken: list[bool] = []
-    one_block = emulate._one_block_conv
-    monkeypatch.setattr(emulate, "_one_block_conv", lambda *a: taken.append((y := one_block(*a)) is not None) or y)
+    one_block = bfp_conv._one_block_conv
+    monkeypatch.setattr(bfp_conv, "_one_block_conv", lambda *a: taken.append((y := one_block(*a)) is not None) or y)
     if not np.isfinite(value):
         with pytest.raises(ValueError, match="NaN/inf"):
             program.run(x)
@@ -138,7 +138,7 @@ def test_batches_outside_the_bounds_take_the_other_paths(value, monkeypatch) -> 
     program.run(x)
     assert taken == [False, True]  # it declined for the value, not the geometry
     x[1] = value
-    monkeypatch.setattr(emulate, "_one_block_conv", lambda *a: None)
+    monkeypatch.setattr(bfp_conv, "_one_block_conv", lambda *a: None)
     assert np.array_equal(got.view(np.int32), program.run(x)["y"].view(np.int32))
 
 
@@ -147,7 +147,7 @@ def test_patches_of_several_blocks_are_not_taken() -> None:
     x = hard_inputs((2, 2, 6, 6), 7, seed=2)
     layer = program._fused[0]
     geometry = ((3, 3), (1, 1, 1, 1), (1, 1), (1, 1))
-    assert emulate._one_block_conv(x, geometry, layer["data"]["conv_plan"]) is None
+    assert bfp_conv._one_block_conv(x, geometry, layer["data"]["conv_plan"]) is None
 
 
 POSITION_BLOCK_CASES = [
@@ -181,8 +181,8 @@ def test_position_blocks_outside_the_bounds_take_the_other_paths(value, monkeypa
     else:
         x[1] = value  # whole blocks of it
     taken: list[bool] = []
-    fast = emulate._position_block_conv
-    monkeypatch.setattr(emulate, "_position_block_conv", lambda *a: taken.append((y := fast(*a)) is not None) or y)
+    fast = bfp_conv._position_block_conv
+    monkeypatch.setattr(bfp_conv, "_position_block_conv", lambda *a: taken.append((y := fast(*a)) is not None) or y)
     if np.isnan(value):
         with pytest.raises(ValueError, match="NaN/inf"):
             program.run(x)
@@ -192,7 +192,7 @@ def test_position_blocks_outside_the_bounds_take_the_other_paths(value, monkeypa
     assert taken == [False]
     program.run(np.ones_like(x))
     assert taken == [False, True]  # it declined for the value, not the geometry
-    monkeypatch.setattr(emulate, "_position_block_conv", lambda *a: None)
+    monkeypatch.setattr(bfp_conv, "_position_block_conv", lambda *a: None)
     assert np.array_equal(got.view(np.int32), program.run(x)["c"].view(np.int32))
 
 
@@ -200,4 +200,4 @@ def test_channels_that_do_not_divide_the_block_are_not_taken() -> None:
     program = conv_relu_program(GEOMETRIES[0], 3, 7, 16, False, seed=1)  # 16 % 3 != 0
     layer = program._fused[0]
     x = hard_inputs((2, 3, 6, 6), 7, seed=2)
-    assert emulate._position_block_conv(x, ((3, 3), (1, 1, 1, 1), (1, 1), (1, 1)), layer["data"]["conv_plan"]) is None
+    assert bfp_conv._position_block_conv(x, ((3, 3), (1, 1, 1, 1), (1, 1), (1, 1)), layer["data"]["conv_plan"]) is None

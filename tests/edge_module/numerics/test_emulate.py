@@ -206,10 +206,10 @@ def test_int8_dense_matches_onnxruntime_on_both_fast_paths(k) -> None:
     ("channels", "m"), [(16, 5), (32, 5), (5, 5), (3, 5), (1, 5), (3, 7), (2, 3)]
 )  # blocks = channel blocks (quantized once) / spanning pixels; at most 4 channels: im2col in columns
 def test_bfp_conv_matches_the_per_patch_dot_product(channels, m, monkeypatch) -> None:
-    from edge_module.numerics import bfp, dot, emulate
+    from edge_module.numerics import bfp, bfp_conv, dot
     from edge_module.numerics.emulate import windows
 
-    monkeypatch.setattr(emulate, "BFP_COLUMN_PIXELS", 1)
+    monkeypatch.setattr(bfp_conv, "BFP_COLUMN_PIXELS", 1)
 
     rng = np.random.default_rng(channels + 100 * m)
     x = (rng.standard_normal((2, channels, 6, 5)) * np.exp(rng.uniform(-3, 3, (2, channels, 6, 5)))).astype(np.float32)
@@ -247,10 +247,10 @@ def test_bfp_conv_matches_the_per_patch_dot_product(channels, m, monkeypatch) ->
 @pytest.mark.parametrize("scheme", ["bfp", "int8", "fixed"])
 def test_convolutions_in_columns_equal_the_row_layout(scheme, monkeypatch) -> None:
     """The im2col-in-columns path (few channels) against the row path on the same program, bit for bit."""
-    from edge_module.numerics import bfp, emulate
+    from edge_module.numerics import bfp, bfp_conv, patches
 
-    monkeypatch.setattr(emulate, "BFP_COLUMN_PIXELS", 1)
-    monkeypatch.setattr(emulate, "_position_block_conv", lambda *a: None)  # (it would go first)
+    monkeypatch.setattr(bfp_conv, "BFP_COLUMN_PIXELS", 1)
+    monkeypatch.setattr(bfp_conv, "_position_block_conv", lambda *a: None)  # (it would go first)
     rng = np.random.default_rng(3)
     x = (rng.standard_normal((3, 2, 9, 7)) * np.exp(rng.uniform(-2, 2, (3, 2, 9, 7)))).astype(np.float32)
     x[0, :, :3] = 0
@@ -273,11 +273,11 @@ def test_convolutions_in_columns_equal_the_row_layout(scheme, monkeypatch) -> No
         fmts = (fx(10, 4, "AP_RND_CONV", "AP_SAT"), fx(9, 5, "AP_RND", "AP_SAT"))
     program = conv_program(scheme, *fmts, arrays, extra)
     calls = []
-    patch_cols = emulate._patch_cols
-    monkeypatch.setattr(emulate, "_patch_cols", lambda *a: calls.append(1) or patch_cols(*a))
+    columns = patches.columns
+    monkeypatch.setattr(patches, "columns", lambda *a: calls.append(1) or columns(*a))
     got = program.run(x)["y"]
     assert calls  # the column path ran
-    monkeypatch.setattr(emulate, "COLUMN_CHANNELS", 0)
+    monkeypatch.setattr(patches, "COLUMN_CHANNELS", 0)
     want = program.run(x)["y"]
     assert len(calls) == 1
     assert got.shape == want.shape and np.array_equal(got, want)
@@ -456,12 +456,12 @@ def test_bfp_conv_plan_columns_in_chunks_equal_the_row_path(channels, monkeypatc
     """The few-channel BFP convolution on the dense plan, in small chunks of columns, against the row path
     bit for bit: zero rows (all-zero blocks), ties, saturating maxima, a subnormal block (which sends its
     chunk back to the column path)."""
-    from edge_module.numerics import bfp, emulate
+    from edge_module.numerics import bfp, bfp_conv, patches
 
-    monkeypatch.setattr(emulate, "BFP_COLUMN_PIXELS", 1)
-    monkeypatch.setattr(emulate, "CONV_PLAN_CHUNK", 16 * 4 * 2)  # a few columns per chunk
-    monkeypatch.setattr(emulate, "_one_block_conv", lambda *a: None)  # (one-block patches would go there first)
-    monkeypatch.setattr(emulate, "_position_block_conv", lambda *a: None)
+    monkeypatch.setattr(bfp_conv, "BFP_COLUMN_PIXELS", 1)
+    monkeypatch.setattr(bfp_conv, "CONV_PLAN_CHUNK", 16 * 4 * 2)  # a few columns per chunk
+    monkeypatch.setattr(bfp_conv, "_one_block_conv", lambda *a: None)  # (one-block patches would go there first)
+    monkeypatch.setattr(bfp_conv, "_position_block_conv", lambda *a: None)
     rng = np.random.default_rng(channels)
     shape = (3, channels, 9, 7)
     x = (rng.standard_normal(shape) * np.exp(rng.uniform(-2, 2, shape))).astype(np.float32)
@@ -475,14 +475,14 @@ def test_bfp_conv_plan_columns_in_chunks_equal_the_row_path(channels, monkeypatc
     arrays = {"weight": w_mant, "weight_exponent": w_exp, "bias": rng.standard_normal(4).astype(np.float32)}
     program = conv_program("bfp", {"kind": "float"}, {"kind": "float"}, arrays, {"bfp": params})
     runs = []
-    plan_run = emulate._conv_plan_run
-    monkeypatch.setattr(emulate, "_conv_plan_run", lambda *a: runs.append(y := plan_run(*a)) or y)
+    plan_run = bfp_conv._conv_plan_run
+    monkeypatch.setattr(bfp_conv, "_conv_plan_run", lambda *a: runs.append(y := plan_run(*a)) or y)
     tiny = x.copy()
     tiny[2] = np.float32(2.0**-140)  # subnormal blocks
     for data in (x, tiny):
         got = program.run(data)["y"]
-        monkeypatch.setattr(emulate, "COLUMN_CHANNELS", 0)
+        monkeypatch.setattr(patches, "COLUMN_CHANNELS", 0)
         want = program.run(data)["y"]
-        monkeypatch.setattr(emulate, "COLUMN_CHANNELS", 4)
+        monkeypatch.setattr(patches, "COLUMN_CHANNELS", 4)
         assert got.shape == want.shape and np.array_equal(got, want)
     assert [y is not None for y in runs] == [True, False]

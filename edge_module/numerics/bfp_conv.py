@@ -1,0 +1,252 @@
+"""BFP convolutions (numpy only): a Conv layer of the ``bfp`` scheme on its NCHW input, bit-exact with
+``dot.bfp_dot`` on its im2col patches, by the first of several paths that applies (``run``): patches of
+one block, blocks of whole kernel positions, folded values (few channels in columns, channel blocks, or
+patch rows), channel blocks quantized once; None leaves the layer to the emulator's generic patch-row
+path. The results are values before the conversion to the layer's output format (``Result``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import NamedTuple
+
+import numpy as np
+
+from . import dot, patches
+
+BFP_COLUMN_PIXELS = 16384  # BFP ones when the batch has this many input pixels (measured: smaller ones gain nothing)
+CONV_PLAN_CHUNK = 1 << 20  # block products per chunk of columns (measured on the CIFAR-sized first layer)
+_MAGNITUDE = np.uint32(0x7FFFFFFF)  # a float32's bits less the sign
+_EXPONENT = np.uint32(0x7F800000)  # a float32's exponent field: masking the rest gives 2**floor(log2 x)
+
+
+class Result(NamedTuple):
+    """A convolution's values before the conversion to its output format: ``values`` NCHW when ``grid``
+    is None, else rows ``(N * OH * OW, M)`` for the output pixels ``grid = (N, OH, OW)`` (converted as
+    rows, then laid out as NCHW); ``relu_applied``: a folded ReLU is in the values already."""
+
+    values: np.ndarray
+    grid: tuple[int, int, int] | None
+    relu_applied: bool
+
+
+def run(x: np.ndarray, geometry: tuple, layer: Mapping, relu: bool = False) -> Result | None:
+    """The BFP convolution layer ``layer`` on ``x`` (``geometry``: ``patches.geometry`` of its attributes)
+    by the first path that takes it, in this order: one-block patches and blocks of whole kernel
+    positions on the layer's ``conv_plan`` (both with ``relu`` folded in), folded values
+    (``_bfp_conv_folded``), channel blocks quantized once (``_bfp_conv``); None when none applies."""
+    plan = layer["data"].get("conv_plan")
+    y = _one_block_conv(x, geometry, plan, relu)
+    if y is not None:
+        return Result(y.transpose(1, 0, 2, 3), None, relu)
+    y = _position_block_conv(x, geometry, plan, relu)
+    if y is not None:
+        n, _, h, w = x.shape
+        return Result(y, (n, *patches.out_hw(h, w, geometry)), relu)
+    result = _bfp_conv_folded(layer, x, geometry)
+    if result is not None:
+        return result
+    channels = dot.bfp_quantize_channels(x, layer["bfp"])
+    if channels is not None:  # quantized once per value, not once per patch: the same codes
+        return _bfp_conv(layer, *channels, geometry)
+    return None
+
+
+def _one_block_conv(
+    x: np.ndarray, geometry: tuple, plan: dot.DensePlan | None, relu: bool = False
+) -> np.ndarray | None:
+    """A BFP convolution whose patches are one block (``kh * kw * C <= k``) without an im2col copy, as
+    ``(M, N, OH, OW)`` (a view), or None where ``dot.bfp_dense_run``'s bounds do not hold (the other
+    paths decide, with the same bits). The input sits zero-padded in flat per-channel planes, so a shift
+    by ``i * dh * Wp + j * dw`` reaches kernel position ``(i, j)`` from every pixel at once: the block
+    maxima are a max filter of the magnitude bits (one ``maximum`` of two long contiguous slices per
+    kernel column, then per row) and the patches a strided view ``(kh, kw, C, N * Hp * Wp)`` with
+    contiguous rows. Everything is computed for every padded pixel (windows running past a row's end
+    too, never picked; an out-of-bounds value there only sends the batch to the other paths): long
+    inner loops beat numpy's strided ones over short image rows several times. Then
+    ``dot._dense_integers``' arithmetic: codes ``rint(x * 2**(m-1-E))`` clipped to ``±(2**m - 1)``, all-zero
+    blocks given the exponent ``low``, the one block's exact product with the integer weights, scaled by
+    ``2**E`` (exact: the same value as scaling the codes first), the bias added last; ``relu``: then
+    ``dot.relu_values``' arithmetic (chosen by the size of the result, as the ReLU layer chooses it)."""
+    if plan is None or plan.integer_weights is None or x.dtype != np.float32 or plan.weights.shape[0] != 1:
+        return None
+    (kh, kw), (top, left, bottom, right), (sh, sw), (dh, dw) = geometry
+    n, c, h, w = x.shape
+    length = kh * kw * c
+    if length > plan.block_size or x.size == 0:
+        return None
+    oh, ow = patches.out_hw(h, w, geometry)
+    hp, wp = h + top + bottom, w + left + right
+    size, down = n * hp * wp, (kh - 1) * dh * wp
+    flat = np.zeros((c, size + down + (kw - 1) * dw), np.float32)
+    flat[:, :size].reshape(c, n, hp, wp)[:, :, top : top + h, left : left + w] = x.transpose(1, 0, 2, 3)
+    magnitude = np.bitwise_and(flat.view(np.uint32), _MAGNITUDE)
+    magnitude = magnitude[0] if c == 1 else np.maximum.reduce(magnitude, axis=0)
+    across = magnitude[: size + down]
+    for j in range(1, kw):
+        across = np.maximum(across, magnitude[j * dw : j * dw + size + down])
+    bits = across[:size]
+    for i in range(1, kh):
+        bits = np.maximum(bits, across[i * dh * wp : i * dh * wp + size])
+    if int(np.maximum.reduce(np.subtract(bits, plan.low_bits), axis=None)) >= plan.high_bits - plan.low_bits:
+        bits = dot.admit_zero_blocks(bits, plan)  # some block all zero, or out of bounds
+        if bits is None:
+            return None
+    exps = np.bitwise_and(bits, _EXPONENT)
+    item, plane = flat.strides[1], flat.strides[0]
+    shifted = np.lib.stride_tricks.as_strided(
+        flat, (kh, kw, c, size), (dh * wp * item, dw * item, plane, item), writeable=False
+    )
+    codes = np.empty((length, size), np.float32)
+    np.multiply(shifted, np.subtract(plan.up_bits, exps).view(np.float32), out=codes.reshape(shifted.shape))
+    np.rint(codes, out=codes)
+    dot._CLIP(codes, -plan.top, plan.top, out=codes)
+    y = np.matmul(plan.integer_weights[0, :, :length], codes)  # exact integer sums
+    y *= exps.view(np.float32)
+    if plan.bias is not None:
+        y += plan.bias
+    if relu:
+        dot.relu_in_place(y, size=n * oh * ow * y.shape[0])
+    picked = (slice(None), slice(None), slice(0, (oh - 1) * sh + 1, sh), slice(0, (ow - 1) * sw + 1, sw))
+    return y.reshape(-1, n, hp, wp)[picked]
+
+
+def _position_block_conv(
+    x: np.ndarray, geometry: tuple, plan: dot.DensePlan | None, relu: bool = False
+) -> np.ndarray | None:
+    """A BFP convolution whose blocks are whole kernel positions (``k % C == 0``, ``C < k``, several
+    blocks): rows ``(N * OH * OW, M)``, or None where ``dot.bfp_dense_run``'s bounds do not hold (the
+    other paths decide, with the same bits). A block's maximum is the largest of its positions' pixel
+    channel maxima, so the block maxima come from the pixels' maxima (zero-padded, flat: one
+    ``maximum`` of two shifted slices per extra position in a block) instead of a reduction over every
+    patch's short blocks; then ``dot._dense_integers``' arithmetic on the im2col rows (each block's exponent
+    repeated along it: broadcasting over a short last axis is slow), the block products summed in
+    block order in float32, the bias added last, ``relu``: ``dot.relu_values``' arithmetic."""
+    if plan is None or plan.integer_weights is None or x.dtype != np.float32:
+        return None
+    (kh, kw), (top, left, bottom, right), (sh, sw), (dh, dw) = geometry
+    n, c, h, w = x.shape
+    k, n_blocks = plan.block_size, plan.weights.shape[0]
+    if c >= k or k % c or n_blocks < 2 or -(-kh * kw * c // k) != n_blocks or x.size == 0:
+        return None
+    per = k // c  # kernel positions per block
+    oh, ow = patches.out_hw(h, w, geometry)
+    hp, wp = h + top + bottom, w + left + right
+    size = n * hp * wp
+    flat = np.zeros(size + (kh - 1) * dh * wp + (kw - 1) * dw, np.uint32)
+    pixels = np.maximum.reduce(np.bitwise_and(x.view(np.uint32), _MAGNITUDE), axis=1)
+    flat[:size].reshape(n, hp, wp)[:, top : top + h, left : left + w] = pixels
+    grid = np.empty((n_blocks, size), np.uint32)
+    for b in range(n_blocks):
+        shifts = [(q // kw) * dh * wp + (q % kw) * dw for q in range(b * per, min((b + 1) * per, kh * kw))]
+        grid[b] = flat[shifts[0] : shifts[0] + size]
+        for shift in shifts[1:]:
+            np.maximum(grid[b], flat[shift : shift + size], out=grid[b])
+    picked = grid.reshape(n_blocks, n, hp, wp)[:, :, 0 : (oh - 1) * sh + 1 : sh, 0 : (ow - 1) * sw + 1 : sw]
+    bits = np.ascontiguousarray(picked.transpose(1, 2, 3, 0)).reshape(-1, n_blocks)  # (L, n_blocks)
+    if int(np.maximum.reduce(np.subtract(bits, plan.low_bits), axis=None)) >= plan.high_bits - plan.low_bits:
+        bits = dot.admit_zero_blocks(bits, plan)  # some block all zero, or out of bounds
+        if bits is None:
+            return None
+    exps = np.repeat(np.bitwise_and(bits, _EXPONENT), k, axis=1)  # (L, n_blocks * k)
+    codes = patches.rows(x, geometry, n_blocks * k)
+    np.multiply(codes, np.subtract(plan.up_bits, exps).view(np.float32), out=codes)  # times 2**(m-1-E)
+    np.rint(codes, out=codes)
+    dot._CLIP(codes, -plan.top, plan.top, out=codes)
+    codes *= exps.view(np.float32)
+    weights = plan.tiles.get("rows")  # the integer weights as (n_blocks, k, M) for row blocks
+    if weights is None:
+        weights = plan.tiles["rows"] = np.ascontiguousarray(plan.integer_weights.transpose(0, 2, 1))
+    partial = np.matmul(codes.reshape(-1, n_blocks, k).transpose(1, 0, 2), weights)  # (n_blocks, L, M), exact
+    out = dot.sum_in_order(partial, np.empty(partial.shape[1:], np.float32))
+    if plan.bias is not None:
+        bias = plan.bias.reshape(-1)
+        out += dot.tiled(plan.tiles, "bias rows", bias, out.shape) if out.size <= dot.TILE_MAX_ELEMENTS else bias
+    if relu:
+        dot.relu_in_place(out)
+    return out
+
+
+def _conv_plan_run(cols: np.ndarray, plan: dot.DensePlan | None) -> np.ndarray | None:
+    """``dot.bfp_dense_run`` on patch columns ``(n_blocks * k, N)`` in chunks of columns (the block
+    products of a chunk stay in cache), giving ``(M, N)``; None when there is no plan or some chunk's
+    exponents leave its bounds (the column path decides, with the same bits)."""
+    if plan is None:
+        return None
+    n_blocks, m_out, _ = plan.weights.shape
+    total = cols.shape[1]
+    step = max(1, CONV_PLAN_CHUNK // max(1, n_blocks * m_out))
+    if step >= total:
+        return dot.bfp_dense_run(cols, plan)
+    out = np.empty((m_out, total), np.float32)
+    for start in range(0, total, step):
+        part = dot.bfp_dense_run(np.ascontiguousarray(cols[:, start : start + step]), plan)
+        if part is None:
+            return None
+        out[:, start : start + step] = part
+    return out
+
+
+def _bfp_conv_folded(layer: Mapping, x: np.ndarray, geometry: tuple) -> Result | None:
+    """A BFP convolution on folded values: with ``C % k == 0`` the input is quantized once per pixel's
+    channel block (the blocks of every patch; padding is an all-zero block), else per patch."""
+    params, data = layer["bfp"], layer["data"]
+    if data.get("folded") is None or x.dtype != np.float32:
+        return None
+    n, c, h, w = x.shape
+    k = int(params["block_size"])
+    if (
+        c <= patches.COLUMN_CHANNELS and n * h * w >= BFP_COLUMN_PIXELS
+    ):  # few channels: im2col, quantization, products in columns
+        length = -(-int(np.prod(geometry[0])) * c // k) * k
+        cols = patches.columns(x, geometry, length)
+        y = _conv_plan_run(cols, data.get("conv_plan"))
+        if y is None:
+            folded = dot.bfp_folded_columns(cols, params)
+            y = None if folded is None else dot.bfp_dot_folded_columns(folded, data["folded_t"], data["bias"], params)
+        if y is not None:
+            return Result(y.reshape(-1, n, *patches.out_hw(h, w, geometry)).transpose(1, 0, 2, 3), None, False)
+    if c % k == 0:
+        folded = dot.bfp_folded_channels(x, params)
+        if folded is not None:
+            values = folded[0]
+        else:
+            folded = dot.bfp_folded_inputs(x.transpose(0, 2, 3, 1).reshape(-1, c), params)
+            if folded is None:
+                return None
+            values = folded[0].reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        windows = patches.windows(values, *geometry)
+        rows = windows.shape[0] * windows.shape[1] * windows.shape[2]
+        y = _folded_dot(layer, (windows.reshape(rows, -1, k), folded[1], folded[2]))
+        grid = windows.shape[:3]
+    else:  # patches zero-padded to whole blocks as they are copied (what dot._blocked would add)
+        length = int(np.prod(geometry[0])) * c
+        if length > k:
+            length = -(-length // k) * k
+        folded = dot.bfp_folded_inputs(patches.rows(x, geometry, length), params)
+        grid = (n, *patches.out_hw(h, w, geometry))
+        y = None if folded is None else _folded_dot(layer, folded)
+    if y is None:
+        return None
+    return Result(y, grid, False)
+
+
+def _folded_dot(layer: Mapping, folded_x: tuple) -> np.ndarray | None:
+    """``dot.bfp_dot_folded`` of inputs already folded against the layer's folded weights."""
+    data = layer["data"]
+    return dot.bfp_dot_folded(folded_x, data["folded"], data["bias"], layer["bfp"])
+
+
+def _bfp_conv(layer: Mapping, mant: np.ndarray, exps: np.ndarray, geometry: tuple) -> Result:
+    """A BFP convolution on channel blocks quantized once per value (``dot.bfp_quantize_channels``):
+    patches of the mantissas and exponents (padding: zero mantissas at the smallest exponent)."""
+    data = layer["data"]
+    e_min = -((1 << (int(layer["bfp"]["exponent_bits"]) - 1)) - 1)
+    m_patches = patches.windows(mant, *geometry)
+    e_patches = patches.windows(exps.astype(np.float32), *geometry, pad_value=float(e_min))
+    n, oh, ow = m_patches.shape[:3]
+    k = int(layer["bfp"]["block_size"])
+    x_blocks = m_patches.reshape(n * oh * ow, -1, k)
+    x_exp = e_patches.reshape(n * oh * ow, -1).astype(np.int64)
+    y = dot.bfp_dot_blocks(x_blocks, x_exp, data["prepared"], data["bias"], float32_inputs=True)
+    return Result(y, (n, oh, ow), False)
