@@ -23,6 +23,9 @@ result is converted to its output tensor's format: a no-op for exact ops (relu, 
 whose output keeps the input's format. Element-wise arithmetic other than the dot products (average
 pooling, Add) is computed in float64 (fixed, int8) or float32 and then converted once, so those layers
 are exact only up to that one rounding.
+
+This module holds the program format, ``Program`` and the per-op functions; convolution geometry and
+im2col copies are in ``patches``, the BFP convolution paths in ``bfp_conv``, the dot products in ``dot``.
 """
 
 from __future__ import annotations
