@@ -70,17 +70,14 @@ def _one_block_conv(
     ``dot.relu_values``' arithmetic (chosen by the size of the result, as the ReLU layer chooses it)."""
     if plan is None or plan.integer_weights is None or x.dtype != np.float32 or plan.weights.shape[0] != 1:
         return None
-    (kh, kw), (top, left, bottom, right), (sh, sw), (dh, dw) = geometry
-    n, c, h, w = x.shape
+    (kh, kw), _, _, (dh, dw) = geometry
+    c = x.shape[1]
     length = kh * kw * c
     if length > plan.block_size or x.size == 0:
         return None
-    oh, ow = patches.out_hw(h, w, geometry)
-    hp, wp = h + top + bottom, w + left + right
-    size, down = n * hp * wp, (kh - 1) * dh * wp
-    flat = np.zeros((c, size + down + (kw - 1) * dw), np.float32)
-    flat[:, :size].reshape(c, n, hp, wp)[:, :, top : top + h, left : left + w] = x.transpose(1, 0, 2, 3)
-    magnitude = np.bitwise_and(flat.view(np.uint32), _MAGNITUDE)
+    flat = patches.padded_flat(x.transpose(1, 0, 2, 3), geometry)  # (C, N * Hp * Wp + slack)
+    size, wp, down = flat.size, flat.wp, (kh - 1) * dh * flat.wp
+    magnitude = np.bitwise_and(flat.values.view(np.uint32), _MAGNITUDE)
     magnitude = magnitude[0] if c == 1 else np.maximum.reduce(magnitude, axis=0)
     across = magnitude[: size + down]
     for j in range(1, kw):
@@ -88,14 +85,13 @@ def _one_block_conv(
     bits = across[:size]
     for i in range(1, kh):
         bits = np.maximum(bits, across[i * dh * wp : i * dh * wp + size])
-    if int(np.maximum.reduce(np.subtract(bits, plan.low_bits), axis=None)) >= plan.high_bits - plan.low_bits:
-        bits = dot.admit_zero_blocks(bits, plan)  # some block all zero, or out of bounds
-        if bits is None:
-            return None
+    bits = dot.admitted_bits(bits, plan)
+    if bits is None:
+        return None
     exps = np.bitwise_and(bits, _EXPONENT)
-    item, plane = flat.strides[1], flat.strides[0]
+    plane, item = flat.values.strides
     shifted = np.lib.stride_tricks.as_strided(
-        flat, (kh, kw, c, size), (dh * wp * item, dw * item, plane, item), writeable=False
+        flat.values, (kh, kw, c, size), (dh * wp * item, dw * item, plane, item), writeable=False
     )
     codes = np.empty((length, size), np.float32)
     np.multiply(shifted, np.subtract(plan.up_bits, exps).view(np.float32), out=codes.reshape(shifted.shape))
@@ -105,10 +101,10 @@ def _one_block_conv(
     y *= exps.view(np.float32)
     if plan.bias is not None:
         y += plan.bias
+    picked = flat.origins(y, geometry)
     if relu:
-        dot.relu_in_place(y, size=n * oh * ow * y.shape[0])
-    picked = (slice(None), slice(None), slice(0, (oh - 1) * sh + 1, sh), slice(0, (ow - 1) * sw + 1, sw))
-    return y.reshape(-1, n, hp, wp)[picked]
+        dot.relu_in_place(y, size=picked.size)
+    return picked
 
 
 def _position_block_conv(
@@ -124,30 +120,24 @@ def _position_block_conv(
     block order in float32, the bias added last, ``relu``: ``dot.relu_values``' arithmetic."""
     if plan is None or plan.integer_weights is None or x.dtype != np.float32:
         return None
-    (kh, kw), (top, left, bottom, right), (sh, sw), (dh, dw) = geometry
-    n, c, h, w = x.shape
+    (kh, kw), c = geometry[0], x.shape[1]
     k, n_blocks = plan.block_size, plan.weights.shape[0]
     if c >= k or k % c or n_blocks < 2 or -(-kh * kw * c // k) != n_blocks or x.size == 0:
         return None
     per = k // c  # kernel positions per block
-    oh, ow = patches.out_hw(h, w, geometry)
-    hp, wp = h + top + bottom, w + left + right
-    size = n * hp * wp
-    flat = np.zeros(size + (kh - 1) * dh * wp + (kw - 1) * dw, np.uint32)
-    pixels = np.maximum.reduce(np.bitwise_and(x.view(np.uint32), _MAGNITUDE), axis=1)
-    flat[:size].reshape(n, hp, wp)[:, top : top + h, left : left + w] = pixels
+    flat = patches.padded_flat(np.maximum.reduce(np.bitwise_and(x.view(np.uint32), _MAGNITUDE), axis=1), geometry)
+    size = flat.size
     grid = np.empty((n_blocks, size), np.uint32)
     for b in range(n_blocks):
-        shifts = [(q // kw) * dh * wp + (q % kw) * dw for q in range(b * per, min((b + 1) * per, kh * kw))]
-        grid[b] = flat[shifts[0] : shifts[0] + size]
+        shifts = [flat.shift(q, geometry) for q in range(b * per, min((b + 1) * per, kh * kw))]
+        grid[b] = flat.values[shifts[0] : shifts[0] + size]
         for shift in shifts[1:]:
-            np.maximum(grid[b], flat[shift : shift + size], out=grid[b])
-    picked = grid.reshape(n_blocks, n, hp, wp)[:, :, 0 : (oh - 1) * sh + 1 : sh, 0 : (ow - 1) * sw + 1 : sw]
+            np.maximum(grid[b], flat.values[shift : shift + size], out=grid[b])
+    picked = flat.origins(grid, geometry)  # (n_blocks, N, OH, OW)
     bits = np.ascontiguousarray(picked.transpose(1, 2, 3, 0)).reshape(-1, n_blocks)  # (L, n_blocks)
-    if int(np.maximum.reduce(np.subtract(bits, plan.low_bits), axis=None)) >= plan.high_bits - plan.low_bits:
-        bits = dot.admit_zero_blocks(bits, plan)  # some block all zero, or out of bounds
-        if bits is None:
-            return None
+    bits = dot.admitted_bits(bits, plan)
+    if bits is None:
+        return None
     exps = np.repeat(np.bitwise_and(bits, _EXPONENT), k, axis=1)  # (L, n_blocks * k)
     codes = patches.rows(x, geometry, n_blocks * k)
     np.multiply(codes, np.subtract(plan.up_bits, exps).view(np.float32), out=codes)  # times 2**(m-1-E)

@@ -4,7 +4,7 @@ checks, conversions and transposed copies (small batches, where numpy's per-call
 values between layers are interleaved (``DenseChain``), the last layer's block products come as rows.
 
 The bits equal the per-layer path's: every layer takes the same block maxima (``|x|`` bits), the same
-checks (``dot._dense_integers``' fast one, then ``dot.admit_zero_blocks``), the same scaling, ``rint``,
+checks (``dot.admitted_bits``), the same scaling, ``rint``,
 clip and exact block products, and ``dot._dense_sum``'s block-order sum and bias. Only the constants
 differ in kind (0-d arrays of the same values: numpy then takes its fast loops). A folded ReLU is
 ``np.maximum`` of the result's bits as int32 with zeros: negative floats (and -0.0) are negative int32,
@@ -31,8 +31,6 @@ class _Layer(NamedTuple):
     plan: dot.DensePlan
     weights: np.ndarray  # plan.integer_weights (n_blocks, M, k), rows in the next layer's order; last: (n_blocks, k, M)
     bias: np.ndarray | None  # plan.bias, rows as the weights' (a column (M, 1)); last: a row (M,)
-    low: np.ndarray  # 0-d uint32 plan.low_bits
-    span: int  # plan.high_bits - plan.low_bits
     up: np.ndarray  # 0-d uint32 plan.up_bits
     top: np.ndarray  # 0-d float32 plan.top
     bottom: np.ndarray  # 0-d float32 -plan.top
@@ -69,10 +67,9 @@ def _links(plans: list[dot.DensePlan], relus: list[bool]) -> list[_Layer]:
         else:
             weights = np.ascontiguousarray(weights.transpose(0, 2, 1))
             bias = None if bias is None else np.ascontiguousarray(bias.reshape(-1))
-        span = plan.high_bits - plan.low_bits
         up, top = np.array(plan.up_bits, np.uint32), np.array(plan.top, np.float32)
         bottom = np.array(-plan.top, np.float32)
-        layers.append(_Layer(plan, weights, bias, np.array(plan.low_bits, np.uint32), span, up, top, bottom, relu))
+        layers.append(_Layer(plan, weights, bias, up, top, bottom, relu))
     return layers
 
 
@@ -152,10 +149,9 @@ class DenseChain:
         ``(k, n_blocks, R)``, 1: ``(n_blocks, k, R)``): ``(M, R)``, or ``(R, M)`` for the ``last`` layer
         (the block products are exact: any order of the same products gives the same sums)."""
         bits = np.maximum.reduce(magnitude, axis=axis, keepdims=True)
-        if int(np.maximum.reduce(np.subtract(bits, layer.low), axis=None)) >= layer.span:
-            bits = dot.admit_zero_blocks(bits, layer.plan)
-            if bits is None:
-                return None
+        bits = dot.admitted_bits(bits, layer.plan)
+        if bits is None:
+            return None
         exps = np.bitwise_and(bits, _EXPONENT)
         scaled = np.multiply(x, np.subtract(layer.up, exps).view(np.float32))
         np.rint(scaled, out=scaled)

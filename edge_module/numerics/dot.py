@@ -576,18 +576,27 @@ def _dense_integers(blocks: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     same codes: a value rounding up to ``2**m`` saturates either way), scaled by ``2**E`` and multiplied
     with the weights times ``2**-(m-1)``: the same exact products as the weights' folded values against
     the codes times ``2**(E-(m-1))``."""
-    bits = np.maximum.reduce(np.bitwise_and(blocks.view(np.uint32), _MAGNITUDE_BITS), axis=1, keepdims=True)
-    if int(np.maximum.reduce(np.subtract(bits, plan.low_bits), axis=None)) >= plan.high_bits - plan.low_bits:
-        # some block outside the bounds (unsigned: below low wraps around to the top) or all zero
-        bits = admit_zero_blocks(bits, plan)
-        if bits is None:
-            return None
+    bits = admitted_bits(
+        np.maximum.reduce(np.bitwise_and(blocks.view(np.uint32), _MAGNITUDE_BITS), axis=1, keepdims=True), plan
+    )
+    if bits is None:
+        return None
     exps = np.bitwise_and(bits, _EXPONENT_BITS)
     scaled = np.multiply(blocks, np.subtract(plan.up_bits, exps).view(np.float32))  # times 2**(m-1-E)
     np.rint(scaled, out=scaled)
     _CLIP(scaled, -plan.top, plan.top, out=scaled)
     scaled *= exps.view(np.float32)
     return np.matmul(plan.integer_weights, scaled)
+
+
+def admitted_bits(bits: np.ndarray, plan: DensePlan) -> np.ndarray | None:
+    """Block maxima ``bits`` (``|x|`` as uint32) as the plan's arithmetic takes them, or None: one check
+    when every block is within the bounds (``bits`` less ``low_bits`` as unsigned: zero, subnormal, too
+    small, too large, infinite and NaN blocks all come out at least ``high - low``), else
+    ``admit_zero_blocks``."""
+    if int(np.maximum.reduce(np.subtract(bits, plan.low), axis=None)) < plan.high_bits - plan.low_bits:
+        return bits
+    return admit_zero_blocks(bits, plan)
 
 
 def admit_zero_blocks(bits: np.ndarray, plan: DensePlan) -> np.ndarray | None:

@@ -6,6 +6,7 @@ convolution and pooling layers read. A ``geometry`` is ``(kernel, pads, strides,
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 
@@ -103,3 +104,43 @@ def columns(x: np.ndarray, geometry: tuple, length: int) -> np.ndarray:
             part = xp[:, :, i * dh : i * dh + sh * (oh - 1) + 1 : sh, j * dw : j * dw + sw * (ow - 1) + 1 : sw]
             np.copyto(cols[(i * kw + j) * c : (i * kw + j + 1) * c], part.transpose(1, 0, 2, 3))
     return cols.reshape(length, n * oh * ow)
+
+
+class Flat(NamedTuple):
+    """Images zero-padded and laid out flat by ``padded_flat``."""
+
+    values: np.ndarray  # (..., N * Hp * Wp + slack)
+    n: int
+    hp: int  # the padded height and width
+    wp: int
+
+    @property
+    def size(self) -> int:
+        """The number of padded pixels, ``N * Hp * Wp``."""
+        return self.n * self.hp * self.wp
+
+    def shift(self, position: int, geometry: tuple) -> int:
+        """How far kernel position ``position`` (``i * kw + j``) lies from its window's origin."""
+        (_, kw), _, _, (dh, dw) = geometry
+        return position // kw * dh * self.wp + position % kw * dw
+
+    def origins(self, grid: np.ndarray, geometry: tuple) -> np.ndarray:
+        """``grid (..., N * Hp * Wp)``, a value per padded pixel, at the output pixels' window origins: a
+        view ``(..., N, OH, OW)``."""
+        (kh, kw), _, (sh, sw), (dh, dw) = geometry
+        oh = (self.hp - dh * (kh - 1) - 1) // sh + 1
+        ow = (self.wp - dw * (kw - 1) - 1) // sw + 1
+        view = grid.reshape(*grid.shape[:-1], self.n, self.hp, self.wp)
+        return view[..., 0 : (oh - 1) * sh + 1 : sh, 0 : (ow - 1) * sw + 1 : sw]
+
+
+def padded_flat(values: np.ndarray, geometry: tuple) -> Flat:
+    """``values (..., N, H, W)`` zero-padded by ``geometry``'s pads, each ``(N, Hp, Wp)`` flattened, with
+    zeros after it for the largest kernel shift: a kernel position's values for every padded pixel are
+    then one contiguous slice, ``values[..., s : s + size]`` with ``s = Flat.shift(...)``."""
+    (kh, kw), (top, left, bottom, right), _, (dh, dw) = geometry
+    *lead, n, h, w = values.shape
+    hp, wp = h + top + bottom, w + left + right
+    flat = np.zeros((*lead, n * hp * wp + (kh - 1) * dh * wp + (kw - 1) * dw), values.dtype)
+    flat[..., : n * hp * wp].reshape(*lead, n, hp, wp)[..., top : top + h, left : left + w] = values
+    return Flat(flat, n, hp, wp)
