@@ -178,12 +178,8 @@ class Program:
         """The layers with each ReLU that keeps its format folded into the dense or BFP convolution layer
         before it when that layer computes its result in few calls (int8 dense: the clip's lower bound;
         BFP with a float result: in place, or the ReLU after the other convolution paths) and nothing else
-        reads the pre-ReLU tensor. The same bits: ``run`` uses
-        this list unless asked for every tensor."""
-        readers: dict[str, int] = {}
-        for layer in prepared:
-            for name in layer["inputs"]:
-                readers[name] = readers.get(name, 0) + 1
+        reads the pre-ReLU tensor. The same bits: ``run`` uses this list unless asked for every tensor."""
+        readers = _readers(prepared)
         fused: list[dict] = []
         for layer in prepared:
             before = fused[-1] if fused else None
@@ -213,10 +209,7 @@ class Program:
         """``fused`` with each maximal run of at least two BFP dense layers that ``dense_chain`` can link
         (each reading only the previous one's float32 result, which nothing else reads) replaced by one
         ``chain`` layer: ``run`` uses this list unless asked for every tensor (the same bits)."""
-        readers: dict[str, int] = {}
-        for layer in fused:
-            for name in layer["inputs"]:
-                readers[name] = readers.get(name, 0) + 1
+        readers = _readers(fused)
 
         def link(layer: dict) -> bool:
             return layer["op"] == "dense" and dense_chain.applies(layer["data"].get("dense_plan"))
@@ -389,6 +382,15 @@ class Program:
             )
             return y.astype(np.float32) - np.float32(out_fmt["zero_point"])
         raise ValueError(f"layer {layer['name']}: unknown scheme {scheme!r}")
+
+
+def _readers(layers: list[dict]) -> dict[str, int]:
+    """How many of ``layers`` read each tensor."""
+    readers: dict[str, int] = {}
+    for layer in layers:
+        for name in layer["inputs"]:
+            readers[name] = readers.get(name, 0) + 1
+    return readers
 
 
 def _fixed_fast(data: Mapping, in_fmt: Mapping, layer: Mapping) -> tuple | None:
