@@ -223,6 +223,31 @@ class ModelRuntime(_Cancellable, ABC):
         return cached[1]
 
 
+class FileRuntime(ModelRuntime):
+    """A runtime whose ``load`` sets ``_inputs`` and ``_outputs`` (lists of specs) and whose ``loaded``
+    says when: ``inputs``/``outputs`` are copies of them, :class:`NotReadyError` before."""
+
+    _inputs: list[Any]
+    _outputs: list[TensorSpec]
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        self._require_loaded()
+        return list(self._inputs)
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        self._require_loaded()
+        return list(self._outputs)
+
+    def _require_loaded(self) -> None:
+        if not self.loaded:
+            raise NotReadyError(f"model {self.name!r} is not loaded yet")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.path)!r}, name={self.name!r}, version={self.version!r})"
+
+
 @dataclass
 class Request:
     """A transport-neutral ``/score`` request."""

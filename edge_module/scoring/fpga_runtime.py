@@ -38,7 +38,7 @@ import numpy as np
 from edge_module.runtime import (
     V2_TO_NUMPY,
     BadInputError,
-    ModelRuntime,
+    FileRuntime,
     NotReadyError,
     ScoringError,
     TensorSpec,
@@ -212,7 +212,7 @@ def _specs(entries: list[Any], names: list[str], what: str, path: Path) -> list[
     return specs
 
 
-class FpgaRuntime(ModelRuntime):
+class FpgaRuntime(FileRuntime):
     """An FPGA package folder (see the module doc): emulated unless a driver is given."""
 
     inline_safe = False  # emulating a CNN may take a while and cannot be cancelled: a scoring thread runs it
@@ -284,16 +284,6 @@ class FpgaRuntime(ModelRuntime):
         return self.pipeline is not None
 
     @property
-    def inputs(self) -> list[TensorSpec]:
-        self._require_loaded()
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        self._require_loaded()
-        return list(self._outputs)
-
-    @property
     def platform(self) -> str:
         return "fpga-driver" if self.driver else "fpga-emulator"
 
@@ -314,10 +304,3 @@ class FpgaRuntime(ModelRuntime):
             if type(exc).__name__ == "InvalidArgument":  # onnxruntime's complaint about the feeds
                 raise BadInputError(f"model {self.name!r} rejected the input: {exc}") from exc
             raise ScoringError(f"model {self.name!r} failed: {type(exc).__name__}: {exc}") from exc
-
-    def _require_loaded(self) -> None:
-        if self.pipeline is None:
-            raise NotReadyError(f"model {self.name!r} is not loaded yet")
-
-    def __repr__(self) -> str:
-        return f"FpgaRuntime({str(self.path)!r}, name={self.name!r}, version={self.version!r})"

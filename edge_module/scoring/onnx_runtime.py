@@ -21,9 +21,9 @@ import numpy as np
 from edge_module.runtime import (
     NUMPY_TO_V2,
     BadInputError,
+    FileRuntime,
     InputCheck,
     InputChecker,
-    ModelRuntime,
     NotReadyError,
     ScoringError,
     TensorSpec,
@@ -75,7 +75,7 @@ def _output_kind(onnx_type: str) -> str | None:
     return None
 
 
-class OnnxRuntime(ModelRuntime):
+class OnnxRuntime(FileRuntime):
     """One ``.onnx`` file on onnxruntime's CPU provider (or the providers given)."""
 
     inline_safe = True  # no user code: a transport may call it on its event loop (cancel() bounds it)
@@ -138,11 +138,6 @@ class OnnxRuntime(ModelRuntime):
     def inputs(self) -> list[TensorSpec]:
         self._require_loaded()
         return [i.spec for i in self._inputs]
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        self._require_loaded()
-        return list(self._outputs)
 
     @property
     def input_names(self) -> list[str]:
@@ -208,10 +203,3 @@ class OnnxRuntime(ModelRuntime):
     # the checks, by the names they had here (edge_module.runtime has them now) ---------------
     prepare_input = staticmethod(check_input)
     _cast = staticmethod(cast)
-
-    def _require_loaded(self) -> None:
-        if self.session is None:
-            raise NotReadyError(f"model {self.name!r} is not loaded yet")
-
-    def __repr__(self) -> str:
-        return f"OnnxRuntime({str(self.path)!r}, name={self.name!r}, version={self.version!r})"

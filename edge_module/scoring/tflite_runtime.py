@@ -34,9 +34,9 @@ import numpy as np
 from edge_module.runtime import (
     NUMPY_TO_V2,
     BadInputError,
+    FileRuntime,
     InputCheck,
     InputChecker,
-    ModelRuntime,
     NotReadyError,
     ScoringError,
     TensorSpec,
@@ -157,7 +157,7 @@ class _Slot:
         self.shapes = shapes
 
 
-class TfliteRuntime(ModelRuntime):
+class TfliteRuntime(FileRuntime):
     """One ``.tflite`` file on LiteRT's CPU interpreter (see the module doc)."""
 
     inline_safe = True  # no user code, bounded; it has no cancel(): an overrunning call runs to its end
@@ -210,16 +210,6 @@ class TfliteRuntime(ModelRuntime):
     @property
     def loaded(self) -> bool:
         return self._checker is not None
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        self._require_loaded()
-        return list(self._inputs)
-
-    @property
-    def outputs(self) -> list[TensorSpec]:
-        self._require_loaded()
-        return list(self._outputs)
 
     @property
     def input_names(self) -> list[str]:
@@ -303,10 +293,3 @@ class TfliteRuntime(ModelRuntime):
                 raise NotReadyError(f"model {self.name!r} is not loaded yet") from None
             slot = self._local.slot = self._new_slot()
             return slot
-
-    def _require_loaded(self) -> None:
-        if self._checker is None:
-            raise NotReadyError(f"model {self.name!r} is not loaded yet")
-
-    def __repr__(self) -> str:
-        return f"TfliteRuntime({str(self.path)!r}, name={self.name!r}, version={self.version!r})"
