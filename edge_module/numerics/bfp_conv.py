@@ -16,8 +16,6 @@ from . import dot, patches
 
 BFP_COLUMN_PIXELS = 16384  # BFP ones when the batch has this many input pixels (measured: smaller ones gain nothing)
 CONV_PLAN_CHUNK = 1 << 20  # block products per chunk of columns (measured on the CIFAR-sized first layer)
-_MAGNITUDE = np.uint32(0x7FFFFFFF)  # a float32's bits less the sign
-_EXPONENT = np.uint32(0x7F800000)  # a float32's exponent field: masking the rest gives 2**floor(log2 x)
 
 
 class Result(NamedTuple):
@@ -77,7 +75,7 @@ def _one_block_conv(
         return None
     flat = patches.padded_flat(x.transpose(1, 0, 2, 3), geometry)  # (C, N * Hp * Wp + slack)
     size, wp, down = flat.size, flat.wp, (kh - 1) * dh * flat.wp
-    magnitude = np.bitwise_and(flat.values.view(np.uint32), _MAGNITUDE)
+    magnitude = np.bitwise_and(flat.values.view(np.uint32), dot.MAGNITUDE)
     magnitude = magnitude[0] if c == 1 else np.maximum.reduce(magnitude, axis=0)
     across = magnitude[: size + down]
     for j in range(1, kw):
@@ -88,7 +86,7 @@ def _one_block_conv(
     bits = dot.admitted_bits(bits, plan)
     if bits is None:
         return None
-    exps = np.bitwise_and(bits, _EXPONENT)
+    exps = np.bitwise_and(bits, dot.EXPONENT)
     plane, item = flat.values.strides
     shifted = np.lib.stride_tricks.as_strided(
         flat.values, (kh, kw, c, size), (dh * wp * item, dw * item, plane, item), writeable=False
@@ -125,7 +123,7 @@ def _position_block_conv(
     if c >= k or k % c or n_blocks < 2 or -(-kh * kw * c // k) != n_blocks or x.size == 0:
         return None
     per = k // c  # kernel positions per block
-    flat = patches.padded_flat(np.maximum.reduce(np.bitwise_and(x.view(np.uint32), _MAGNITUDE), axis=1), geometry)
+    flat = patches.padded_flat(np.maximum.reduce(np.bitwise_and(x.view(np.uint32), dot.MAGNITUDE), axis=1), geometry)
     size = flat.size
     grid = np.empty((n_blocks, size), np.uint32)
     for b in range(n_blocks):
@@ -138,7 +136,7 @@ def _position_block_conv(
     bits = dot.admitted_bits(bits, plan)
     if bits is None:
         return None
-    exps = np.repeat(np.bitwise_and(bits, _EXPONENT), k, axis=1)  # (L, n_blocks * k)
+    exps = np.repeat(np.bitwise_and(bits, dot.EXPONENT), k, axis=1)  # (L, n_blocks * k)
     codes = patches.rows(x, geometry, n_blocks * k)
     np.multiply(codes, np.subtract(plan.up_bits, exps).view(np.float32), out=codes)  # times 2**(m-1-E)
     np.rint(codes, out=codes)
@@ -151,7 +149,7 @@ def _position_block_conv(
     out = dot.sum_in_order(partial, np.empty(partial.shape[1:], np.float32))
     if plan.bias is not None:
         bias = plan.bias.reshape(-1)
-        out += dot.tiled(plan.tiles, "bias rows", bias, out.shape) if out.size <= dot.TILE_MAX_ELEMENTS else bias
+        out += dot.small_tiled(plan.tiles, "bias rows", bias, out.shape)
     if relu:
         dot.relu_in_place(out)
     return out

@@ -22,8 +22,6 @@ import numpy as np
 
 from . import dot
 
-_MAGNITUDE = np.array(dot._MAGNITUDE_BITS, np.uint32)
-_EXPONENT = np.array(dot._EXPONENT_BITS, np.uint32)
 _ZERO_BITS = np.array(0, np.int32)
 
 
@@ -99,7 +97,7 @@ class DenseChain:
         else:  # one copy, interleaved
             values, axis = np.empty((k, n_blocks, rows), np.float32), 0
             np.copyto(values, x.reshape(rows, n_blocks, k).transpose(2, 1, 0))
-        magnitude = np.bitwise_and(values.view(np.uint32), _MAGNITUDE)
+        magnitude = np.bitwise_and(values.view(np.uint32), dot.MAGNITUDE)
         last = len(self.layers) - 1
         for i, (layer, (bias, zeros)) in enumerate(zip(self.layers, self._tiles(rows), strict=True)):
             y = self._layer(layer, values, magnitude, axis, i == last)
@@ -114,7 +112,7 @@ class DenseChain:
             else:
                 if layer.relu:
                     np.clip(y, np.float32(0), np.float32(np.inf), out=y)
-                magnitude = None if i == last else np.bitwise_and(y.view(np.uint32), _MAGNITUDE)
+                magnitude = None if i == last else np.bitwise_and(y.view(np.uint32), dot.MAGNITUDE)
             if i == last:
                 return y
             n_blocks, _, k = self.layers[i + 1].plan.integer_weights.shape
@@ -131,9 +129,7 @@ class DenseChain:
             for i, layer in enumerate(self.layers):
                 m = layer.weights.shape[2] if i == len(self.layers) - 1 else layer.weights.shape[1]
                 shape = (rows, m) if i == len(self.layers) - 1 else (m, rows)
-                bias = layer.bias
-                if bias is not None and rows * m <= dot.TILE_MAX_ELEMENTS:
-                    bias = dot.tiled({}, None, bias, shape)
+                bias = None if layer.bias is None else dot.small_tiled({}, None, layer.bias, shape)
                 zeros = (
                     dot.tiled({}, None, _ZERO_BITS, shape) if layer.relu and rows * m < dot.RELU_CLIP_ELEMENTS else None
                 )
@@ -152,16 +148,11 @@ class DenseChain:
         bits = dot.admitted_bits(bits, layer.plan)
         if bits is None:
             return None
-        exps = np.bitwise_and(bits, _EXPONENT)
+        exps = np.bitwise_and(bits, dot.EXPONENT)
         scaled = np.multiply(x, np.subtract(layer.up, exps).view(np.float32))
         np.rint(scaled, out=scaled)
         dot._CLIP(scaled, layer.bottom, layer.top, out=scaled)
         scaled *= exps.view(np.float32)
         blocks = scaled.transpose(1, 0, 2) if axis == 0 else scaled  # (n_blocks, k, R)
         partial = np.matmul(blocks.transpose(0, 2, 1), layer.weights) if last else np.matmul(layer.weights, blocks)
-        if partial.shape[0] > 2 and partial[0].size >= 2:  # in block order (dot._dense_sum)
-            return np.add.reduce(partial, axis=0)
-        out = partial[0].copy() if partial.shape[0] == 1 else np.add(partial[0], partial[1])
-        for term in partial[2:]:
-            out += term
-        return out
+        return dot.block_sum(partial)

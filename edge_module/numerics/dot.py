@@ -373,6 +373,8 @@ def bfp_folded_inputs(x: np.ndarray, params: dict) -> tuple[np.ndarray, int, int
 _MAGIC_MAX_BITS = 22  # x + C must stay in C's binade: |x| < 2**(E+1) <= C / 3 needs m <= 22
 _MAGNITUDE_BITS = 0x7FFFFFFF  # a float32's bits less the sign: |x| as unsigned bits, in the order of |x|
 _EXPONENT_BITS = 0x7F800000  # a float32's exponent field: masking the rest gives 2**floor(log2 x)
+MAGNITUDE = np.array(_MAGNITUDE_BITS, np.uint32)  # 0-d uint32 masks: numpy's fast path for array operands
+EXPONENT = np.array(_EXPONENT_BITS, np.uint32)
 _INVERSE_BITS = np.int32(254 << 23)  # less the exponent bits of 2**E: the bits of 2**-E
 # numpy's clip ufunc called directly: ``np.clip``'s Python wrapper costs more than the clipping on small arrays
 _CLIP = getattr(getattr(getattr(np, "_core", None), "umath", None), "clip", None) or np.clip
@@ -612,17 +614,22 @@ def admit_zero_blocks(bits: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     return np.maximum(bits, plan.low, out=bits)
 
 
+def block_sum(partial: np.ndarray) -> np.ndarray:
+    """Block products ``(n_blocks, ...)`` summed in block order in float32, as a new array."""
+    n_blocks = partial.shape[0]
+    if n_blocks > 2 and partial[0].size >= 2:  # one reduction, in block order (see sum_in_order)
+        return np.add.reduce(partial, axis=0)  # measured: beats one call per block from 3 blocks of 64 x 64
+    out = partial[0].copy() if n_blocks == 1 else np.add(partial[0], partial[1])
+    for term in partial[2:]:
+        out += term
+    return out
+
+
 def _dense_sum(partial: np.ndarray, plan: DensePlan) -> np.ndarray:
     """The block products ``(n_blocks, M, R)`` summed in block order in float32, the bias added last."""
-    n_blocks, bias, tiles = partial.shape[0], plan.bias, plan.tiles
-    if n_blocks > 2 and partial[0].size >= 2:  # one reduction, in block order (see sum_in_order)
-        out = np.add.reduce(partial, axis=0)  # measured: beats one call per block from 3 blocks of 64 x 64
-    else:  # in block order
-        out = partial[0].copy() if n_blocks == 1 else np.add(partial[0], partial[1])
-        for term in partial[2:]:
-            out += term
+    out, bias, tiles = block_sum(partial), plan.bias, plan.tiles
     if bias is not None:
-        out += tiled(tiles, "bias", bias, out.shape) if out.size <= TILE_MAX_ELEMENTS else bias
+        out += small_tiled(tiles, "bias", bias, out.shape)
     return out
 
 
@@ -716,6 +723,12 @@ def tiled(cache: dict, key: object, vector: np.ndarray, shape: tuple[int, ...]) 
         if len(cache) < 16:
             cache[(key, shape)] = tile
     return tile
+
+
+def small_tiled(cache: dict, key: object, vector: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """``tiled`` for shapes of up to ``TILE_MAX_ELEMENTS`` elements, else ``vector`` itself (an operation
+    broadcasts it: the same float operations)."""
+    return tiled(cache, key, vector, shape) if math.prod(shape) <= TILE_MAX_ELEMENTS else vector
 
 
 def _add_rows(out: np.ndarray, row: np.ndarray) -> None:

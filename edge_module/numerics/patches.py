@@ -127,9 +127,8 @@ class Flat(NamedTuple):
     def origins(self, grid: np.ndarray, geometry: tuple) -> np.ndarray:
         """``grid (..., N * Hp * Wp)``, a value per padded pixel, at the output pixels' window origins: a
         view ``(..., N, OH, OW)``."""
-        (kh, kw), _, (sh, sw), (dh, dw) = geometry
-        oh = (self.hp - dh * (kh - 1) - 1) // sh + 1
-        ow = (self.wp - dw * (kw - 1) - 1) // sw + 1
+        kernel, _, (sh, sw), dilations = geometry
+        oh, ow = out_hw(self.hp, self.wp, (kernel, (0, 0, 0, 0), (sh, sw), dilations))  # the padding is in hp, wp
         view = grid.reshape(*grid.shape[:-1], self.n, self.hp, self.wp)
         return view[..., 0 : (oh - 1) * sh + 1 : sh, 0 : (ow - 1) * sw + 1 : sw]
 

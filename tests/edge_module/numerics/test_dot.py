@@ -421,6 +421,8 @@ def test_tiled_vectors_are_cached_per_shape_and_read_only() -> None:
     for rows in range(20):  # bounded: later shapes are made but not kept
         dot.tiled(cache, "b", row, (rows, 3))
     assert len(cache) == 16
+    assert dot.small_tiled(cache, "b", row, (4, 3)) is tile
+    assert dot.small_tiled(cache, "b", row, (dot.TILE_MAX_ELEMENTS, 3)) is row  # large: broadcast by the operation
 
 
 @pytest.mark.parametrize(
