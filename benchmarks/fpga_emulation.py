@@ -11,7 +11,8 @@ thread (threadpoolctl), as an emulating scoring module on one core; ``default`` 
 defaults. The process gets the settings the scoring module applies when it emulates a model
 (``edge_module.scoring.heap`` malloc thresholds, ``edge_module.scoring.ort_matmul`` for large exact
 products, with the thread setting). Every round times one pass over the test set for onnxruntime
-and for every format, in turn, so machine load hits all alike; the table gives the median round.
+and for every format, in turn (whole passes for at least 50 ms each: a steady rate, not one cold pass),
+so machine load hits all alike; the table gives the median round.
 Reports the slowdown factor (goal in issue 15: msfp/int8 within 5x of float onnxruntime) and the test
 accuracy of each. A third, untrained CIFAR-sized CNN on random inputs ("wide"; accuracy = agreement
 with float) shows the ratio once arithmetic, not per-layer Python overhead, dominates: the digits
@@ -43,20 +44,29 @@ def batches_of(x: np.ndarray, batch: int) -> list[np.ndarray]:
     return [x[i : i + batch] for i in range(0, len(x) - batch + 1, batch)]
 
 
-def median_rates(fns: dict[str, Callable[[np.ndarray], object]], x: np.ndarray, batch: int, repeats: int) -> dict:
+def median_rates(
+    fns: dict[str, Callable[[np.ndarray], object]], x: np.ndarray, batch: int, repeats: int, min_seconds: float = 0.05
+) -> dict:
     """Samples/s of each function over the batches of ``x``: the median of ``repeats`` rounds, each
-    round timing every function once, in turn."""
+    round timing every function in turn for whole passes over the batches, as many as take at least
+    ``min_seconds`` (one pass of the digits test set takes onnxruntime well under a millisecond: too
+    short a time to measure a steady rate)."""
     batches = batches_of(x, batch)
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    rates: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():
         fn(batches[0])  # warm up
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            for chunk in batches:
-                fn(chunk)
-            times[name].append(time.perf_counter() - start)
-    return {name: len(batches) * batch / float(np.median(t)) for name, t in times.items()}
+            passes, start = 0, time.perf_counter()
+            while True:
+                for chunk in batches:
+                    fn(chunk)
+                passes += 1
+                elapsed = time.perf_counter() - start
+                if elapsed >= min_seconds:
+                    break
+            rates[name].append(passes * len(batches) * batch / elapsed)
+    return {name: float(np.median(r)) for name, r in rates.items()}
 
 
 def wide_cnn(path: Path) -> None:
