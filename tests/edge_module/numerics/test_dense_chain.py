@@ -95,9 +95,9 @@ def test_a_later_layer_declining_runs_the_chain_layer_by_layer(monkeypatch) -> N
     program = mlp(16, 7, bias_shift=-1e3)
     x = np.random.default_rng(1).standard_normal((64, SIZES[0])).astype(np.float32)
     calls = []
-    run = dense_chain.DenseChain._layer
-    spy = staticmethod(lambda *a: (y := run(*a), calls.append(y is not None))[0])
-    monkeypatch.setattr(dense_chain.DenseChain, "_layer", spy)
+    run = dense_chain.DenseChain._quantize
+    spy = staticmethod(lambda *a: (ok := run(*a), calls.append(ok))[0])
+    monkeypatch.setattr(dense_chain.DenseChain, "_quantize", spy)
     got = program.run(x)["d3"]
     assert calls[0] and not calls[-1]
     assert np.array_equal(got.view(np.int32), program.run(x, keep_all=True)["d3"].view(np.int32))
@@ -200,3 +200,49 @@ def test_inputs_of_any_array_kind_run_as_their_float32_values() -> None:
         assert np.array_equal(got.view(np.int32), want.view(np.int32))
     with pytest.raises(ValueError, match="missing program input"):
         program.run({"y": x})
+
+
+def test_each_result_is_a_new_array_while_the_buffers_are_reused() -> None:
+    program = mlp(16, 7)
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((64, SIZES[0])).astype(np.float32) for _ in range(3)]
+    wants = [program.run(x, keep_all=True)["d3"] for x in xs]
+    gots = [program.run(x)["d3"] for x in xs]  # the same batch size: the same buffers each time
+    for got, want in zip(gots, wants, strict=True):
+        assert np.array_equal(got.view(np.int32), want.view(np.int32))
+    assert len({id(g) for g in gots}) == 3 and not np.shares_memory(gots[0], gots[1])
+
+
+def test_threads_keep_their_own_buffers() -> None:
+    """Threads running one chain at once, at several batch sizes, each get their own inputs' bits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    program = mlp(16, 7)
+    rng = np.random.default_rng(4)
+    xs = [
+        rng.standard_normal((rows, SIZES[0])).astype(np.float32) * 10.0 ** (i % 3)
+        for i, rows in enumerate([64] * 6 + [5, 33])
+    ]
+    wants = [program.run(x, keep_all=True)["d3"] for x in xs]
+
+    def check(i: int) -> bool:
+        return all(np.array_equal(program.run(xs[i])["d3"].view(np.int32), wants[i].view(np.int32)) for _ in range(30))
+
+    with ThreadPoolExecutor(4) as pool:
+        assert all(pool.map(check, range(len(xs))))
+
+
+def test_batch_sizes_past_the_kept_buffers_and_columns(monkeypatch) -> None:
+    """More batch sizes than a thread keeps, batches larger than it keeps buffers for, and F-contiguous
+    columns (read as they are): the same bits, and at most WORK_CACHE_ENTRIES kept."""
+    monkeypatch.setattr(dense_chain, "WORK_CACHE_BYTES", 200_000)
+    program = mlp(16, 3)
+    chain = program._chained[0]["chain"]
+    rng = np.random.default_rng(5)
+    for rows in [1, 2, 3, 4, 5, 6, 7, 180, 2]:
+        x = rng.standard_normal((rows, SIZES[0])).astype(np.float32)
+        want = program.run(x, keep_all=True)["d3"].view(np.int32)
+        assert np.array_equal(chain.run(x).view(np.int32), want), rows
+        assert np.array_equal(chain.run(np.asfortranarray(x)).view(np.int32), want), rows
+    kept = chain._local.work
+    assert len(kept) == dense_chain.WORK_CACHE_ENTRIES and all(w.nbytes <= 200_000 for w in kept.values())
