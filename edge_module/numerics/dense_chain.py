@@ -4,8 +4,8 @@ checks, conversions and transposed copies (small batches, where numpy's per-call
 values between layers are interleaved (``DenseChain``), the last layer's block products come as rows.
 
 The bits equal the per-layer path's: every layer takes the same block maxima (``|x|`` bits), the same
-checks (``dot.admitted_bits``), the same scaling, ``rint``,
-clip and exact block products, and ``dot._dense_sum``'s block-order sum and bias. Only the constants
+checks (``dot.admitted_bits``), the same scaling, ``rint``, clip and exact block products, and
+``dot.column_block_sum``'s block-order sum, the bias last (``dot._with_bias``). Only the constants
 differ in kind (0-d arrays of the same values: numpy then takes its fast loops). A folded ReLU is
 ``np.maximum`` of the result's bits as int32 with zeros: negative floats (and -0.0) are negative int32,
 so they become +0.0, and nonnegative floats keep their bits, as ``np.maximum(y, 0)`` gives them (+0.0 for
@@ -16,7 +16,7 @@ and so does the chain. When some layer declines (``None``), the caller runs the 
 At batch sizes like 64 every numpy call costs about a microsecond whatever its size, so each thread keeps
 its buffers per batch size (``_Work``): every call writes into them (``out=``), their float32 views exist
 already, and each layer's bias sits as one more term after its block products, so one ``np.add.reduce``
-gives ``dot._dense_sum``'s block-order sum and the bias last (measured on the digits MLP at batch 64, one
+gives ``dot.column_block_sum``'s block-order sum and the bias last (measured on the digits MLP at batch 64, one
 thread, best of 25 rounds: 43 -> 37 us per chain). Only the result is a new array.
 """
 
@@ -208,7 +208,7 @@ class DenseChain:
             layer, sums = step.layer, step.sums
             if sums is None:  # the last layer
                 np.matmul(step.blocks, layer.weights, out=step.products)
-                y = np.add.reduce(step.terms, axis=0)  # block order, the bias last (dot._dense_sum)
+                y = np.add.reduce(step.terms, axis=0)  # block order, the bias last (dot._with_bias)
                 if step.zeros is not None:
                     bits = y.view(np.int32)
                     np.maximum(bits, step.zeros, out=bits)

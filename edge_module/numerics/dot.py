@@ -549,9 +549,9 @@ def bfp_dense_run(xt: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     if n_blocks != w_t.shape[0] or rows == 0:
         return None
     blocks = xt.reshape(n_blocks, k, rows)
-    partial = _dense_integers(blocks, plan) if plan.integer_weights is not None else None
-    if partial is not None:
-        return _dense_sum(partial, plan)
+    codes = _dense_integers(blocks, plan) if plan.integer_weights is not None else None
+    if codes is not None:
+        return _with_bias(column_block_sum(plan.integer_weights, codes), plan)
     # |x| block maxima as float32 bits: the same order as the floats (NaN above inf); integers reduce faster
     bits = np.maximum.reduce(np.abs(blocks).view(np.int32), axis=1)
     less = np.subtract(bits, 1)  # zero blocks: -1, the top as unsigned
@@ -564,12 +564,12 @@ def bfp_dense_run(xt: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     scaled += magic
     scaled -= magic
     scaled *= exps.view(np.float32)[:, None, :]  # exact: the block products stay normal (the plan's bounds)
-    return _dense_sum(np.matmul(w_t, scaled), plan)  # (n_blocks, M, R) block products, exact
+    return _with_bias(column_block_sum(w_t, scaled), plan)
 
 
 def _dense_integers(blocks: np.ndarray, plan: DensePlan) -> np.ndarray | None:
-    """``bfp_dense_run``'s block products in fewer calls, or None unless every block is all zero or has an
-    exponent within the plan's bounds, and some block is nonzero (one check when no block is all zero:
+    """``bfp_dense_run``'s codes for the integer weights in fewer calls, or None unless every block is all
+    zero or has an exponent within the plan's bounds, and some block is nonzero (one check when no block is all zero:
     the largest ``|x|`` bits less ``low`` as unsigned, where zero, subnormal, too small, too large,
     infinite and NaN blocks all come out at least ``high - low``; else the nonzero blocks are checked
     as ``bfp_dense_run`` does and the all-zero ones take the exponent ``low``: zeros at every step). The
@@ -588,7 +588,7 @@ def _dense_integers(blocks: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     np.rint(scaled, out=scaled)
     _CLIP(scaled, -plan.top, plan.top, out=scaled)
     scaled *= exps.view(np.float32)
-    return np.matmul(plan.integer_weights, scaled)
+    return scaled
 
 
 def admitted_bits(bits: np.ndarray, plan: DensePlan) -> np.ndarray | None:
@@ -625,9 +625,23 @@ def block_sum(partial: np.ndarray) -> np.ndarray:
     return out
 
 
-def _dense_sum(partial: np.ndarray, plan: DensePlan) -> np.ndarray:
-    """The block products ``(n_blocks, M, R)`` summed in block order in float32, the bias added last."""
-    out, bias, tiles = block_sum(partial), plan.bias, plan.tiles
+def column_block_sum(w: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """The exact block products ``w[b] @ codes[b]`` (``w (n_blocks, M, k)``, C-contiguous ``codes
+    (n_blocks, k, R)``) summed in block order in float32 ``(M, R)``: large ones block by block on the
+    backend (measured on a CIFAR-sized first convolution, 2 blocks of 32 x 16 against 16384 columns:
+    numpy's BLAS 0.57 ms, onnxruntime 0.22 ms), else one numpy matmul and ``block_sum``."""
+    n_blocks, m, k = w.shape
+    if n_blocks > 1 and codes.flags.c_contiguous and _on_backend(w, codes, m * k * codes.shape[2]):
+        out = _backend.matmul(w[0], codes[0])  # type: ignore[union-attr]
+        for b in range(1, n_blocks):
+            out += _backend.matmul(w[b], codes[b])  # type: ignore[union-attr]
+        return out
+    return block_sum(np.matmul(w, codes))
+
+
+def _with_bias(out: np.ndarray, plan: DensePlan) -> np.ndarray:
+    """The block-order sum ``out (M, R)`` with the bias added last."""
+    bias, tiles = plan.bias, plan.tiles
     if bias is not None:
         out += small_tiled(tiles, "bias", bias, out.shape)
     return out

@@ -85,6 +85,25 @@ def test_programs_give_the_same_bits_on_either_engine(scheme, backend) -> None:
     assert np.array_equal(got, want) and len(np.unique(want)) > 20
 
 
+def test_column_block_sums_take_the_engine_block_by_block(backend) -> None:
+    """``dot.column_block_sum`` (BFP dense columns, a CIFAR-sized first convolution): the exact block
+    products one by one on the engine, summed in block order: the bits of numpy's one matmul and
+    ``dot.block_sum``, wherever rounding happens between blocks; one block stays on numpy."""
+    engine, calls = backend
+    rng = np.random.default_rng(7)
+    w = np.ldexp(rng.integers(-127, 128, (4, 9, 16)), rng.integers(-30, 30, (4, 9, 1))).astype(np.float32)
+    codes = np.ldexp(rng.integers(-127, 128, (4, 16, 300)), rng.integers(-30, 30, (4, 1, 300))).astype(np.float32)
+    want = dot.column_block_sum(w, codes)
+    assert calls == []
+    assert dot.set_backend(engine) is None
+    got = dot.column_block_sum(w, codes)
+    assert calls == ["matmul"] * 4
+    assert np.array_equal(got.view(np.int32), want.view(np.int32))
+    assert not np.array_equal(want, np.matmul(w, codes).sum(axis=0, dtype=np.float64).astype(np.float32))
+    calls.clear()
+    assert np.array_equal(dot.column_block_sum(w[:1], codes[:1]), w[0] @ codes[0]) and calls == []
+
+
 def test_install_and_uninstall() -> None:
     engine = ort_matmul.install(1)
     try:
