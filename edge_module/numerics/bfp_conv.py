@@ -32,7 +32,8 @@ def run(x: np.ndarray, geometry: tuple, layer: Mapping, relu: bool = False) -> R
     """The BFP convolution layer ``layer`` on ``x`` (``geometry``: ``patches.geometry`` of its attributes)
     by the first path that takes it, in this order: one-block patches and blocks of whole kernel
     positions on the layer's ``conv_plan`` (both with ``relu`` folded in), folded values
-    (``_bfp_conv_folded``), channel blocks quantized once (``_bfp_conv``); None when none applies."""
+    (``_bfp_conv_folded``, few channels in columns with ``relu`` folded in), channel blocks quantized
+    once (``_bfp_conv``); None when none applies."""
     plan = layer["data"].get("conv_plan")
     y = _one_block_conv(x, geometry, plan, relu)
     if y is not None:
@@ -41,7 +42,7 @@ def run(x: np.ndarray, geometry: tuple, layer: Mapping, relu: bool = False) -> R
     if y is not None:
         n, _, h, w = x.shape
         return Result(y, (n, *patches.out_hw(h, w, geometry)), relu)
-    result = _bfp_conv_folded(layer, x, geometry)
+    result = _bfp_conv_folded(layer, x, geometry, relu)
     if result is not None:
         return result
     channels = dot.bfp_quantize_channels(x, layer["bfp"])
@@ -175,9 +176,10 @@ def _conv_plan_run(cols: np.ndarray, plan: dot.DensePlan | None) -> np.ndarray |
     return out
 
 
-def _bfp_conv_folded(layer: Mapping, x: np.ndarray, geometry: tuple) -> Result | None:
+def _bfp_conv_folded(layer: Mapping, x: np.ndarray, geometry: tuple, relu: bool = False) -> Result | None:
     """A BFP convolution on folded values: with ``C % k == 0`` the input is quantized once per pixel's
-    channel block (the blocks of every patch; padding is an all-zero block), else per patch."""
+    channel block (the blocks of every patch; padding is an all-zero block), else per patch. Few
+    channels in columns fold ``relu`` in (``dot.relu_in_place`` on the result: no second array)."""
     params, data = layer["bfp"], layer["data"]
     if data.get("folded") is None or x.dtype != np.float32:
         return None
@@ -193,7 +195,9 @@ def _bfp_conv_folded(layer: Mapping, x: np.ndarray, geometry: tuple) -> Result |
             folded = dot.bfp_folded_columns(cols, params)
             y = None if folded is None else dot.bfp_dot_folded_columns(folded, data["folded_t"], data["bias"], params)
         if y is not None:
-            return Result(y.reshape(-1, n, *patches.out_hw(h, w, geometry)).transpose(1, 0, 2, 3), None, False)
+            if relu:
+                dot.relu_in_place(y)
+            return Result(y.reshape(-1, n, *patches.out_hw(h, w, geometry)).transpose(1, 0, 2, 3), None, relu)
     if c % k == 0:
         folded = dot.bfp_folded_channels(x, params)
         if folded is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_module.numerics import bfp, bfp_conv, dot
+from edge_module.numerics import bfp, bfp_conv, dot, patches
 from edge_module.numerics.emulate import Program
 
 GEOMETRIES = [
@@ -201,3 +201,19 @@ def test_channels_that_do_not_divide_the_block_are_not_taken() -> None:
     layer = program._fused[0]
     x = hard_inputs((2, 3, 6, 6), 7, seed=2)
     assert bfp_conv._position_block_conv(x, ((3, 3), (1, 1, 1, 1), (1, 1), (1, 1)), layer["data"]["conv_plan"]) is None
+
+
+def test_few_channels_in_columns_fold_the_relu_in() -> None:
+    """A 3-channel 3x3 convolution on a batch of ``BFP_COLUMN_PIXELS`` pixels takes the column path; its
+    folded ReLU gives the bits of the ReLU layer run after the convolution (ties, -0.0 bias, zeros)."""
+    folded = conv_relu_program(GEOMETRIES[0], 3, 7, 16, True, seed=11)
+    plain = conv_relu_program(GEOMETRIES[0], 3, 7, 16, False, seed=11)
+    assert [layer["op"] for layer in folded._fused] == ["conv"] and folded._fused[0]["relu"]
+    x = hard_inputs((16, 3, 32, 32), 7, seed=4)
+    assert x.shape[0] * x.shape[2] * x.shape[3] >= bfp_conv.BFP_COLUMN_PIXELS
+    layer = folded._fused[0]
+    result = bfp_conv._bfp_conv_folded(layer, x, patches.geometry(layer["attrs"]), True)
+    assert result is not None and result.relu_applied and result.grid is None
+    want = dot.relu_values(plain.run(x)["c"])
+    got = folded.run(x)["y"]
+    assert np.array_equal(got.view(np.int32), want.view(np.int32)) and (got == 0).mean() > 0.2
