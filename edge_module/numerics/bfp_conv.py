@@ -1,8 +1,9 @@
 """BFP convolutions (numpy only): a Conv layer of the ``bfp`` scheme on its NCHW input, bit-exact with
 ``dot.bfp_dot`` on its im2col patches, by the first of several paths that applies (``run``): patches of
-one block, blocks of whole kernel positions, folded values (few channels in columns, channel blocks, or
-patch rows), channel blocks quantized once; None leaves the layer to the emulator's generic patch-row
-path. The results are values before the conversion to the layer's output format (``Result``).
+one block, blocks of whole kernel positions, folded values (few channels in columns, channel blocks
+(block-major on a backend's ordered block sums when it has them), or patch rows), channel blocks quantized
+once; None leaves the layer to the emulator's generic patch-row path. The results are values before the
+conversion to the layer's output format (``Result``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from . import dot, patches
 
 BFP_COLUMN_PIXELS = 16384  # BFP ones when the batch has this many input pixels (measured: smaller ones gain nothing)
 CONV_PLAN_CHUNK = 1 << 20  # block products per chunk of columns (measured on the CIFAR-sized first layer)
+BLOCK_MAJOR_CHUNK = 1 << 18  # im2col values per chunk on the ordered block sums (measured: 1 MiB, in L2)
 
 
 class Result(NamedTuple):
@@ -207,10 +209,11 @@ def _bfp_conv_folded(layer: Mapping, x: np.ndarray, geometry: tuple, relu: bool 
             if folded is None:
                 return None
             values = folded[0].reshape(n, h, w, c).transpose(0, 3, 1, 2)
-        windows = patches.windows(values, *geometry)
-        rows = windows.shape[0] * windows.shape[1] * windows.shape[2]
-        y = _folded_dot(layer, (windows.reshape(rows, -1, k), folded[1], folded[2]))
-        grid = windows.shape[:3]
+        grid = (n, *patches.out_hw(h, w, geometry))
+        y = _block_major_dot(layer, (values, folded[1], folded[2]), geometry)
+        if y is None:
+            windows = patches.windows(values, *geometry)
+            y = _folded_dot(layer, (windows.reshape(int(np.prod(grid)), -1, k), folded[1], folded[2]))
     else:  # patches zero-padded to whole blocks as they are copied (what dot._blocked would add)
         length = int(np.prod(geometry[0])) * c
         if length > k:
@@ -221,6 +224,52 @@ def _bfp_conv_folded(layer: Mapping, x: np.ndarray, geometry: tuple, relu: bool 
     if y is None:
         return None
     return Result(y, grid, False)
+
+
+def _block_major_dot(layer: Mapping, folded_x: tuple, geometry: tuple) -> np.ndarray | None:
+    """``_folded_dot`` of a convolution's channel blocks (``C % k == 0``; ``folded_x``: the folded values
+    NCHW and their exponent bounds) on the backend's ``dot.ordered_block_sum``: rows ``(N * OH * OW, M)``,
+    or None when the backend has none, the products are small or the exponents leave
+    ``dot.folded_in_range`` (``_folded_dot`` decides, with the same bits). The im2col rows come block-major
+    (``patches.block_window_view``), copied chunk by chunk (``_output_spans``) into one buffer that stays
+    in cache for the products; the bias is added to each chunk's sums."""
+    params, data = layer["bfp"], layer["data"]
+    values, x_low, x_high = folded_x
+    w_vals, w_low, w_high = data["folded"]
+    n, _, h, w = values.shape
+    k, (n_blocks, _, m_out) = int(params["block_size"]), w_vals.shape
+    oh, ow = patches.out_hw(h, w, geometry)
+    if n * oh * ow == 0 or not dot.ordered_sum_on_backend(n * oh * ow * n_blocks * m_out):
+        return None
+    if not dot.folded_in_range(x_low, x_high, w_low, w_high, params):
+        return None
+    view = patches.block_window_view(values, geometry, k)  # (kh, kw, C / k, N, OH, OW, k)
+    if view.shape[0] * view.shape[1] * view.shape[2] != n_blocks:
+        return None
+    spans = _output_spans(n, oh, BLOCK_MAJOR_CHUNK // (n_blocks * ow * k))
+    buffer = np.empty(view[:, :, :, spans[0][0], spans[0][1]].size, np.float32)  # the first chunk is the largest
+    bias = None if data["bias"] is None else np.asarray(data["bias"], np.float32)
+    out = np.empty((n * oh * ow, m_out), np.float32)
+    for images, image_rows in spans:
+        chunk = view[:, :, :, images, image_rows]
+        blocks = buffer[: chunk.size].reshape(chunk.shape)
+        np.copyto(blocks, chunk)
+        start = (images.start * oh + (image_rows.start or 0)) * ow
+        sums = out[start : start + chunk.size // (n_blocks * k)]
+        sums[...] = dot.ordered_block_sum(blocks.reshape(n_blocks, -1, k), w_vals)
+        if bias is not None:
+            dot.rows_op(np.add, sums, bias)
+    return out
+
+
+def _output_spans(n: int, oh: int, image_rows: int) -> list[tuple[slice, slice]]:
+    """Chunks of ``n`` images of ``oh`` output rows, about ``image_rows`` rows each, as (images, rows)
+    slices: whole images when one fits, else row ranges of one image (each chunk's outputs contiguous)."""
+    if image_rows >= oh:
+        per = image_rows // oh
+        return [(slice(i, min(n, i + per)), slice(0, oh)) for i in range(0, n, per)]
+    step = max(1, image_rows)
+    return [(slice(i, i + 1), slice(r, min(oh, r + step))) for i in range(n) for r in range(0, oh, step)]
 
 
 def _folded_dot(layer: Mapping, folded_x: tuple) -> np.ndarray | None:

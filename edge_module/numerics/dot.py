@@ -36,7 +36,10 @@ class MatmulBackend(Protocol):
     """A faster engine for the float32 matrix products whose every partial sum is exact (so any
     summation order or FMA gives the same result): ``matmul(a (R, K), b (K, M)) -> (R, M)`` and
     ``block_products(x (R, n_blocks, k), w (n_blocks, k, M)) -> (n_blocks, R, M)``, both C-contiguous
-    float32 in and out. ``edge_module.scoring.ort_matmul`` provides one on onnxruntime (numerics itself
+    float32 in and out. Optionally also ``ordered_block_sum(x (n_blocks, R, k), w (n_blocks, k, M)) ->
+    (R, M)``: the exact block products summed in block order in float32, bit for bit
+    ``sum_in_order(np.matmul(x, w))``, without writing the products out (``ordered_block_sum`` here uses
+    it when present). ``edge_module.scoring.ort_matmul`` provides one on onnxruntime (numerics itself
     stays numpy only)."""
 
     def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray: ...
@@ -80,6 +83,22 @@ def block_products(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     if _on_backend(x, w, x.size * w.shape[-1]):
         return _backend.block_products(x, w)  # type: ignore[union-attr]
     return np.matmul(x.transpose(1, 0, 2), w)
+
+
+def ordered_sum_on_backend(products: int) -> bool:
+    """Whether ``ordered_block_sum`` of ``products`` block products (``n_blocks * R * M``) runs on the
+    backend: one is set, has ``ordered_block_sum``, and the products are large."""
+    return products >= BACKEND_MIN_PRODUCTS and getattr(_backend, "ordered_block_sum", None) is not None
+
+
+def ordered_block_sum(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``(R, M)``: the exact products of ``x (n_blocks, R, k)`` block by block with ``w (n_blocks, k, M)``
+    summed in block order in float32 (``sum_in_order``), on the backend's ``ordered_block_sum`` when it
+    has one and the products are large, else numpy."""
+    products = x.shape[0] * x.shape[1] * w.shape[-1]
+    if ordered_sum_on_backend(products) and _on_backend(x, w, products):
+        return _backend.ordered_block_sum(x, w)  # type: ignore[union-attr]
+    return sum_in_order(np.matmul(x, w), np.empty((x.shape[1], w.shape[-1]), np.float32))
 
 
 def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -453,8 +472,7 @@ def bfp_dot_folded_columns(
     giving ``(M, N)``; the same exact block products, summed in block order in float32, the bias added
     last. None when some block result could leave float32's normal range."""
     (x_vals, x_low, x_high), (w_t, w_low, w_high) = x, w
-    m, k = int(params["mantissa_bits"]), int(params["block_size"])
-    if x_low + w_low - 2 * (m - 1) < -126 or x_high + w_high + 2 + int(np.log2(k)) + 1 > 126:
+    if not folded_in_range(x_low, x_high, w_low, w_high, params):
         return None
     n_blocks, n = x_vals.shape[0], x_vals.shape[2]
     if n_blocks != w_t.shape[0] or x_vals.shape[1] != w_t.shape[2]:
@@ -658,6 +676,13 @@ def bfp_dense_columns(
     return None if plan is None else bfp_dense_run(xt, plan)
 
 
+def folded_in_range(x_low: int, x_high: int, w_low: int, w_high: int, params: dict) -> bool:
+    """Whether every block product of folded inputs and weights with these exponent bounds is a normal
+    float32 and no block result comes near overflow (``bfp_dot_folded``'s condition)."""
+    m, k = int(params["mantissa_bits"]), int(params["block_size"])
+    return x_low + w_low - 2 * (m - 1) >= -126 and x_high + w_high + 2 + int(np.log2(k)) + 1 <= 126
+
+
 def bfp_dot_folded(
     x: tuple[np.ndarray, int, int],
     w: tuple[np.ndarray, int, int],
@@ -671,8 +696,7 @@ def bfp_dot_folded(
     below ``2**24`` of it), so it equals the rounded scaled block sum; the blocks are then accumulated
     in float32 in block order and the bias added, as ``bfp_dot_blocks`` does."""
     (x_vals, x_low, x_high), (w_vals, w_low, w_high) = x, w
-    m, k = int(params["mantissa_bits"]), int(params["block_size"])
-    if x_low + w_low - 2 * (m - 1) < -126 or x_high + w_high + 2 + int(np.log2(k)) + 1 > 126:
+    if not folded_in_range(x_low, x_high, w_low, w_high, params):
         return None
     rows, n_blocks, m_out = x_vals.shape[0], x_vals.shape[1], w_vals.shape[2]
     if n_blocks == 0:

@@ -68,6 +68,24 @@ def window_view(
     )
 
 
+def block_window_view(x: np.ndarray, geometry: tuple, k: int) -> np.ndarray:
+    """``windows(x, *geometry)`` for channels in whole blocks of ``k`` (``C % k == 0``), block-major: a
+    read-only view ``(kh, kw, C // k, N, OH, OW, k)`` whose first three axes are the patch's blocks in
+    ``windows``' order. It reads a zero-padded copy laid out ``(C // k, N, Hp, Wp, k)``, so a block's
+    values for an image row of outputs are ``OW * k`` contiguous values when the width stride is 1 (a
+    copy of the view runs long inner loops)."""
+    (kh, kw), (top, left, bottom, right), (sh, sw), (dh, dw) = geometry
+    n, c, h, w = x.shape
+    if c % k:
+        raise ValueError(f"{c} channels are not whole blocks of {k}")
+    oh, ow = out_hw(h, w, geometry)
+    xp = np.zeros((c // k, n, h + top + bottom, w + left + right, k), x.dtype)
+    xp[:, :, top : top + h, left : left + w] = x.reshape(n, c // k, k, h, w).transpose(1, 0, 3, 4, 2)
+    s0, s1, s2, s3, s4 = xp.strides
+    shape, strides = (kh, kw, c // k, n, oh, ow, k), (s2 * dh, s3 * dw, s0, s1, s2 * sh, s3 * sw, s4)
+    return np.lib.stride_tricks.as_strided(xp, shape, strides, writeable=False)
+
+
 def rows(x: np.ndarray, geometry: tuple, length: int) -> np.ndarray:
     """``windows(x, *geometry)`` as rows ``(N * OH * OW, length)``, zero-padded at the end to ``length``
     (at least ``kh * kw * C``) in the same single copy."""

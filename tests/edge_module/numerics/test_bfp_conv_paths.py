@@ -19,11 +19,13 @@ GEOMETRIES = [
 ]
 
 
-def conv_relu_program(attrs: dict, channels: int, m: int, k: int, relu: bool, seed: int) -> Program:
+def conv_relu_program(
+    attrs: dict, channels: int, m: int, k: int, relu: bool, seed: int, outputs: int = 5, weight_scale: float = 1.0
+) -> Program:
     rng = np.random.default_rng(seed)
     kh, kw = attrs["kernel_shape"]
-    w_mant, w_exp = bfp.quantize(rng.standard_normal((5, kh * kw * channels)), 1, k, m)
-    bias = rng.standard_normal(5).astype(np.float32)
+    w_mant, w_exp = bfp.quantize(rng.standard_normal((outputs, kh * kw * channels)) * weight_scale, 1, k, m)
+    bias = rng.standard_normal(outputs).astype(np.float32)
     bias[1] = -0.0
     params = {"block_size": k, "mantissa_bits": m, "exponent_bits": 8, "rounding": "nearest_even"}
     layers = [
