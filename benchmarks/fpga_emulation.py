@@ -2,6 +2,9 @@
 
     python benchmarks/fpga_emulation.py [--json] [--repeats N] [--batch 64] [--threads one|default|both]
 
+(On a machine that forces OpenBLAS's kernels with ``OPENBLAS_CORETYPE``, unset it in that command to compare
+against numpy's own choice, as onnxruntime makes its own: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE``.)
+
 Trains a small CNN and an MLP on sklearn's digits with torch (about 5 s), exports them to ONNX, compiles
 each with ``fpga.compile_onnx`` (calibrated on the training set) and measures samples/s at the batch
 size: the whole compiled model (emulated accelerator part + host part in onnxruntime) against the float
@@ -223,9 +226,16 @@ def main(argv: list[str] | None = None) -> int:
                             "accuracy": accuracy[name],
                         }
                     )
+    from threadpoolctl import threadpool_info
+
+    blas = next(
+        (f"{i['internal_api']} {i.get('architecture')}" for i in threadpool_info() if i["user_api"] == "blas"), "?"
+    )
     info = {
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
+        "numpy_blas": blas,
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         "batch": args.batch,
         "repeats": args.repeats,
         "threads": {"one": "onnxruntime intra_op_num_threads=1, numpy BLAS 1 thread", "default": "library defaults"},
@@ -233,7 +243,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({**info, "results": results}, indent=1))
         return 0
-    print(f"batch {args.batch}, median of {args.repeats} rounds, {os.cpu_count()} CPUs ({platform.machine()});")
+    print(
+        f"batch {args.batch}, median of {args.repeats} rounds, {os.cpu_count()} CPUs ({platform.machine()}), "
+        f"numpy BLAS {blas};"
+    )
+    if info["OPENBLAS_CORETYPE"]:
+        print(
+            f"OPENBLAS_CORETYPE={info['OPENBLAS_CORETYPE']} forces numpy's BLAS kernels "
+            "(unset it to compare with a current numpy)"
+        )
     print("threads 'one': onnxruntime intra_op_num_threads=1 and numpy BLAS 1 thread; 'default': library defaults")
     print(f"{'model':5} {'format':18} {'threads':8} {'samples/s':>11} {'slowdown':>9} {'accuracy':>9}")
     for r in results:
