@@ -131,6 +131,16 @@ def _channel_block_inputs(shape: tuple[int, ...], seed: int) -> np.ndarray:
     return x
 
 
+def _on_both_engines(program: Program, x: np.ndarray, engine, monkeypatch) -> tuple[np.ndarray, np.ndarray, list]:
+    """The output on numpy, then on ``engine``, and whether each ``_block_major_dot`` call took the batch."""
+    want = program.run(x)["y"]
+    taken: list[bool] = []
+    block_major = bfp_conv._block_major_dot
+    monkeypatch.setattr(bfp_conv, "_block_major_dot", lambda *a: taken.append((y := block_major(*a)) is not None) or y)
+    dot.set_backend(engine)
+    return want, program.run(x)["y"], taken
+
+
 @pytest.mark.parametrize("geometry", range(len(GEOMETRIES)))
 @pytest.mark.parametrize("images", [10, 2, 0.4])  # output rows per chunk: all at once, 2 images, rows of one image
 def test_channel_block_convolutions_give_the_same_bits_on_either_engine(geometry, images, backend, monkeypatch) -> None:
@@ -140,12 +150,7 @@ def test_channel_block_convolutions_give_the_same_bits_on_either_engine(geometry
     monkeypatch.setattr(bfp_conv, "BLOCK_MAJOR_CHUNK", int(images * oh) * n_blocks * ow * 16)
     program = _channel_block_conv(GEOMETRIES[geometry], seed=geometry)
     x = _channel_block_inputs((5, 32, 9, 8), seed=geometry)
-    want = program.run(x)["y"]
-    taken: list[bool] = []
-    block_major = bfp_conv._block_major_dot
-    monkeypatch.setattr(bfp_conv, "_block_major_dot", lambda *a: taken.append((y := block_major(*a)) is not None) or y)
-    dot.set_backend(engine)
-    got = program.run(x)["y"]
+    want, got, taken = _on_both_engines(program, x, engine, monkeypatch)
     assert taken == [True] and "ordered_block_sum" in calls
     assert got.shape == want.shape and np.array_equal(got.view(np.int32), want.view(np.int32))
     assert len(np.unique(want)) > 100
@@ -158,12 +163,7 @@ def test_channel_block_convolutions_outside_the_bounds_fall_back(backend, monkey
     program = _channel_block_conv(GEOMETRIES[0], seed=7, weight_scale=2.0**-20)
     x = _channel_block_inputs((2, 32, 6, 6), seed=7)
     x[1] *= np.float32(2.0**-85)
-    want = program.run(x)["y"]
-    taken: list[bool] = []
-    block_major = bfp_conv._block_major_dot
-    monkeypatch.setattr(bfp_conv, "_block_major_dot", lambda *a: taken.append((y := block_major(*a)) is not None) or y)
-    dot.set_backend(engine)
-    got = program.run(x)["y"]
+    want, got, taken = _on_both_engines(program, x, engine, monkeypatch)
     assert taken == [False] and "ordered_block_sum" not in calls
     assert np.array_equal(got.view(np.int32), want.view(np.int32))
     program.run(x[:1])
