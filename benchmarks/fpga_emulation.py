@@ -31,7 +31,6 @@ import platform
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,6 +38,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.fpga.digits_models import torch_to_onnx, train_torch_digits  # noqa: E402
+from tests.fpga.models import digits_split  # noqa: E402
 
 FORMATS = ["float", "fixed<16,6>", "fixed<8,3>", "int8", "msfp16", "msfp12"]
 
@@ -89,80 +91,25 @@ def wide_cnn(path: Path) -> None:
         nn.Linear(64 * 8 * 8, 10),
         nn.Softmax(1),
     ).eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            net,
-            torch.zeros(1, 3, 32, 32),
-            str(path),
-            opset_version=13,
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
-            dynamo=False,
-        )
+    torch_to_onnx(net, np.zeros((1, 3, 32, 32), np.float32), path)
 
 
-def train(kind: str, x: np.ndarray, y: np.ndarray, path: Path) -> None:
-    import torch
-
-    nn = torch.nn
-    torch.manual_seed(0)
-    if kind == "cnn":
-        net = nn.Sequential(
-            nn.Conv2d(1, 8, 3, padding=1),
-            nn.BatchNorm2d(8),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(8, 16, 3, padding=1),
-            nn.ReLU(),
-            nn.Flatten(),
-            nn.Linear(16 * 4 * 4, 10),
-        )
-    else:
-        net = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
-    optimizer = torch.optim.Adam(net.parameters(), 1e-2)
-    xt, yt = torch.tensor(x), torch.tensor(y)
-    for _ in range(15 if kind == "cnn" else 40):
-        for i in range(0, len(xt), 64):
-            optimizer.zero_grad()
-            nn.functional.cross_entropy(net(xt[i : i + 64]), yt[i : i + 64]).backward()
-            optimizer.step()
-    net.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            nn.Sequential(net, nn.Softmax(1)),
-            xt[:1],
-            str(path),
-            opset_version=13,
-            input_names=["x"],
-            output_names=["y"],
-            dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
-            dynamo=False,
-        )
-
-
-def sessions(path: Path, threads: str) -> object:
+def session(model: Path | bytes, threads: str) -> object:
+    """An onnxruntime CPU session of ``model`` with the thread setting (``one``: intra_op_num_threads=1)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     if threads == "one":
         options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        model if isinstance(model, bytes) else str(model), options, providers=["CPUExecutionProvider"]
+    )
 
 
 def with_host_threads(compiled: object, threads: str) -> object:
     """The compiled model with its host part in an onnxruntime session of the thread setting."""
-    import onnxruntime as ort
-
     if compiled.host_bytes is not None:
-        options = ort.SessionOptions()
-        if threads == "one":
-            options.intra_op_num_threads = 1
-        compiled.pipeline._session = ort.InferenceSession(
-            compiled.host_bytes, options, providers=["CPUExecutionProvider"]
-        )
+        compiled.pipeline._session = session(compiled.host_bytes, threads)
     return compiled
 
 
@@ -175,16 +122,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="cnn,mlp,wide", help="comma-separated: cnn, mlp, wide")
     args = parser.parse_args(argv)
 
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
     from threadpoolctl import threadpool_limits
 
     from edge_module.scoring import ort_matmul
     from edge_module.scoring.heap import keep_freed_memory
     from fpga import compile_onnx
 
-    x, y = load_digits(return_X_y=True)
-    x_train, x_test, y_train, y_test = train_test_split((x / 16).astype(np.float32), y, test_size=0.3, random_state=0)
+    x_train, x_test, y_train, y_test = digits_split()
     settings = ["one", "default"] if args.threads == "both" else [args.threads]
     results = []
     rng = np.random.default_rng(0)
@@ -197,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
                 wide_cnn(path)
                 xtr, xte = (rng.random((n, 3, 32, 32), np.float32) for n in (128, 640))
             else:
-                train(kind, x_train.reshape(shape), y_train, path)
+                train_torch_digits(kind, x_train.reshape(shape), y_train, path, mlp_widths=(64, 64, 32, 10))
                 xtr, xte = x_train.reshape(shape), x_test.reshape(shape)
             compiled = {fmt: compile_onnx(path, fmt, calibration=xtr) for fmt in FORMATS}
-            reference = sessions(path, "one").run(None, {"x": xte})[0]
+            reference = session(path, "one").run(None, {"x": xte})[0]
             labels = reference.argmax(1) if kind == "wide" else y_test
             accuracy = {"onnxruntime float": float((reference.argmax(1) == labels).mean())}
             accuracy.update({fmt: float((c.predict(xte).argmax(1) == labels).mean()) for fmt, c in compiled.items()})
@@ -210,8 +154,8 @@ def main(argv: list[str] | None = None) -> int:
                 # onnxruntime with the thread setting
                 keep_freed_memory()
                 ort_matmul.install(1 if threads == "one" else None)
-                session = sessions(path, threads)
-                fns = {"onnxruntime float": lambda b, s=session: s.run(None, {"x": b})}
+                float_session = session(path, threads)
+                fns = {"onnxruntime float": lambda b, s=float_session: s.run(None, {"x": b})}
                 fns.update({fmt: with_host_threads(c, threads).predict for fmt, c in compiled.items()})
                 with threadpool_limits(limits=1 if threads == "one" else None):
                     rates = median_rates(fns, xte, args.batch, args.repeats)

@@ -112,46 +112,17 @@ def _sub_validator(*pointer: str) -> Any:
     return Draft4Validator({**node, "definitions": schema["definitions"]})
 
 
-_MODULE_SCHEMA = (
-    "properties",
-    "modulesContent",
-    "properties",
-    "$edgeAgent",
-    "properties",
-    _DESIRED,
-    "properties",
-    "modules",
-    "patternProperties",
-    "^[a-zA-Z0-9_-]+$",
+def _desired_schema(module: str, *rest: str) -> tuple[str, ...]:
+    """The schema pointer to ``rest`` inside the desired properties of a manifest's ``module`` twin."""
+    return ("properties", "modulesContent", "properties", module, "properties", _DESIRED, "properties", *rest)
+
+
+_EACH_NAME = ("patternProperties", "^[^\\.\\$# ]+$")  # the schema of each entry in a map of names
+_MODULE_SCHEMA = _desired_schema("$edgeAgent", "modules", "patternProperties", "^[a-zA-Z0-9_-]+$")
+_CREDENTIALS_SCHEMA = _desired_schema(
+    "$edgeAgent", "runtime", "properties", "settings", "properties", "registryCredentials", *_EACH_NAME
 )
-_CREDENTIALS_SCHEMA = (
-    "properties",
-    "modulesContent",
-    "properties",
-    "$edgeAgent",
-    "properties",
-    _DESIRED,
-    "properties",
-    "runtime",
-    "properties",
-    "settings",
-    "properties",
-    "registryCredentials",
-    "patternProperties",
-    "^[^\\.\\$# ]+$",
-)
-_ROUTE_SCHEMA = (
-    "properties",
-    "modulesContent",
-    "properties",
-    "$edgeHub",
-    "properties",
-    _DESIRED,
-    "properties",
-    "routes",
-    "patternProperties",
-    "^[^\\.\\$# ]+$",
-)
+_ROUTE_SCHEMA = _desired_schema("$edgeHub", "routes", *_EACH_NAME)
 
 
 # ------------------------------------------------------------------------------------------ schema

@@ -1,9 +1,14 @@
 """Small digits models for the FPGA tests: an sklearn MLP written as ONNX by hand (no torch), and torch
-MLP/CNN exports (slow tests only). Trained in the test process, cached per session."""
+MLP/CNN exports (slow tests only). Trained in the test process, cached per session. The torch digits
+CNN/MLP trainer (:func:`train_torch_digits`) also serves benchmarks/fpga_emulation.py."""
 
 from __future__ import annotations
 
 import functools
+import warnings
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -120,6 +125,75 @@ def torch_cnn_onnx() -> onnx.ModelProto:
     x_tr, y_tr, x_te, _ = digits()
     torch_net = nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(72, 10))
     return _export_torch(_train_torch(torch_net, x_tr.reshape(-1, 1, 8, 8), y_tr), x_te[:1].reshape(1, 1, 8, 8))
+
+
+def _digits_net(kind: str, mlp_widths: tuple[int, ...]) -> Any:
+    """The digits CNN (input N x 1 x 8 x 8) or an MLP of ``mlp_widths`` (ReLU between), no softmax."""
+    import torch.nn as nn
+
+    if kind == "cnn":
+        return nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(16 * 4 * 4, 10),
+        )
+    layers = [layer for n_in, n_out in pairwise(mlp_widths) for layer in (nn.Linear(n_in, n_out), nn.ReLU())]
+    return nn.Sequential(*layers[:-1])
+
+
+def _fit_in_batches(net: Any, x: np.ndarray, y: np.ndarray, epochs: int, batch: int = 64) -> None:
+    """Adam (lr 0.01) on cross entropy over the batches of ``x`` in order, ``epochs`` times; then eval mode."""
+    import torch
+
+    optimizer = torch.optim.Adam(net.parameters(), 1e-2)
+    xt, yt = torch.tensor(x), torch.tensor(y)
+    for _ in range(epochs):
+        for i in range(0, len(xt), batch):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(net(xt[i : i + batch]), yt[i : i + batch]).backward()
+            optimizer.step()
+    net.eval()
+
+
+def torch_to_onnx(net: Any, example: np.ndarray, path: Path) -> None:
+    """Export ``net`` to ``path`` at opset 13: input ``x``, output ``y``, both with a dynamic batch axis ``n``."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            net,
+            torch.tensor(example),
+            str(path),
+            opset_version=13,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "n"}, "y": {0: "n"}},
+            dynamo=False,
+        )
+
+
+def train_torch_digits(
+    kind: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    path: Path,
+    mlp_widths: tuple[int, ...] = (64, 32, 10),
+    softmax: bool = True,
+) -> None:
+    """Train the digits ``cnn`` (15 epochs) or ``mlp`` (40) with torch from seed 0, in batches of 64, and
+    export it to ``path`` (:func:`torch_to_onnx`), with a softmax after the logits if ``softmax``."""
+    import torch
+
+    torch.manual_seed(0)
+    net = _digits_net(kind, mlp_widths)
+    _fit_in_batches(net, x, y, epochs=15 if kind == "cnn" else 40)
+    torch_to_onnx(torch.nn.Sequential(net, torch.nn.Softmax(1)) if softmax else net, x[:1], path)
 
 
 def run_float(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
