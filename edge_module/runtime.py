@@ -35,9 +35,12 @@ synchronous: transports decide how to run it (inline, thread, batch).
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -227,7 +230,7 @@ class FileRuntime(ModelRuntime):
     """A runtime whose ``load`` sets ``_inputs`` and ``_outputs`` (lists of specs) and whose ``loaded``
     says when: ``inputs``/``outputs`` are copies of them, :class:`NotReadyError` before."""
 
-    _inputs: list[Any]
+    _inputs: list[TensorSpec]
     _outputs: list[TensorSpec]
 
     @property
@@ -246,6 +249,50 @@ class FileRuntime(ModelRuntime):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.path)!r}, name={self.name!r}, version={self.version!r})"
+
+
+class CheckedFileRuntime(FileRuntime):
+    """A :class:`FileRuntime` (ONNX, TFLite) named after its file's stem whose ``load`` ends with
+    :meth:`_set_io`: the names are kept and one :class:`InputChecker` checks every request."""
+
+    def __init__(self, path: str | os.PathLike[str], name: str | None = None, version: str | int | None = None):
+        self.path = Path(path)
+        self.name = name or self.path.stem
+        self.version = None if version is None else str(version)
+        self._checker: InputChecker | None = None
+        self._inputs: list[TensorSpec] = []
+        self._outputs: list[TensorSpec] = []
+        self._input_names: list[str] = []
+        self._output_names: list[str] = []
+
+    def _set_io(self, inputs: Iterable[InputCheck | TensorSpec], outputs: list[TensorSpec]) -> None:
+        """Keep the loaded model's inputs (checks or specs), outputs, their names and the input checker."""
+        checker = InputChecker(self.name, inputs)
+        self._inputs = [check.spec for check in checker.checks]
+        self._outputs = outputs
+        self._input_names = [check.name for check in checker.checks]
+        self._output_names = [spec.name for spec in outputs]
+        self._checker = checker
+
+    # the lists kept at load, not copies (callers only read them)
+    input_names = property(attrgetter("_input_names"), doc="The input names, in the model's order.")
+    output_names = property(attrgetter("_output_names"), doc="The output names, in the order ``predict`` gives them.")
+
+    def prepare(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Check names and convert every value (:meth:`InputChecker.prepare`)."""
+        return self._loaded_checker().prepare(inputs)
+
+    def prepare_single(self, value: Any) -> dict[str, np.ndarray]:
+        """Feeds for a single-input model (the ``{"data": ...}`` form)."""
+        spec = self._loaded_checker().checks[0]
+        return {spec.name: check_input(spec, value)}
+
+    def _loaded_checker(self) -> InputChecker:
+        """The input checker; :class:`NotReadyError` before :meth:`_set_io` has run."""
+        checker = self._checker
+        if checker is None:
+            raise NotReadyError(f"model {self.name!r} is not loaded yet")
+        return checker
 
 
 @dataclass

@@ -39,6 +39,16 @@ def _title(name: str) -> str:
     return name.replace("_", "-").title()
 
 
+def _converted(value: Any, default: Any, convert: Callable[[Any], Any] | None) -> Any:
+    """werkzeug's ``get(key, default, type)`` for a found ``value``: ``type(value)``, ``default`` when it raises."""
+    if convert is None:
+        return value
+    try:
+        return convert(value)
+    except (TypeError, ValueError):
+        return default
+
+
 class Headers(dict):
     """Request headers as Flask showed them under gunicorn (``Content-Type``, ``X-Ms-Request-Id``),
     looked up case-insensitively, with werkzeug's ``get(key, default, type)`` and ``getlist``."""
@@ -66,12 +76,7 @@ class Headers(dict):
         value = dict.get(self, _title(key), None)
         if value is None:
             return default
-        if type is None:
-            return value
-        try:
-            return type(value)
-        except (TypeError, ValueError):
-            return default
+        return _converted(value, default, type)
 
     def getlist(self, key: str) -> list[str]:
         value = dict.get(self, _title(key))
@@ -93,12 +98,7 @@ class MultiDict(dict):
         if key not in self:
             return default
         value = self[key]
-        if type is None:
-            return value
-        try:
-            return type(value)
-        except (TypeError, ValueError):
-            return default
+        return _converted(value, default, type)
 
     def getlist(self, key: str) -> list[Any]:
         return list(self._lists.get(key, []))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,10 +20,8 @@ import numpy as np
 from edge_module.runtime import (
     NUMPY_TO_V2,
     BadInputError,
-    FileRuntime,
+    CheckedFileRuntime,
     InputCheck,
-    InputChecker,
-    NotReadyError,
     ScoringError,
     TensorSpec,
     cast,
@@ -75,7 +72,7 @@ def _output_kind(onnx_type: str) -> str | None:
     return None
 
 
-class OnnxRuntime(FileRuntime):
+class OnnxRuntime(CheckedFileRuntime):
     """One ``.onnx`` file on onnxruntime's CPU provider (or the providers given)."""
 
     inline_safe = True  # no user code: a transport may call it on its event loop (cancel() bounds it)
@@ -90,9 +87,7 @@ class OnnxRuntime(FileRuntime):
         inter_op_threads: int | None = None,
         providers: Sequence[str] | None = None,
     ):
-        self.path = Path(path)
-        self.name = name or self.path.stem
-        self.version = None if version is None else str(version)
+        super().__init__(path, name, version)
         self.intra_op_threads = intra_op_threads
         self.inter_op_threads = inter_op_threads
         self.providers = list(providers) if providers else ["CPUExecutionProvider"]
@@ -100,11 +95,6 @@ class OnnxRuntime(FileRuntime):
         self._run: Any = None
         self._run_options: Any = None
         self._cancelled = False
-        self._inputs: list[InputCheck] = []
-        self._checker: InputChecker | None = None
-        self._outputs: list[TensorSpec] = []
-        self._output_names: list[str] = []
-        self._input_names: list[str] = []
         self.onnx_types: dict[str, str] = {}  # input and output names → onnxruntime type strings
 
     # ModelRuntime -----------------------------------------------------------------------
@@ -120,11 +110,10 @@ class OnnxRuntime(FileRuntime):
         if self.inter_op_threads is not None:
             options.inter_op_num_threads = int(self.inter_op_threads)
         session = ort.InferenceSession(str(self.path), sess_options=options, providers=self.providers)
-        self._inputs = [_Input(a.name, a.type, a.shape) for a in session.get_inputs()]
-        self._checker = InputChecker(self.name, self._inputs)
-        self._outputs = [TensorSpec(a.name, v2_datatype(a.type), dims(a.shape)) for a in session.get_outputs()]
-        self._input_names = [i.name for i in self._inputs]
-        self._output_names = [o.name for o in self._outputs]
+        self._set_io(
+            [_Input(a.name, a.type, a.shape) for a in session.get_inputs()],
+            [TensorSpec(a.name, v2_datatype(a.type), dims(a.shape)) for a in session.get_outputs()],
+        )
         self.onnx_types = {a.name: a.type for a in (*session.get_inputs(), *session.get_outputs())}
         self.session = session
         self._run = session.run
@@ -133,19 +122,6 @@ class OnnxRuntime(FileRuntime):
     @property
     def loaded(self) -> bool:
         return self.session is not None
-
-    @property
-    def inputs(self) -> list[TensorSpec]:
-        self._require_loaded()
-        return [i.spec for i in self._inputs]
-
-    @property
-    def input_names(self) -> list[str]:
-        return self._input_names
-
-    @property
-    def output_names(self) -> list[str]:
-        return self._output_names
 
     @property
     def platform(self) -> str:
@@ -163,18 +139,6 @@ class OnnxRuntime(FileRuntime):
         outputs = self.run(feeds)
         names = self._output_names
         return {names[0]: outputs[0]} if len(names) == 1 else dict(zip(names, outputs, strict=True))
-
-    def prepare(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        """Check names and convert every value with :meth:`prepare_input`."""
-        checker = self._checker
-        if checker is None:
-            raise NotReadyError(f"model {self.name!r} is not loaded yet")
-        return checker.prepare(inputs)
-
-    def prepare_single(self, value: Any) -> dict[str, np.ndarray]:
-        """Feeds for a single-input model (the ``{"data": ...}`` form)."""
-        spec = self._inputs[0]
-        return {spec.name: check_input(spec, value)}
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[Any]:
         """onnxruntime's run on prepared feeds (all outputs, in :attr:`output_names` order).

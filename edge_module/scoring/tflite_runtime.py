@@ -26,7 +26,6 @@ import os
 import re
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,13 +33,10 @@ import numpy as np
 from edge_module.runtime import (
     NUMPY_TO_V2,
     BadInputError,
-    FileRuntime,
-    InputCheck,
-    InputChecker,
+    CheckedFileRuntime,
     NotReadyError,
     ScoringError,
     TensorSpec,
-    check_input,
     dims,
 )
 
@@ -157,7 +153,7 @@ class _Slot:
         self.shapes = shapes
 
 
-class TfliteRuntime(FileRuntime):
+class TfliteRuntime(CheckedFileRuntime):
     """One ``.tflite`` file on LiteRT's CPU interpreter (see the module doc)."""
 
     inline_safe = True  # no user code, bounded; it has no cancel(): an overrunning call runs to its end
@@ -170,18 +166,11 @@ class TfliteRuntime(FileRuntime):
         *,
         num_threads: int | None = None,
     ):
-        self.path = Path(path)
-        self.name = name or self.path.stem
-        self.version = None if version is None else str(version)
+        super().__init__(path, name, version)
         self.num_threads = num_threads
         self._model: bytes | None = None
         self._interpreter: type | None = None
         self._local = threading.local()
-        self._checker: InputChecker | None = None
-        self._inputs: list[TensorSpec] = []
-        self._outputs: list[TensorSpec] = []
-        self._input_names: list[str] = []
-        self._output_names: list[str] = []
         # (name, tensor index, detail when the input is quantized) / (name, tensor index, detail to dequantize)
         self._feed: list[tuple[str, int, dict | None]] = []
         self._fetch: list[tuple[str, int, dict | None]] = []
@@ -197,13 +186,9 @@ class TfliteRuntime(FileRuntime):
         ins, outs, runner = io_details(slot.interp)
         names = ordered_outputs(outs, runner)
         self._subgraph = getattr(runner, "_subgraph_index", 0) if runner is not None else 0
-        self._inputs = [_spec(n, d) for n, d in ins.items()]
-        self._outputs = [_spec(n, outs[n]) for n in names]
         self._feed = [(n, int(d["index"]), d if is_quantized(d) else None) for n, d in ins.items()]
         self._fetch = [(n, int(outs[n]["index"]), outs[n] if is_quantized(outs[n]) else None) for n in names]
-        self._input_names = list(ins)
-        self._output_names = names
-        self._checker = InputChecker(self.name, [InputCheck(s) for s in self._inputs])
+        self._set_io([_spec(n, d) for n, d in ins.items()], [_spec(n, outs[n]) for n in names])
         if not self._subgraph:
             self._local.slot = slot  # the loading thread's; every other thread makes its own
 
@@ -212,28 +197,8 @@ class TfliteRuntime(FileRuntime):
         return self._checker is not None
 
     @property
-    def input_names(self) -> list[str]:
-        return self._input_names
-
-    @property
-    def output_names(self) -> list[str]:
-        return self._output_names
-
-    @property
     def platform(self) -> str:
         return "tflite"
-
-    def prepare(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        checker = self._checker
-        if checker is None:
-            raise NotReadyError(f"model {self.name!r} is not loaded yet")
-        return checker.prepare(inputs)
-
-    def prepare_single(self, value: Any) -> dict[str, np.ndarray]:
-        checker = self._checker
-        if checker is None:
-            raise NotReadyError(f"model {self.name!r} is not loaded yet")
-        return {checker.checks[0].name: check_input(checker.checks[0], value)}
 
     def predict(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Score named arrays (or nested lists); outputs by name (dequantized for a quantized model)."""

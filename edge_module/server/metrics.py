@@ -14,6 +14,7 @@ import mmap
 import struct
 import time
 from bisect import bisect_left
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -166,6 +167,22 @@ def _merge_hist(target: dict[str, list[float]], source: dict[str, list[float]]) 
                 t[i] += v
 
 
+def _family(out: list[str], name: str, kind: str, help: str) -> None:
+    """Append a metric family's ``# HELP`` and ``# TYPE`` lines."""
+    out += (f"# HELP {name} {help}", f"# TYPE {name} {kind}")
+
+
+def _single(out: list[str], name: str, kind: str, help: str, value: int) -> None:
+    """Append a metric family with one unlabelled sample."""
+    _family(out, name, kind, help)
+    out.append(f"{name} {value}")
+
+
+def _per_worker(out: list[str], name: str, samples: Iterable[tuple[Any, Any]]) -> None:
+    """Append a sample of ``name`` per ``(worker, value)``, labelled with the worker, in the order given."""
+    out.extend(f"{name}{_labels(worker=worker)} {value}" for worker, value in samples)
+
+
 def render(snapshots: list[dict[str, Any]]) -> bytes:
     counts: dict[tuple[str, str, int], int] = {}
     hist: dict[str, list[float]] = {}
@@ -182,65 +199,60 @@ def render(snapshots: list[dict[str, Any]]) -> bytes:
         rejected += snap.get("rejected", 0)
         waiting += snap.get("waiting", 0)
 
-    out = [
-        "# HELP edgepack_requests_total Requests answered (HTTP, and routes mqtt/iotedge), by route, method, status.",
-        "# TYPE edgepack_requests_total counter",
-    ]
+    out: list[str] = []
+    _family(
+        out,
+        "edgepack_requests_total",
+        "counter",
+        "Requests answered (HTTP, and routes mqtt/iotedge), by route, method, status.",
+    )
     for (r, m, s), n in sorted(counts.items()):
         out.append(f"edgepack_requests_total{_labels(route=r, method=m, status=s)} {n}")
-    out += [
-        "# HELP edgepack_request_duration_seconds Time from the end of the request to the response, by route.",
-        "# TYPE edgepack_request_duration_seconds histogram",
-    ]
+    _family(
+        out,
+        "edgepack_request_duration_seconds",
+        "histogram",
+        "Time from the end of the request to the response, by route.",
+    )
     _histogram(out, "edgepack_request_duration_seconds", LATENCY_BUCKETS, hist, "route")
-    out += [
-        "# HELP edgepack_requests_in_flight Requests received and not yet answered.",
-        "# TYPE edgepack_requests_in_flight gauge",
-        f"edgepack_requests_in_flight {in_flight}",
-        "# HELP edgepack_scoring_timeouts_total Scoring calls answered 504 because they ran past the timeout.",
-        "# TYPE edgepack_scoring_timeouts_total counter",
-        f"edgepack_scoring_timeouts_total {timeouts}",
-        "# HELP edgepack_requests_queued_total Scoring requests that waited for a slot (max concurrent requests).",
-        "# TYPE edgepack_requests_queued_total counter",
-        f"edgepack_requests_queued_total {queued}",
-        "# HELP edgepack_requests_rejected_total Scoring requests answered 503 after the max queue wait.",
-        "# TYPE edgepack_requests_rejected_total counter",
-        f"edgepack_requests_rejected_total {rejected}",
-        "# HELP edgepack_requests_waiting Scoring requests waiting for a slot now.",
-        "# TYPE edgepack_requests_waiting gauge",
-        f"edgepack_requests_waiting {waiting}",
-    ]
+    _single(out, "edgepack_requests_in_flight", "gauge", "Requests received and not yet answered.", in_flight)
+    _single(
+        out,
+        "edgepack_scoring_timeouts_total",
+        "counter",
+        "Scoring calls answered 504 because they ran past the timeout.",
+        timeouts,
+    )
+    _single(
+        out,
+        "edgepack_requests_queued_total",
+        "counter",
+        "Scoring requests that waited for a slot (max concurrent requests).",
+        queued,
+    )
+    _single(
+        out,
+        "edgepack_requests_rejected_total",
+        "counter",
+        "Scoring requests answered 503 after the max queue wait.",
+        rejected,
+    )
+    _single(out, "edgepack_requests_waiting", "gauge", "Scoring requests waiting for a slot now.", waiting)
     if batch_hist:
-        out += [
-            "# HELP edgepack_batch_size Rows per model call with adaptive batching, by model.",
-            "# TYPE edgepack_batch_size histogram",
-        ]
+        _family(out, "edgepack_batch_size", "histogram", "Rows per model call with adaptive batching, by model.")
         _histogram(out, "edgepack_batch_size", BATCH_BUCKETS, batch_hist, "model")
-    out += [
-        "# HELP edgepack_model_load_seconds Time load() took (init() or model loading), by worker.",
-        "# TYPE edgepack_model_load_seconds gauge",
-    ]
-    for snap in sorted(snapshots, key=lambda s: s["worker"]):
-        if snap["load_seconds"] is not None:
-            out.append(f"edgepack_model_load_seconds{_labels(worker=snap['worker'])} {_fmt(snap['load_seconds'])}")
-    out += [
-        "# HELP edgepack_ready 1 when the worker's load() has finished successfully.",
-        "# TYPE edgepack_ready gauge",
-    ]
-    for snap in sorted(snapshots, key=lambda s: s["worker"]):
-        out.append(f"edgepack_ready{_labels(worker=snap['worker'])} {int(bool(snap['ready']))}")
-    out += [
-        "# HELP edgepack_load_failed 1 when the worker's load() raised.",
-        "# TYPE edgepack_load_failed gauge",
-    ]
-    for snap in sorted(snapshots, key=lambda s: s["worker"]):
-        out.append(f"edgepack_load_failed{_labels(worker=snap['worker'])} {int(bool(snap['load_failed']))}")
-    out += [
-        "# HELP edgepack_process_start_time_seconds Start time of the worker process since the Unix epoch.",
-        "# TYPE edgepack_process_start_time_seconds gauge",
-    ]
-    for snap in sorted(snapshots, key=lambda s: s["worker"]):
-        out.append(f"edgepack_process_start_time_seconds{_labels(worker=snap['worker'])} {_fmt(snap['started'])}")
+    workers = sorted(snapshots, key=lambda s: s["worker"])
+    loaded = [w for w in workers if w["load_seconds"] is not None]
+    _family(out, "edgepack_model_load_seconds", "gauge", "Time load() took (init() or model loading), by worker.")
+    _per_worker(out, "edgepack_model_load_seconds", [(w["worker"], _fmt(w["load_seconds"])) for w in loaded])
+    _family(out, "edgepack_ready", "gauge", "1 when the worker's load() has finished successfully.")
+    _per_worker(out, "edgepack_ready", [(w["worker"], int(bool(w["ready"]))) for w in workers])
+    _family(out, "edgepack_load_failed", "gauge", "1 when the worker's load() raised.")
+    _per_worker(out, "edgepack_load_failed", [(w["worker"], int(bool(w["load_failed"]))) for w in workers])
+    _family(
+        out, "edgepack_process_start_time_seconds", "gauge", "Start time of the worker process since the Unix epoch."
+    )
+    _per_worker(out, "edgepack_process_start_time_seconds", [(w["worker"], _fmt(w["started"])) for w in workers])
     return ("\n".join(out) + "\n").encode()
 
 

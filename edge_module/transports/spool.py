@@ -217,11 +217,7 @@ class Spool:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode) or st.st_nlink > 1:
                 raise SpoolError(f"the spool file {path} is not a plain file (or has other links): remove it")
-            if st.st_uid != os.geteuid():
-                raise SpoolError(
-                    f"the spool file {path} belongs to uid {st.st_uid}, not to this process (uid {os.geteuid()}): "
-                    f"remove it ({_FIX})"
-                )
+            _require_owner(st, f"the spool file {path}", "remove it")
             if st.st_mode & 0o077:
                 os.fchmod(fd, 0o600)
         except BaseException:
@@ -469,6 +465,14 @@ class Spool:
             self._dir_fd = -1
 
 
+def _require_owner(st: os.stat_result, what: str, remedy: str) -> None:
+    """:class:`SpoolError` (``what``, then ``remedy``) unless ``st`` belongs to this process's user."""
+    if st.st_uid != os.geteuid():
+        raise SpoolError(
+            f"{what} belongs to uid {st.st_uid}, not to this process (uid {os.geteuid()}): {remedy} ({_FIX})"
+        )
+
+
 def private_dir(path: Path) -> int:
     """A descriptor of the folder ``path``, created 0700 when missing (parents too), after checking it
     is safe for the spool: not a symlink, ours, not writable by group or others."""
@@ -492,11 +496,7 @@ def private_dir(path: Path) -> int:
         raise SpoolError(f"cannot open the spool folder {path}: {exc.strerror} ({_FIX})") from None
     try:
         st = os.fstat(fd)
-        if st.st_uid != os.geteuid():
-            raise SpoolError(
-                f"the spool folder {path} belongs to uid {st.st_uid}, not to this process (uid {os.geteuid()}): "
-                f"refusing it ({_FIX})"
-            )
+        _require_owner(st, f"the spool folder {path}", "refusing it")
         if st.st_mode & 0o022:
             raise SpoolError(
                 f"the spool folder {path} is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o}): "

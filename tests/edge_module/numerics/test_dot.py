@@ -99,17 +99,13 @@ def test_exact_matmul_is_exact_on_every_path() -> None:
         dot.exact_matmul(np.full((1, 4), 2**40), np.full((1, 4), 2**40))
 
 
-def _qlinear_matmul(x, xs, xz, w_km, ws, ys, yz) -> np.ndarray:
-    inits = [
-        numpy_helper.from_array(np.float32(xs), "xs"),
-        numpy_helper.from_array(np.int8(xz), "xz"),
-        numpy_helper.from_array(w_km.astype(np.int8), "w"),
-        numpy_helper.from_array(np.asarray(ws, np.float32), "ws"),
-        numpy_helper.from_array(np.zeros(np.shape(ws), np.int8), "wz"),
-        numpy_helper.from_array(np.float32(ys), "ys"),
-        numpy_helper.from_array(np.int8(yz), "yz"),
-    ]
-    node = helper.make_node("QLinearMatMul", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])
+def wide_range(rng: np.random.Generator, shape: tuple[int, ...], spread: float) -> np.ndarray:
+    """float32 normal values times ``2**u``, ``u`` uniform in ``[-spread, spread]`` (magnitudes far apart)."""
+    return (rng.standard_normal(shape) * np.exp2(rng.uniform(-spread, spread, shape))).astype(np.float32)
+
+
+def run_qlinear(node: onnx.NodeProto, inits: list[onnx.TensorProto], x: np.ndarray) -> np.ndarray:
+    """The int8 output of one QLinear* ``node`` (input ``x``, output ``y``) on onnxruntime, opset 13."""
     graph = helper.make_graph(
         [node],
         "g",
@@ -121,6 +117,20 @@ def _qlinear_matmul(x, xs, xz, w_km, ws, ys, yz) -> np.ndarray:
     model.ir_version = 8
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, {"x": x.astype(np.int8)})[0]
+
+
+def _qlinear_matmul(x, xs, xz, w_km, ws, ys, yz) -> np.ndarray:
+    inits = [
+        numpy_helper.from_array(np.float32(xs), "xs"),
+        numpy_helper.from_array(np.int8(xz), "xz"),
+        numpy_helper.from_array(w_km.astype(np.int8), "w"),
+        numpy_helper.from_array(np.asarray(ws, np.float32), "ws"),
+        numpy_helper.from_array(np.zeros(np.shape(ws), np.int8), "wz"),
+        numpy_helper.from_array(np.float32(ys), "ys"),
+        numpy_helper.from_array(np.int8(yz), "yz"),
+    ]
+    node = helper.make_node("QLinearMatMul", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"], ["y"])
+    return run_qlinear(node, inits, x)
 
 
 @pytest.mark.parametrize("per_column", [False, True])
@@ -201,9 +211,9 @@ def test_bfp_dot_folded_equals_the_per_block_product(k, m, rounding) -> None:
     rng = np.random.default_rng(k + m)
     params = {"block_size": k, "mantissa_bits": m, "exponent_bits": 8, "rounding": rounding}
     for spread, rows in ((2, 7), (20, 300), (40, 3)):
-        x = (rng.standard_normal((rows, 70)) * np.exp2(rng.uniform(-spread, spread, (rows, 70)))).astype(np.float32)
+        x = wide_range(rng, (rows, 70), spread)
         x[:, :k] = 0  # an all-zero block
-        w = (rng.standard_normal((6, 70)) * np.exp2(rng.uniform(-spread, spread, (6, 70)))).astype(np.float32)
+        w = wide_range(rng, (6, 70), spread)
         w_mant, w_exp = bfp.quantize(w, 1, k, m, 8, rounding)
         bias = rng.standard_normal(6).astype(np.float32)
         folded_w = dot.bfp_fold_weights(w_mant, w_exp, params)
@@ -223,12 +233,12 @@ def test_bfp_folded_columns_equal_the_per_block_product(k, m) -> None:
     rng = np.random.default_rng(k * m)
     params = {"block_size": k, "mantissa_bits": m, "exponent_bits": 8, "rounding": "nearest_even"}
     for spread, rows in ((2, 7), (20, 300), (40, 3)):
-        x = (rng.standard_normal((rows, 70)) * np.exp2(rng.uniform(-spread, spread, (rows, 70)))).astype(np.float32)
+        x = wide_range(rng, (rows, 70), spread)
         x[:, :k] = 0  # an all-zero block
         # the maximum rounds up (saturates) in two rows' blocks: many blocks of the small inputs, few of 300
         x[:2, k : 2 * k] = np.ldexp(np.float32(2**m - 0.5), -m + 1)
         x[2:, k : 2 * k] = np.ldexp(rng.integers(-(2**m), 2**m, (rows - 2, k)) + 0.5, -m)  # ties
-        w = (rng.standard_normal((6, 70)) * np.exp2(rng.uniform(-spread, spread, (6, 70)))).astype(np.float32)
+        w = wide_range(rng, (6, 70), spread)
         w_mant, w_exp = bfp.quantize(w, 1, k, m, 8)
         bias = rng.standard_normal(6).astype(np.float32)
         x_mant, x_exp = bfp.quantize(x, -1, k, m, 8)
@@ -261,9 +271,7 @@ def test_bfp_dense_columns_equal_the_per_block_product(k, m) -> None:
     params = {"block_size": k, "mantissa_bits": m, "exponent_bits": 8, "rounding": "nearest_even"}
     for spread, rows, n_blocks in ((2, 7, 5), (20, 64, 4), (40, 3, 2), (3, 64, 1)):
         width = n_blocks * k
-        x = (rng.standard_normal((rows, width)) * np.exp2(rng.uniform(-spread, spread, (rows, width)))).astype(
-            np.float32
-        )
+        x = wide_range(rng, (rows, width), spread)
         if n_blocks > 1:
             x[:, :k] = 0  # an all-zero block
             x[:2, k : 2 * k] = np.ldexp(np.float32(2**m - 0.5), -m + 1)  # the maximum rounds up (saturates)
@@ -272,7 +280,7 @@ def test_bfp_dense_columns_equal_the_per_block_product(k, m) -> None:
             x[:, -k:-2] = np.float32(2.0**-140)  # subnormal and (scaled by 2**-E) underflowing values
             x[:, -2] = np.float32(2.0**-90)
             x[:, -1] = np.float32(-(2.0**60))  # beside a large block maximum: they round to 0
-        w = (rng.standard_normal((6, width)) * np.exp2(rng.uniform(-spread, spread, (6, width)))).astype(np.float32)
+        w = wide_range(rng, (6, width), spread)
         w_mant, w_exp = bfp.quantize(w, 1, k, m, 8)
         x_mant, x_exp = bfp.quantize(x, -1, k, m, 8)
         folded = dot.bfp_fold_weights(w_mant, w_exp, params)
@@ -300,9 +308,7 @@ def test_bfp_dense_integer_steps_equal_the_per_block_product(k, m) -> None:
     params = {"block_size": k, "mantissa_bits": m, "exponent_bits": 8, "rounding": "nearest_even"}
     for spread, rows, n_blocks in ((2, 7, 5), (20, 64, 4), (40, 3, 2), (3, 64, 1)):
         width = n_blocks * k
-        x = (rng.standard_normal((rows, width)) * np.exp2(rng.uniform(-spread, spread, (rows, width)))).astype(
-            np.float32
-        )
+        x = wide_range(rng, (rows, width), spread)
         if n_blocks > 1:
             x[:2, :k] = np.ldexp(np.float32(2**m - 0.5), -m + 1)  # the maximum rounds up (saturates)
             x[2:, :k] = np.ldexp(rng.integers(-(2**m), 2**m, (rows - 2, k)) + 0.5, -m)  # ties
@@ -311,7 +317,7 @@ def test_bfp_dense_integer_steps_equal_the_per_block_product(k, m) -> None:
             x[:, -k:-2] = np.float32(2.0**-140)  # subnormal and (scaled by 2**(m-1-E)) underflowing values
             x[:, -2] = np.float32(2.0**-90)
             x[:, -1] = np.float32(-(2.0**60))  # beside a large block maximum: they round to 0
-        w = (rng.standard_normal((6, width)) * np.exp2(rng.uniform(-spread, spread, (6, width)))).astype(np.float32)
+        w = wide_range(rng, (6, width), spread)
         w_mant, w_exp = bfp.quantize(w, 1, k, m, 8)
         x_mant, x_exp = bfp.quantize(x, -1, k, m, 8)
         folded = dot.bfp_fold_weights(w_mant, w_exp, params)

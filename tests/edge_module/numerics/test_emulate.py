@@ -11,11 +11,11 @@ import pytest
 
 from edge_module.numerics.emulate import Program
 
-from .test_dot import fx, ref_cast
+from .test_dot import fx, ref_cast, run_qlinear, wide_range
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+from onnx import helper, numpy_helper  # noqa: E402
 
 ATTRS = {"kernel_shape": [3, 2], "pads": [1, 0, 1, 2], "strides": [2, 1], "dilations": [1, 2]}
 
@@ -101,18 +101,7 @@ def _qlinear_conv(x, xs, xz, w, ws, b, ys, yz) -> np.ndarray:
         numpy_helper.from_array(b.astype(np.int32), "b"),
     ]
     node = helper.make_node("QLinearConv", ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["y"], **ATTRS)
-    graph = helper.make_graph(
-        [node],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.INT8, list(x.shape))],
-        [helper.make_tensor_value_info("y", TensorProto.INT8, None)],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        None, {"x": x.astype(np.int8)}
-    )[0]
+    return run_qlinear(node, inits, x)
 
 
 @pytest.mark.parametrize("x_zero", [0, 5])
@@ -378,9 +367,9 @@ def test_bfp_mlp_on_the_column_path_equals_the_kernel(m, monkeypatch) -> None:
     run = dot.bfp_dense_run
     monkeypatch.setattr(dot, "bfp_dense_run", lambda *a: (y := run(*a), calls.append(y is not None))[0])
     for x in (
-        (rng.standard_normal((64, 64)) * np.exp2(rng.uniform(-8, 8, (64, 64)))).astype(np.float32),
+        wide_range(rng, (64, 64), 8),
         np.where(np.arange(64) < 16, np.float32(2.0**-120), rng.standard_normal((5, 64)).astype(np.float32)),
-        (rng.standard_normal((300, 64)) * np.exp2(rng.uniform(-8, 8, (300, 64)))).astype(np.float32),  # rows
+        wide_range(rng, (300, 64), 8),  # rows
     ):
         calls.clear()
         got = program.run(x, keep_all=True)
