@@ -39,7 +39,6 @@ import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -274,9 +273,15 @@ class CheckedFileRuntime(FileRuntime):
         self._output_names = [spec.name for spec in outputs]
         self._checker = checker
 
-    # the lists kept at load, not copies (callers only read them)
-    input_names = property(attrgetter("_input_names"), doc="The input names, in the model's order.")
-    output_names = property(attrgetter("_output_names"), doc="The output names, in the order ``predict`` gives them.")
+    @property
+    def input_names(self) -> list[str]:
+        """The input names, in the model's order (the list kept at load: callers only read it)."""
+        return self._input_names
+
+    @property
+    def output_names(self) -> list[str]:
+        """The output names, in the order ``predict`` gives them (kept at load, as ``input_names``)."""
+        return self._output_names
 
     def prepare(self, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
         """Check names and convert every value (:meth:`InputChecker.prepare`)."""
