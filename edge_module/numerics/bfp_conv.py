@@ -149,7 +149,7 @@ def _position_block_conv(
     if weights is None:
         weights = plan.tiles["rows"] = np.ascontiguousarray(plan.integer_weights.transpose(0, 2, 1))
     partial = np.matmul(codes.reshape(-1, n_blocks, k).transpose(1, 0, 2), weights)  # (n_blocks, L, M), exact
-    out = dot.sum_in_order(partial, np.empty(partial.shape[1:], np.float32))
+    out = dot.sum_in_order(partial)
     if plan.bias is not None:
         bias = plan.bias.reshape(-1)
         out += dot.small_tiled(plan.tiles, "bias rows", bias, out.shape)

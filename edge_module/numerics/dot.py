@@ -98,7 +98,7 @@ def ordered_block_sum(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     products = x.shape[0] * x.shape[1] * w.shape[-1]
     if ordered_sum_on_backend(products) and _on_backend(x, w, products):
         return _backend.ordered_block_sum(x, w)  # type: ignore[union-attr]
-    return sum_in_order(np.matmul(x, w), np.empty((x.shape[1], w.shape[-1]), np.float32))
+    return sum_in_order(np.matmul(x, w))
 
 
 def exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -632,29 +632,18 @@ def admit_zero_blocks(bits: np.ndarray, plan: DensePlan) -> np.ndarray | None:
     return np.maximum(bits, plan.low, out=bits)
 
 
-def block_sum(partial: np.ndarray) -> np.ndarray:
-    """Block products ``(n_blocks, ...)`` summed in block order in float32, as a new array."""
-    n_blocks = partial.shape[0]
-    if n_blocks > 2 and partial[0].size >= 2:  # one reduction, in block order (see sum_in_order)
-        return np.add.reduce(partial, axis=0)  # measured: beats one call per block from 3 blocks of 64 x 64
-    out = partial[0].copy() if n_blocks == 1 else np.add(partial[0], partial[1])
-    for term in partial[2:]:
-        out += term
-    return out
-
-
 def column_block_sum(w: np.ndarray, codes: np.ndarray) -> np.ndarray:
     """The exact block products ``w[b] @ codes[b]`` (``w (n_blocks, M, k)``, C-contiguous ``codes
     (n_blocks, k, R)``) summed in block order in float32 ``(M, R)``: large ones block by block on the
     backend (measured on a CIFAR-sized first convolution, 2 blocks of 32 x 16 against 16384 columns:
-    numpy's BLAS 0.57 ms, onnxruntime 0.22 ms), else one numpy matmul and ``block_sum``."""
+    numpy's BLAS 0.57 ms, onnxruntime 0.22 ms), else one numpy matmul and ``sum_in_order``."""
     n_blocks, m, k = w.shape
     if n_blocks > 1 and codes.flags.c_contiguous and _on_backend(w, codes, m * k * codes.shape[2]):
         out = _backend.matmul(w[0], codes[0])  # type: ignore[union-attr]
         for b in range(1, n_blocks):
             out += _backend.matmul(w[b], codes[b])  # type: ignore[union-attr]
         return out
-    return block_sum(np.matmul(w, codes))
+    return sum_in_order(np.matmul(w, codes))
 
 
 def _with_bias(out: np.ndarray, plan: DensePlan) -> np.ndarray:
@@ -719,16 +708,23 @@ def bfp_dot_folded(
     return out
 
 
-def sum_in_order(terms: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """``out = ((terms[0] + terms[1]) + terms[2]) + ...`` elementwise (float32 in that order) for
-    C-contiguous ``terms (n, ...)``. One ``np.add.reduce`` over axis 0 when each term has at least two
-    elements: numpy then copies ``terms[0]`` and adds the others in turn, one elementwise pass per term
-    (its pairwise summation applies only when the reduced axis is the inner loop, i.e. when each term is
-    a single element); else the additions one by one."""
-    if terms.shape[0] > 1 and terms[0].size >= 2 and terms.flags.c_contiguous:
+def sum_in_order(terms: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``((terms[0] + terms[1]) + terms[2]) + ...`` elementwise (float32 in that order) for C-contiguous
+    ``terms (n, ...)``, into ``out`` (a new array when None). One ``np.add.reduce`` over axis 0 when each
+    term has at least two elements: numpy then copies ``terms[0]`` and adds the others in turn, one
+    elementwise pass per term (its pairwise summation applies only when the reduced axis is the inner
+    loop, i.e. when each term is a single element); else the additions one by one, as also for two terms
+    into a new array (measured: one ``np.add`` beats a reduction there; from 3 blocks of 64 x 64 the
+    reduction wins)."""
+    n = terms.shape[0]
+    if n > 1 and terms[0].size >= 2 and terms.flags.c_contiguous and (n > 2 or out is not None):
         return np.add.reduce(terms, axis=0, out=out)
-    np.copyto(out, terms[0])
-    for term in terms[1:]:
+    if out is None:
+        out, rest = (np.add(terms[0], terms[1]), terms[2:]) if n > 1 else (terms[0].copy(), terms[1:])
+    else:
+        np.copyto(out, terms[0])
+        rest = terms[1:]
+    for term in rest:
         out += term
     return out
 

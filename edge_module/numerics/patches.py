@@ -55,8 +55,7 @@ def window_view(
     top, left, bottom, right = pads
     sh, sw = strides
     dh, dw = dilations
-    oh = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
-    ow = (w + left + right - dw * (kw - 1) - 1) // sw + 1
+    oh, ow = out_hw(h, w, (kernel, pads, strides, dilations))
     if any(pads):
         xp = np.full((n, h + top + bottom, w + left + right, c), pad_value, x.dtype)
         xp[:, top : top + h, left : left + w, :] = x.transpose(0, 2, 3, 1)

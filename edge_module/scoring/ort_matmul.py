@@ -80,9 +80,10 @@ class OrtMatmul:
         from edge_module.numerics import dot
 
         n_blocks, rows, k = x.shape
-        if k > MLAS_STRIDE_K or n_blocks == 0 or rows == 0:  # numpy's products and sum
-            out = np.zeros((rows, w.shape[2]), np.float32)
-            return dot.sum_in_order(np.matmul(x, w), out) if n_blocks and rows else out
+        if n_blocks == 0 or rows == 0:
+            return np.zeros((rows, w.shape[2]), np.float32)
+        if k > MLAS_STRIDE_K:  # numpy's products and sum
+            return dot.sum_in_order(np.matmul(x, w))
         if rows == 1:  # MLAS's M == 1 kernel adds term by term into C: two rows take the SGEMM kernels
             return self.ordered_block_sum(np.concatenate([x, np.zeros_like(x)], axis=1), w)[:1]
         zeros = self._zeros.get((rows, w.shape[2]))

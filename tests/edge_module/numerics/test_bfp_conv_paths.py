@@ -66,13 +66,19 @@ def hard_inputs(shape: tuple[int, ...], m: int, seed: int) -> np.ndarray:
 PATHS = ("_one_block_conv", "_position_block_conv")
 
 
+def spy_taken(monkeypatch, name: str) -> list[bool]:
+    """Record, per call of ``bfp_conv.<name>``, whether it took the batch (returned something)."""
+    taken: list[bool] = []
+    path = getattr(bfp_conv, name)
+    monkeypatch.setattr(bfp_conv, name, lambda *a: taken.append((y := path(*a)) is not None) or y)
+    return taken
+
+
 def both_paths(
     program: Program, x: np.ndarray, monkeypatch, path: str = "_one_block_conv"
 ) -> tuple[np.ndarray, np.ndarray, list[bool]]:
     """The output with ``path`` (recording whether it took the batch) and with neither fast path."""
-    taken: list[bool] = []
-    fast = getattr(bfp_conv, path)
-    monkeypatch.setattr(bfp_conv, path, lambda *a: taken.append((y := fast(*a)) is not None) or y)
+    taken = spy_taken(monkeypatch, path)
     got = program.run(x)[program.outputs[0]]
     for name in PATHS:
         monkeypatch.setattr(bfp_conv, name, lambda *a: None)
@@ -126,9 +132,7 @@ def test_batches_outside_the_bounds_take_the_other_paths(value, monkeypatch) -> 
         x[1] = value  # whole windows of it
     else:
         x[1, 1, 4, 4] = value
-    taken: list[bool] = []
-    one_block = bfp_conv._one_block_conv
-    monkeypatch.setattr(bfp_conv, "_one_block_conv", lambda *a: taken.append((y := one_block(*a)) is not None) or y)
+    taken = spy_taken(monkeypatch, "_one_block_conv")
     if not np.isfinite(value):
         with pytest.raises(ValueError, match="NaN/inf"):
             program.run(x)
@@ -182,9 +186,7 @@ def test_position_blocks_outside_the_bounds_take_the_other_paths(value, monkeypa
         x[1, 2, 3, 3] = value
     else:
         x[1] = value  # whole blocks of it
-    taken: list[bool] = []
-    fast = bfp_conv._position_block_conv
-    monkeypatch.setattr(bfp_conv, "_position_block_conv", lambda *a: taken.append((y := fast(*a)) is not None) or y)
+    taken = spy_taken(monkeypatch, "_position_block_conv")
     if np.isnan(value):
         with pytest.raises(ValueError, match="NaN/inf"):
             program.run(x)

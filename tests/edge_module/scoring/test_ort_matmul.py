@@ -10,7 +10,7 @@ import pytest
 from edge_module.numerics import bfp, bfp_conv, dot, patches
 from edge_module.numerics.emulate import Program
 from edge_module.scoring import ort_matmul
-from tests.edge_module.numerics.test_bfp_conv_paths import GEOMETRIES, conv_relu_program, hard_inputs
+from tests.edge_module.numerics.test_bfp_conv_paths import GEOMETRIES, conv_relu_program, hard_inputs, spy_taken
 
 
 @pytest.fixture
@@ -134,9 +134,7 @@ def _channel_block_inputs(shape: tuple[int, ...], seed: int) -> np.ndarray:
 def _on_both_engines(program: Program, x: np.ndarray, engine, monkeypatch) -> tuple[np.ndarray, np.ndarray, list]:
     """The output on numpy, then on ``engine``, and whether each ``_block_major_dot`` call took the batch."""
     want = program.run(x)["y"]
-    taken: list[bool] = []
-    block_major = bfp_conv._block_major_dot
-    monkeypatch.setattr(bfp_conv, "_block_major_dot", lambda *a: taken.append((y := block_major(*a)) is not None) or y)
+    taken = spy_taken(monkeypatch, "_block_major_dot")
     dot.set_backend(engine)
     return want, program.run(x)["y"], taken
 
@@ -214,7 +212,7 @@ def test_programs_give_the_same_bits_on_either_engine(scheme, backend) -> None:
 def test_column_block_sums_take_the_engine_block_by_block(backend) -> None:
     """``dot.column_block_sum`` (BFP dense columns, a CIFAR-sized first convolution): the exact block
     products one by one on the engine, summed in block order: the bits of numpy's one matmul and
-    ``dot.block_sum``, wherever rounding happens between blocks; one block stays on numpy."""
+    ``dot.sum_in_order``, wherever rounding happens between blocks; one block stays on numpy."""
     engine, calls = backend
     rng = np.random.default_rng(7)
     w = np.ldexp(rng.integers(-127, 128, (4, 9, 16)), rng.integers(-30, 30, (4, 9, 1))).astype(np.float32)
